@@ -1,0 +1,5 @@
+//! Placeholder.
+pub enum Controller {}
+pub struct Layout;
+pub struct Mount;
+pub enum MountKind {}

@@ -1,0 +1,4 @@
+//! Placeholder.
+#[derive(Debug)]
+pub struct ProcCgroups;
+pub struct CgroupEntry;

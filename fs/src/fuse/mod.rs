@@ -1,0 +1,1 @@
+//! FUSE transport (placeholder).

@@ -1,0 +1,19 @@
+//! sysvisor-fs: one multithreaded FUSE server that serves each caller a virtual view of
+//! /proc and /sys shaped by its own cgroup limits and pid namespace.
+//!
+//! Layers, from the kernel up:
+//! - [`fuse`]: the FUSE transport (mount, worker threads, inodes, handles).
+//! - [`service`]: turns "pid P reads view V" into bytes, through the caches.
+//! - [`caller`]: who is asking (pid -> cgroups, pid namespace), cached per process.
+//! - [`cgroup`]: limits and usage from cgroup v1 and v2 behind one interface.
+//! - [`views`]: one module per virtual file, each a pure renderer plus its inputs.
+//! - [`host`]: the host's own /proc and /sys files.
+//! - [`loadavg`]: per-cgroup load averages, sampled in the background.
+
+pub mod caller;
+pub mod cgroup;
+pub mod fuse;
+pub mod host;
+pub mod loadavg;
+pub mod service;
+pub mod views;
