@@ -10,6 +10,7 @@
 //! - [`host`]: the host's own /proc and /sys files.
 //! - [`loadavg`]: per-cgroup load averages, sampled in the background.
 
+pub mod cache;
 pub mod caller;
 pub mod cgroup;
 pub mod fuse;

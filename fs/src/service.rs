@@ -1,47 +1,156 @@
-//! Request service: "process PID reads view V" -> bytes (placeholder: host files only,
-//! replaced by the cached per-caller implementation).
+//! Request service: "process PID reads view V" -> bytes.
+//!
+//! The path of one request: identify the caller (cached per pid), look for a fresh
+//! rendering of the view for the caller's cgroups (cached per cgroup set), and on a miss
+//! run the view's generator. A housekeeping thread samples load averages and sweeps the
+//! caches of exited processes and stale renderings.
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex};
+
+use crate::cache::{ViewCache, ViewKey};
+use crate::caller::{CallerError, Callers};
+use crate::cgroup::{CgroupError, Cgroups};
 use crate::host::HostProc;
-use crate::views::{ViewError, TABLE};
+use crate::loadavg::{LoadavgTracker, SAMPLE_INTERVAL};
+use crate::views::{Request, Scope, ViewError, TABLE};
 
 /// How the service is set up.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// How long a rendered view may be served again to callers with the same view.
+    /// How long a rendered view may be served again to callers with the same view, and
+    /// how long a caller's identity is trusted before /proc is read again.
     pub cache_ttl: Duration,
     pub host: HostProc,
+}
+
+impl ServiceConfig {
+    /// The running host's /proc and /sys, with the given TTL.
+    pub fn new(cache_ttl: Duration) -> ServiceConfig {
+        ServiceConfig { cache_ttl, host: HostProc::system() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("no such view {0}")]
     NoSuchView(usize),
-    #[error("caller {pid} is gone")]
-    CallerGone { pid: u32 },
+    #[error(transparent)]
+    Caller(#[from] CallerError),
     #[error(transparent)]
     View(#[from] ViewError),
+    #[error(transparent)]
+    Setup(#[from] CgroupError),
+    #[error("cannot set up the service: {0}")]
+    Io(#[from] std::io::Error),
 }
 
+/// Shared by all FUSE workers.
 pub struct Service {
-    config: ServiceConfig,
+    host: HostProc,
+    cgroups: Arc<Cgroups>,
+    callers: Callers,
+    views: ViewCache,
+    loadavg: LoadavgTracker,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    housekeeper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Service {
+    /// Finds the host's cgroup mounts and starts the housekeeping thread.
     pub fn new(config: ServiceConfig) -> Result<Arc<Service>, ServiceError> {
-        Ok(Arc::new(Service { config }))
+        Service::with_cgroups(config, Cgroups::detect()?)
+    }
+
+    /// As [`Service::new`], with cgroup mounts given (fixture trees in tests).
+    pub fn with_cgroups(config: ServiceConfig, cgroups: Cgroups) -> Result<Arc<Service>, ServiceError> {
+        raise_fd_limit();
+        let cgroups = Arc::new(cgroups);
+        let service = Arc::new(Service {
+            host: config.host,
+            callers: Callers::new(config.cache_ttl)?,
+            views: ViewCache::new(config.cache_ttl),
+            loadavg: LoadavgTracker::new(cgroups.clone()),
+            cgroups,
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            housekeeper: Mutex::new(None),
+        });
+        let worker = service.clone();
+        let handle = std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn(move || worker.housekeep())?;
+        *service.housekeeper.lock() = Some(handle);
+        Ok(service)
     }
 
     /// The bytes of view `view` (an index into [`TABLE`]) as process `pid` must see them.
     pub fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
-        let _ = pid;
         let spec = TABLE.get(view).ok_or(ServiceError::NoSuchView(view))?;
-        let rel = spec.path.strip_prefix("proc/").unwrap_or(spec.path);
-        Ok(self.config.host.read(rel)?.into_bytes())
+        let caller = self.callers.resolve(pid)?;
+        let key = ViewKey {
+            view,
+            cgroup_id: caller.cgroup_id,
+            pid_ns: match spec.scope {
+                Scope::Cgroup => 0,
+                Scope::CgroupAndPidNs => caller.pid_ns,
+            },
+        };
+        if let Some(bytes) = self.views.get(&key) {
+            return Ok(bytes.to_vec());
+        }
+        let request = Request {
+            host: &self.host,
+            cgroups: &self.cgroups,
+            caller: &caller,
+            loadavg: &self.loadavg,
+        };
+        let bytes = (spec.generate)(&request)?;
+        self.views.insert(key, Arc::from(bytes.as_slice()));
+        Ok(bytes)
     }
 
-    /// Stops background work (the load average sampler).
-    pub fn shutdown(&self) {}
+    /// Sizes of the caches: (callers, rendered views, load-tracked cgroups).
+    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+        (self.callers.len(), self.views.len(), self.loadavg.len())
+    }
+
+    /// Stops the housekeeping thread. Requests may still be served afterwards.
+    pub fn shutdown(&self) {
+        *self.stop.lock() = true;
+        self.wake.notify_all();
+        if let Some(handle) = self.housekeeper.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn housekeep(&self) {
+        let mut stop = self.stop.lock();
+        while !*stop {
+            self.wake.wait_for(&mut stop, SAMPLE_INTERVAL);
+            if *stop {
+                break;
+            }
+            parking_lot::MutexGuard::unlocked(&mut stop, || {
+                self.loadavg.sample_all();
+                self.callers.sweep();
+                self.views.sweep();
+            });
+        }
+    }
+}
+
+/// Cached callers each hold a pidfd; lift the soft fd limit to the hard one so a busy
+/// host does not run the daemon out of descriptors.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::debug!(%err, "cannot raise the open file limit");
+        }
+    }
 }

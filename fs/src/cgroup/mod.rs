@@ -17,7 +17,8 @@ pub use layout::{Controller, Layout, Mount, MountKind};
 pub use proc_cgroup::{CgroupEntry, ProcCgroups};
 pub use reader::Cgroups;
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// Errors while reading cgroup files.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,28 @@ pub enum CgroupError {
     #[error("cannot find cgroup mounts: {0}")]
     Layout(String),
 }
+
+/// Why the contents of a cgroup file could not be parsed.
+///
+/// The pure parsers in [`v1`] and [`v2`] work on text and do not know which file it came
+/// from; the readers turn this into [`CgroupError::Malformed`] with the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    /// The error for this parse failure in the file at `path`.
+    pub fn at(self, path: &Path) -> CgroupError {
+        CgroupError::Malformed { path: path.to_path_buf(), reason: self.0 }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 /// Memory figures of one cgroup, in bytes, limits already folded over ancestors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,365 @@
+//! The static directory tree served under the mount point, built once from
+//! [`views::TABLE`](crate::views::TABLE): the root, every directory on the way to a view
+//! (`proc/`, `sys/devices/system/cpu/`, ...) and one file per view.
+//!
+//! Inode numbers are dense: inode `n` is `nodes[n - 1]`, the root is [`ROOT_INO`] (FUSE's
+//! root id). Nothing here knows about FUSE messages; [`super::filesystem`] maps the tree onto
+//! the FUSE operations.
+
+use super::FuseError;
+
+/// Inode number of the mount point's root (FUSE_ROOT_ID).
+pub const ROOT_INO: u64 = fuse_backend_rs::api::filesystem::ROOT_ID;
+
+/// What an inode is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A directory; `children` are inode numbers sorted by name.
+    Dir { children: Vec<u64> },
+    /// A virtual file: `view` is its index in the view table.
+    File { view: usize },
+}
+
+/// One inode of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub ino: u64,
+    /// The parent directory (the root is its own parent).
+    pub parent: u64,
+    /// Name in the parent directory (empty for the root).
+    pub name: String,
+    /// Path below the mount point, e.g. `proc/meminfo` (empty for the root).
+    pub path: String,
+    pub kind: NodeKind,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir { .. })
+    }
+
+    /// The view index of a file, `None` for a directory.
+    pub fn view(&self) -> Option<usize> {
+        match self.kind {
+            NodeKind::File { view } => Some(view),
+            NodeKind::Dir { .. } => None,
+        }
+    }
+}
+
+/// One directory entry as listed by readdir, `.` and `..` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntryRef<'a> {
+    pub ino: u64,
+    pub name: &'a str,
+    pub is_dir: bool,
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// The parent inode does not exist.
+    NoParent,
+    /// The parent inode is a file.
+    NotADirectory,
+}
+
+/// The whole tree. Immutable once built, so it is shared between worker threads without locks.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Builds the tree from view paths; the `i`-th path becomes a file serving view `i`.
+    pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<Tree, FuseError> {
+        let mut nodes = vec![Node {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            name: String::new(),
+            path: String::new(),
+            kind: NodeKind::Dir { children: Vec::new() },
+        }];
+        for (view, path) in paths.into_iter().enumerate() {
+            validate(path)?;
+            let components: Vec<&str> = path.split('/').collect();
+            let mut dir = ROOT_INO;
+            for (i, component) in components.iter().enumerate() {
+                let last = i + 1 == components.len();
+                let existing = child_of(&nodes, dir, component);
+                dir = match (existing, last) {
+                    (Some(ino), false) if nodes[index(ino)].is_dir() => ino,
+                    (Some(_), false) => {
+                        return Err(invalid(path, "a parent directory is also a view file"))
+                    }
+                    (Some(_), true) => return Err(invalid(path, "duplicate path")),
+                    (None, _) => {
+                        let ino = nodes.len() as u64 + 1;
+                        let kind = if last {
+                            NodeKind::File { view }
+                        } else {
+                            NodeKind::Dir { children: Vec::new() }
+                        };
+                        nodes.push(Node {
+                            ino,
+                            parent: dir,
+                            name: (*component).to_string(),
+                            path: components[..=i].join("/"),
+                            kind,
+                        });
+                        if let NodeKind::Dir { children } = &mut nodes[index(dir)].kind {
+                            children.push(ino);
+                        }
+                        ino
+                    }
+                };
+            }
+        }
+        // Sort every directory's children by name: stable, predictable readdir order.
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        for node in &mut nodes {
+            if let NodeKind::Dir { children } = &mut node.kind {
+                children.sort_by(|a, b| names[index(*a)].cmp(&names[index(*b)]));
+            }
+        }
+        Ok(Tree { nodes })
+    }
+
+    /// The tree of the crate's view table.
+    pub fn from_table() -> Result<Tree, FuseError> {
+        Tree::from_paths(crate::views::TABLE.iter().map(|spec| spec.path))
+    }
+
+    /// The node with inode number `ino`.
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        ino.checked_sub(1).and_then(|i| self.nodes.get(usize::try_from(i).ok()?))
+    }
+
+    /// Finds `name` in directory `parent`. `Ok(None)` means no such entry.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<&Node>, LookupError> {
+        let dir = self.get(parent).ok_or(LookupError::NoParent)?;
+        let NodeKind::Dir { children } = &dir.kind else {
+            return Err(LookupError::NotADirectory);
+        };
+        let node = match name {
+            b"." => Some(dir),
+            b".." => self.get(dir.parent),
+            _ => children
+                .binary_search_by(|ino| self.nodes[index(*ino)].name.as_bytes().cmp(name))
+                .ok()
+                .map(|i| &self.nodes[index(children[i])]),
+        };
+        Ok(node)
+    }
+
+    /// The entries of directory `ino` in readdir order: `.`, `..`, then the children sorted
+    /// by name. `None` if `ino` is not a directory.
+    pub fn entries(&self, ino: u64) -> Option<Vec<DirEntryRef<'_>>> {
+        let dir = self.get(ino)?;
+        let NodeKind::Dir { children } = &dir.kind else {
+            return None;
+        };
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push(DirEntryRef { ino: dir.ino, name: ".", is_dir: true });
+        entries.push(DirEntryRef { ino: dir.parent, name: "..", is_dir: true });
+        entries.extend(children.iter().map(|c| {
+            let child = &self.nodes[index(*c)];
+            DirEntryRef { ino: child.ino, name: &child.name, is_dir: child.is_dir() }
+        }));
+        Some(entries)
+    }
+
+    /// Number of subdirectories of directory `ino` (for its link count).
+    pub fn subdir_count(&self, ino: u64) -> usize {
+        match self.get(ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir { children }) => {
+                children.iter().filter(|c| self.nodes[index(**c)].is_dir()).count()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Every node, in inode order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+fn index(ino: u64) -> usize {
+    (ino - 1) as usize
+}
+
+fn child_of(nodes: &[Node], dir: u64, name: &str) -> Option<u64> {
+    match &nodes[index(dir)].kind {
+        NodeKind::Dir { children } => {
+            children.iter().copied().find(|c| nodes[index(*c)].name == name)
+        }
+        NodeKind::File { .. } => None,
+    }
+}
+
+fn invalid(path: &str, reason: &'static str) -> FuseError {
+    FuseError::InvalidViewPath { path: path.to_string(), reason }
+}
+
+fn validate(path: &str) -> Result<(), FuseError> {
+    if path.is_empty() {
+        return Err(invalid(path, "empty path"));
+    }
+    if path.contains('\0') {
+        return Err(invalid(path, "contains a NUL byte"));
+    }
+    for component in path.split('/') {
+        match component {
+            "" => return Err(invalid(path, "empty component (leading, trailing or double '/')")),
+            "." | ".." => return Err(invalid(path, "'.' or '..' component")),
+            c if c.len() > 255 => return Err(invalid(path, "component longer than 255 bytes")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::TABLE;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn table_tree() -> Tree {
+        Tree::from_table().expect("the view table builds a tree")
+    }
+
+    /// Resolves a slash-separated path from the root.
+    fn resolve<'t>(tree: &'t Tree, path: &str) -> Option<&'t Node> {
+        let mut node = tree.get(ROOT_INO)?;
+        for component in path.split('/').filter(|c| !c.is_empty()) {
+            node = tree.lookup(node.ino, component.as_bytes()).ok()??;
+        }
+        Some(node)
+    }
+
+    /// Every directory implied by the table, with the names it must list.
+    fn expected_dirs() -> BTreeMap<String, BTreeSet<String>> {
+        let mut dirs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        dirs.entry(String::new()).or_default();
+        for spec in TABLE {
+            let parts: Vec<&str> = spec.path.split('/').collect();
+            for i in 0..parts.len() {
+                let parent = parts[..i].join("/");
+                dirs.entry(parent).or_default().insert(parts[i].to_string());
+                if i + 1 < parts.len() {
+                    dirs.entry(parts[..=i].join("/")).or_default();
+                }
+            }
+        }
+        dirs
+    }
+
+    #[test]
+    fn every_table_path_resolves_to_its_view() {
+        let tree = table_tree();
+        for (view, spec) in TABLE.iter().enumerate() {
+            let node = resolve(&tree, spec.path).unwrap_or_else(|| panic!("{} missing", spec.path));
+            assert_eq!(node.view(), Some(view), "{}", spec.path);
+            assert_eq!(node.path, spec.path);
+            assert_eq!(tree.get(node.ino), Some(node));
+        }
+    }
+
+    #[test]
+    fn readdir_of_every_directory_lists_its_entries() {
+        let tree = table_tree();
+        let expected = expected_dirs();
+        let dirs: Vec<&Node> = tree.nodes().iter().filter(|n| n.is_dir()).collect();
+        assert_eq!(dirs.len(), expected.len(), "directory count");
+        for (path, names) in &expected {
+            let dir = resolve(&tree, path).unwrap_or_else(|| panic!("dir {path:?} missing"));
+            assert!(dir.is_dir(), "{path:?}");
+            let entries = tree.entries(dir.ino).unwrap();
+            assert_eq!(entries[0], DirEntryRef { ino: dir.ino, name: ".", is_dir: true });
+            assert_eq!(entries[1], DirEntryRef { ino: dir.parent, name: "..", is_dir: true });
+            let listed: Vec<&str> = entries[2..].iter().map(|e| e.name).collect();
+            let want: Vec<&str> = names.iter().map(String::as_str).collect();
+            assert_eq!(listed, want, "entries of {path:?} (sorted by name)");
+            for entry in &entries[2..] {
+                let child = tree.lookup(dir.ino, entry.name.as_bytes()).unwrap().unwrap();
+                assert_eq!(child.ino, entry.ino);
+                assert_eq!(child.is_dir(), entry.is_dir);
+                assert_eq!(child.parent, dir.ino);
+            }
+        }
+    }
+
+    #[test]
+    fn root_layout_matches_lxcfs() {
+        let tree = table_tree();
+        let root = tree.get(ROOT_INO).unwrap();
+        assert!(root.is_dir());
+        assert_eq!(root.parent, ROOT_INO);
+        let names: Vec<&str> = tree.entries(ROOT_INO).unwrap().iter().map(|e| e.name).collect();
+        assert_eq!(names, [".", "..", "proc", "sys"]);
+        let cpu = resolve(&tree, "sys/devices/system/cpu").unwrap();
+        assert!(cpu.is_dir());
+        assert_eq!(tree.subdir_count(ROOT_INO), 2);
+        assert_eq!(tree.subdir_count(cpu.ino), 0);
+    }
+
+    #[test]
+    fn dot_and_dotdot_lookups() {
+        let tree = table_tree();
+        let proc_dir = resolve(&tree, "proc").unwrap();
+        assert_eq!(tree.lookup(proc_dir.ino, b".").unwrap().unwrap().ino, proc_dir.ino);
+        assert_eq!(tree.lookup(proc_dir.ino, b"..").unwrap().unwrap().ino, ROOT_INO);
+        assert_eq!(tree.lookup(ROOT_INO, b"..").unwrap().unwrap().ino, ROOT_INO);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_parents() {
+        let tree = table_tree();
+        let proc_dir = resolve(&tree, "proc").unwrap();
+        assert_eq!(tree.lookup(proc_dir.ino, b"nonexistent").unwrap(), None);
+        assert_eq!(tree.lookup(proc_dir.ino, b"").unwrap(), None);
+        assert_eq!(tree.lookup(ROOT_INO, b"meminfo").unwrap(), None);
+        let meminfo = resolve(&tree, "proc/meminfo").unwrap();
+        assert_eq!(tree.lookup(meminfo.ino, b"x"), Err(LookupError::NotADirectory));
+        assert_eq!(tree.lookup(0, b"proc"), Err(LookupError::NoParent));
+        assert_eq!(tree.lookup(tree.len() as u64 + 1, b"proc"), Err(LookupError::NoParent));
+        assert!(tree.get(0).is_none());
+        assert!(tree.get(u64::MAX).is_none());
+        assert!(tree.entries(meminfo.ino).is_none());
+    }
+
+    #[test]
+    fn inode_numbers_are_dense() {
+        let tree = table_tree();
+        for (i, node) in tree.nodes().iter().enumerate() {
+            assert_eq!(node.ino, i as u64 + 1);
+        }
+        assert_eq!(tree.nodes().iter().filter(|n| !n.is_dir()).count(), TABLE.len());
+    }
+
+    #[test]
+    fn invalid_tables_are_rejected() {
+        for bad in [
+            vec!["proc/meminfo", "proc/meminfo"],
+            vec!["proc", "proc/meminfo"],
+            vec!["proc/meminfo", "proc/meminfo/x"],
+            vec!["/proc/meminfo"],
+            vec!["proc//meminfo"],
+            vec!["proc/"],
+            vec![""],
+            vec!["proc/../x"],
+        ] {
+            assert!(Tree::from_paths(bad.iter().copied()).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! The transport: pre-mount checks, mount(2) through fuse-backend-rs [`FuseSession`], one
+//! worker thread per CPU each with its own epoll channel on the FUSE device, and shutdown.
+//!
+//! Lifecycle, as driven by the binary:
+//! 1. [`check_privileges`], [`check_mountpoint`], [`online_cpus`]: fail before touching
+//!    anything;
+//! 2. [`ShutdownSignals::block`] in the main thread before any other thread exists, so every
+//!    thread inherits the mask and the signals are only ever taken by [`Mount::wait`];
+//! 3. [`Mount::start`]: mount, then spawn the workers (pinned to their CPUs);
+//! 4. [`Mount::wait`]: until SIGINT/SIGTERM, or until a worker stops on its own (the file
+//!    system was unmounted externally: ENODEV, or a transport error);
+//! 5. [`Mount::stop`]: wake the workers, join them, unmount. Dropping a [`Mount`] does the
+//!    same, so an error or a panic never leaves the file system mounted.
+
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
+use fuse_backend_rs::api::server::{MetricsHook, Server};
+use fuse_backend_rs::transport::{FuseChannel, FuseSession};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::{geteuid, getpid, Pid};
+
+use super::filesystem::{ContentSource, VirtualFs};
+use super::FuseError;
+
+/// `fsname` of the mount (the "device" column of mountinfo).
+pub const FSNAME: &str = "sysvisor-fs";
+/// Subtype: the mount's file system type is `fuse.sysvisor-fs`.
+pub const SUBTYPE: &str = "sysvisor-fs";
+/// The FUSE device.
+pub const FUSE_DEVICE: &str = "/dev/fuse";
+
+/// Internal wake-up: a worker that stops on its own sends it to the process so that the main
+/// thread (in `sigwait`) notices.
+const WORKER_EXIT_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// Mounting needs root, and a usable FUSE device.
+pub fn check_privileges() -> Result<(), FuseError> {
+    let euid = geteuid();
+    if !euid.is_root() {
+        return Err(FuseError::NotRoot { euid: euid.as_raw() });
+    }
+    let no_device = |reason: String| FuseError::NoFuseDevice { path: FUSE_DEVICE, reason };
+    match fs::metadata(FUSE_DEVICE) {
+        Ok(meta) if meta.file_type().is_char_device() => {}
+        Ok(_) => return Err(no_device("not a character device".into())),
+        Err(err) => return Err(no_device(err.to_string())),
+    }
+    // Catches a missing module (ENODEV) or a device cgroup that denies it (EPERM).
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(FUSE_DEVICE)
+        .map_err(|err| no_device(err.to_string()))?;
+    Ok(())
+}
+
+/// Checks that `path` is an existing directory that is not already a mount point; returns
+/// its canonical path (what gets mounted on and what mountinfo will show).
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, FuseError> {
+    let access = |source| FuseError::MountPointAccess { path: path.to_path_buf(), source };
+    let meta = fs::metadata(path).map_err(access)?;
+    if !meta.is_dir() {
+        return Err(FuseError::NotADirectory { path: path.to_path_buf() });
+    }
+    let canonical = fs::canonicalize(path).map_err(access)?;
+    if is_mount_point(&canonical, &meta) {
+        return Err(FuseError::AlreadyMounted { path: canonical });
+    }
+    Ok(canonical)
+}
+
+/// A directory is a mount point if it is `/`, if it is on another device than its parent, or
+/// if mountinfo lists it (this also catches bind mounts from the same device).
+fn is_mount_point(canonical: &Path, meta: &fs::Metadata) -> bool {
+    let Some(parent) = canonical.parent() else {
+        return true;
+    };
+    if fs::metadata(parent).is_ok_and(|p| p.dev() != meta.dev()) {
+        return true;
+    }
+    fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|info| mount_points(&info).any(|mp| Path::new(&mp) == canonical))
+}
+
+/// Mount points listed in a mountinfo text (fifth field, octal escapes decoded).
+pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+    mountinfo.lines().filter_map(|line| line.split(' ').nth(4).map(unescape_mountinfo))
+}
+
+/// Decodes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
+pub fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let value = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether this process is in the host's (initial) pid namespace, from the NSpid line of
+/// /proc/self/status (a single pid: not nested). FUSE reports callers' pids in the namespace
+/// of the mounter, and the service resolves them in the host's /proc. `None` if unknown.
+pub fn in_host_pid_namespace() -> Option<bool> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let pids = status.lines().find_map(|line| line.strip_prefix("NSpid:"))?;
+    Some(pids.split_whitespace().count() == 1)
+}
+
+/// The CPUs this process may run on, ascending: one worker each by default.
+pub fn online_cpus() -> Result<Vec<usize>, FuseError> {
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(FuseError::Affinity)?;
+    Ok((0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect())
+}
+
+/// SIGINT and SIGTERM (and the internal worker-exit wake-up), blocked in the calling thread
+/// and in every thread it spawns afterwards, taken synchronously by [`Mount::wait`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownSignals {
+    set: SigSet,
+}
+
+impl ShutdownSignals {
+    /// Blocks the signals in the calling thread. Call it in the main thread before spawning
+    /// any thread (workers, the service's background threads).
+    pub fn block() -> Result<ShutdownSignals, FuseError> {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set.add(WORKER_EXIT_SIGNAL);
+        set.thread_block().map_err(FuseError::Signal)?;
+        Ok(ShutdownSignals { set })
+    }
+
+    fn wait(&self) -> Result<Signal, FuseError> {
+        loop {
+            match self.set.wait() {
+                Ok(signal) => return Ok(signal),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(err) => return Err(FuseError::Signal(err)),
+            }
+        }
+    }
+}
+
+/// Why [`Mount::wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGINT or SIGTERM.
+    Signal(Signal),
+    /// The workers stopped by themselves: the file system was unmounted externally (ENODEV)
+    /// or the connection was aborted.
+    Unmounted,
+    /// A worker failed (transport error or panic); the others are stopped by [`Mount::stop`].
+    WorkerFailed,
+}
+
+/// FUSE requests served, by opcode, summed over the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestStats {
+    counts: [u64; OPCODE_SLOTS],
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        RequestStats { counts: [0; OPCODE_SLOTS] }
+    }
+}
+
+impl RequestStats {
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Requests with FUSE opcode `opcode`.
+    pub fn count(&self, opcode: u32) -> u64 {
+        self.counts[slot(opcode)]
+    }
+
+    /// `LOOKUP=3 OPEN=10 ...` (non-zero counts only).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (op, &n) in self.counts.iter().enumerate() {
+            if n > 0 {
+                parts.push(format!("{}={n}", opcode_name(op as u32)));
+            }
+        }
+        parts.join(" ")
+    }
+
+    fn add(&mut self, other: &RequestStats) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+    }
+}
+
+const OPCODE_SLOTS: usize = 64;
+
+fn slot(opcode: u32) -> usize {
+    (opcode as usize).min(OPCODE_SLOTS - 1)
+}
+
+/// Name of a FUSE opcode (linux/fuse.h), for the request summary.
+pub fn opcode_name(opcode: u32) -> &'static str {
+    const NAMES: [&str; 53] = [
+        "OP0",
+        "LOOKUP",
+        "FORGET",
+        "GETATTR",
+        "SETATTR",
+        "READLINK",
+        "SYMLINK",
+        "OP7",
+        "MKNOD",
+        "MKDIR",
+        "UNLINK",
+        "RMDIR",
+        "RENAME",
+        "LINK",
+        "OPEN",
+        "READ",
+        "WRITE",
+        "STATFS",
+        "RELEASE",
+        "OP19",
+        "FSYNC",
+        "SETXATTR",
+        "GETXATTR",
+        "LISTXATTR",
+        "REMOVEXATTR",
+        "FLUSH",
+        "INIT",
+        "OPENDIR",
+        "READDIR",
+        "RELEASEDIR",
+        "FSYNCDIR",
+        "GETLK",
+        "SETLK",
+        "SETLKW",
+        "ACCESS",
+        "CREATE",
+        "INTERRUPT",
+        "BMAP",
+        "DESTROY",
+        "IOCTL",
+        "POLL",
+        "NOTIFY_REPLY",
+        "BATCH_FORGET",
+        "FALLOCATE",
+        "READDIRPLUS",
+        "RENAME2",
+        "LSEEK",
+        "COPY_FILE_RANGE",
+        "SETUPMAPPING",
+        "REMOVEMAPPING",
+        "SYNCFS",
+        "TMPFILE",
+        "STATX",
+    ];
+    NAMES.get(opcode as usize).copied().unwrap_or("OTHER")
+}
+
+/// Per-worker request counter (plain cells: one thread, no contention on the hot path).
+struct RequestCounter {
+    counts: [Cell<u64>; OPCODE_SLOTS],
+}
+
+impl Default for RequestCounter {
+    fn default() -> Self {
+        RequestCounter { counts: std::array::from_fn(|_| Cell::new(0)) }
+    }
+}
+
+impl MetricsHook for RequestCounter {
+    fn collect(&self, ih: &InHeader) {
+        let cell = &self.counts[slot(ih.opcode)];
+        cell.set(cell.get() + 1);
+    }
+
+    fn release(&self, _oh: Option<&OutHeader>) {}
+}
+
+impl RequestCounter {
+    fn stats(&self) -> RequestStats {
+        let mut stats = RequestStats::default();
+        for (out, cell) in stats.counts.iter_mut().zip(self.counts.iter()) {
+            *out = cell.get();
+        }
+        stats
+    }
+}
+
+/// State shared by the main thread and the workers.
+#[derive(Default)]
+struct Shared {
+    /// Set before waking the workers: a worker that stops now is not news.
+    stopping: AtomicBool,
+    /// A worker stopped while not stopping.
+    worker_exited: AtomicBool,
+    /// A worker stopped because of an error or a panic.
+    worker_failed: AtomicBool,
+}
+
+/// Tells the main thread when its worker ends unexpectedly, panics included (runs on drop).
+struct ExitNotice(Arc<Shared>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.worker_failed.store(true, Ordering::SeqCst);
+        }
+        if !self.0.stopping.load(Ordering::SeqCst) {
+            self.0.worker_exited.store(true, Ordering::SeqCst);
+            // Process-directed, so the main thread's sigwait takes it.
+            if let Err(err) = kill(getpid(), WORKER_EXIT_SIGNAL) {
+                tracing::error!(error = %err, "cannot notify the main thread of a worker exit");
+            }
+        }
+    }
+}
+
+/// A mounted file system and its workers. Dropping it stops the workers and unmounts.
+pub struct Mount {
+    mountpoint: PathBuf,
+    signals: ShutdownSignals,
+    session: Option<FuseSession>,
+    workers: Vec<JoinHandle<RequestStats>>,
+    shared: Arc<Shared>,
+}
+
+impl Mount {
+    /// Mounts `fs` on `mountpoint` (a checked, canonical directory) and starts `threads`
+    /// workers, worker `i` pinned to `cpus[i % cpus.len()]` (unpinned if `cpus` is empty).
+    /// `signals` (blocked in this thread, hence in the workers) are what [`Mount::wait`]
+    /// waits for.
+    pub fn start<S>(
+        mountpoint: &Path,
+        fs: VirtualFs<S>,
+        cpus: &[usize],
+        threads: usize,
+        signals: &ShutdownSignals,
+    ) -> Result<Mount, FuseError>
+    where
+        S: ContentSource + 'static,
+    {
+        let mount_error = |source| FuseError::Mount { path: mountpoint.to_path_buf(), source };
+        let mut session =
+            FuseSession::new(mountpoint, FSNAME, SUBTYPE, false).map_err(mount_error)?;
+        session.set_allow_other(true);
+        session.mount().map_err(mount_error)?;
+        // If this fails, dropping `session` unmounts.
+        let channels = (0..threads.max(1))
+            .map(|_| session.new_channel())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(FuseError::Channel)?;
+        // From here on, `mount`'s Drop stops the workers and unmounts if anything fails.
+        let mut mount = Mount {
+            mountpoint: mountpoint.to_path_buf(),
+            signals: *signals,
+            session: Some(session),
+            workers: Vec::with_capacity(channels.len()),
+            shared: Arc::new(Shared::default()),
+        };
+        let server = Arc::new(Server::new(fs));
+        for (i, channel) in channels.into_iter().enumerate() {
+            // For telling an unmount from a failure (the channel keeps its fd private).
+            let device = mount
+                .session
+                .as_ref()
+                .and_then(FuseSession::get_fuse_file)
+                .and_then(|f| f.try_clone().ok());
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let server = Arc::clone(&server);
+            let shared = Arc::clone(&mount.shared);
+            let worker = thread::Builder::new()
+                .name(format!("fuse-worker-{i}"))
+                .spawn(move || serve(channel, device, &server, cpu, shared))
+                .map_err(FuseError::Spawn)?;
+            mount.workers.push(worker);
+        }
+        Ok(mount)
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Blocks until SIGINT/SIGTERM or until a worker stops on its own.
+    pub fn wait(&self) -> Result<StopReason, FuseError> {
+        loop {
+            match self.signals.wait()? {
+                WORKER_EXIT_SIGNAL => {
+                    // An unmount shows up in the workers as ENODEV or as an epoll error,
+                    // depending on timing: ask the device.
+                    if self.shared.worker_exited.load(Ordering::SeqCst) && self.disconnected() {
+                        return Ok(StopReason::Unmounted);
+                    }
+                    if self.shared.worker_failed.load(Ordering::SeqCst) {
+                        return Ok(StopReason::WorkerFailed);
+                    }
+                    if self.shared.worker_exited.load(Ordering::SeqCst) {
+                        return Ok(StopReason::Unmounted);
+                    }
+                    // Someone else's SIGUSR1: nothing to do.
+                }
+                signal => return Ok(StopReason::Signal(signal)),
+            }
+        }
+    }
+
+    fn disconnected(&self) -> bool {
+        match self.session.as_ref().and_then(FuseSession::get_fuse_file) {
+            Some(device) => disconnected(device),
+            None => true,
+        }
+    }
+
+    /// Wakes the workers, joins them and unmounts. Returns the requests they served.
+    pub fn stop(mut self) -> Result<RequestStats, FuseError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<RequestStats, FuseError> {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(session) = &self.session {
+            if let Err(err) = session.wake() {
+                tracing::error!(error = %err, "cannot wake the workers");
+            }
+        }
+        let mut stats = RequestStats::default();
+        for worker in self.workers.drain(..) {
+            match worker.join() {
+                Ok(served) => stats.add(&served),
+                Err(_) => tracing::error!("a worker thread panicked"),
+            }
+        }
+        if let Some(mut session) = self.session.take() {
+            // Closes the device first (pending requests fail instead of hanging), then
+            // umount2(MNT_DETACH); a no-op if it was already unmounted.
+            session
+                .umount()
+                .map_err(|source| FuseError::Unmount { path: self.mountpoint.clone(), source })?;
+        }
+        Ok(stats)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.session.is_some() || !self.workers.is_empty() {
+            if let Err(err) = self.shutdown() {
+                tracing::error!(error = %err, "unmount failed");
+            }
+        }
+    }
+}
+
+/// A worker: pin to `cpu`, then take requests from this channel until woken or unmounted.
+fn serve<S: ContentSource>(
+    mut channel: FuseChannel,
+    device: Option<File>,
+    server: &Server<VirtualFs<S>>,
+    cpu: Option<usize>,
+    shared: Arc<Shared>,
+) -> RequestStats {
+    let _notice = ExitNotice(Arc::clone(&shared));
+    if let Some(cpu) = cpu {
+        pin_to_cpu(cpu);
+    }
+    let counter = RequestCounter::default();
+    loop {
+        match channel.get_request() {
+            Ok(Some((reader, writer))) => {
+                if let Err(err) = server.handle_message(reader, writer.into(), None, Some(&counter))
+                {
+                    // Typically the reply to a request the kernel already dropped (interrupted
+                    // caller: ENOENT) or a connection going away; the next get_request tells.
+                    tracing::debug!(error = %err, "cannot handle a FUSE request");
+                }
+            }
+            // Woken by Mount::stop, or ENODEV: the file system was unmounted.
+            Ok(None) => {
+                if !shared.stopping.load(Ordering::SeqCst) {
+                    tracing::debug!("file system unmounted externally");
+                }
+                break;
+            }
+            // An unmount can also surface as an epoll error on the device.
+            Err(err) if device.as_ref().is_some_and(disconnected) => {
+                tracing::debug!(error = %err, "file system unmounted externally");
+                break;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "FUSE channel failed");
+                shared.worker_failed.store(true, Ordering::SeqCst);
+                break;
+            }
+        }
+    }
+    counter.stats()
+}
+
+/// The kernel side of the connection is gone (unmounted or aborted): POLLERR on the device.
+fn disconnected(device: &File) -> bool {
+    let mut fds = [PollFd::new(device.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR))
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let mut set = CpuSet::new();
+    let pinned = set.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+    match pinned {
+        Ok(()) => tracing::debug!(cpu, "worker pinned"),
+        Err(err) => tracing::warn!(cpu, error = %err, "cannot pin worker to its CPU"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/x\\134y\\011z"), "/x\\y\tz");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/trailing\\"), "/trailing\\");
+        assert_eq!(unescape_mountinfo("/short\\04"), "/short\\04");
+    }
+
+    #[test]
+    fn mount_points_of_mountinfo() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    40 22 0:35 / /tmp/my\\040dir rw - fuse.sysvisor-fs sysvisor-fs rw\n";
+        let points: Vec<String> = mount_points(info).collect();
+        assert_eq!(points, ["/", "/tmp/my dir"]);
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let canonical = check_mountpoint(dir.path()).unwrap();
+        assert_eq!(canonical, fs::canonicalize(dir.path()).unwrap());
+        let missing = dir.path().join("missing");
+        assert!(matches!(check_mountpoint(&missing), Err(FuseError::MountPointAccess { .. })));
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(check_mountpoint(&file), Err(FuseError::NotADirectory { .. })));
+        assert!(matches!(check_mountpoint(Path::new("/")), Err(FuseError::AlreadyMounted { .. })));
+        assert!(matches!(
+            check_mountpoint(Path::new("/proc")),
+            Err(FuseError::AlreadyMounted { .. })
+        ));
+    }
+
+    #[test]
+    fn pid_namespace_is_known() {
+        assert!(in_host_pid_namespace().is_some());
+    }
+
+    #[test]
+    fn online_cpus_are_listed() {
+        let cpus = online_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn request_stats_summary() {
+        let counter = RequestCounter::default();
+        for op in [14u32, 15, 15, 18, 1000] {
+            counter.collect(&InHeader { opcode: op, ..InHeader::default() });
+        }
+        let mut stats = RequestStats::default();
+        stats.add(&counter.stats());
+        stats.add(&counter.stats());
+        assert_eq!(stats.total(), 10);
+        assert_eq!(stats.count(15), 4);
+        assert_eq!(stats.summary(), "OPEN=2 READ=4 RELEASE=2 OTHER=2");
+        assert_eq!(opcode_name(26), "INIT");
+        assert_eq!(opcode_name(44), "READDIRPLUS");
+    }
+}
