@@ -114,6 +114,12 @@ impl Service {
         Ok(bytes)
     }
 
+    /// The id of the cgroup set process `pid` is in (`Caller::cgroup_id`): processes that
+    /// share it see the same views.
+    pub fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError> {
+        Ok(self.callers.resolve(pid)?.cgroup_id)
+    }
+
     /// Sizes of the caches: (callers, rendered views, load-tracked cgroups).
     pub fn cache_sizes(&self) -> (usize, usize, usize) {
         (self.callers.len(), self.views.len(), self.loadavg.len())

@@ -8,19 +8,43 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 #[derive(Debug)]
 pub struct PidFd(OwnedFd);
 
+/// pidfd_open's flag for a pidfd on a single thread (it is O_EXCL's value).
+const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
+
+fn pidfd_open(pid: libc::pid_t, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+    // passed in.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The process (thread group) a thread belongs to, from /proc/TID/status.
+fn thread_group_of(tid: u32) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Tgid:")?.trim().parse().ok())
+}
+
 impl PidFd {
-    /// Opens a pidfd for `pid` (in the daemon's pid namespace).
+    /// Opens a pidfd for `pid` (in the daemon's pid namespace). FUSE requests carry the
+    /// id of the calling *thread*, so `pid` may be a thread that is not its process's
+    /// leader: that needs PIDFD_THREAD (Linux 6.9). Older kernels refuse it with EINVAL;
+    /// there the handle is taken on the thread's process instead, which still cannot be
+    /// confused with a later process of the same number.
     pub fn open(pid: u32) -> io::Result<PidFd> {
-        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
-        // passed in.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let raw = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let fd = match pidfd_open(raw, PIDFD_THREAD) {
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                let tgid = thread_group_of(pid).ok_or(err)?;
+                pidfd_open(tgid, 0)?
+            }
+            other => other?,
+        };
+        Ok(PidFd(fd))
     }
 
     /// Whether the process is still alive (a zombie counts as alive: its pid is not free).
@@ -58,6 +82,24 @@ mod tests {
         let fd = PidFd::open(child.id()).expect("pidfd_open on child");
         child.wait().expect("wait");
         assert!(!fd.is_alive());
+    }
+
+    #[test]
+    fn non_leader_thread_is_alive_until_it_exits() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments and cannot fail.
+            tid_tx.send(unsafe { libc::gettid() } as u32).expect("send tid");
+            stop_rx.recv().ok();
+        });
+        let tid = tid_rx.recv().expect("tid");
+        assert_ne!(tid, std::process::id());
+        let fd = PidFd::open(tid).expect("pidfd on a thread");
+        assert!(fd.is_alive());
+        stop_tx.send(()).expect("stop");
+        thread.join().expect("join");
+        assert!(!fd.is_alive(), "the thread has exited");
     }
 
     #[test]
