@@ -12,11 +12,11 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::cache::{ViewCache, ViewKey};
-use crate::caller::{CallerError, Callers};
+use crate::caller::{Caller, CallerError, Callers};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::host::HostProc;
 use crate::loadavg::{LoadavgTracker, SAMPLE_INTERVAL};
-use crate::views::{Request, Scope, ViewError, TABLE};
+use crate::views::{Request, Scope, ViewError, ViewSpec, TABLE};
 
 /// How the service is set up.
 #[derive(Debug, Clone)]
@@ -92,6 +92,20 @@ impl Service {
     pub fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         let spec = TABLE.get(view).ok_or(ServiceError::NoSuchView(view))?;
         let caller = self.callers.resolve(pid)?;
+        match self.render(view, spec, &caller) {
+            // The cached identity may name a cgroup the process has since left and that
+            // was then removed: read the identity afresh and try once more.
+            Err(ViewError::Cgroup(CgroupError::Io { .. })) => {
+                self.callers.forget(pid);
+                let caller = self.callers.resolve(pid)?;
+                Ok(self.render(view, spec, &caller)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// `spec` for `caller`, from the cache when fresh.
+    fn render(&self, view: usize, spec: &ViewSpec, caller: &Caller) -> Result<Vec<u8>, ViewError> {
         let key = ViewKey {
             view,
             cgroup_id: caller.cgroup_id,
@@ -103,12 +117,7 @@ impl Service {
         if let Some(bytes) = self.views.get(&key) {
             return Ok(bytes.to_vec());
         }
-        let request = Request {
-            host: &self.host,
-            cgroups: &self.cgroups,
-            caller: &caller,
-            loadavg: &self.loadavg,
-        };
+        let request = Request { host: &self.host, cgroups: &self.cgroups, caller, loadavg: &self.loadavg };
         let bytes = (spec.generate)(&request)?;
         self.views.insert(key, Arc::from(bytes.as_slice()));
         Ok(bytes)

@@ -153,6 +153,11 @@ impl Callers {
         Ok(Cached { caller: Arc::new(caller), pidfd, checked: Instant::now() })
     }
 
+    /// Drops the cached identity of `pid`, so that the next request reads it afresh.
+    pub fn forget(&self, pid: u32) {
+        self.entries.remove(&pid);
+    }
+
     /// Drops entries of processes that have exited, and what only they used.
     pub fn sweep(&self) {
         self.entries.retain(|_, entry| entry.pidfd.is_alive());
