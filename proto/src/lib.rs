@@ -1,0 +1,141 @@
+//! The control protocol between `sysvisor-runc` and the `sysvisor-fs` daemon.
+//!
+//! One JSON object per line over a unix stream socket (default [`DEFAULT_SOCKET`]): the
+//! client writes a [`Request`], the daemon answers one [`Response`] line. Plain JSON lines
+//! keep the protocol debuggable with `socat` and stable across versions (unknown fields are
+//! ignored).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sysvisor/fs.sock";
+/// Where the daemon mounts its views unless told otherwise.
+pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/sysvisor-fs";
+
+/// A system container as the daemon knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    /// The OCI container id.
+    pub id: String,
+    /// Host pid of the container's init process.
+    pub init_pid: u32,
+    /// First host uid and gid of the container's user namespace range, and its size.
+    pub uid_base: u32,
+    pub gid_base: u32,
+    pub id_count: u32,
+    /// The container's cgroup path (as in /proc/PID/cgroup), if known.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// When the container was created, in milliseconds since the Unix epoch: its uptime
+    /// counts from here.
+    pub created_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Register { container: Container },
+    Unregister { id: String },
+    List,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response { ok: true, error: None, containers: Vec::new() }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response { ok: false, error: Some(message.into()), containers: Vec::new() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("cannot reach the sysvisor-fs daemon at {path}: {source} (is sysvisor-fs serve running?)")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the sysvisor-fs daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad message from the sysvisor-fs daemon: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the sysvisor-fs daemon closed the connection without answering")]
+    NoAnswer,
+    #[error("the sysvisor-fs daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request and waits (at most `timeout`) for its answer.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ProtoError> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|source| ProtoError::Connect { path: socket.display().to_string(), source })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    (&stream).write_all(&line)?;
+    let mut answer = String::new();
+    if BufReader::new(&stream).read_line(&mut answer)? == 0 {
+        return Err(ProtoError::NoAnswer);
+    }
+    let response: Response = serde_json::from_str(&answer)?;
+    if !response.ok {
+        return Err(ProtoError::Refused(response.error.unwrap_or_else(|| "no reason given".into())));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json_lines() {
+        let json = serde_json::to_string(&Request::Unregister { id: "abc".into() }).unwrap();
+        assert_eq!(json, r#"{"op":"unregister","id":"abc"}"#);
+        let back: Request = serde_json::from_str(r#"{"op":"ping","extra":1}"#).unwrap();
+        assert_eq!(back, Request::Ping);
+    }
+
+    #[test]
+    fn missing_daemon_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = call(&dir.path().join("none.sock"), &Request::Ping, Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("is sysvisor-fs serve running?"), "{err}");
+    }
+
+    #[test]
+    fn refusal_carries_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            let mut out = serde_json::to_vec(&Response::error("no such container")).unwrap();
+            out.push(b'\n');
+            (&stream).write_all(&out).unwrap();
+        });
+        let err = call(&path, &Request::List, Duration::from_secs(5)).unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, ProtoError::Refused(ref m) if m == "no such container"), "{err}");
+    }
+}
