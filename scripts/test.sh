@@ -5,9 +5,10 @@
 #
 #   scripts/test.sh [extra cargo test args, e.g. a test name filter]
 #
-# Steps: install-deps.sh, cargo build, cargo test, cargo clippy (when installed). Exits
-# non-zero if any step fails; later steps still run after a test or clippy failure so one
-# run shows everything.
+# Steps: install-deps.sh, cargo build, cargo test, cargo clippy (when installed), fuzz
+# smoke (fuzz/, when cargo-fuzz is installed or installable). Exits non-zero if any step
+# fails; later steps still run after a test, clippy or fuzz failure so one run shows
+# everything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,16 @@ fi
 # Tests run in parallel: every root integration test uses its own mount point, server and
 # uniquely named cgroups.
 echo "== cargo test --workspace"
-cargo test --workspace "$@" || failed+=("cargo test")
+cargo test --workspace --exclude sysvisor-e2e "$@" || failed+=("cargo test")
+
+# ---- e2e -------------------------------------------------------------------------------
+# End-to-end tests against a real Docker engine (tests/, crate sysvisor-e2e): as root they
+# install docker.io and busybox-static when missing and run a private dockerd (its own
+# socket, data root and bridge) with the freshly built sysvisor-runc; otherwise they print
+# "skipped: ...". SYSVISOR_E2E=skip skips them. Containers mostly wait: 4 test threads.
+echo "== e2e: cargo test -p sysvisor-e2e"
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test -p sysvisor-e2e "$@" || failed+=("e2e")
+# ---- end of e2e ------------------------------------------------------------------------
 
 if cargo clippy --version >/dev/null 2>&1; then
     echo "== cargo clippy --workspace --all-targets -- -D warnings"
@@ -39,6 +49,68 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "== cargo clippy not installed; skipping lints"
 fi
+
+# ---- fuzz smoke ------------------------------------------------------------------------
+# Builds the cargo-fuzz targets in fuzz/ (a standalone crate, see fuzz/README.md) and runs
+# each for SYSVISOR_FUZZ_SECS seconds (default 3; 0 skips) on its seeds and saved
+# regressions; a crash or a build failure fails the run. cargo-fuzz is installed when
+# missing; if that is impossible the step is skipped with the reason. The build goes to
+# SYSVISOR_FUZZ_TARGET_DIR (default ~/.cache/sysvisor-fuzz-target) so that a machine that
+# ran it before only rebuilds what changed. Nightly flags: RUSTC_BOOTSTRAP=1 on stable.
+fuzz_smoke() {
+    local secs="${SYSVISOR_FUZZ_SECS:-3}"
+    local target_dir="${SYSVISOR_FUZZ_TARGET_DIR:-${HOME:-/tmp}/.cache/sysvisor-fuzz-target}"
+    if [ "$secs" = 0 ]; then
+        echo "== fuzz smoke: skipped (SYSVISOR_FUZZ_SECS=0)"
+        return 0
+    fi
+    if ! command -v c++ >/dev/null 2>&1 && ! command -v clang++ >/dev/null 2>&1; then
+        echo "== fuzz smoke: skipped (no C++ compiler to build libFuzzer)"
+        return 0
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "== fuzz smoke: installing cargo-fuzz"
+        local log
+        log="$(mktemp)"
+        if ! cargo install cargo-fuzz --locked >"$log" 2>&1; then
+            tail -n 5 "$log" >&2
+            rm -f "$log"
+            echo "== fuzz smoke: skipped (cargo-fuzz is not installed and 'cargo install cargo-fuzz --locked' failed)"
+            return 0
+        fi
+        rm -f "$log"
+    fi
+    local fuzz=(env RUSTC_BOOTSTRAP=1 cargo fuzz)
+    echo "== fuzz smoke: cargo fuzz build (target dir $target_dir)"
+    if ! "${fuzz[@]}" build --fuzz-dir fuzz --target-dir "$target_dir"; then
+        failed+=("fuzz build")
+        return 0
+    fi
+    local targets
+    targets="$("${fuzz[@]}" list --fuzz-dir fuzz)" || { failed+=("fuzz list"); return 0; }
+    local scratch
+    scratch="$(mktemp -d)"
+    local t
+    for t in $targets; do
+        # The first directory receives new inputs: a scratch one, so seeds stay as committed.
+        local dirs=("$scratch/$t" "fuzz/seeds/$t")
+        mkdir -p "$scratch/$t"
+        [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
+        if "${fuzz[@]}" run --fuzz-dir fuzz --target-dir "$target_dir" "$t" "${dirs[@]}" -- \
+            -max_total_time="$secs" -timeout=10 -print_final_stats=0 >"$scratch/$t.log" 2>&1; then
+            echo "   fuzz $t: ok ($(grep -o 'Done [0-9]* runs' "$scratch/$t.log" | tail -n 1))"
+        else
+            # The panic or sanitizer report, then where the crashing input was saved.
+            grep -E -A4 "panicked at|==ERROR|ERROR: libFuzzer|^SUMMARY" "$scratch/$t.log" | head -n 40 >&2
+            grep -A10 "^Failing input" "$scratch/$t.log" >&2 || tail -n 20 "$scratch/$t.log" >&2
+            echo "   fuzz $t: FAILED (crash input under fuzz/artifacts/$t/)" >&2
+            failed+=("fuzz $t")
+        fi
+    done
+    rm -rf "$scratch"
+}
+fuzz_smoke
+# ---- end of fuzz smoke -----------------------------------------------------------------
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "test.sh: FAILED: ${failed[*]}" >&2

@@ -9,10 +9,12 @@
 //! - [`views`]: one module per virtual file, each a pure renderer plus its inputs.
 //! - [`host`]: the host's own /proc and /sys files.
 //! - [`loadavg`]: per-cgroup load averages, sampled in the background.
+//! - [`daemon`]: daemon mode (`serve`): the registry of containers and the control socket.
 
 pub mod cache;
 pub mod caller;
 pub mod cgroup;
+pub mod daemon;
 pub mod fuse;
 pub mod host;
 pub mod loadavg;

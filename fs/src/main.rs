@@ -1,8 +1,12 @@
 //! `sysvisor-fs mount DIR`: mounts the virtual /proc and /sys files on DIR and serves them in
 //! the foreground until SIGINT or SIGTERM, then unmounts.
+//!
+//! `sysvisor-fs serve`: the same, as the daemon of system containers: one mount for all of
+//! them plus a control socket on which the runtime registers each container, so that its
+//! uptime counts from its creation (see `sysvisor_fs::daemon`).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +15,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use sysvisor_fs::caller::NsStartTimes;
+use sysvisor_fs::daemon::{self, ControlOptions, ControlServer, Housekeeper, Registry};
 use sysvisor_fs::fuse::{session, Mount, ShutdownSignals, StopReason, Tree, VirtualFs};
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::service::{Service, ServiceConfig};
@@ -27,6 +33,9 @@ struct Cli {
 enum Command {
     /// Mount on DIR and serve in the foreground; unmount on SIGINT/SIGTERM.
     Mount(MountArgs),
+    /// Run the daemon for system containers: one mount for all, and a control socket on
+    /// which the runtime registers them. Stops on SIGINT/SIGTERM.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -34,6 +43,32 @@ struct MountArgs {
     /// Directory to mount on: it must exist and not be a mount point already.
     dir: PathBuf,
 
+    #[command(flatten)]
+    options: ServerOptions,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Directory to mount on (created if missing; a dead mount left by a crashed daemon is
+    /// detached first).
+    #[arg(long, default_value = sysvisor_proto::DEFAULT_MOUNTPOINT)]
+    mountpoint: PathBuf,
+
+    /// The control socket (its directory is created mode 0700 if missing).
+    #[arg(long, default_value = sysvisor_proto::DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    /// Where the registry of containers is kept across restarts.
+    #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+
+    #[command(flatten)]
+    options: ServerOptions,
+}
+
+/// Options of the FUSE server, the same for `mount` and `serve`.
+#[derive(Debug, Args)]
+struct ServerOptions {
     /// Worker threads (default: one per online CPU; worker i is pinned to CPU i mod N).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     threads: Option<u32>,
@@ -57,8 +92,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => {
-            init_logging(args.log_format);
+            init_logging(args.options.log_format);
             mount(&args)
+        }
+        Command::Serve(args) => {
+            init_logging(args.options.log_format);
+            run_daemon(&args)
         }
     };
     match result {
@@ -83,33 +122,79 @@ fn init_logging(format: LogFormat) {
 }
 
 fn mount(args: &MountArgs) -> anyhow::Result<()> {
+    let options = &args.options;
     // Everything that can be checked is checked before anything is started or mounted.
     session::check_privileges()?;
     let mountpoint = session::check_mountpoint(&args.dir)?;
     let cpus = session::online_cpus()?;
-    let threads = args.threads.map_or(cpus.len().max(1), |t| t as usize);
+    let threads = options.threads.map_or(cpus.len().max(1), |t| t as usize);
     let tree = Tree::from_table()?;
 
     // Before any other thread exists (the service's included), so all inherit the mask.
     let signals = ShutdownSignals::block()?;
 
     let service = Service::new(ServiceConfig {
-        cache_ttl: Duration::from_millis(args.cache_ttl_ms),
+        cache_ttl: Duration::from_millis(options.cache_ttl_ms),
         host: HostProc::system(),
+        registry: None,
     })
     .context("cannot start the service")?;
-    let result =
-        serve(&mountpoint, VirtualFs::new(tree, Arc::clone(&service)), &cpus, threads, &signals);
+    let fs = VirtualFs::new(tree, Arc::clone(&service));
+    let result = serve(&mountpoint, fs, &cpus, threads, &signals, || Ok(()));
     service.shutdown();
     result
 }
 
-fn serve(
-    mountpoint: &std::path::Path,
+fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
+    let options = &args.options;
+    // As for `mount`: check everything first. Another daemon on the socket is an error
+    // before the mount point is touched.
+    session::check_privileges()?;
+    daemon::control::check_socket(&args.socket)?;
+    let mountpoint = daemon::prepare_mountpoint(&args.mountpoint)?;
+    let cpus = session::online_cpus()?;
+    let threads = options.threads.map_or(cpus.len().max(1), |t| t as usize);
+    let tree = Tree::from_table()?;
+    let (registry, _report) = Registry::open(&args.state_dir)?;
+    let registry = Arc::new(registry);
+
+    // Before any other thread exists (the service's included), so all inherit the mask.
+    let signals = ShutdownSignals::block()?;
+
+    let ns_starts: Arc<dyn NsStartTimes> = registry.clone();
+    let service = Service::new(ServiceConfig {
+        cache_ttl: Duration::from_millis(options.cache_ttl_ms),
+        host: HostProc::system(),
+        registry: Some(ns_starts),
+    })
+    .context("cannot start the service")?;
+    let fs = VirtualFs::new(tree, Arc::clone(&service));
+    // The socket appears only once the mount is up: a runtime that can register can also
+    // bind-mount the views. It goes away first at the end.
+    let result = serve(&mountpoint, fs, &cpus, threads, &signals, || {
+        let control = ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
+        let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
+        tracing::info!(
+            socket = %args.socket.display(),
+            state = %registry.state_path().display(),
+            containers = registry.len(),
+            "listening"
+        );
+        Ok((control, housekeeper))
+    });
+    service.shutdown();
+    result
+}
+
+/// Mounts, runs `attach` (what else the mode serves; dropped before unmounting), waits for
+/// SIGINT/SIGTERM or an unmount, unmounts.
+fn serve<A>(
+    mountpoint: &Path,
     fs: VirtualFs<Arc<Service>>,
     cpus: &[usize],
     threads: usize,
     signals: &ShutdownSignals,
+    attach: impl FnOnce() -> anyhow::Result<A>,
 ) -> anyhow::Result<()> {
     let mount = Mount::start(mountpoint, fs, cpus, threads, signals)?;
     tracing::info!(
@@ -121,6 +206,8 @@ fn serve(
     if session::in_host_pid_namespace() == Some(false) {
         tracing::warn!("not in the host pid namespace: callers outside it are seen as pid 0");
     }
+    // On error, dropping `mount` unmounts.
+    let attached = attach()?;
     let reason = mount.wait();
     match &reason {
         Ok(StopReason::Signal(signal)) => tracing::info!(%signal, "shutting down"),
@@ -128,6 +215,7 @@ fn serve(
         Ok(StopReason::WorkerFailed) => tracing::error!("a worker failed; shutting down"),
         Err(err) => tracing::error!(error = %err, "shutting down"),
     }
+    drop(attached);
     // Unmounts even if waiting failed.
     let stats = mount.stop()?;
     tracing::info!(
@@ -155,11 +243,11 @@ mod tests {
     #[test]
     fn mount_defaults() {
         let cli = Cli::try_parse_from(["sysvisor-fs", "mount", "/mnt"]).unwrap();
-        let Command::Mount(args) = cli.command;
+        let Command::Mount(args) = cli.command else { panic!("not mount") };
         assert_eq!(args.dir, PathBuf::from("/mnt"));
-        assert_eq!(args.threads, None);
-        assert_eq!(args.cache_ttl_ms, 100);
-        assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.options.threads, None);
+        assert_eq!(args.options.cache_ttl_ms, 100);
+        assert_eq!(args.options.log_format, LogFormat::Text);
     }
 
     #[test]
@@ -176,11 +264,53 @@ mod tests {
             "json",
         ])
         .unwrap();
-        let Command::Mount(args) = cli.command;
-        assert_eq!(args.threads, Some(3));
-        assert_eq!(args.cache_ttl_ms, 0);
-        assert_eq!(args.log_format, LogFormat::Json);
+        let Command::Mount(args) = cli.command else { panic!("not mount") };
+        assert_eq!(args.options.threads, Some(3));
+        assert_eq!(args.options.cache_ttl_ms, 0);
+        assert_eq!(args.options.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["sysvisor-fs", "mount", "/mnt", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["sysvisor-fs", "mount"]).is_err());
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["sysvisor-fs", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.mountpoint, PathBuf::from(sysvisor_proto::DEFAULT_MOUNTPOINT));
+        assert_eq!(args.socket, PathBuf::from(sysvisor_proto::DEFAULT_SOCKET));
+        assert_eq!(args.state_dir, PathBuf::from("/var/lib/sysvisor/fs"));
+        assert_eq!(args.options.threads, None);
+        assert_eq!(args.options.cache_ttl_ms, 100);
+        assert_eq!(args.options.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn serve_options() {
+        let cli = Cli::try_parse_from([
+            "sysvisor-fs",
+            "serve",
+            "--mountpoint",
+            "/m",
+            "--socket",
+            "/s.sock",
+            "--state-dir",
+            "/st",
+            "--threads",
+            "2",
+            "--cache-ttl-ms",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("not serve") };
+        assert_eq!(args.mountpoint, PathBuf::from("/m"));
+        assert_eq!(args.socket, PathBuf::from("/s.sock"));
+        assert_eq!(args.state_dir, PathBuf::from("/st"));
+        assert_eq!(args.options.threads, Some(2));
+        assert_eq!(args.options.cache_ttl_ms, 5);
+        assert_eq!(args.options.log_format, LogFormat::Json);
+        // `serve` takes no positional directory.
+        assert!(Cli::try_parse_from(["sysvisor-fs", "serve", "/mnt"]).is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::cache::{ViewCache, ViewKey};
-use crate::caller::{Caller, CallerError, Callers};
+use crate::caller::{Caller, CallerError, Callers, NsStartTimes};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::host::HostProc;
 use crate::loadavg::{LoadavgTracker, SAMPLE_INTERVAL};
@@ -25,12 +25,16 @@ pub struct ServiceConfig {
     /// how long a caller's identity is trusted before /proc is read again.
     pub cache_ttl: Duration,
     pub host: HostProc,
+    /// Daemon mode: the registry of containers, which knows when the pid namespace of a
+    /// registered container counts as started (its uptime). `None` (standalone `mount`):
+    /// every pid namespace counts from its init.
+    pub registry: Option<Arc<dyn NsStartTimes>>,
 }
 
 impl ServiceConfig {
-    /// The running host's /proc and /sys, with the given TTL.
+    /// The running host's /proc and /sys, with the given TTL, no registry.
     pub fn new(cache_ttl: Duration) -> ServiceConfig {
-        ServiceConfig { cache_ttl, host: HostProc::system() }
+        ServiceConfig { cache_ttl, host: HostProc::system(), registry: None }
     }
 }
 
@@ -72,7 +76,7 @@ impl Service {
         let cgroups = Arc::new(cgroups);
         let service = Arc::new(Service {
             host: config.host,
-            callers: Callers::new(config.cache_ttl)?,
+            callers: Callers::with_ns_starts(config.cache_ttl, config.registry)?,
             views: ViewCache::new(config.cache_ttl),
             loadavg: LoadavgTracker::new(cgroups.clone()),
             cgroups,
@@ -125,8 +129,9 @@ impl Service {
 
     /// The id of the cgroup set process `pid` is in (`Caller::cgroup_id`): processes that
     /// share it see the same views.
+    /// Meant for path lookups: see [`Callers::resolve_provisional`].
     pub fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError> {
-        Ok(self.callers.resolve(pid)?.cgroup_id)
+        Ok(self.callers.resolve_provisional(pid)?.cgroup_id)
     }
 
     /// Sizes of the caches: (callers, rendered views, load-tracked cgroups).

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SOCKET: &str = "/run/sysvisor/fs.sock";
 /// Where the daemon mounts its views unless told otherwise.
 pub const DEFAULT_MOUNTPOINT: &str = "/var/lib/sysvisor-fs";
+/// Where the daemon keeps its registry of containers unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sysvisor/fs";
+/// The longest request line the daemon reads (newline included); longer ones are refused.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// A system container as the daemon knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,21 @@ pub enum Request {
     List,
 }
 
+impl Request {
+    /// The `op` of every request, as it appears on the wire.
+    pub const OPS: &'static [&'static str] = &["ping", "register", "unregister", "list"];
+
+    /// This request's `op`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Register { .. } => "register",
+            Request::Unregister { .. } => "unregister",
+            Request::List => "list",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
@@ -61,6 +80,11 @@ impl Response {
 
     pub fn error(message: impl Into<String>) -> Response {
         Response { ok: false, error: Some(message.into()), containers: Vec::new() }
+    }
+
+    /// A successful answer to [`Request::List`].
+    pub fn with_containers(containers: Vec<Container>) -> Response {
+        Response { ok: true, error: None, containers }
     }
 }
 
@@ -112,6 +136,31 @@ mod tests {
         assert_eq!(json, r#"{"op":"unregister","id":"abc"}"#);
         let back: Request = serde_json::from_str(r#"{"op":"ping","extra":1}"#).unwrap();
         assert_eq!(back, Request::Ping);
+    }
+
+    #[test]
+    fn ops_match_the_wire_tags() {
+        let container = Container {
+            id: "c".into(),
+            init_pid: 1,
+            uid_base: 0,
+            gid_base: 0,
+            id_count: 0,
+            cgroup: None,
+            created_unix_ms: 0,
+        };
+        let all = [
+            Request::Ping,
+            Request::Register { container },
+            Request::Unregister { id: "c".into() },
+            Request::List,
+        ];
+        assert_eq!(all.len(), Request::OPS.len());
+        for (request, op) in all.iter().zip(Request::OPS) {
+            let json = serde_json::to_value(request).unwrap();
+            assert_eq!(json["op"], *op);
+            assert_eq!(request.op(), *op);
+        }
     }
 
     #[test]

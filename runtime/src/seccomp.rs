@@ -1,1 +1,185 @@
-//! Placeholder.
+//! The seccomp profile of a system container.
+//!
+//! Docker's default profile is an allow list built for application containers: it blocks
+//! `mount`, `umount2`, `unshare`, `setns`, `pivot_root`, `clone` with namespace flags and
+//! more unless the container has `CAP_SYS_ADMIN` on the host. System software (systemd,
+//! Docker, containerd, runc inside) needs exactly those. Inside its own user namespace,
+//! root's capabilities only reach what that namespace owns, and the kernel itself checks
+//! every such call against the owning namespace, so these are safe to allow.
+//!
+//! The profile therefore allows every system call by default (`SCMP_ACT_ALLOW`) and
+//! returns `EPERM` for a deny list of calls that act on the whole host, are not
+//! namespaced, or are a known attack surface for no use inside a container:
+//!
+//! | calls | why they are blocked |
+//! | --- | --- |
+//! | `kexec_load`, `kexec_file_load` | load a new kernel |
+//! | `init_module`, `finit_module`, `delete_module`, `create_module`, `get_kernel_syms`, `query_module` | kernel modules are global |
+//! | `swapon`, `swapoff` | swap is global |
+//! | `settimeofday`, `stime`, `clock_settime`, `clock_settime64` | the clock is global (`adjtimex`/`clock_adjtime` stay allowed: their read-only use is common and writing needs `CAP_SYS_TIME` on the host anyway) |
+//! | `acct` | process accounting is global |
+//! | `iopl`, `ioperm` | raw I/O port access |
+//! | `nfsservctl`, `uselib`, `vm86`, `vm86old`, `lookup_dcookie` | obsolete interfaces with a history of bugs |
+//! | `open_by_handle_at` | opens files by handle past the mount namespace ("shocker"); `name_to_handle_at` alone is harmless and used by systemd, so it stays allowed |
+//! | `keyctl`, `add_key`, `request_key` | the kernel keyring is not fully namespaced (as in Docker's profile) |
+//! | `perf_event_open` | host-wide performance data and a large attack surface (as in Docker's profile) |
+//! | `bpf` | eBPF programs are a large attack surface; systemd copes with `EPERM` (as in Docker's profile) |
+//! | `userfaultfd` | a classic helper for kernel race exploits (as in Docker's profile) |
+//! | `syslog` | the host's kernel log |
+//! | `io_uring_setup`, `io_uring_enter`, `io_uring_register` | a frequent source of kernel vulnerabilities; programs fall back to plain I/O (as in Docker's profile since 25.0) |
+//!
+//! Deliberately allowed: `mount`, `umount2`, `pivot_root`, `unshare`, `setns`, `clone`,
+//! `clone3` (nested containers), the new mount API (`open_tree`, `move_mount`, `fsopen`,
+//! `fsconfig`, `fsmount`, `fspick`, `mount_setattr`), `ptrace`, `personality`, and
+//! `reboot`: the container always has its own pid namespace, where `reboot` only ends the
+//! container (that is how `systemctl poweroff` inside stops it).
+//!
+//! The filter covers x86_64 with its 32-bit and x32 ABIs, and aarch64 with 32-bit arm, so
+//! a deny rule cannot be bypassed through another ABI. runc skips names that do not exist
+//! on the host's architecture.
+
+use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
+
+/// The system calls the profile refuses, with the reason (see the module doc).
+pub const BLOCKED: &[(&[&str], &str)] = &[
+    (&["kexec_load", "kexec_file_load"], "loads a new kernel"),
+    (
+        &[
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "create_module",
+            "get_kernel_syms",
+            "query_module",
+        ],
+        "kernel modules are global",
+    ),
+    (&["swapon", "swapoff"], "swap is global"),
+    (
+        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
+        "the clock is global",
+    ),
+    (&["acct"], "process accounting is global"),
+    (&["iopl", "ioperm"], "raw I/O port access"),
+    (
+        &["nfsservctl", "uselib", "vm86", "vm86old", "lookup_dcookie"],
+        "obsolete, bug-prone",
+    ),
+    (
+        &["open_by_handle_at"],
+        "opens files past the mount namespace",
+    ),
+    (
+        &["keyctl", "add_key", "request_key"],
+        "the keyring is not fully namespaced",
+    ),
+    (
+        &["perf_event_open"],
+        "host-wide performance data, attack surface",
+    ),
+    (&["bpf"], "attack surface"),
+    (&["userfaultfd"], "helper for kernel race exploits"),
+    (&["syslog"], "the host's kernel log"),
+    (
+        &["io_uring_setup", "io_uring_enter", "io_uring_register"],
+        "attack surface",
+    ),
+];
+
+/// The architectures the filter is built for.
+pub const ARCHES: &[Arch] = &[
+    Arch::ScmpArchX86_64,
+    Arch::ScmpArchX86,
+    Arch::ScmpArchX32,
+    Arch::ScmpArchAarch64,
+    Arch::ScmpArchArm,
+];
+
+/// Every blocked system call name, in table order.
+pub fn blocked_names() -> Vec<&'static str> {
+    BLOCKED
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .collect()
+}
+
+/// The profile: allow by default, `EPERM` for [`BLOCKED`].
+pub fn system_container_profile() -> LinuxSeccomp {
+    let mut deny = LinuxSyscall::default();
+    deny.set_names(blocked_names().into_iter().map(String::from).collect());
+    deny.set_action(LinuxSeccompAction::ScmpActErrno);
+    deny.set_errno_ret(Some(libc::EPERM as u32));
+
+    let mut profile = LinuxSeccomp::default();
+    profile.set_default_action(LinuxSeccompAction::ScmpActAllow);
+    profile.set_architectures(Some(ARCHES.to_vec()));
+    profile.set_syscalls(Some(vec![deny]));
+    profile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_allow_with_eperm_deny_list() {
+        let p = system_container_profile();
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
+        let rules = p.syscalls().as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(rules[0].errno_ret(), Some(1));
+        for name in [
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "open_by_handle_at",
+            "keyctl",
+        ] {
+            assert!(
+                rules[0].names().iter().any(|n| n == name),
+                "{name} must be blocked"
+            );
+        }
+    }
+
+    #[test]
+    fn system_software_calls_stay_allowed() {
+        let names = blocked_names();
+        for name in [
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "clone",
+            "clone3",
+            "pivot_root",
+            "reboot",
+            "ptrace",
+            "name_to_handle_at",
+            "open_tree",
+            "move_mount",
+            "mount_setattr",
+            "fsopen",
+            "adjtimex",
+        ] {
+            assert!(!names.contains(&name), "{name} must stay allowed");
+        }
+    }
+
+    #[test]
+    fn no_duplicates_and_serializes_like_runc_expects() {
+        let names = blocked_names();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+
+        let json = serde_json::to_value(system_container_profile()).unwrap();
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(json["architectures"][0], "SCMP_ARCH_X86_64");
+        assert_eq!(json["syscalls"][0]["action"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["syscalls"][0]["errnoRet"], 1);
+    }
+}

@@ -1,1 +1,454 @@
-//! Placeholder.
+//! The rewrite of a container's `config.json` into a system container's.
+//!
+//! [`to_system_container`] is a pure function over oci-spec types: it reads no file and
+//! touches nothing, so every rule below is unit-tested without root. The side effects
+//! around it (allocating the range, shifting the rootfs, registering with sysvisor-fs)
+//! live in other modules.
+//!
+//! What it does:
+//! - refuses a container that shares the host's pid or network namespace (no entry, or an
+//!   entry with a path), or that already has a user namespace or id mappings (Docker's
+//!   userns-remap, `--userns=host` paths) — [`validate`] checks that alone, so that the
+//!   caller can refuse before allocating anything;
+//! - adds a user namespace mapping container ids 0..count to the allocated host range, and
+//!   a private cgroup namespace;
+//! - bind-mounts the sysvisor-fs views read-only over `/proc/{meminfo,cpuinfo,stat,uptime,
+//!   loadavg,diskstats,swaps}` (when the container mounts a procfs at `/proc`) and
+//!   `/sys/devices/system/cpu/online` (when it mounts a sysfs at `/sys`), right after the
+//!   last of those mounts; a mount the user already placed on one of these paths (LXCFS
+//!   users' `-v`) wins over ours;
+//! - drops `maskedPaths` entries that would hide a view (the path itself or a parent);
+//!   every other masked or read-only path stays;
+//! - gives the process every capability of its user namespace that the host's bounding set
+//!   has (see [`capabilities_for`]);
+//! - replaces the seccomp profile with [`crate::seccomp::system_container_profile`];
+//! - cuts Docker's `net.ipv4.ping_group_range` sysctl (`0 2147483647`) to the groups the
+//!   user namespace maps, which the kernel otherwise refuses;
+//! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).
+//!
+//! Left as they are: Docker's bind mounts (`/etc/hosts`, `/etc/resolv.conf`,
+//! `/etc/hostname`, volumes; their id shifting is the rootfs module's job), devices,
+//! resources, other sysctls, rlimits, hooks, masked/read-only paths other than the above, and the
+//! sysfs mount: the container always has a network namespace of its own (a shared one is
+//! refused), so its user namespace owns it and may mount sysfs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxCapabilities, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxNamespace, LinuxNamespaceType, Mount, Spec,
+};
+
+use crate::seccomp;
+
+/// Annotation recording the first host uid of the container's range.
+pub const ANNOTATION_UID_BASE: &str = "io.sysvisor.uid-base";
+/// Annotation recording the first host gid of the container's range.
+pub const ANNOTATION_GID_BASE: &str = "io.sysvisor.gid-base";
+/// Annotation recording the size of the range.
+pub const ANNOTATION_ID_COUNT: &str = "io.sysvisor.id-count";
+
+/// The size of every container's id range.
+pub const DEFAULT_ID_COUNT: u32 = 65536;
+
+/// The files sysvisor-fs serves, relative to its mountpoint; each is mounted at `/` + the
+/// same path inside the container.
+pub const VIEWS: &[&str] = &[
+    "proc/meminfo",
+    "proc/cpuinfo",
+    "proc/stat",
+    "proc/uptime",
+    "proc/loadavg",
+    "proc/diskstats",
+    "proc/swaps",
+    "sys/devices/system/cpu/online",
+];
+
+/// Mount options of a view: a read-only bind. `nosuid`, `nodev` and `noexec` are asked for
+/// explicitly because a FUSE mount carries `nosuid,nodev`, and inside a user namespace a
+/// read-only remount must keep such locked flags.
+pub const VIEW_MOUNT_OPTIONS: &[&str] = &["rbind", "ro", "nosuid", "nodev", "noexec"];
+
+/// Everything the transform needs besides the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformInputs {
+    /// First host uid of the container's range (container uid 0).
+    pub uid_base: u32,
+    /// First host gid of the container's range (container gid 0).
+    pub gid_base: u32,
+    /// Size of the range ([`DEFAULT_ID_COUNT`]).
+    pub id_count: u32,
+    /// Where sysvisor-fs mounts its views on the host.
+    pub fs_mountpoint: PathBuf,
+    /// The host's capability bounding set (names like `CAP_SYS_ADMIN`).
+    pub host_capabilities: Vec<String>,
+    /// Socket of a seccomp notify agent. Unused for now.
+    pub seccomp_listener: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformError {
+    #[error("the container has no linux section in its config")]
+    NoLinux,
+    #[error("system containers need their own pid namespace; --pid=host is not supported")]
+    HostPid,
+    #[error("system containers need their own network namespace; --network=host is not supported")]
+    HostNetwork,
+    #[error(
+        "system containers need their own network namespace; --network=host and \
+         --network=container:... are not supported (the config joins {0})"
+    )]
+    SharedNetwork(String),
+    #[error(
+        "system containers need their own pid namespace; --pid=host and --pid=container:... \
+         are not supported (the config joins {0})"
+    )]
+    SharedPid(String),
+    #[error(
+        "the container already has a user namespace or id mappings (Docker userns-remap or --userns?); \
+         sysvisor-runc assigns its own and does not support that yet"
+    )]
+    UserNamespacePresent,
+    #[error("refusing to map container root to host {kind} 0: the id range must start above 0")]
+    RootRange { kind: &'static str },
+    #[error("the id range is empty")]
+    EmptyRange,
+    #[error("the id range {base}+{count} overflows 32 bits")]
+    RangeOverflow { base: u32, count: u32 },
+    #[error("unknown capability name {0:?}")]
+    UnknownCapability(String),
+}
+
+/// Checks the parts of a spec that make it impossible as a system container. Cheap and
+/// pure: callers run it before allocating anything.
+pub fn validate(spec: &Spec) -> Result<(), TransformError> {
+    let linux = spec.linux().as_ref().ok_or(TransformError::NoLinux)?;
+    let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
+    let find = |typ| namespaces.iter().find(|ns| ns.typ() == typ);
+    match find(LinuxNamespaceType::Pid) {
+        None => return Err(TransformError::HostPid),
+        Some(ns) => {
+            if let Some(path) = ns.path() {
+                return Err(TransformError::SharedPid(path.display().to_string()));
+            }
+        }
+    }
+    match find(LinuxNamespaceType::Network) {
+        None => return Err(TransformError::HostNetwork),
+        Some(ns) => {
+            if let Some(path) = ns.path() {
+                return Err(TransformError::SharedNetwork(path.display().to_string()));
+            }
+        }
+    }
+    let has_mappings = |m: &Option<Vec<LinuxIdMapping>>| m.as_ref().is_some_and(|m| !m.is_empty());
+    if find(LinuxNamespaceType::User).is_some_and(|ns| ns.path().is_some())
+        || has_mappings(linux.uid_mappings())
+        || has_mappings(linux.gid_mappings())
+    {
+        return Err(TransformError::UserNamespacePresent);
+    }
+    Ok(())
+}
+
+/// Rewrites `spec` into a system container's spec (see the module doc).
+pub fn to_system_container(
+    mut spec: Spec,
+    inputs: &TransformInputs,
+) -> Result<Spec, TransformError> {
+    validate(&spec)?;
+    check_range(inputs)?;
+    let capabilities = capabilities_for(&spec, &inputs.host_capabilities)?;
+
+    let linux = spec.linux_mut().as_mut().ok_or(TransformError::NoLinux)?;
+
+    // Namespaces: a fresh user namespace and a private cgroup namespace.
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    namespaces.retain(|ns| {
+        !matches!(
+            ns.typ(),
+            LinuxNamespaceType::User | LinuxNamespaceType::Cgroup
+        )
+    });
+    namespaces.push(namespace(LinuxNamespaceType::User));
+    namespaces.push(namespace(LinuxNamespaceType::Cgroup));
+    linux.set_namespaces(Some(namespaces));
+    linux.set_uid_mappings(Some(vec![mapping(inputs.uid_base, inputs.id_count)]));
+    linux.set_gid_mappings(Some(vec![mapping(inputs.gid_base, inputs.id_count)]));
+
+    // The views must not be hidden by a masked parent.
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint);
+    spec.set_mounts(Some(mounts));
+    let linux = spec.linux_mut().as_mut().ok_or(TransformError::NoLinux)?;
+    if let Some(masked) = linux.masked_paths_mut() {
+        masked.retain(|path| {
+            !targets
+                .iter()
+                .any(|target| is_ancestor_or_self(Path::new(path), target))
+        });
+    }
+
+    linux.set_seccomp(Some(seccomp::system_container_profile()));
+
+    if let Some(value) = linux
+        .sysctl_mut()
+        .as_mut()
+        .and_then(|s| s.get_mut(PING_GROUP_RANGE))
+    {
+        *value = clamp_group_range(value, inputs.id_count);
+    }
+
+    if let Some(process) = spec.process_mut() {
+        process.set_capabilities(Some(capabilities));
+    }
+
+    let annotations = spec.annotations_mut().get_or_insert_with(HashMap::new);
+    annotations.insert(ANNOTATION_UID_BASE.into(), inputs.uid_base.to_string());
+    annotations.insert(ANNOTATION_GID_BASE.into(), inputs.gid_base.to_string());
+    annotations.insert(ANNOTATION_ID_COUNT.into(), inputs.id_count.to_string());
+    Ok(spec)
+}
+
+/// Docker sets it to `0 2147483647` (every group may ping); inside a user namespace the
+/// kernel refuses groups the namespace does not map (EINVAL, and runc fails the
+/// container), so the range is cut to the container's ids.
+pub const PING_GROUP_RANGE: &str = "net.ipv4.ping_group_range";
+
+/// `"LOW HIGH"` cut to `0..count`; anything unreadable is left for runc to judge.
+pub fn clamp_group_range(value: &str, count: u32) -> String {
+    let parts: Vec<_> = value.split_whitespace().map(str::parse::<u64>).collect();
+    match parts.as_slice() {
+        [Ok(low), Ok(high)] => {
+            let max = u64::from(count.saturating_sub(1));
+            format!("{} {}", (*low).min(max), (*high).min(max))
+        }
+        _ => value.to_string(),
+    }
+}
+
+/// Whether `spec` is the output of [`to_system_container`] (it carries our annotation).
+pub fn is_transformed(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_UID_BASE))
+}
+
+/// The capabilities of a system container's process: every capability known to the kernel
+/// that the host's bounding set has (asking runc for one the host lacks makes it fail).
+///
+/// - Bounding, effective and permitted: all of them, whatever the user.
+/// - Inheritable and ambient: all of them for root (uid 0), none for another user. A
+///   non-root process thus drops its capabilities on `execve` like on a real host, instead
+///   of every user of the container being root in disguise.
+pub fn capabilities_for(
+    spec: &Spec,
+    host_capabilities: &[String],
+) -> Result<LinuxCapabilities, TransformError> {
+    let all = usable_capabilities(host_capabilities)?;
+    let is_root = !matches!(spec.process(), Some(p) if p.user().uid() != 0);
+    Ok(capability_sets(all, is_root))
+}
+
+/// The capability sets for a process given the usable set (see [`capabilities_for`]).
+pub fn capability_sets(all: Capabilities, is_root: bool) -> LinuxCapabilities {
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(all.clone()));
+    caps.set_effective(Some(all.clone()));
+    caps.set_permitted(Some(all.clone()));
+    if is_root {
+        caps.set_inheritable(Some(all.clone()));
+        caps.set_ambient(Some(all));
+    } else {
+        caps.set_inheritable(Some(Capabilities::new()));
+        caps.set_ambient(Some(Capabilities::new()));
+    }
+    caps
+}
+
+/// Known capabilities that are also in the host's bounding set.
+pub fn usable_capabilities(host_capabilities: &[String]) -> Result<Capabilities, TransformError> {
+    let host: HashSet<String> = host_capabilities
+        .iter()
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    crate::caps::ALL
+        .iter()
+        .filter(|name| host.contains(**name))
+        .map(|name| parse_capability(name))
+        .collect()
+}
+
+fn parse_capability(name: &str) -> Result<Capability, TransformError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| TransformError::UnknownCapability(name.to_string()))
+}
+
+fn check_range(inputs: &TransformInputs) -> Result<(), TransformError> {
+    if inputs.id_count == 0 {
+        return Err(TransformError::EmptyRange);
+    }
+    if inputs.uid_base == 0 {
+        return Err(TransformError::RootRange { kind: "uid" });
+    }
+    if inputs.gid_base == 0 {
+        return Err(TransformError::RootRange { kind: "gid" });
+    }
+    for base in [inputs.uid_base, inputs.gid_base] {
+        if base.checked_add(inputs.id_count - 1).is_none() {
+            return Err(TransformError::RangeOverflow {
+                base,
+                count: inputs.id_count,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn namespace(typ: LinuxNamespaceType) -> LinuxNamespace {
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns
+}
+
+fn mapping(host_id: u32, size: u32) -> LinuxIdMapping {
+    LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host_id)
+        .size(size)
+        .build()
+        .expect("every field of an id mapping is set")
+}
+
+/// Adds the view mounts to `mounts`; returns the new list and the container paths that now
+/// carry a view (ours or the user's).
+fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>, Vec<PathBuf>) {
+    let has_fs = |dest: &str, typ: &str| {
+        mounts
+            .iter()
+            .any(|m| m.destination() == Path::new(dest) && m.typ().as_deref() == Some(typ))
+    };
+    let has_proc = has_fs("/proc", "proc");
+    let has_sys = has_fs("/sys", "sysfs");
+
+    let mut targets = Vec::new();
+    let mut new = Vec::new();
+    for view in VIEWS {
+        let target = Path::new("/").join(view);
+        let wanted = if view.starts_with("proc/") {
+            has_proc
+        } else {
+            has_sys
+        };
+        if !wanted {
+            continue;
+        }
+        targets.push(target.clone());
+        if mounts.iter().any(|m| m.destination() == &target) {
+            continue; // the user's own mount of this path wins
+        }
+        let mut m = Mount::default();
+        m.set_destination(target);
+        m.set_typ(Some("bind".into()));
+        m.set_source(Some(fs_mountpoint.join(view)));
+        m.set_options(Some(
+            VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect(),
+        ));
+        new.push(m);
+    }
+    if new.is_empty() {
+        return (mounts, targets);
+    }
+    // After the last mount of a parent of a view (/proc, /sys, /sys/devices, ...), so that
+    // the view lands on the filesystem the container sees.
+    let position = mounts
+        .iter()
+        .rposition(|m| {
+            let dest = m.destination();
+            dest != Path::new("/")
+                && new
+                    .iter()
+                    .any(|v| is_ancestor_or_self(dest, v.destination()))
+        })
+        .map_or(mounts.len(), |i| i + 1);
+    mounts.splice(position..position, new);
+    (mounts, targets)
+}
+
+/// `ancestor` is `path` or one of its parents (component-wise: `/pro` is no parent of
+/// `/proc/stat`).
+fn is_ancestor_or_self(ancestor: &Path, path: &Path) -> bool {
+    path.starts_with(ancestor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_component_wise() {
+        assert!(is_ancestor_or_self(
+            Path::new("/proc"),
+            Path::new("/proc/stat")
+        ));
+        assert!(is_ancestor_or_self(
+            Path::new("/proc/stat"),
+            Path::new("/proc/stat")
+        ));
+        assert!(!is_ancestor_or_self(
+            Path::new("/pro"),
+            Path::new("/proc/stat")
+        ));
+        assert!(!is_ancestor_or_self(
+            Path::new("/proc/stat"),
+            Path::new("/proc")
+        ));
+    }
+
+    #[test]
+    fn range_checks() {
+        let mut inputs = TransformInputs {
+            uid_base: 100000,
+            gid_base: 100000,
+            id_count: DEFAULT_ID_COUNT,
+            fs_mountpoint: "/var/lib/sysvisor-fs".into(),
+            host_capabilities: vec![],
+            seccomp_listener: None,
+        };
+        assert_eq!(check_range(&inputs), Ok(()));
+        inputs.uid_base = 0;
+        assert_eq!(
+            check_range(&inputs),
+            Err(TransformError::RootRange { kind: "uid" })
+        );
+        inputs.uid_base = u32::MAX - 10;
+        assert!(matches!(
+            check_range(&inputs),
+            Err(TransformError::RangeOverflow { .. })
+        ));
+        inputs.uid_base = 1;
+        inputs.id_count = 0;
+        assert_eq!(check_range(&inputs), Err(TransformError::EmptyRange));
+    }
+
+    #[test]
+    fn ping_group_range_fits_the_namespace() {
+        assert_eq!(clamp_group_range("0 2147483647", 65536), "0 65535");
+        assert_eq!(clamp_group_range("1\t10", 65536), "1 10");
+        assert_eq!(clamp_group_range("1 0", 65536), "1 0");
+        assert_eq!(clamp_group_range("garbage", 65536), "garbage");
+    }
+
+    #[test]
+    fn capability_names_are_case_insensitive_and_filtered() {
+        let caps = usable_capabilities(&[
+            "cap_sys_admin".into(),
+            "CAP_CHOWN".into(),
+            "CAP_NOT_A_THING".into(),
+        ])
+        .unwrap();
+        assert_eq!(caps.len(), 2);
+        assert!(caps.contains(&Capability::SysAdmin));
+    }
+}

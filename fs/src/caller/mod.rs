@@ -7,6 +7,10 @@
 //! syscall, that the very process it was made for is still alive. Entries are re-read after
 //! `refresh` so that a process moved to another cgroup soon sees its new view; the process
 //! start time taken then must match the cached one, or the entry is rebuilt from scratch.
+//!
+//! In daemon mode an [`NsStartTimes`] source (the registry of containers) may know when a
+//! pid namespace counts as started (its container's creation time); it is asked first, at
+//! every lookup and refresh, and the namespace's init is the fallback.
 
 pub mod pidfd;
 pub mod pidns;
@@ -40,6 +44,14 @@ pub struct Caller {
     pub ns_init_start_ticks: Option<u64>,
 }
 
+/// Start times of pid namespaces known from elsewhere than their init process: in daemon
+/// mode, the registry of containers.
+pub trait NsStartTimes: Send + Sync + std::fmt::Debug {
+    /// When pid namespace `pid_ns` (nsfs inode number) counts as started, in clock ticks
+    /// since boot, if this source knows it.
+    fn ns_start_ticks(&self, pid_ns: u64) -> Option<u64>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CallerError {
     #[error("process {pid} is gone")]
@@ -56,6 +68,8 @@ struct Cached {
     caller: Arc<Caller>,
     pidfd: PidFd,
     checked: Instant,
+    /// `caller.ns_init_start_ticks` came from the [`NsStartTimes`] source, not the init.
+    registered: bool,
 }
 
 /// Interns cgroup sets so that equal sets share one `Arc` and one small id.
@@ -91,40 +105,68 @@ pub struct Callers {
     ns_inits: NsInits,
     host_pid_ns: u64,
     refresh: Duration,
+    ns_starts: Option<Arc<dyn NsStartTimes>>,
 }
 
 impl Callers {
     /// `refresh`: how long a cached identity is trusted before /proc is read again.
     pub fn new(refresh: Duration) -> std::io::Result<Callers> {
+        Callers::with_ns_starts(refresh, None)
+    }
+
+    /// As [`Callers::new`]; a caller in a pid namespace that `ns_starts` knows gets that
+    /// start time as `ns_init_start_ticks` instead of its namespace init's.
+    pub fn with_ns_starts(
+        refresh: Duration,
+        ns_starts: Option<Arc<dyn NsStartTimes>>,
+    ) -> std::io::Result<Callers> {
         Ok(Callers {
             entries: DashMap::new(),
             interner: Interner::default(),
             ns_inits: NsInits::new(),
             host_pid_ns: pidns::pid_ns_of(std::process::id())?,
             refresh,
+            ns_starts,
         })
     }
 
     /// Who process `pid` is.
     pub fn resolve(&self, pid: u32) -> Result<Arc<Caller>, CallerError> {
+        self.resolve_with(pid, false)
+    }
+
+    /// As [`Callers::resolve`], but an identity read afresh here is cached as already due
+    /// for a refresh. For path lookups: runtimes bind-mount the views from a process that
+    /// then joins the container's cgroup and execs the container's program under the same
+    /// pid, so what a lookup saw must not be trusted by that program's first open.
+    pub fn resolve_provisional(&self, pid: u32) -> Result<Arc<Caller>, CallerError> {
+        self.resolve_with(pid, true)
+    }
+
+    fn resolve_with(&self, pid: u32, provisional: bool) -> Result<Arc<Caller>, CallerError> {
         let previous = match self.entries.get(&pid) {
             Some(entry) if entry.pidfd.is_alive() => {
                 if entry.checked.elapsed() < self.refresh {
                     return Ok(entry.caller.clone());
                 }
-                Some(entry.caller.clone())
+                Some((entry.caller.clone(), entry.registered))
             }
             _ => None,
         };
-        let cached = self.lookup(pid, previous.as_deref())?;
+        let previous = previous.as_ref().map(|(caller, registered)| (&**caller, *registered));
+        let mut cached = self.lookup(pid, previous)?;
+        if provisional {
+            cached.checked = Instant::now().checked_sub(self.refresh).unwrap_or(cached.checked);
+        }
         let caller = cached.caller.clone();
         self.entries.insert(pid, cached);
         Ok(caller)
     }
 
     /// Reads the identity of `pid` from /proc. Everything read between opening the pidfd
-    /// and the final liveness check belongs to one process.
-    fn lookup(&self, pid: u32, previous: Option<&Caller>) -> Result<Cached, CallerError> {
+    /// and the final liveness check belongs to one process. `previous`: the cached identity
+    /// being refreshed, and whether its namespace start came from the [`NsStartTimes`].
+    fn lookup(&self, pid: u32, previous: Option<(&Caller, bool)>) -> Result<Cached, CallerError> {
         let gone = || CallerError::Gone { pid };
         let pidfd = PidFd::open(pid).map_err(|_| gone())?;
         let start_ticks = pidns::start_ticks(pid).ok_or_else(gone)?;
@@ -132,25 +174,39 @@ impl Callers {
             CgroupError::Io { .. } => gone(),
             source => CallerError::Cgroup { pid, source },
         })?;
-        let same_process = previous.filter(|p| p.start_ticks == start_ticks);
+        let same_process = previous.filter(|(p, _)| p.start_ticks == start_ticks);
+        let previous_registered = same_process.is_some_and(|(_, registered)| registered);
+        let same_process = same_process.map(|(p, _)| p);
         let (cgroups, cgroup_id) = match same_process {
             Some(p) if *p.cgroups == cgroups => (p.cgroups.clone(), p.cgroup_id),
             _ => self.interner.intern(cgroups),
         };
-        let (pid_ns, ns_init_start_ticks) = match same_process {
-            // A process cannot change its own pid namespace.
-            Some(p) => (p.pid_ns, p.ns_init_start_ticks),
-            None => {
-                let ns = pidns::pid_ns_of(pid).map_err(|_| gone())?;
-                let init = if ns == self.host_pid_ns { None } else { self.ns_inits.init_start(ns, pid) };
-                (ns, init)
-            }
+        let (pid_ns, known_init) = match same_process {
+            // A process cannot change its own pid namespace, nor its namespace its init.
+            Some(p) => (p.pid_ns, (!previous_registered).then_some(p.ns_init_start_ticks)),
+            None => (pidns::pid_ns_of(pid).map_err(|_| gone())?, None),
+        };
+        // A registration can come and go while the process lives: asked at every refresh.
+        let registered = match &self.ns_starts {
+            Some(source) if pid_ns != self.host_pid_ns => source.ns_start_ticks(pid_ns),
+            _ => None,
+        };
+        let ns_init_start_ticks = match (registered, known_init) {
+            (Some(ticks), _) => Some(ticks),
+            (None, Some(known)) => known,
+            (None, None) if pid_ns == self.host_pid_ns => None,
+            (None, None) => self.ns_inits.init_start(pid_ns, pid),
         };
         if !pidfd.is_alive() {
             return Err(gone());
         }
         let caller = Caller { pid, start_ticks, cgroups, cgroup_id, pid_ns, ns_init_start_ticks };
-        Ok(Cached { caller: Arc::new(caller), pidfd, checked: Instant::now() })
+        Ok(Cached {
+            caller: Arc::new(caller),
+            pidfd,
+            checked: Instant::now(),
+            registered: registered.is_some(),
+        })
     }
 
     /// Drops the cached identity of `pid`, so that the next request reads it afresh.
@@ -187,6 +243,37 @@ mod tests {
         assert_eq!(me.ns_init_start_ticks, None);
         let again = callers.resolve(std::process::id()).expect("resolve self again");
         assert!(Arc::ptr_eq(&me, &again), "second lookup is a cache hit");
+    }
+
+    /// Knows every namespace, the host's included.
+    #[derive(Debug)]
+    struct Everything(u64);
+
+    impl NsStartTimes for Everything {
+        fn ns_start_ticks(&self, _pid_ns: u64) -> Option<u64> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn host_namespace_ignores_registrations() {
+        let source: Arc<dyn NsStartTimes> = Arc::new(Everything(42));
+        let callers = Callers::with_ns_starts(Duration::ZERO, Some(source)).expect("callers");
+        let me = callers.resolve(std::process::id()).expect("resolve self");
+        assert_eq!(me.ns_init_start_ticks, None);
+        // Refreshed (TTL zero): still the host's view.
+        let again = callers.resolve(std::process::id()).expect("resolve self again");
+        assert_eq!(again.ns_init_start_ticks, None);
+    }
+
+    #[test]
+    fn provisional_identity_is_read_again_by_the_next_request() {
+        let callers = Callers::new(Duration::from_secs(60)).expect("callers");
+        let first = callers.resolve_provisional(std::process::id()).expect("provisional");
+        let second = callers.resolve(std::process::id()).expect("resolve");
+        assert!(!Arc::ptr_eq(&first, &second), "a provisional entry must be refreshed");
+        let third = callers.resolve(std::process::id()).expect("resolve again");
+        assert!(Arc::ptr_eq(&second, &third), "a refreshed entry is trusted for the TTL");
     }
 
     #[test]

@@ -2,14 +2,55 @@
 //! [`views::TABLE`](crate::views::TABLE): the root, every directory on the way to a view
 //! (`proc/`, `sys/devices/system/cpu/`, ...) and one file per view.
 //!
-//! Inode numbers are dense: inode `n` is `nodes[n - 1]`, the root is [`ROOT_INO`] (FUSE's
-//! root id). Nothing here knows about FUSE messages; [`super::filesystem`] maps the tree onto
-//! the FUSE operations.
+//! Tree numbers are dense: node `n` is `nodes[n - 1]`, the root is [`ROOT_INO`] (FUSE's root
+//! id). Directories are given to the kernel under their tree number. Files are not: a file has
+//! one inode per cgroup set of its callers, numbered [`file_ino`]`(node, cgroup)` (top bit
+//! set), so that the kernel keeps a separate page cache for each (see [`super::filesystem`]).
+//! The encoding is stateless: any such number decodes to its node, and nothing needs to be
+//! remembered or forgotten. Nothing here knows about FUSE messages; [`super::filesystem`]
+//! maps the tree onto the FUSE operations.
 
 use super::FuseError;
 
 /// Inode number of the mount point's root (FUSE_ROOT_ID).
 pub const ROOT_INO: u64 = fuse_backend_rs::api::filesystem::ROOT_ID;
+
+/// Set in the inode numbers of files, never in those of directories.
+pub const FILE_INO_FLAG: u64 = 1 << 63;
+/// Low bits of a file inode number: the file's tree number.
+pub const NODE_BITS: u32 = 12;
+/// The most nodes a tree may have (tree numbers must fit in [`NODE_BITS`]).
+pub const MAX_NODES: usize = (1 << NODE_BITS) - 1;
+const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+/// Bits of the cgroup set id kept in a file inode number (between the flag and the node).
+const CGROUP_MASK: u64 = (1 << (63 - NODE_BITS)) - 1;
+
+/// The inode number of file node `node` (its tree number) for callers in cgroup set `cgroup`
+/// (`Caller::cgroup_id`, interned ids that are never reused; only the low 51 bits are kept,
+/// far more than a host will ever intern).
+pub fn file_ino(node: u64, cgroup: u64) -> u64 {
+    debug_assert!(node <= NODE_MASK);
+    FILE_INO_FLAG | (cgroup & CGROUP_MASK) << NODE_BITS | (node & NODE_MASK)
+}
+
+/// What an inode number given to the kernel names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ino {
+    /// A directory: its tree number.
+    Dir(u64),
+    /// A file: its tree number and the cgroup set (as kept in the number) it was looked up by.
+    File { node: u64, cgroup: u64 },
+}
+
+impl Ino {
+    pub fn decode(ino: u64) -> Ino {
+        if ino & FILE_INO_FLAG != 0 {
+            Ino::File { node: ino & NODE_MASK, cgroup: (ino & !FILE_INO_FLAG) >> NODE_BITS }
+        } else {
+            Ino::Dir(ino)
+        }
+    }
+}
 
 /// What an inode is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +156,12 @@ impl Tree {
                 };
             }
         }
+        if nodes.len() > MAX_NODES {
+            return Err(FuseError::InvalidViewPath {
+                path: String::new(),
+                reason: "too many files and directories for the inode numbering",
+            });
+        }
         // Sort every directory's children by name: stable, predictable readdir order.
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         for node in &mut nodes {
@@ -130,9 +177,20 @@ impl Tree {
         Tree::from_paths(crate::views::TABLE.iter().map(|spec| spec.path))
     }
 
-    /// The node with inode number `ino`.
+    /// The node with tree number `ino`.
     pub fn get(&self, ino: u64) -> Option<&Node> {
         ino.checked_sub(1).and_then(|i| self.nodes.get(usize::try_from(i).ok()?))
+    }
+
+    /// The node named by an inode number given to the kernel: a directory's tree number or a
+    /// [`file_ino`]. `None` for anything else (unknown, or a file under its tree number).
+    pub fn resolve(&self, ino: u64) -> Option<(&Node, Ino)> {
+        let decoded = Ino::decode(ino);
+        let node = match decoded {
+            Ino::Dir(n) => self.get(n).filter(|node| node.is_dir())?,
+            Ino::File { node, .. } => self.get(node).filter(|node| !node.is_dir())?,
+        };
+        Some((node, decoded))
     }
 
     /// Finds `name` in directory `parent`. `Ok(None)` means no such entry.
@@ -345,6 +403,45 @@ mod tests {
             assert_eq!(node.ino, i as u64 + 1);
         }
         assert_eq!(tree.nodes().iter().filter(|n| !n.is_dir()).count(), TABLE.len());
+    }
+
+    #[test]
+    fn file_inode_numbers_encode_node_and_cgroup() {
+        let tree = table_tree();
+        let meminfo = resolve(&tree, "proc/meminfo").unwrap();
+        let proc_dir = resolve(&tree, "proc").unwrap();
+        let mut seen = BTreeSet::new();
+        for cgroup in [0u64, 1, 2, 77, CGROUP_MASK] {
+            let ino = file_ino(meminfo.ino, cgroup);
+            assert!(ino & FILE_INO_FLAG != 0);
+            assert!(seen.insert(ino), "{cgroup}");
+            assert_eq!(Ino::decode(ino), Ino::File { node: meminfo.ino, cgroup });
+            let (node, decoded) = tree.resolve(ino).unwrap();
+            assert_eq!(node, meminfo);
+            assert_eq!(decoded, Ino::File { node: meminfo.ino, cgroup });
+        }
+        // Other files of the same cgroup set get other numbers.
+        for spec in TABLE {
+            let node = resolve(&tree, spec.path).unwrap();
+            let ino = file_ino(node.ino, 1);
+            assert_eq!(seen.insert(ino), node.ino != meminfo.ino);
+        }
+        // Directories keep their tree numbers; a file is never reachable under its own.
+        assert_eq!(tree.resolve(proc_dir.ino).unwrap().1, Ino::Dir(proc_dir.ino));
+        assert_eq!(tree.resolve(ROOT_INO).unwrap().0.ino, ROOT_INO);
+        assert!(tree.resolve(meminfo.ino).is_none());
+        assert!(tree.resolve(file_ino(proc_dir.ino, 1)).is_none());
+        assert!(tree.resolve(file_ino(0, 1)).is_none());
+        assert!(tree.resolve(0).is_none());
+        assert!(tree.resolve(u64::MAX).is_none());
+    }
+
+    #[test]
+    fn trees_too_big_for_the_numbering_are_rejected() {
+        let paths: Vec<String> = (0..MAX_NODES).map(|i| format!("f{i}")).collect();
+        assert!(Tree::from_paths(paths.iter().map(String::as_str)).is_err());
+        let paths: Vec<String> = (0..MAX_NODES - 1).map(|i| format!("f{i}")).collect();
+        assert_eq!(Tree::from_paths(paths.iter().map(String::as_str)).unwrap().len(), MAX_NODES);
     }
 
     #[test]

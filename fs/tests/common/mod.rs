@@ -167,11 +167,7 @@ pub fn assert_no_leaks() {
 /// Children of the calling thread.
 fn thread_children() -> Vec<i32> {
     let path = format!("/proc/self/task/{}/children", gettid());
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    fs::read_to_string(path).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -310,9 +306,10 @@ impl Mounted {
             }
             if is_fuse_mounted(&self.dir) {
                 let probe = self.path("proc/meminfo");
-                let exists = with_timeout("stat of proc/meminfo on the new mount", MOUNT_TIMEOUT, move || {
-                    probe.exists()
-                });
+                let exists =
+                    with_timeout("stat of proc/meminfo on the new mount", MOUNT_TIMEOUT, move || {
+                        probe.exists()
+                    });
                 if exists {
                     return;
                 }
@@ -385,10 +382,7 @@ impl Mounted {
             }
         }
         if is_mounted(&self.dir) {
-            problems.push(format!(
-                "{} still mounted after the server exited; detaching",
-                self.dir.display()
-            ));
+            problems.push(format!("{} still mounted after the server exited; detaching", self.dir.display()));
             let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
         }
         if is_mounted(&self.dir) {
@@ -713,8 +707,7 @@ impl Reader {
     /// Runs the reader in the root cgroup of each hierarchy holding [`CONTROLLERS`]:
     /// unconstrained, whatever cgroup the test itself runs in.
     pub fn in_root_cgroup(mut self) -> Reader {
-        self.procs_files =
-            cgroup_layout().roots().into_iter().map(|d| d.join("cgroup.procs")).collect();
+        self.procs_files = cgroup_layout().roots().into_iter().map(|d| d.join("cgroup.procs")).collect();
         self
     }
 
@@ -807,10 +800,8 @@ exec "$@""#;
     /// Panics if it cannot be started or runs longer than its timeout.
     pub fn run(&self) -> Output {
         let what = self.describe();
-        let mut child = self
-            .command()
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start reader `{what}`: {e}"));
+        let mut child =
+            self.command().spawn().unwrap_or_else(|e| panic!("cannot start reader `{what}`: {e}"));
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();

@@ -1,0 +1,721 @@
+//! What sysvisor-runc does around runc for the commands it acts on.
+//!
+//! The steps are written against the [`Host`] trait, which holds every side effect (the
+//! uid range allocator, the rootfs shifting, the sysvisor-fs daemon, runc itself), so that
+//! their order and the clean-up on each failure are unit-tested with a fake host. The
+//! binary's `SystemHost` (in `main.rs`) binds the trait to the real modules.
+//!
+//! `create` (and `run`): load the original config -> refuse what cannot be a system
+//! container -> ping the daemon -> allocate the range -> transform -> shift the rootfs ->
+//! save the config -> runc -> register. A failure before runc leaves nothing behind but the
+//! range (kept for the container's next `create`, see [`crate::idrange`]); a failure of
+//! runc undoes the shift and restores the original config; runc's own error is already in
+//! the log. `delete`: runc delete -> unregister -> undo the shift -> restore the config.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Process;
+use sysvisor_proto::Container;
+
+use crate::cli::{CreateArgs, DeleteArgs, ExecArgs, Invocation, KillArgs, RunArgs};
+use crate::daemon;
+use crate::runc::RuncState;
+use crate::spec::{self, SpecError};
+use crate::transform::{self, TransformError, TransformInputs};
+
+/// An error of one of the [`Host`]'s side effects.
+pub type HostError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A container's id range as the transform needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub uid_base: u32,
+    pub gid_base: u32,
+    pub count: u32,
+}
+
+/// Every side effect of the lifecycle.
+pub trait Host {
+    /// What the allocator hands out (passed back to [`Host::shift_rootfs`]).
+    type Range;
+
+    fn range_ids(&self, range: &Self::Range) -> Ids;
+    /// Checks that the sysvisor-fs daemon answers; its error is shown as it is.
+    fn ping_daemon(&self) -> Result<(), HostError>;
+    /// Where the daemon's views live on the host.
+    fn fs_mountpoint(&self) -> PathBuf;
+    /// The host's capability bounding set.
+    fn host_capabilities(&self) -> Result<Vec<String>, HostError>;
+    /// Returns the ranges of containers that are gone for good to the pool.
+    fn reclaim_ranges(&self) -> Result<(), HostError>;
+    /// The container's range: the one it had if it had one, else a fresh one.
+    fn allocate(&self, id: &str, bundle: &Path) -> Result<Self::Range, HostError>;
+    /// Shifts the container's rootfs to its range; returns the path to give runc as
+    /// `root.path`.
+    fn shift_rootfs(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        range: &Self::Range,
+    ) -> Result<PathBuf, HostError>;
+    /// An id-shifted stand-in for a bind mount's source (container root = host root
+    /// there), `None` when its filesystem cannot be shifted: the original is bound then.
+    fn shift_bind_source(
+        &self,
+        id: &str,
+        source: &Path,
+        range: &Self::Range,
+    ) -> Result<Option<PathBuf>, HostError>;
+    fn unshift_rootfs(&self, id: &str) -> Result<(), HostError>;
+    fn register(&self, container: Container) -> Result<(), HostError>;
+    fn unregister(&self, id: &str) -> Result<(), HostError>;
+    fn cgroup_of(&self, pid: u32) -> Option<String>;
+    fn now_unix_ms(&self) -> u64;
+    /// Runs `runc ARGS` as a child and returns its exit code.
+    fn runc(&self, args: &[OsString]) -> Result<i32, HostError>;
+    /// `runc state ID`, `None` when runc does not know the container.
+    fn runc_state(&self, id: &str) -> Result<Option<RuncState>, HostError>;
+    /// This binary, for the registration hook of `run`.
+    fn self_exe(&self) -> Result<PathBuf, HostError>;
+    /// The daemon's socket, passed on to the registration hook.
+    fn daemon_socket(&self) -> PathBuf;
+    fn warn(&self, msg: &str);
+    fn debug(&self, msg: &str);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    #[error("cannot use the bundle {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the config has no root (rootfs) path")]
+    NoRoot { path: PathBuf },
+    #[error("{0}")]
+    Daemon(#[source] HostError),
+    #[error("cannot read the host's capabilities: {0}")]
+    Capabilities(#[source] HostError),
+    #[error("cannot allocate a uid/gid range for container {id}: {source}")]
+    Allocate {
+        id: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot shift the rootfs {rootfs} of container {id} to its id range: {source}")]
+    Shift {
+        id: String,
+        rootfs: PathBuf,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot shift the bind mount source {source_path} of container {id} to its id range: {source}")]
+    ShiftBind {
+        id: String,
+        source_path: PathBuf,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot undo the rootfs shift of container {id}: {source}")]
+    Unshift {
+        id: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot register container {id} with the sysvisor-fs daemon: {source}")]
+    Register {
+        id: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("{0}")]
+    Runc(#[source] HostError),
+    #[error("sysvisor-runc registration hook: {0}")]
+    Hook(String),
+}
+
+/// The parts of `create` and `run` that prepare the bundle.
+struct Prepared {
+    bundle: PathBuf,
+    ids: Ids,
+}
+
+/// `create`: see the module doc. Returns runc's exit code.
+pub fn create<H: Host>(
+    host: &H,
+    inv: &Invocation,
+    args: &CreateArgs,
+) -> Result<i32, LifecycleError> {
+    let prepared = prepare(host, &args.id, &args.bundle, false)?;
+    let code = host.runc(&inv.args).map_err(LifecycleError::Runc);
+    let code = match code {
+        Ok(0) => 0,
+        other => {
+            undo_prepare(host, &args.id, &prepared.bundle);
+            return other;
+        }
+    };
+    let pid = match init_pid(host, &args.id, args.pid_file.as_deref()) {
+        Ok(pid) => pid,
+        Err(e) => return Err(abort_created(host, inv, &args.id, &prepared.bundle, e)),
+    };
+    if let Err(e) = register(host, &args.id, pid, prepared.ids) {
+        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
+    }
+    Ok(code)
+}
+
+/// `run`: like `create`, then runc starts the container, in the foreground unless
+/// `--detach`. runc creates and starts in one go, so the container is registered from
+/// inside runc, by a `createRuntime` hook running this binary ([`HOOK_COMMAND`], see
+/// [`hook_register`]): before the container's first instruction, as after `create`.
+/// In the foreground the container is unregistered and cleaned up when it ends. Returns
+/// runc's exit code.
+pub fn run<H: Host>(host: &H, inv: &Invocation, args: &RunArgs) -> Result<i32, LifecycleError> {
+    let prepared = prepare(host, &args.id, &args.bundle, true)?;
+    let code = host.runc(&inv.args).map_err(LifecycleError::Runc);
+    if args.detach && matches!(code, Ok(0)) {
+        return code; // it runs on; `delete` cleans up
+    }
+    unregister(host, &args.id);
+    if !args.keep || args.detach {
+        undo_prepare(host, &args.id, &prepared.bundle);
+    }
+    code
+}
+
+/// The argument that makes this binary the registration hook of `run`.
+pub const HOOK_COMMAND: &str = "sysvisor-hook-register";
+
+/// The `createRuntime` hook of `run`: registers the container described by the OCI state
+/// that runc writes on the hook's stdin (id, init pid, and our range annotations).
+pub fn hook_register<H: Host>(host: &H, state: &[u8]) -> Result<(), LifecycleError> {
+    let hook_err = LifecycleError::Hook;
+    let state: serde_json::Value = serde_json::from_slice(state)
+        .map_err(|e| hook_err(format!("unreadable hook state: {e}")))?;
+    let id = state["id"]
+        .as_str()
+        .ok_or_else(|| hook_err("hook state without an id".into()))?;
+    let pid = state["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0);
+    let pid = pid.ok_or_else(|| hook_err(format!("hook state of {id} without a pid")))?;
+    let annotation = |key: &str| {
+        state["annotations"][key]
+            .as_str()
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| hook_err(format!("hook state of {id} without the {key} annotation")))
+    };
+    let ids = Ids {
+        uid_base: annotation(transform::ANNOTATION_UID_BASE)?,
+        gid_base: annotation(transform::ANNOTATION_GID_BASE)?,
+        count: annotation(transform::ANNOTATION_ID_COUNT)?,
+    };
+    register(host, id, pid, ids)
+}
+
+/// `delete`: runc first; then, if runc deleted the container (or never knew it), our part.
+pub fn delete<H: Host>(
+    host: &H,
+    inv: &Invocation,
+    args: &DeleteArgs,
+) -> Result<i32, LifecycleError> {
+    let state = match host.runc_state(&args.id) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            host.warn(&format!("runc state {}: {e}", args.id));
+            None
+        }
+    };
+    let code = host.runc(&inv.args).map_err(LifecycleError::Runc)?;
+    let known = matches!(state, Some(Some(_)));
+    let unknown = matches!(state, Some(None));
+    if !(code == 0 || unknown) {
+        return Ok(code); // runc kept the container (running without --force, ...)
+    }
+    let bundle = match &state {
+        Some(Some(state)) => Some(state.bundle.clone()),
+        _ => None,
+    };
+    host.debug(&format!(
+        "cleaning up container {} (known to runc: {known})",
+        args.id
+    ));
+    unregister(host, &args.id);
+    host.unshift_rootfs(&args.id)
+        .map_err(|source| LifecycleError::Unshift {
+            id: args.id.clone(),
+            source,
+        })?;
+    if let Some(bundle) = bundle {
+        if let Err(e) = spec::restore_original(&bundle) {
+            host.warn(&e.to_string());
+        }
+    }
+    Ok(code)
+}
+
+/// The arguments for runc `kill`: SIGTERM to a systemd init (without `--all`) becomes
+/// SIGRTMIN+3, systemd's "halt" (what `docker stop` should mean for it).
+pub fn kill_args<H: Host>(host: &H, inv: &Invocation, args: &KillArgs) -> Vec<OsString> {
+    if args.all || !is_sigterm(args.signal.as_deref()) {
+        return inv.args.clone();
+    }
+    let Ok(Some(state)) = host.runc_state(&args.id) else {
+        return inv.args.clone();
+    };
+    let config = spec::config_path(&state.bundle);
+    let Ok(spec) = spec::load(&config) else {
+        return inv.args.clone();
+    };
+    let Some(arg0) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+        .cloned()
+    else {
+        return inv.args.clone();
+    };
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| absolute(&state.bundle, r.path()));
+    if !is_systemd(rootfs.as_deref(), &arg0) {
+        return inv.args.clone();
+    }
+    let rtmin3 = OsString::from((libc::SIGRTMIN() + 3).to_string());
+    host.debug(&format!(
+        "container {} runs systemd ({arg0}): SIGTERM becomes SIGRTMIN+3",
+        args.id
+    ));
+    let mut out = inv.args.clone();
+    match &args.signal {
+        Some(signal) => {
+            if let Some(pos) = out.iter().rposition(|a| a == signal.as_str()) {
+                out[pos] = rtmin3;
+            }
+        }
+        None => out.push(rtmin3),
+    }
+    out
+}
+
+/// Whether a runc signal argument means SIGTERM (runc's default when it is absent).
+pub fn is_sigterm(signal: Option<&str>) -> bool {
+    match signal {
+        None => true,
+        Some(s) => {
+            let upper = s.trim().to_ascii_uppercase();
+            upper == "15" || upper == "TERM" || upper == "SIGTERM"
+        }
+    }
+}
+
+/// Whether a container's `args[0]` starts systemd: named `systemd`, or named `init` and
+/// (inside `rootfs`, when it can be read) a symlink chain ending at a file named `systemd`.
+pub fn is_systemd(rootfs: Option<&Path>, arg0: &str) -> bool {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let first = Path::new(arg0);
+    match name(first).as_str() {
+        "systemd" => return true,
+        "init" => {}
+        _ => return false,
+    }
+    let Some(rootfs) = rootfs else { return true };
+    // Follow the symlinks inside the rootfs (absolute targets are relative to it).
+    let mut inside = Path::new("/").join(first);
+    for _ in 0..16 {
+        let host_path = rootfs.join(inside.strip_prefix("/").unwrap_or(&inside));
+        match std::fs::symlink_metadata(&host_path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let Ok(target) = std::fs::read_link(&host_path) else {
+                    return true;
+                };
+                inside = if target.is_absolute() {
+                    target
+                } else {
+                    normalize(&inside.parent().unwrap_or(Path::new("/")).join(target))
+                };
+            }
+            Ok(_) => return name(&inside) == "systemd",
+            Err(_) => return true, // cannot tell: trust the name
+        }
+    }
+    true
+}
+
+/// `a/./b/../c` -> `a/c`, without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Gives the process of an `exec` (its `--process` file) the capabilities of a system
+/// container's process (see [`transform::capabilities_for`]), in place and atomically.
+pub fn rewrite_exec_process(
+    path: &Path,
+    host_capabilities: &[String],
+) -> Result<(), LifecycleError> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        LifecycleError::Spec(SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let mut process: Process = serde_json::from_slice(&bytes).map_err(|source| {
+        LifecycleError::Spec(SpecError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let all = transform::usable_capabilities(host_capabilities)?;
+    process.set_capabilities(Some(transform::capability_sets(
+        all,
+        process.user().uid() == 0,
+    )));
+    spec::write_json(path, &process, "/capabilities")?;
+    Ok(())
+}
+
+/// `exec`: the process file gets the system container's capabilities; the rest is runc's.
+pub fn exec<H: Host>(host: &H, args: &ExecArgs) -> Result<(), LifecycleError> {
+    if let Some(process) = &args.process {
+        let caps = host
+            .host_capabilities()
+            .map_err(LifecycleError::Capabilities)?;
+        rewrite_exec_process(process, &caps)?;
+    }
+    Ok(())
+}
+
+fn absolute(bundle: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        bundle.join(path)
+    }
+}
+
+/// Steps up to and including saving the rewritten config.
+/// With `hook`, the config gets the registration hook of `run`.
+fn prepare<H: Host>(
+    host: &H,
+    id: &str,
+    bundle: &Path,
+    hook: bool,
+) -> Result<Prepared, LifecycleError> {
+    let bundle = std::fs::canonicalize(bundle).map_err(|source| LifecycleError::Bundle {
+        path: bundle.to_path_buf(),
+        source,
+    })?;
+    let original = spec::load_original(&bundle)?;
+    transform::validate(&original.spec)?;
+    let rootfs = original
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| absolute(&bundle, r.path()))
+        .ok_or_else(|| LifecycleError::NoRoot {
+            path: spec::config_path(&bundle),
+        })?;
+    host.ping_daemon().map_err(LifecycleError::Daemon)?;
+    let host_capabilities = host
+        .host_capabilities()
+        .map_err(LifecycleError::Capabilities)?;
+
+    if let Err(e) = host.reclaim_ranges() {
+        host.warn(&format!(
+            "cannot reclaim the id ranges of removed containers: {e}"
+        ));
+    }
+    let range = host
+        .allocate(id, &bundle)
+        .map_err(|source| LifecycleError::Allocate {
+            id: id.into(),
+            source,
+        })?;
+    let ids = host.range_ids(&range);
+    host.debug(&format!(
+        "container {id}: uids {}+{}, gids {}+{}",
+        ids.uid_base, ids.count, ids.gid_base, ids.count
+    ));
+
+    let inputs = TransformInputs {
+        uid_base: ids.uid_base,
+        gid_base: ids.gid_base,
+        id_count: ids.count,
+        fs_mountpoint: host.fs_mountpoint(),
+        host_capabilities,
+        seccomp_listener: None,
+    };
+    let mut rewritten = transform::to_system_container(original.spec.clone(), &inputs)?;
+    if hook {
+        let exe = host.self_exe().map_err(|source| LifecycleError::Register {
+            id: id.into(),
+            source,
+        })?;
+        add_register_hook(&mut rewritten, &exe, &host.daemon_socket());
+    }
+
+    let result = shift(
+        host,
+        id,
+        &rootfs,
+        &range,
+        &mut rewritten,
+        &inputs.fs_mountpoint,
+    );
+    if let Err(e) = result {
+        if let Err(undo) = host.unshift_rootfs(id) {
+            host.warn(&format!(
+                "cannot undo the partial rootfs shift of container {id}: {undo}"
+            ));
+        }
+        return Err(e);
+    }
+    if let Err(e) = spec::save_transformed(&bundle, &original, &rewritten) {
+        undo_prepare(host, id, &bundle);
+        return Err(e.into());
+    }
+    Ok(Prepared { bundle, ids })
+}
+
+/// Adds the `createRuntime` hook that registers the container (see [`run`]).
+pub fn add_register_hook(spec: &mut oci_spec::runtime::Spec, exe: &Path, socket: &Path) {
+    let mut hook = oci_spec::runtime::Hook::default();
+    hook.set_path(exe.to_path_buf());
+    hook.set_args(Some(vec!["sysvisor-runc".into(), HOOK_COMMAND.into()]));
+    hook.set_env(Some(vec![format!(
+        "{}={}",
+        daemon::ENV_SOCKET,
+        socket.display()
+    )]));
+    let hooks = spec.hooks_mut().get_or_insert_with(Default::default);
+    let mut list = hooks.create_runtime().clone().unwrap_or_default();
+    list.push(hook);
+    hooks.set_create_runtime(Some(list));
+}
+
+/// Shifts the rootfs and the sources of the bind mounts (but sysvisor-fs' views), and
+/// points `spec` at the shifted paths.
+fn shift<H: Host>(
+    host: &H,
+    id: &str,
+    rootfs: &Path,
+    range: &H::Range,
+    spec: &mut oci_spec::runtime::Spec,
+    fs_mountpoint: &Path,
+) -> Result<(), LifecycleError> {
+    let root = host
+        .shift_rootfs(id, rootfs, range)
+        .map_err(|source| LifecycleError::Shift {
+            id: id.into(),
+            rootfs: rootfs.to_path_buf(),
+            source,
+        })?;
+    if let Some(r) = spec.root_mut() {
+        r.set_path(root);
+    }
+    for mount in spec.mounts_mut().iter_mut().flatten() {
+        if !is_bind(mount) {
+            continue;
+        }
+        let Some(source) = mount.source().clone() else {
+            continue;
+        };
+        if source.starts_with(fs_mountpoint) {
+            continue; // sysvisor-fs answers by the caller's ids itself
+        }
+        let shifted =
+            host.shift_bind_source(id, &source, range)
+                .map_err(|e| LifecycleError::ShiftBind {
+                    id: id.into(),
+                    source_path: source.clone(),
+                    source: e,
+                })?;
+        match shifted {
+            Some(path) => {
+                host.debug(&format!(
+                    "bind mount {} of {id}: {} -> {}",
+                    mount.destination().display(),
+                    source.display(),
+                    path.display()
+                ));
+                mount.set_source(Some(path));
+            }
+            None => host.debug(&format!(
+                "bind mount source {} of {id} cannot be id-shifted; bound as it is",
+                source.display()
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// A bind mount (`type: bind`, or a `bind`/`rbind` option as runc reads it).
+pub fn is_bind(mount: &oci_spec::runtime::Mount) -> bool {
+    mount.typ().as_deref() == Some("bind")
+        || mount
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+/// Undoes [`prepare`] (not the allocation): best effort, failures are warnings.
+fn undo_prepare<H: Host>(host: &H, id: &str, bundle: &Path) {
+    if let Err(e) = host.unshift_rootfs(id) {
+        host.warn(&format!(
+            "cannot undo the rootfs shift of container {id}: {e}"
+        ));
+    }
+    if let Err(e) = spec::restore_original(bundle) {
+        host.warn(&e.to_string());
+    }
+}
+
+/// The created container cannot be completed: remove it from runc, undo our part, and
+/// return the error to report.
+fn abort_created<H: Host>(
+    host: &H,
+    inv: &Invocation,
+    id: &str,
+    bundle: &Path,
+    err: LifecycleError,
+) -> LifecycleError {
+    let mut argv = inv.global.state_flags();
+    argv.extend(["delete".into(), "--force".into(), id.into()]);
+    match host.runc(&argv) {
+        Ok(0) => {}
+        Ok(code) => host.warn(&format!("runc delete --force {id} exited with {code}")),
+        Err(e) => host.warn(&format!("runc delete --force {id}: {e}")),
+    }
+    unregister(host, id);
+    undo_prepare(host, id, bundle);
+    err
+}
+
+fn init_pid<H: Host>(host: &H, id: &str, pid_file: Option<&Path>) -> Result<u32, LifecycleError> {
+    if let Some(path) = pid_file {
+        return daemon::read_pid_file(path).map_err(|e| LifecycleError::Register {
+            id: id.into(),
+            source: e.into(),
+        });
+    }
+    match host.runc_state(id) {
+        Ok(Some(state)) if state.pid > 0 => Ok(state.pid),
+        Ok(_) => Err(LifecycleError::Register {
+            id: id.into(),
+            source: "runc does not report its init pid".into(),
+        }),
+        Err(source) => Err(LifecycleError::Register {
+            id: id.into(),
+            source,
+        }),
+    }
+}
+
+fn register<H: Host>(host: &H, id: &str, pid: u32, ids: Ids) -> Result<(), LifecycleError> {
+    let container = Container {
+        id: id.to_string(),
+        init_pid: pid,
+        uid_base: ids.uid_base,
+        gid_base: ids.gid_base,
+        id_count: ids.count,
+        cgroup: host.cgroup_of(pid),
+        created_unix_ms: host.now_unix_ms(),
+    };
+    host.debug(&format!("registering {container:?}"));
+    host.register(container)
+        .map_err(|source| LifecycleError::Register {
+            id: id.into(),
+            source,
+        })
+}
+
+fn unregister<H: Host>(host: &H, id: &str) {
+    if let Err(e) = host.unregister(id) {
+        host.warn(&format!(
+            "cannot unregister container {id} from the sysvisor-fs daemon: {e}"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigterm_spellings() {
+        for s in [
+            None,
+            Some("15"),
+            Some("TERM"),
+            Some("SIGTERM"),
+            Some("sigterm"),
+        ] {
+            assert!(is_sigterm(s), "{s:?}");
+        }
+        for s in [Some("9"), Some("KILL"), Some("SIGRTMIN+3"), Some("37")] {
+            assert!(!is_sigterm(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn systemd_detection() {
+        assert!(is_systemd(None, "/lib/systemd/systemd"));
+        assert!(is_systemd(None, "/sbin/init"));
+        assert!(!is_systemd(None, "/sbin/docker-init"));
+        assert!(!is_systemd(None, "/bin/sh"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sbin")).unwrap();
+        std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+        std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
+        std::os::unix::fs::symlink("../lib/systemd/systemd", root.join("sbin/init")).unwrap();
+        assert!(is_systemd(Some(root), "/sbin/init"));
+        std::fs::remove_file(root.join("sbin/init")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/systemd", root.join("sbin/init")).unwrap();
+        assert!(is_systemd(Some(root), "/sbin/init"));
+        std::fs::remove_file(root.join("sbin/init")).unwrap();
+        std::fs::write(root.join("sbin/init"), "busybox").unwrap();
+        assert!(!is_systemd(Some(root), "/sbin/init"));
+        std::fs::remove_file(root.join("sbin/init")).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/init")).unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/busybox"), "").unwrap();
+        assert!(!is_systemd(Some(root), "/sbin/init"));
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(
+            normalize(Path::new("/sbin/../lib/systemd/./systemd")),
+            PathBuf::from("/lib/systemd/systemd")
+        );
+        assert_eq!(normalize(Path::new("/../../x")), PathBuf::from("/x"));
+    }
+}

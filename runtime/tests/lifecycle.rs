@@ -1,0 +1,675 @@
+//! The order of the side effects around runc, and the clean-up after each failure, with a
+//! fake host (no root, no daemon, no runc).
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sysvisor_proto::Container;
+use sysvisor_runc::cli::{self, Command, Invocation};
+use sysvisor_runc::lifecycle::{self, Host, HostError, Ids, LifecycleError};
+use sysvisor_runc::runc::RuncState;
+use sysvisor_runc::spec;
+
+const IDS: Ids = Ids {
+    uid_base: 165536,
+    gid_base: 165536,
+    count: 65536,
+};
+
+#[derive(Default)]
+struct Fake {
+    calls: RefCell<Vec<String>>,
+    registered: RefCell<Vec<Container>>,
+    daemon_down: bool,
+    allocate_fails: bool,
+    shift_fails: bool,
+    binds_unsupported: bool,
+    register_fails: bool,
+    /// Exit code of the runc command (the first one; later ones exit 0).
+    runc_code: i32,
+    /// `runc state` answer.
+    state: Option<RuncState>,
+    /// Written to the pid file named in the runc arguments.
+    pid: u32,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            pid: 4242,
+            ..Fake::default()
+        }
+    }
+    fn log(&self, s: impl Into<String>) {
+        self.calls.borrow_mut().push(s.into());
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+    fn names(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .map(|c| c.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Host for Fake {
+    type Range = Ids;
+    fn range_ids(&self, range: &Ids) -> Ids {
+        *range
+    }
+    fn ping_daemon(&self) -> Result<(), HostError> {
+        self.log("ping");
+        if self.daemon_down {
+            return Err("sysvisor-fs daemon not reachable at /run/sysvisor/fs.sock: No such file or directory".into());
+        }
+        Ok(())
+    }
+    fn fs_mountpoint(&self) -> PathBuf {
+        PathBuf::from("/var/lib/sysvisor-fs")
+    }
+    fn host_capabilities(&self) -> Result<Vec<String>, HostError> {
+        Ok(vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into()])
+    }
+    fn reclaim_ranges(&self) -> Result<(), HostError> {
+        self.log("reclaim");
+        Ok(())
+    }
+    fn allocate(&self, id: &str, bundle: &Path) -> Result<Ids, HostError> {
+        self.log(format!("allocate {id} {}", bundle.display()));
+        if self.allocate_fails {
+            return Err("uid/gid pool exhausted".into());
+        }
+        Ok(IDS)
+    }
+    fn shift_rootfs(&self, id: &str, rootfs: &Path, _: &Ids) -> Result<PathBuf, HostError> {
+        self.log(format!("shift {id} {}", rootfs.display()));
+        if self.shift_fails {
+            return Err("kernel lacks idmapped mounts".into());
+        }
+        Ok(PathBuf::from(format!("/run/sysvisor/rootfs/{id}/root")))
+    }
+    fn shift_bind_source(
+        &self,
+        id: &str,
+        source: &Path,
+        _: &Ids,
+    ) -> Result<Option<PathBuf>, HostError> {
+        self.log(format!("bind {}", source.display()));
+        if self.binds_unsupported {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(format!(
+            "/run/sysvisor/rootfs/{id}/bind{}",
+            source.display()
+        ))))
+    }
+    fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("unshift {id}"));
+        Ok(())
+    }
+    fn register(&self, container: Container) -> Result<(), HostError> {
+        self.log(format!("register {}", container.id));
+        if self.register_fails {
+            return Err("daemon went away".into());
+        }
+        self.registered.borrow_mut().push(container);
+        Ok(())
+    }
+    fn unregister(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("unregister {id}"));
+        Ok(())
+    }
+    fn cgroup_of(&self, _: u32) -> Option<String> {
+        Some("/docker/c1".into())
+    }
+    fn now_unix_ms(&self) -> u64 {
+        1_700_000_000_000
+    }
+    fn runc(&self, args: &[OsString]) -> Result<i32, HostError> {
+        let first = !self.calls().iter().any(|c| c.starts_with("runc"));
+        let line: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        self.log(format!("runc {}", line.join(" ")));
+        let code = if first { self.runc_code } else { 0 };
+        if code == 0 {
+            if let Some(i) = line.iter().position(|a| a == "--pid-file") {
+                std::fs::write(&line[i + 1], self.pid.to_string()).unwrap();
+            }
+        }
+        Ok(code)
+    }
+    fn runc_state(&self, id: &str) -> Result<Option<RuncState>, HostError> {
+        self.log(format!("state {id}"));
+        Ok(self.state.clone())
+    }
+    fn self_exe(&self) -> Result<PathBuf, HostError> {
+        Ok(PathBuf::from("/usr/bin/sysvisor-runc"))
+    }
+    fn daemon_socket(&self) -> PathBuf {
+        PathBuf::from("/run/sysvisor/fs.sock")
+    }
+    fn warn(&self, msg: &str) {
+        self.log(format!("warn {msg}"));
+    }
+    fn debug(&self, _: &str) {}
+}
+
+struct Bundle {
+    dir: tempfile::TempDir,
+    original: String,
+}
+
+impl Bundle {
+    fn new(fixture: &str) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let original = std::fs::read_to_string(src).unwrap();
+        std::fs::write(dir.path().join("config.json"), &original).unwrap();
+        Bundle { dir, original }
+    }
+    fn path(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path()).unwrap()
+    }
+    fn config(&self) -> String {
+        std::fs::read_to_string(self.path().join("config.json")).unwrap()
+    }
+    fn config_json(&self) -> Value {
+        serde_json::from_str(&self.config()).unwrap()
+    }
+    fn has_original(&self) -> bool {
+        self.path().join(spec::ORIGINAL_FILE).exists()
+    }
+    fn untouched(&self) -> bool {
+        self.config() == self.original && !self.has_original()
+    }
+    fn create_line(&self) -> Invocation {
+        let b = self.path();
+        cli::parse(
+            format!(
+                "--root /run/r --log {b}/log.json --log-format json create --bundle {b} --pid-file {b}/init.pid c1",
+                b = b.display()
+            )
+            .split(' '),
+        )
+        .unwrap()
+    }
+}
+
+fn create(host: &Fake, bundle: &Bundle) -> Result<i32, LifecycleError> {
+    let inv = bundle.create_line();
+    let Command::Create(args) = &inv.command else {
+        panic!()
+    };
+    lifecycle::create(host, &inv, args)
+}
+
+#[test]
+fn create_prepares_everything_then_runs_runc_then_registers() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake::new();
+    assert_eq!(create(&host, &bundle).unwrap(), 0);
+    assert_eq!(
+        host.names(),
+        [
+            "ping", "reclaim", "allocate", "shift", "bind", "bind", "bind", "bind", "runc",
+            "register"
+        ]
+    );
+    let calls = host.calls();
+    assert_eq!(calls[2], format!("allocate c1 {}", bundle.path().display()));
+    assert!(calls[3].ends_with(
+        "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
+    ));
+    // runc gets the shim's arguments unchanged.
+    assert!(
+        calls[8].starts_with("runc --root /run/r --log "),
+        "{}",
+        calls[8]
+    );
+    assert!(calls[8].ends_with("init.pid c1"));
+
+    let registered = host.registered.borrow()[0].clone();
+    assert_eq!(
+        registered,
+        Container {
+            id: "c1".into(),
+            init_pid: 4242,
+            uid_base: IDS.uid_base,
+            gid_base: IDS.gid_base,
+            id_count: IDS.count,
+            cgroup: Some("/docker/c1".into()),
+            created_unix_ms: 1_700_000_000_000,
+        }
+    );
+
+    // The rewritten config: runc's root is the shifted one, bind sources are the shifted
+    // clones (the views are not shifted), the original is kept beside it.
+    let config = bundle.config_json();
+    assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
+    assert_eq!(config["linux"]["uidMappings"][0]["hostID"], IDS.uid_base);
+    let mounts = config["mounts"].as_array().unwrap();
+    let source_of =
+        |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap()["source"].clone();
+    assert_eq!(source_of("/data"), "/run/sysvisor/rootfs/c1/bind/srv/data");
+    assert!(source_of("/etc/hosts")
+        .as_str()
+        .unwrap()
+        .starts_with("/run/sysvisor/rootfs/c1/bind/var/lib/docker/containers/"));
+    assert_eq!(
+        source_of("/proc/meminfo"),
+        "/var/lib/sysvisor-fs/proc/meminfo"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.path().join(spec::ORIGINAL_FILE)).unwrap(),
+        bundle.original
+    );
+}
+
+#[test]
+fn unshiftable_bind_sources_are_bound_as_they_are() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        binds_unsupported: true,
+        ..Fake::new()
+    };
+    create(&host, &bundle).unwrap();
+    let config = bundle.config_json();
+    let data = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/data")
+        .unwrap()
+        .clone();
+    assert_eq!(data["source"], "/srv/data");
+}
+
+#[test]
+fn a_malformed_config_is_refused_before_anything_happens() {
+    let bundle = Bundle::new("docker-run.json");
+    let broken = &bundle.original[..bundle.original.len() / 2];
+    std::fs::write(bundle.path().join("config.json"), broken).unwrap();
+    let host = Fake::new();
+    let err = create(&host, &bundle).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "malformed OCI config {}/config.json: ",
+            bundle.path().display()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("EOF while parsing"), "{msg}");
+    assert!(host.calls().is_empty(), "{:?}", host.calls());
+    assert_eq!(bundle.config(), broken);
+    assert!(!bundle.has_original());
+}
+
+#[test]
+fn host_network_is_refused_before_the_daemon_or_the_allocator() {
+    let bundle = Bundle::new("docker-hostnet.json");
+    let host = Fake::new();
+    let err = create(&host, &bundle).unwrap_err();
+    assert!(err.to_string().contains("--network=host"), "{err}");
+    assert!(host.calls().is_empty());
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn no_daemon_no_container_and_nothing_allocated() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        daemon_down: true,
+        ..Fake::new()
+    };
+    let err = create(&host, &bundle).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("sysvisor-fs daemon not reachable at /run/sysvisor/fs.sock"),
+        "{err}"
+    );
+    assert_eq!(host.names(), ["ping"]);
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn an_exhausted_pool_leaves_nothing_behind() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        allocate_fails: true,
+        ..Fake::new()
+    };
+    let err = create(&host, &bundle).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot allocate a uid/gid range for container c1: uid/gid pool exhausted"
+    );
+    assert_eq!(host.names(), ["ping", "reclaim", "allocate"]);
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn a_failed_shift_is_undone_and_runc_never_runs() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        shift_fails: true,
+        ..Fake::new()
+    };
+    let err = create(&host, &bundle).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot shift the rootfs /var/lib/docker/overlay2/"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().ends_with("kernel lacks idmapped mounts"),
+        "{err}"
+    );
+    assert_eq!(
+        host.names(),
+        ["ping", "reclaim", "allocate", "shift", "unshift"]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn a_failed_runc_create_is_undone_and_its_code_returned() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        runc_code: 1,
+        ..Fake::new()
+    };
+    assert_eq!(create(&host, &bundle).unwrap(), 1);
+    let names = host.names();
+    assert_eq!(&names[names.len() - 2..], ["runc", "unshift"]);
+    assert!(!names.contains(&"register".to_string()));
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn a_failed_registration_removes_the_created_container() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake {
+        register_fails: true,
+        ..Fake::new()
+    };
+    let err = create(&host, &bundle).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot register container c1 with the sysvisor-fs daemon: daemon went away"
+    );
+    let calls = host.calls();
+    let tail: Vec<_> = calls[calls.len() - 4..].to_vec();
+    assert_eq!(
+        tail,
+        [
+            "register c1",
+            "runc --root /run/r delete --force c1",
+            "unregister c1",
+            "unshift c1"
+        ]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn a_second_create_starts_from_the_original() {
+    let bundle = Bundle::new("docker-run.json");
+    create(&Fake::new(), &bundle).unwrap();
+    let first = bundle.config_json();
+    create(&Fake::new(), &bundle).unwrap();
+    assert_eq!(bundle.config_json(), first);
+    assert_eq!(
+        std::fs::read_to_string(bundle.path().join(spec::ORIGINAL_FILE)).unwrap(),
+        bundle.original
+    );
+}
+
+fn state_of(bundle: &Bundle) -> Option<RuncState> {
+    Some(RuncState {
+        id: "c1".into(),
+        pid: 4242,
+        status: "stopped".into(),
+        bundle: bundle.path(),
+    })
+}
+
+fn delete(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
+    let inv = cli::parse(line.split(' ')).unwrap();
+    let Command::Delete(args) = &inv.command else {
+        panic!()
+    };
+    lifecycle::delete(host, &inv, args)
+}
+
+#[test]
+fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
+    let bundle = Bundle::new("docker-run.json");
+    create(&Fake::new(), &bundle).unwrap();
+    let host = Fake {
+        state: state_of(&bundle),
+        ..Fake::new()
+    };
+    assert_eq!(delete(&host, "--root /run/r delete c1").unwrap(), 0);
+    assert_eq!(
+        host.calls(),
+        [
+            "state c1",
+            "runc --root /run/r delete c1",
+            "unregister c1",
+            "unshift c1"
+        ]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn delete_refused_by_runc_keeps_everything() {
+    let bundle = Bundle::new("docker-run.json");
+    create(&Fake::new(), &bundle).unwrap();
+    let host = Fake {
+        state: state_of(&bundle),
+        runc_code: 1,
+        ..Fake::new()
+    };
+    assert_eq!(delete(&host, "delete c1").unwrap(), 1);
+    assert_eq!(host.names(), ["state", "runc"]);
+    assert!(bundle.has_original());
+}
+
+#[test]
+fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
+    // Docker's second `delete --force` after `delete`, or a create that died half-way.
+    let host = Fake {
+        state: None,
+        runc_code: 1,
+        ..Fake::new()
+    };
+    assert_eq!(delete(&host, "delete --force c1").unwrap(), 1);
+    assert_eq!(
+        host.calls(),
+        [
+            "state c1",
+            "runc delete --force c1",
+            "unregister c1",
+            "unshift c1"
+        ]
+    );
+}
+
+fn kill(host: &Fake, line: &str) -> Vec<String> {
+    let inv = cli::parse(line.split(' ')).unwrap();
+    let Command::Kill(args) = &inv.command else {
+        panic!()
+    };
+    lifecycle::kill_args(host, &inv, args)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn sigterm_to_systemd_becomes_sigrtmin_plus_3() {
+    let bundle = Bundle::new("docker-run.json");
+    let mut config: Value = serde_json::from_str(&bundle.original).unwrap();
+    config["process"]["args"] = serde_json::json!(["/lib/systemd/systemd", "--log-level=info"]);
+    std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
+    let host = Fake {
+        state: state_of(&bundle),
+        ..Fake::new()
+    };
+    let rtmin3 = (libc::SIGRTMIN() + 3).to_string();
+    assert_eq!(rtmin3, "37");
+    assert_eq!(
+        kill(&host, "--root /r kill c1 15"),
+        ["--root", "/r", "kill", "c1", "37"]
+    );
+    assert_eq!(kill(&host, "kill c1 SIGTERM"), ["kill", "c1", "37"]);
+    assert_eq!(kill(&host, "kill c1"), ["kill", "c1", "37"]);
+    assert_eq!(kill(&host, "kill c1 9"), ["kill", "c1", "9"]);
+    assert_eq!(
+        kill(&host, "kill --all c1 15"),
+        ["kill", "--all", "c1", "15"]
+    );
+}
+
+#[test]
+fn sigterm_to_anything_else_stays() {
+    let bundle = Bundle::new("docker-init.json"); // /sbin/docker-init
+    let host = Fake {
+        state: state_of(&bundle),
+        ..Fake::new()
+    };
+    assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
+    let host = Fake {
+        state: None,
+        ..Fake::new()
+    };
+    assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
+}
+
+fn run(host: &Fake, bundle: &Bundle, flags: &str) -> Result<i32, LifecycleError> {
+    let line = format!(
+        "--root /run/r run {flags} --bundle {} c1",
+        bundle.path().display()
+    );
+    let inv = cli::parse(line.split(' ').filter(|s| !s.is_empty())).unwrap();
+    let Command::Run(args) = &inv.command else {
+        panic!()
+    };
+    lifecycle::run(host, &inv, args)
+}
+
+#[test]
+fn run_in_the_foreground_cleans_up_after() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake::new();
+    assert_eq!(run(&host, &bundle, "").unwrap(), 0);
+    let calls = host.calls();
+    let runc = calls.iter().find(|c| c.starts_with("runc")).unwrap();
+    assert_eq!(
+        *runc,
+        format!(
+            "runc --root /run/r run --bundle {} c1",
+            bundle.path().display()
+        )
+    );
+    let names = host.names();
+    assert_eq!(&names[names.len() - 3..], ["runc", "unregister", "unshift"]);
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn run_registers_through_a_create_runtime_hook_and_detached_stays() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake::new();
+    assert_eq!(run(&host, &bundle, "-d").unwrap(), 0);
+    let names = host.names();
+    assert_eq!(names.last().unwrap(), "runc");
+    let config = bundle.config_json();
+    let hooks = config["hooks"]["createRuntime"].as_array().unwrap();
+    assert_eq!(
+        hooks[0],
+        serde_json::json!({
+            "path": "/usr/bin/sysvisor-runc",
+            "args": ["sysvisor-runc", lifecycle::HOOK_COMMAND],
+            "env": ["SYSVISOR_FS_SOCKET=/run/sysvisor/fs.sock"],
+        })
+    );
+    // Docker's own hooks stay.
+    assert_eq!(
+        config["hooks"]["prestart"][0]["args"][0],
+        "libnetwork-setkey"
+    );
+    // A plain create has no such hook.
+    let bundle = Bundle::new("docker-run.json");
+    create(&Fake::new(), &bundle).unwrap();
+    assert!(bundle.config_json()["hooks"].get("createRuntime").is_none());
+}
+
+#[test]
+fn the_hook_registers_from_the_state_runc_passes() {
+    let host = Fake::new();
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2", "id": "c9", "status": "creating", "pid": 31337, "bundle": "/b",
+        "annotations": {"io.sysvisor.uid-base": "231072", "io.sysvisor.gid-base": "296608", "io.sysvisor.id-count": "65536"},
+    });
+    lifecycle::hook_register(&host, state.to_string().as_bytes()).unwrap();
+    let c = host.registered.borrow()[0].clone();
+    assert_eq!(
+        (
+            c.id.as_str(),
+            c.init_pid,
+            c.uid_base,
+            c.gid_base,
+            c.id_count
+        ),
+        ("c9", 31337, 231072, 296608, 65536)
+    );
+
+    let err = lifecycle::hook_register(&host, br#"{"id":"c9","pid":1}"#).unwrap_err();
+    assert!(err.to_string().contains("io.sysvisor.uid-base"), "{err}");
+    let err = lifecycle::hook_register(&host, b"nonsense").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("sysvisor-runc registration hook: unreadable hook state"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exec_process_gets_the_system_containers_capabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("process.json");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker-exec-process.json");
+    std::fs::copy(src, &path).unwrap();
+    lifecycle::rewrite_exec_process(&path, &["CAP_SYS_ADMIN".into(), "CAP_NET_ADMIN".into()])
+        .unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
+        let mut caps: Vec<_> = v["capabilities"][set]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        caps.sort();
+        assert_eq!(caps, ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"], "{set}");
+    }
+    assert_eq!(v["args"][0], "id");
+    assert_eq!(v["env"][1], "HOSTNAME=f0ea2b760366");
+}

@@ -1,0 +1,69 @@
+//! The end-to-end harness of Sysvisor: a real Docker engine with `sysvisor-runc` configured,
+//! a busybox image, the `sysvisor-fs` daemon, container guards and leak checks.
+//!
+//! # How the engine is managed
+//!
+//! [`Engine::get`] sets everything up once per test binary (the first test that calls it
+//! pays; the others wait for it):
+//!
+//! 1. Skips (prints `skipped: ...`, returns `None`) unless running as root, or when
+//!    `SYSVISOR_E2E=skip`.
+//! 2. Takes an exclusive `flock` on `/run/sysvisor-e2e/lock` for the life of the process, so
+//!    two test processes never share or fight over the private engine (the second waits).
+//! 3. Installs `docker.io`, `busybox-static` and `iproute2` with apt-get when missing.
+//! 4. Cleans up what a killed earlier run left (its dockerd, its containers through
+//!    `sysvisor-runc delete --force`, mounts under its directories).
+//! 5. Starts a **private** dockerd: config `/run/sysvisor-e2e/daemon.json`, data root
+//!    `/var/lib/sysvisor-e2e/docker`, exec root `/run/sysvisor-e2e/exec`, pid file
+//!    `/run/sysvisor-e2e/docker.pid`, socket `/run/sysvisor-e2e/docker.sock`, its own
+//!    containerd (under the exec root), its own bridge `sve2e0` (172.30.254.1/24), and no
+//!    iptables, ip-forward or masquerading changes: it never touches a user's Docker (nor
+//!    docker0 nor the host firewall). The runtime `sysvisor-runc` points at the workspace's
+//!    `target/<profile>/sysvisor-runc` (the binary next to the test's own `deps/` directory;
+//!    override with `SYSVISOR_E2E_RUNC`). A private engine is always started, also when the
+//!    host runs its own Docker.
+//! 6. Uses the `sysvisor-fs` daemon on the default socket if one answers; otherwise starts
+//!    `target/<profile>/sysvisor-fs serve` (override with `SYSVISOR_E2E_FS`) with the default
+//!    socket and mount point, and owns it.
+//!
+//! Both daemons are spawned from a dedicated thread that lives as long as the process, with
+//! `PR_SET_PDEATHSIG(SIGTERM)` and in their own session: if the test process dies (panic
+//! abort, Ctrl-C, SIGKILL), they receive SIGTERM and shut down cleanly (dockerd stops its
+//! containers). On a normal exit of the test binary (all tests passed or not), an `atexit`
+//! handler removes every container still there, stops dockerd (SIGTERM, then SIGKILL after
+//! 40 s), stops the sysvisor-fs daemon if it owns it, deletes the bridge, unmounts what is
+//! left under its directories and removes the data and exec roots. Logs stay in
+//! `/run/sysvisor-e2e/*.log`.
+//!
+//! Tests run in parallel; a test that disturbs everyone (stopping the sysvisor-fs daemon)
+//! takes [`Engine::exclusive`] instead of [`Engine::get`].
+
+pub mod cmd;
+mod engine;
+mod leaks;
+
+pub use cmd::Output;
+pub use engine::{Container, Engine, Guard};
+pub use leaks::{parse_uid_map, IdMap};
+
+/// Everything the harness owns at run time lives under here.
+pub const RUN_DIR: &str = "/run/sysvisor-e2e";
+/// The private engine's socket.
+pub const DOCKER_SOCK: &str = "/run/sysvisor-e2e/docker.sock";
+/// The private engine's data root (images, container layers): removed at the end.
+pub const DATA_ROOT: &str = "/var/lib/sysvisor-e2e/docker";
+/// The private engine's exec root (containerd state, runc state, network namespaces).
+pub const EXEC_ROOT: &str = "/run/sysvisor-e2e/exec";
+/// The image built by [`Engine::image`].
+pub const IMAGE: &str = "sysvisor-e2e/busybox";
+/// The runtime name under test.
+pub const RUNTIME: &str = "sysvisor-runc";
+/// Every container started through the harness carries this label.
+pub const LABEL: &str = "sysvisor-e2e";
+/// The runtime's own directories, searched by the leak check.
+pub const SYSVISOR_RUN: &str = "/run/sysvisor";
+pub const SYSVISOR_LIB: &str = "/var/lib/sysvisor";
+/// Where the runtime prepares the id-shifted rootfs of each container.
+pub const SYSVISOR_ROOTFS: &str = "/run/sysvisor/rootfs";
+/// The size of each container's uid/gid range.
+pub const RANGE: u32 = 65536;
