@@ -63,7 +63,7 @@ impl TaskCounts {
     pub fn of_tasks(tids: &[u32]) -> TaskCounts {
         let mut counts = TaskCounts::default();
         for tid in tids {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+            let Some(stat) = crate::caller::pidns::read_proc_text(&format!("/proc/{tid}/stat")) else {
                 continue;
             };
             counts.total += 1;

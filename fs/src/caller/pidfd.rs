@@ -25,7 +25,7 @@ fn pidfd_open(pid: libc::pid_t, flags: libc::c_int) -> io::Result<OwnedFd> {
 
 /// The process (thread group) a thread belongs to, from /proc/TID/status.
 fn thread_group_of(tid: u32) -> Option<libc::pid_t> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let status = super::pidns::read_proc_text(&format!("/proc/{tid}/status"))?;
     status.lines().find_map(|line| line.strip_prefix("Tgid:")?.trim().parse().ok())
 }
 

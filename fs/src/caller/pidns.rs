@@ -14,9 +14,19 @@ pub fn pid_ns_of(pid: u32) -> std::io::Result<u64> {
     Ok(std::fs::metadata(format!("/proc/{pid}/ns/pid"))?.ino())
 }
 
+/// A /proc/PID file as text. Thread names are arbitrary bytes (prctl PR_SET_NAME), so
+/// invalid UTF-8 is replaced rather than failing the whole read.
+pub fn read_proc_text(path: &str) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+    })
+}
+
 /// Start time (clock ticks since boot) of a process, from /proc/PID/stat.
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_proc_text(&format!("/proc/{pid}/stat"))?;
     parse_stat_start(&text)
 }
 
@@ -97,7 +107,7 @@ fn find_by_parents(ns: u64, pid: u32) -> Option<NsInit> {
     let mut current = pid;
     // A parent chain is short; the bound only guards against a cycle through pid reuse.
     for _ in 0..64 {
-        let text = std::fs::read_to_string(format!("/proc/{current}/stat")).ok()?;
+        let text = read_proc_text(&format!("/proc/{current}/stat"))?;
         let (ppid, start) = parse_stat(&text)?;
         if is_ns_init(current) {
             return Some(NsInit { pid: current, start_ticks: start });
@@ -132,6 +142,25 @@ mod tests {
     fn stat_fields_after_odd_command_names() {
         let text = "42 (a) b (c)) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10";
         assert_eq!(parse_stat(text), Some((7, 12345)));
+    }
+
+    #[test]
+    fn thread_with_a_non_utf8_name_still_has_a_start_time() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let name = b"bad\xff\xfename\0";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            // SAFETY: gettid has no arguments and cannot fail.
+            tid_tx.send(unsafe { libc::gettid() } as u32).expect("send");
+            stop_rx.recv().ok();
+        });
+        let tid = tid_rx.recv().expect("tid");
+        assert!(std::fs::read_to_string(format!("/proc/{tid}/stat")).is_err(), "name is not UTF-8");
+        assert!(start_ticks(tid).is_some());
+        stop_tx.send(()).expect("stop");
+        thread.join().expect("join");
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl ProcCgroups {
             reason: format!("line {}: {reason}", n + 1),
         };
         let mut entries: Vec<CgroupEntry> = Vec::new();
-        for (n, line) in text.lines().enumerate() {
+        // Split on '\n' alone: the kernel prints cgroup names raw, and a name may end in
+        // '\r', which `lines()` would strip.
+        for (n, line) in text.split('\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
@@ -112,6 +114,12 @@ impl ProcCgroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn carriage_return_ending_a_name_is_kept() {
+        let pc = ProcCgroups::parse("0::/a\r\n").expect("parse");
+        assert_eq!(pc.entries[0].path, "/a\r");
+    }
 
     const HOST: &str = "\
 9:name=systemd:/
