@@ -29,10 +29,11 @@ if ! cargo build --workspace --all-targets; then
     exit 1
 fi
 
-# Tests run in parallel: every root integration test uses its own mount point, server and
+# --no-fail-fast: a failing test binary must not hide the results of the others. Tests run
+# in parallel: every root integration test uses its own mount point, server and
 # uniquely named cgroups.
 echo "== cargo test --workspace"
-cargo test --workspace --exclude sysvisor-e2e "$@" || failed+=("cargo test")
+cargo test --workspace --exclude sysvisor-e2e --no-fail-fast "$@" || failed+=("cargo test")
 
 # ---- e2e -------------------------------------------------------------------------------
 # End-to-end tests against a real Docker engine (tests/, crate sysvisor-e2e): as root they
@@ -40,7 +41,7 @@ cargo test --workspace --exclude sysvisor-e2e "$@" || failed+=("cargo test")
 # socket, data root and bridge) with the freshly built sysvisor-runc; otherwise they print
 # "skipped: ...". SYSVISOR_E2E=skip skips them. Containers mostly wait: 4 test threads.
 echo "== e2e: cargo test -p sysvisor-e2e"
-RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test -p sysvisor-e2e "$@" || failed+=("e2e")
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test -p sysvisor-e2e --no-fail-fast "$@" || failed+=("e2e")
 # ---- end of e2e ------------------------------------------------------------------------
 
 if cargo clippy --version >/dev/null 2>&1; then

@@ -368,7 +368,7 @@ fn registered_container_uptime_counts_from_its_creation_and_survives_restarts() 
     // Made by the daemon, privately.
     assert!(fs::symlink_metadata(&site.sock).unwrap().file_type().is_socket());
     assert_eq!(mode(&site.sock), 0o600);
-    assert_eq!(mode(site.sock.parent().unwrap()), 0o700);
+    assert_eq!(mode(site.sock.parent().unwrap()), 0o711);
     assert_eq!(mode(&site.state), 0o700);
     assert!(site.mnt.is_dir());
     site.ping();

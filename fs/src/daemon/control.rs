@@ -681,7 +681,8 @@ mod tests {
             thread::sleep(Duration::from_millis(10));
         }
         let extra = UnixStream::connect(&path).unwrap();
-        (&extra).write_all(b"{\"op\":\"ping\"}\n").unwrap();
+        // The server may answer "busy" and hang up before reading: EPIPE here is fine.
+        let _ = (&extra).write_all(b"{\"op\":\"ping\"}\n");
         extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut reader = BufReader::new(&extra);
         let message = error_of(read_line(&mut reader).expect("an answer"));
