@@ -1143,10 +1143,14 @@ fn busybox_cat_in_one_cgroup_concurrently() {
     }
 }
 
-/// Reads each file N times with sendfile(2) and right after with read(2); reports every
-/// sendfile read that is cut, padded or shaped differently (line count, non-numeric words).
+/// `SENDFILE_VS_READ N TOGGLE A B PATH...` reads each file N times: three times in a row
+/// with sendfile(2), then with read(2) (no fstat: nothing else asks for the size); reports
+/// every sendfile read that is cut, padded or shaped differently from the read(2) one (line
+/// count, non-numeric words).
+/// Before each round it writes A or B (alternately) to the file TOGGLE (unless "-") and
+/// waits a little: a cpuset that changes the length of cpuinfo, stat and cpu/online.
 const SENDFILE_VS_READ: &str = r#"
-import os, sys
+import os, sys, time
 def sendfile_all(path):
     fd = os.open(path, os.O_RDONLY)
     r, w = os.pipe()
@@ -1164,32 +1168,49 @@ def sendfile_all(path):
         os.close(fd); os.close(r); os.close(w)
     return bytes(out)
 def read_all(path):
-    with open(path, "rb", buffering=0) as f:
-        return f.read()
+    fd = os.open(path, os.O_RDONLY)
+    out = bytearray()
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(fd)
+    return bytes(out)
 def shape(data):
     return [(len(l.split()), [t for t in l.split() if not any(c.isdigit() for c in t)])
             for l in data.decode("latin-1").splitlines()]
-n, bad = int(sys.argv[1]), 0
+n, toggle, values, paths = int(sys.argv[1]), sys.argv[2], sys.argv[3:5], sys.argv[5:]
+bad = 0
 for i in range(n):
-    for path in sys.argv[2:]:
-        s = sendfile_all(path)
+    if toggle != "-":
+        with open(toggle, "w") as f:
+            f.write(values[i % 2])
+        time.sleep(0.005)
+    for path in paths:
+        sent = [sendfile_all(path) for _ in range(3)]
         r = read_all(path)
-        problems = []
-        if not s.endswith(b"\n"):
-            problems.append("last byte not a newline")
-        if b"\0" in s:
-            problems.append("NUL bytes")
-        if shape(s) != shape(r):
-            problems.append("lines differ from read(2)")
-        if problems:
-            bad += 1
-            print(path, i, problems, repr(s[-60:]), repr(r[-60:]))
+        for k, s in enumerate(sent):
+            problems = []
+            if not s.endswith(b"\n"):
+                problems.append("last byte not a newline")
+            if b"\0" in s:
+                problems.append("NUL bytes")
+            if shape(s) != shape(r):
+                problems.append("lines differ from read(2)")
+            if problems:
+                bad += 1
+                print(path, i, k, problems, len(s), len(r), repr(s[-40:]), repr(r[-40:]))
 print("checked", n, "bad", bad)
 "#;
 
-/// Views re-rendered at nearly every open (1 ms cache), so lengths change between opens
-/// (/proc/stat, loadavg, uptime...): a sendfile read is never cut nor padded, whether the
-/// file is reached by its path or through a bind mount made in the reader's cgroup.
+/// Views whose length changes between opens: re-rendered at nearly every open (1 ms cache),
+/// in a cgroup whose cpuset alternates between one CPU and all of them (cpuinfo, stat and
+/// cpu/online change length). A sendfile read is never cut nor padded, whether the file is
+/// reached by its path or through a bind mount made in the reader's cgroup, and also for a
+/// reader outside that cgroup.
 #[test]
 fn sendfile_of_changing_views_is_never_cut() {
     if !can_mount() {
@@ -1199,9 +1220,13 @@ fn sendfile_of_changing_views_is_never_cut() {
         eprintln!("skipping: no python3");
         return;
     };
+    let cpus = sysvisor_fs::fuse::session::online_cpus().unwrap();
     let daemon = Daemon::start(&["--cache-ttl-ms", "1"]);
-    let Some(cg) = TempCgroup::new(&["memory"]) else { return };
+    let Some(cg) = TempCgroup::new(&["memory", "cpuset"]) else { return };
     cg.memory_limit(256 << 20);
+    let all_cpus = cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    let one_cpu = cpus[0].to_string();
+    let toggle = cg.dir_of("cpuset").join("cpuset.cpus").display().to_string();
     let binds: Vec<BindMount> =
         TABLE.iter().map(|spec| BindMount::new(&daemon.path(spec.path), Some(&cg))).collect();
     let direct: Vec<String> =
@@ -1209,7 +1234,8 @@ fn sendfile_of_changing_views_is_never_cut() {
     let bound: Vec<String> = binds.iter().map(|b| b.target.display().to_string()).collect();
     for (what, paths) in [("paths", &direct), ("bind mounts", &bound)] {
         for cgroup in [Some(&cg), None] {
-            let mut args = vec!["-c", SENDFILE_VS_READ, "150"];
+            let toggle = if cgroup.is_some() { toggle.as_str() } else { "-" };
+            let mut args = vec!["-c", SENDFILE_VS_READ, "60", toggle, &one_cpu, &all_cpus];
             args.extend(paths.iter().map(String::as_str));
             let out = spawn_in(cgroup, python, &args).finish_ok();
             let inside = cgroup.is_some();

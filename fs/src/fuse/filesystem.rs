@@ -19,8 +19,8 @@
 //!   splice read thus stops exactly at the end of the content, however it grew or shrank
 //!   since the last open;
 //! - the open serves the very rendering whose length the opener's GETATTR (or LOOKUP) just
-//!   reported, kept briefly by (inode, thread) in `sized`, so a view re-rendered in between
-//!   cannot be cut.
+//!   reported, kept briefly (`SIZED_TTL`) by (inode, thread) in `sized`, so a view
+//!   re-rendered in between cannot be cut.
 //!
 //! Measured on 6.18, and why not the alternatives: a `st_size` larger than the content
 //! relies on the short page-cache READ shrinking the kernel's size to find EOF, but the
@@ -33,7 +33,7 @@
 //!
 //! Left: callers of one cgroup set share the page cache, so two of them reading the same
 //! file at the moment its rendering changes length (the view cache expires) can see the
-//! other's length: one read cut or zero-padded, measured about once in 2400 reads with four
+//! other's length: one read cut or zero-padded, measured about once in 1000 reads with four
 //! busybox loops on /proc/stat. A process reading through another cgroup's inode (a bind
 //! mount made elsewhere, or after changing cgroup) gets its own view with read(2), but
 //! shares that inode's page cache with splice.
@@ -69,7 +69,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 
 use super::handles::{HandleTable, Snapshot};
-use super::inode::{file_ino, Ino, LookupError, Node, Tree};
+use super::inode::{file_ino, file_st_ino, Ino, LookupError, Node, Tree};
 use crate::service::{Service, ServiceError};
 
 /// How long the kernel may cache directory entries, negative entries and directory
@@ -89,11 +89,16 @@ pub const FILE_ATTR_TTL: Duration = Duration::ZERO;
 /// `st_size` of a file when the caller's view cannot be rendered (its open fails anyway).
 pub const FILE_SIZE: i64 = 4096;
 
-/// How long a rendering sized by LOOKUP or GETATTR waits for the open of the same thread.
-const SIZED_TTL: Duration = Duration::from_secs(1);
+/// How long a rendering sized by LOOKUP or GETATTR waits for the open of the same thread
+/// (which normally follows within microseconds; later, the open renders afresh).
+const SIZED_TTL: Duration = Duration::from_millis(200);
 
 /// Sweep `sized` of renderings nobody opened (stat without open) every this many entries.
 const SIZED_SWEEP_EVERY: u64 = 256;
+
+/// At most this many renderings are kept: a stat storm beyond it empties `sized` (opens then
+/// render afresh).
+const SIZED_MAX: usize = 16384;
 
 const DIR_MODE: u32 = libc::S_IFDIR | 0o555;
 const FILE_MODE: u32 = libc::S_IFREG | 0o444;
@@ -187,7 +192,7 @@ impl<S: ContentSource> VirtualFs<S> {
     fn attr(&self, node: &Node, ino: u64, size: i64) -> stat64 {
         let mut st = self.attrs[(node.ino - 1) as usize];
         if !node.is_dir() {
-            st.st_ino = ino;
+            st.st_ino = file_st_ino(ino);
             st.st_size = size;
             st.st_blocks = (size + 511) / 512;
         }
@@ -214,6 +219,9 @@ impl<S: ContentSource> VirtualFs<S> {
         self.sized.insert((ino, pid), SizedRendering { at: Instant::now(), data });
         if self.sized_inserts.fetch_add(1, Ordering::Relaxed).is_multiple_of(SIZED_SWEEP_EVERY) {
             self.sized.retain(|_, s| s.at.elapsed() < SIZED_TTL);
+            if self.sized.len() > SIZED_MAX {
+                self.sized.clear();
+            }
         }
     }
 
@@ -253,9 +261,9 @@ impl<S: ContentSource> VirtualFs<S> {
     }
 
     /// Walks the entries of directory `ino` from `offset` (0 = start; entry `i` has offset
-    /// `i + 1`) until `add` reports a full buffer (returns 0). Files are listed under the
-    /// inode number of the lister's cgroup set (under an id no set has if it cannot be
-    /// identified: only `d_ino` is at stake).
+    /// `i + 1`) until `add` reports a full buffer (returns 0). Files are listed with the
+    /// `st_ino` of the lister's cgroup set (their tree number if it cannot be identified:
+    /// only `d_ino` is at stake).
     fn list(
         &self,
         ctx: &Context,
@@ -272,10 +280,9 @@ impl<S: ContentSource> VirtualFs<S> {
             let d_ino = if e.is_dir {
                 e.ino
             } else {
-                let cgroup = *cgroup.get_or_insert_with(|| {
-                    self.source.cgroup_id(caller_pid(ctx)).unwrap_or(u64::MAX)
-                });
-                file_ino(e.ino, cgroup)
+                let cgroup =
+                    *cgroup.get_or_insert_with(|| self.source.cgroup_id(caller_pid(ctx)).ok());
+                cgroup.map_or(e.ino, |cgroup| file_st_ino(file_ino(e.ino, cgroup)))
             };
             let dirent = DirEntry {
                 ino: d_ino,
@@ -713,11 +720,11 @@ mod tests {
             assert_eq!(entry.attr.st_size, len, "{}: the caller's length", spec.path);
             assert_eq!(entry.attr.st_blocks, (len + 511) / 512);
             assert_eq!(entry.attr.st_uid, 0);
-            assert_eq!(entry.attr.st_ino, entry.inode);
+            assert_eq!(entry.attr.st_ino, file_st_ino(entry.inode));
             assert_eq!(entry.entry_timeout, FILE_ENTRY_TTL);
             assert_eq!(entry.attr_timeout, FILE_ATTR_TTL);
             let (st, ttl) = fs.getattr(&ctx(1), entry.inode, None).unwrap();
-            assert_eq!(st.st_ino, entry.inode);
+            assert_eq!(st.st_ino, file_st_ino(entry.inode));
             assert_eq!(st.st_mode, libc::S_IFREG | 0o444);
             assert_eq!(st.st_size, rendering(view_of(spec.path), 1, n + 1).len() as i64);
             assert_eq!(ttl, FILE_ATTR_TTL);
@@ -958,9 +965,16 @@ mod tests {
         files.sort();
         want.extend(files);
         assert_eq!(names, want);
-        // Files are listed under the lister's inodes.
+        // Files are listed with the lister's inode numbers.
         let (_, _, meminfo_ino) = all.iter().find(|(n, _, _)| n == "meminfo").unwrap();
-        assert_eq!(*meminfo_ino, resolve(&fs, "proc/meminfo").inode);
+        assert_eq!(*meminfo_ino, file_st_ino(resolve(&fs, "proc/meminfo").inode));
+        let mut unidentified = Vec::new();
+        fs.readdir(&ctx(0), proc_dir, 0, 4096, 0, &mut |d| {
+            unidentified.push(d.ino);
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(unidentified, all.iter().map(|(_, _, ino)| *ino).collect::<Vec<_>>());
         // Resume after the third entry, and stop after one when the buffer is "full".
         let mut rest = Vec::new();
         let mut calls = 0;

@@ -33,6 +33,13 @@ pub fn file_ino(node: u64, cgroup: u64) -> u64 {
     FILE_INO_FLAG | (cgroup & CGROUP_MASK) << NODE_BITS | (node & NODE_MASK)
 }
 
+/// The `st_ino` (and `d_ino`) of file inode `ino`: the number without its flag, so that it
+/// fits in 32 bits for the first million cgroup sets (32-bit programs' stat() fails with
+/// EOVERFLOW otherwise). Still unique: a file's tree number is no directory's.
+pub fn file_st_ino(ino: u64) -> u64 {
+    ino & !FILE_INO_FLAG
+}
+
 /// What an inode number given to the kernel names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ino {
@@ -416,10 +423,14 @@ mod tests {
             assert!(ino & FILE_INO_FLAG != 0);
             assert!(seen.insert(ino), "{cgroup}");
             assert_eq!(Ino::decode(ino), Ino::File { node: meminfo.ino, cgroup });
+            assert_eq!(file_st_ino(ino), cgroup << NODE_BITS | meminfo.ino);
             let (node, decoded) = tree.resolve(ino).unwrap();
             assert_eq!(node, meminfo);
             assert_eq!(decoded, Ino::File { node: meminfo.ino, cgroup });
         }
+        // The first cgroup sets' files get small st_ino numbers, none a directory's.
+        assert_eq!(file_st_ino(file_ino(meminfo.ino, 0)), meminfo.ino);
+        assert!(file_st_ino(file_ino(meminfo.ino, (1 << 20) - 1)) <= u64::from(u32::MAX));
         // Other files of the same cgroup set get other numbers.
         for spec in TABLE {
             let node = resolve(&tree, spec.path).unwrap();

@@ -5,7 +5,8 @@
 //!   worker thread per CPU (each with its own epoll channel), signals and unmount;
 //! - [`filesystem`]: the FUSE operations (`FileSystem` impl): attributes, lookups, readdir,
 //!   open = render a snapshot through the service, read = slices of it;
-//! - [`inode`]: the static directory tree built from [`crate::views::TABLE`];
+//! - [`inode`]: the static directory tree built from [`crate::views::TABLE`], and the inode
+//!   numbers of files (one per file and cgroup set of the caller);
 //! - [`handles`]: the sharded table of open-file snapshots.
 
 pub mod error;
