@@ -47,6 +47,13 @@ pub trait Host {
     fn fs_mountpoint(&self) -> PathBuf;
     /// The host's capability bounding set.
     fn host_capabilities(&self) -> Result<Vec<String>, HostError>;
+    /// The host's online CPUs (empty when unknown: then no cpuset is pinned).
+    fn online_cpus(&self) -> Vec<u32> {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|text| transform::parse_cpu_list(&text))
+            .unwrap_or_default()
+    }
     /// Returns the ranges of containers that are gone for good to the pool.
     fn reclaim_ranges(&self) -> Result<(), HostError>;
     /// The container's range: the one it had if it had one, else a fresh one.
@@ -469,6 +476,8 @@ fn prepare<H: Host>(
         fs_mountpoint: host.fs_mountpoint(),
         host_capabilities,
         seccomp_listener: None,
+        host_cpus: host.online_cpus(),
+        cpu_spread: ids.uid_base / ids.count.max(1),
     };
     let mut rewritten = transform::to_system_container(original.spec.clone(), &inputs)?;
     if hook {

@@ -85,6 +85,10 @@ pub struct TransformInputs {
     pub host_capabilities: Vec<String>,
     /// Socket of a seccomp notify agent. Unused for now.
     pub seccomp_listener: Option<PathBuf>,
+    /// The host's online CPUs, ascending.
+    pub host_cpus: Vec<u32>,
+    /// Spreads pinned containers over the CPUs (the index of the container's id range).
+    pub cpu_spread: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +204,17 @@ pub fn to_system_container(
         *value = clamp_group_range(value, inputs.id_count);
     }
 
+    if let Some(cpus) = pin_cpus_for_quota(&spec, &inputs.host_cpus, inputs.cpu_spread) {
+        if let Some(cpu) = spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|l| l.resources_mut().as_mut())
+            .and_then(|r| r.cpu_mut().as_mut())
+        {
+            cpu.set_cpus(Some(cpus));
+        }
+    }
+
     if let Some(process) = spec.process_mut() {
         process.set_capabilities(Some(capabilities));
     }
@@ -209,6 +224,51 @@ pub fn to_system_container(
     annotations.insert(ANNOTATION_GID_BASE.into(), inputs.gid_base.to_string());
     annotations.insert(ANNOTATION_ID_COUNT.into(), inputs.id_count.to_string());
     Ok(spec)
+}
+
+/// A CPU quota with no cpuset (`docker run --cpus 1`) limits CPU time but not which CPUs
+/// run the container, so `nproc`, glibc's `sched_getaffinity`-based counts, the JVM and Go
+/// would all see every host CPU. A system container should look like a host with that many
+/// CPUs, so it is given a cpuset of `ceil(quota / period)` CPUs: the same CPU time, on a
+/// fixed set. `spread` rotates the choice so that containers do not all share the first
+/// CPUs. Returns the cpuset to set, or `None` when a cpuset is already given, there is no
+/// quota, or the quota covers every CPU.
+pub fn pin_cpus_for_quota(spec: &Spec, host_cpus: &[u32], spread: u32) -> Option<String> {
+    let cpu = spec.linux().as_ref()?.resources().as_ref()?.cpu().as_ref()?;
+    if cpu.cpus().as_deref().is_some_and(|c| !c.trim().is_empty()) {
+        return None;
+    }
+    let quota = u64::try_from(cpu.quota()?).ok().filter(|q| *q > 0)?;
+    let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+    let wanted = usize::try_from(quota.div_ceil(period)).ok()?.max(1);
+    if host_cpus.is_empty() || wanted >= host_cpus.len() {
+        return None;
+    }
+    let start = (spread as usize).wrapping_mul(wanted) % host_cpus.len();
+    let mut chosen: Vec<u32> =
+        (0..wanted).map(|i| host_cpus[(start + i) % host_cpus.len()]).collect();
+    chosen.sort_unstable();
+    Some(chosen.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// Parses a kernel CPU list such as `0-3,8` (as in /sys/devices/system/cpu/online).
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 65_536 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Some(cpus)
 }
 
 /// Docker sets it to `0 2147483647` (every group may ping); inside a user namespace the
@@ -415,6 +475,8 @@ mod tests {
             fs_mountpoint: "/var/lib/sysvisor-fs".into(),
             host_capabilities: vec![],
             seccomp_listener: None,
+            host_cpus: vec![0, 1],
+            cpu_spread: 0,
         };
         assert_eq!(check_range(&inputs), Ok(()));
         inputs.uid_base = 0;
@@ -430,6 +492,47 @@ mod tests {
         inputs.uid_base = 1;
         inputs.id_count = 0;
         assert_eq!(check_range(&inputs), Err(TransformError::EmptyRange));
+    }
+
+    fn spec_with_cpu(json: &str) -> Spec {
+        let text = format!(r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"linux":{{"resources":{{"cpu":{json}}}}}}}"#);
+        serde_json::from_str(&text).expect("spec")
+    }
+
+    #[test]
+    fn quota_without_cpuset_pins_that_many_cpus() {
+        let cpus: Vec<u32> = (0..8).collect();
+        let one = spec_with_cpu(r#"{"quota":100000,"period":100000}"#);
+        assert_eq!(pin_cpus_for_quota(&one, &cpus, 0).as_deref(), Some("0"));
+        assert_eq!(pin_cpus_for_quota(&one, &cpus, 3).as_deref(), Some("3"));
+        assert_eq!(pin_cpus_for_quota(&one, &cpus, 9).as_deref(), Some("1"));
+        // 1.5 CPUs of time: two CPUs, wrapping round the end of the list.
+        let one_and_a_half = spec_with_cpu(r#"{"quota":150000,"period":100000}"#);
+        assert_eq!(pin_cpus_for_quota(&one_and_a_half, &cpus, 0).as_deref(), Some("0,1"));
+        assert_eq!(pin_cpus_for_quota(&one_and_a_half, &cpus, 3).as_deref(), Some("6,7"));
+        assert_eq!(pin_cpus_for_quota(&one_and_a_half, &cpus, 4).as_deref(), Some("0,1"));
+    }
+
+    #[test]
+    fn no_pinning_without_quota_with_cpuset_or_when_all_cpus_are_allowed() {
+        let cpus = [0, 1];
+        for json in [
+            r#"{"shares":1024}"#,
+            r#"{"quota":-1,"period":100000}"#,
+            r#"{"quota":100000,"period":100000,"cpus":"1"}"#,
+            r#"{"quota":200000,"period":100000}"#,
+        ] {
+            assert_eq!(pin_cpus_for_quota(&spec_with_cpu(json), &cpus, 0), None, "{json}");
+        }
+        assert_eq!(pin_cpus_for_quota(&spec_with_cpu(r#"{"quota":1000}"#), &[], 0), None);
+    }
+
+    #[test]
+    fn cpu_lists_parse_like_the_kernel_prints_them() {
+        assert_eq!(parse_cpu_list("0-3,8\n"), Some(vec![0, 1, 2, 3, 8]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
     }
 
     #[test]

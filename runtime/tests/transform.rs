@@ -45,6 +45,8 @@ fn inputs() -> TransformInputs {
         fs_mountpoint: PathBuf::from(MOUNTPOINT),
         host_capabilities: host_caps(),
         seccomp_listener: None,
+        host_cpus: vec![0, 1],
+        cpu_spread: 0,
     }
 }
 
