@@ -175,7 +175,8 @@ else:
         print("unchanged")
         sys.exit(0)
     del runtimes[name]
-    if runtimes:
+    if runtimes or os.environ.get("SYSVISOR_DOCKERD_RUNS") == "1":
+        # A running dockerd drops a runtime on reload only when "runtimes" is present.
         config["runtimes"] = runtimes
     else:
         config.pop("runtimes", None)
@@ -281,7 +282,8 @@ reload_dockerd() {
     for pid in $pids; do
         kill -HUP "$pid" && say "reloaded dockerd (pid $pid, SIGHUP)"
     done
-    command -v docker >/dev/null 2>&1 || return 0
+    # Check the result through the default socket, when a daemon answers there.
+    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || return 0
     local want=1 has i
     [ "$uninstall" = 1 ] && want=0
     for i in $(seq 50); do
@@ -318,7 +320,9 @@ if [ "$uninstall" = 1 ]; then
         say "removed $(d "$unit_path")"
         systemd_runs && systemctl daemon-reload
     fi
-    result="$(edit_daemon_json remove "" "$(d "$docker_config")")"
+    dockerd_runs=0
+    [ "$live" = 1 ] && [ -n "$(dockerd_pids)" ] && dockerd_runs=1
+    result="$(SYSVISOR_DOCKERD_RUNS=$dockerd_runs edit_daemon_json remove "" "$(d "$docker_config")")"
     if [ "$result" = changed ]; then
         say "removed the $runtime_name runtime from $(d "$docker_config")"
         reload_dockerd

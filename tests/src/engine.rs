@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Output};
 use crate::leaks::{self, IdMap};
-use crate::{DATA_ROOT, DOCKER_SOCK, EXEC_ROOT, IMAGE, LABEL, RUNTIME, RUN_DIR};
+use crate::{DATA_ROOT, DOCKER_SOCK, EXEC_ROOT, IMAGE, LABEL, RUNTIME, RUN_DIR, SCRATCH};
 
 /// How long one docker command may take.
 pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -176,7 +176,8 @@ impl Engine {
         let log = log_file("dockerd.log")?;
         let mut cmd = Command::new("dockerd");
         cmd.arg("--config-file").arg(config_path());
-        let child = spawn_daemon(cmd, log).map_err(|e| format!("cannot start dockerd: {e}"))?;
+        let child =
+            spawn_daemon(cmd, log, true).map_err(|e| format!("cannot start dockerd: {e}"))?;
         MANAGED.lock().unwrap().dockerd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -230,8 +231,12 @@ impl Engine {
         let log = log_file("sysvisor-fs.log")?;
         let mut cmd = Command::new(&self.fs_bin);
         cmd.arg("serve");
+        // No PDEATHSIG: if this process is killed, the daemon must outlive dockerd's own
+        // shutdown (which deletes the containers through the runtime, which unregisters
+        // them). Its pid file lets the next run stop it.
         let mut child =
-            spawn_daemon(cmd, log).map_err(|e| format!("cannot start sysvisor-fs: {e}"))?;
+            spawn_daemon(cmd, log, false).map_err(|e| format!("cannot start sysvisor-fs: {e}"))?;
+        let _ = fs::write(fs_pidfile(), child.id().to_string());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !fs_ping() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -261,6 +266,7 @@ impl Engine {
         match child {
             Some(child) => {
                 stop_child(child, "sysvisor-fs", Duration::from_secs(15));
+                let _ = fs::remove_file(fs_pidfile());
                 Ok(())
             }
             None => Err("the sysvisor-fs daemon running was not started by the harness".into()),
@@ -511,7 +517,8 @@ impl Engine {
     #[track_caller]
     fn check_leaks(&self, id: &str, range: Option<IdMap>, reclaim_with: Option<&str>) {
         let strict = reclaim_with.is_none();
-        let mut deadline = Instant::now() + Duration::from_secs(10);
+        // Long enough for a periodic sweep (sysvisor-fs housekeeping runs every 10 s).
+        let mut deadline = Instant::now() + Duration::from_secs(if strict { 15 } else { 10 });
         let mut triggered = strict;
         loop {
             let found = leaks::leftovers(self, id, range);
@@ -663,6 +670,16 @@ fn pidfile() -> PathBuf {
     Path::new(RUN_DIR).join("docker.pid")
 }
 
+fn fs_pidfile() -> PathBuf {
+    Path::new(RUN_DIR).join("sysvisor-fs.pid")
+}
+
+/// Lines added to /etc/subuid and /etc/subgid by a run ("FILE\tLINE"), so that a run that
+/// was killed has them removed by the next one.
+fn subids_marker() -> PathBuf {
+    Path::new(RUN_DIR).join("subids.added")
+}
+
 fn config_path() -> PathBuf {
     Path::new(RUN_DIR).join("daemon.json")
 }
@@ -803,6 +820,25 @@ fn ensure_subids() -> Result<(), String> {
     const USER: &str = "sysvisor";
     const COUNT: u64 = 65536 * 1024;
     let files = [PathBuf::from("/etc/subuid"), PathBuf::from("/etc/subgid")];
+    // Lines an earlier (killed) run added are ours to remove too.
+    for record in fs::read_to_string(subids_marker())
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some((file, line)) = record.split_once('\t') {
+            let present = fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == line);
+            if present {
+                MANAGED
+                    .lock()
+                    .unwrap()
+                    .subids
+                    .push((PathBuf::from(file), line.to_string()));
+            }
+        }
+    }
     let texts: Vec<String> = files
         .iter()
         .map(|f| fs::read_to_string(f).unwrap_or_default())
@@ -833,6 +869,12 @@ fn ensure_subids() -> Result<(), String> {
         }
         new.push_str(&line);
         new.push('\n');
+        let mut marker = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(subids_marker())
+            .map_err(|e| e.to_string())?;
+        writeln!(marker, "{}\t{line}", file.display()).map_err(|e| e.to_string())?;
         fs::write(file, new).map_err(|e| format!("{}: {e}", file.display()))?;
         eprintln!(
             "sysvisor-e2e: added {line} to {} (removed at exit)",
@@ -863,6 +905,7 @@ fn remove_subids() {
             .collect();
         let _ = fs::write(&file, kept);
     }
+    let _ = fs::remove_file(subids_marker());
 }
 
 fn ensure_bridge() -> Result<(), String> {
@@ -888,14 +931,17 @@ fn ensure_bridge() -> Result<(), String> {
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
-fn spawn_daemon(mut cmd: Command, log: File) -> io::Result<Child> {
+/// Spawns a daemon in its own session, logging to `log`; with `pdeathsig`, it gets SIGTERM
+/// when this process dies.
+fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Child> {
     let err = log.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+            if pdeathsig && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -1024,10 +1070,34 @@ fn clean_leftovers(runtime_bin: &Path) {
         }
     }
     kill_stragglers();
+    // The sysvisor-fs daemon of a killed run (after its containers are gone).
+    if let Some(pid) = fs::read_to_string(fs_pidfile())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if pid_alive(pid) && comm.trim() == "sysvisor-fs" {
+            eprintln!(
+                "sysvisor-e2e: stopping the sysvisor-fs daemon of an earlier run (pid {pid})"
+            );
+            // SAFETY: the daemon named by our own pid file.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while pid_alive(pid) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+            if pid_alive(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = fs::remove_file(fs_pidfile());
+    }
     unmount_under(EXEC_ROOT);
     unmount_under(DATA_ROOT);
+    unmount_under(SCRATCH);
     let _ = cmd::run(
-        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT]),
+        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH]),
         None,
         Duration::from_secs(120),
     );
@@ -1079,6 +1149,26 @@ fn teardown() {
                 let _ = engine.docker(&args);
             }
         }
+        // The runtime frees the ranges and upper layers of removed containers at its next
+        // `create`: run one throwaway system container so that the run leaves none behind.
+        if let Some(engine) = engine.filter(|_| fs_ping()) {
+            let image = engine.image.get().and_then(|i| i.as_ref().ok()).cloned();
+            if let Some(image) = image {
+                let _ = engine.docker_timeout(
+                    &[
+                        "run",
+                        "--rm",
+                        "--pull",
+                        "never",
+                        "--runtime",
+                        RUNTIME,
+                        &image,
+                        "true",
+                    ],
+                    Duration::from_secs(30),
+                );
+            }
+        }
         stop_child(dockerd, "dockerd", Duration::from_secs(40));
         kill_stragglers();
     }
@@ -1088,6 +1178,7 @@ fn teardown() {
         .unwrap_or((None, false));
     if let Some(fsd) = fsd {
         stop_child(fsd, "sysvisor-fs", Duration::from_secs(15));
+        let _ = fs::remove_file(fs_pidfile());
         // A daemon killed hard leaves a dead FUSE mount behind.
         unmount_under(sysvisor_proto::DEFAULT_MOUNTPOINT);
     }
@@ -1100,8 +1191,9 @@ fn teardown() {
     }
     unmount_under(EXEC_ROOT);
     unmount_under(DATA_ROOT);
+    unmount_under(SCRATCH);
     let _ = cmd::run(
-        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT]),
+        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH]),
         None,
         Duration::from_secs(120),
     );

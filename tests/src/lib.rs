@@ -26,21 +26,30 @@
 //!    `target/<profile>/sysvisor-fs serve` (override with `SYSVISOR_E2E_FS`) with the default
 //!    socket and mount point, and owns it.
 //!
-//! Both daemons are spawned from a dedicated thread that lives as long as the process, with
-//! `PR_SET_PDEATHSIG(SIGTERM)` and in their own session: if the test process dies (panic
-//! abort, Ctrl-C, SIGKILL), they receive SIGTERM and shut down cleanly (dockerd stops its
-//! containers). On a normal exit of the test binary (all tests passed or not), an `atexit`
-//! handler removes every container still there, stops dockerd (SIGTERM, then SIGKILL after
-//! 40 s), stops the sysvisor-fs daemon if it owns it, deletes the bridge, unmounts what is
-//! left under its directories and removes the data and exec roots. Logs stay in
-//! `/run/sysvisor-e2e/*.log`.
+//! 7. Adds the runtime's uid/gid pool (`sysvisor:BASE:67108864` in /etc/subuid and
+//!    /etc/subgid, as scripts/install.sh does) when missing, and records that it did in
+//!    `/run/sysvisor-e2e/subids.added`.
 //!
-//! Tests run in parallel; a test that disturbs everyone (stopping the sysvisor-fs daemon)
-//! takes [`Engine::exclusive`] instead of [`Engine::get`].
+//! Both daemons run in their own session. dockerd is spawned from a dedicated thread that
+//! lives as long as the process, with `PR_SET_PDEATHSIG(SIGTERM)`: if the test process dies
+//! (panic abort, Ctrl-C, SIGKILL), dockerd shuts down cleanly and deletes its containers
+//! through the runtime. The sysvisor-fs daemon has no death signal, so that it is still
+//! there for those deletes; its pid file (`/run/sysvisor-e2e/sysvisor-fs.pid`) lets the next
+//! run stop it. On a normal exit of the test binary (tests passed or not), an `atexit`
+//! handler removes every container still there, runs one throwaway system container (the
+//! runtime frees the ranges of removed containers at its next `create`), stops dockerd
+//! (SIGTERM, then SIGKILL after 40 s) and any shim left, stops the sysvisor-fs daemon if it
+//! owns it, deletes the bridge, removes the subuid/subgid lines it added, unmounts what is
+//! left under its directories and removes the data root, exec root and scratch
+//! directories. Logs stay in `/run/sysvisor-e2e/*.log`.
+//!
+//! Tests run in parallel; a test that disturbs everyone (stopping the sysvisor-fs daemon) or
+//! must not be disturbed (nothing else may reclaim a range while it checks that `docker rm`
+//! freed it) takes [`Engine::exclusive`] instead of [`Engine::get`].
 
 pub mod cmd;
 mod engine;
-mod leaks;
+pub mod leaks;
 
 pub use cmd::Output;
 pub use engine::{Container, Engine, Guard};
@@ -67,3 +76,14 @@ pub const SYSVISOR_LIB: &str = "/var/lib/sysvisor";
 pub const SYSVISOR_ROOTFS: &str = "/run/sysvisor/rootfs";
 /// The size of each container's uid/gid range.
 pub const RANGE: u32 = 65536;
+/// Scratch directories of the tests (bundles, volumes, pools): emptied at start and at exit.
+pub const SCRATCH: &str = "/run/sysvisor-e2e/scratch";
+
+/// A fresh (empty) scratch directory `SCRATCH/NAME-PID`; remove it when done (it also goes
+/// at the end of the run, and at the start of the next one after a crash).
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(SCRATCH).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    dir
+}

@@ -76,9 +76,13 @@ use crate::service::{Service, ServiceError};
 /// attributes: the tree is static for the lifetime of the mount.
 pub const TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Entry timeout of files: 0, so that every path walk looks the file up again and gets the
-/// inode of the caller's cgroup set.
-pub const FILE_ENTRY_TTL: Duration = Duration::ZERO;
+/// Entry timeout of files: as long as directories'. A file has one inode for every caller:
+/// an inode per cgroup set would keep the page cache of sendfile readers apart (kernels
+/// 6.5-6.18 splice FOPEN_DIRECT_IO files through the page cache), but a lookup by another
+/// cgroup then invalidates the dentry a runtime has just opened with O_PATH to bind-mount it
+/// into a container, and that mount fails with ENOENT. Bind mounts must work; see
+/// docs/design.md for the sendfile caveat.
+pub const FILE_ENTRY_TTL: Duration = TTL;
 
 /// Attribute timeout of files: 0, so the kernel asks again (GETATTR) before every open, by
 /// the opener, whose length then becomes the kernel's size of the file. (Any non-zero
@@ -107,29 +111,17 @@ const FILE_MODE: u32 = libc::S_IFREG | 0o444;
 /// cgroup set `pid` is in. Implemented by [`Service`]; tests plug in fakes.
 pub trait ContentSource: Send + Sync {
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
-
-    /// The id of the cgroup set of `pid`: processes that share it see the same views. Never
-    /// reused for another set.
-    fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError>;
 }
 
 impl ContentSource for Service {
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         Service::content(self, view, pid)
     }
-
-    fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError> {
-        Service::cgroup_id(self, pid)
-    }
 }
 
 impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         (**self).content(view, pid)
-    }
-
-    fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError> {
-        (**self).cgroup_id(pid)
     }
 }
 
@@ -231,42 +223,29 @@ impl<S: ContentSource> VirtualFs<S> {
         (sized.at.elapsed() < SIZED_TTL).then_some(sized.data)
     }
 
-    /// The entry of `node` for the caller of `ctx`: directories under their tree number,
-    /// files under the inode of the caller's cgroup set.
-    fn entry(&self, ctx: &Context, node: &Node) -> io::Result<Entry> {
-        let Some(view) = node.view() else {
-            return Ok(Entry {
-                inode: node.ino,
-                generation: 0,
-                attr: self.attr(node, node.ino, 0),
-                attr_flags: 0,
-                attr_timeout: TTL,
-                entry_timeout: TTL,
-            });
+    /// The entry of `node`. Files report [`FILE_SIZE`] here: their attributes expire at once,
+    /// so the kernel asks GETATTR, for the opener, before every open, and that answer carries
+    /// the opener's exact size. Lookups resolve no caller: a runtime looks the views up from a
+    /// process that then joins the container's cgroup under the same pid.
+    fn entry(&self, node: &Node) -> Entry {
+        let (inode, size, attr_timeout, entry_timeout) = match node.view() {
+            None => (node.ino, 0, TTL, TTL),
+            Some(_) => (file_ino(node.ino, 0), FILE_SIZE, FILE_ATTR_TTL, FILE_ENTRY_TTL),
         };
-        let pid = caller_pid(ctx);
-        let cgroup = self.source.cgroup_id(pid).map_err(|err| {
-            tracing::warn!(pid, path = %node.path, error = %err, "cannot identify caller");
-            errno(libc::EIO)
-        })?;
-        let ino = file_ino(node.ino, cgroup);
-        Ok(Entry {
-            inode: ino,
+        Entry {
+            inode,
             generation: 0,
-            attr: self.attr(node, ino, self.size_for(ino, view, pid)),
+            attr: self.attr(node, inode, size),
             attr_flags: 0,
-            attr_timeout: FILE_ATTR_TTL,
-            entry_timeout: FILE_ENTRY_TTL,
-        })
+            attr_timeout,
+            entry_timeout,
+        }
     }
 
     /// Walks the entries of directory `ino` from `offset` (0 = start; entry `i` has offset
-    /// `i + 1`) until `add` reports a full buffer (returns 0). Files are listed with the
-    /// `st_ino` of the lister's cgroup set (their tree number if it cannot be identified:
-    /// only `d_ino` is at stake).
+    /// `i + 1`) until `add` reports a full buffer (returns 0).
     fn list(
         &self,
-        ctx: &Context,
         ino: u64,
         offset: u64,
         mut add: impl FnMut(DirEntry<'_>, &Node) -> io::Result<usize>,
@@ -274,16 +253,9 @@ impl<S: ContentSource> VirtualFs<S> {
         let node = self.node(ino)?;
         let entries = self.tree.entries(node.ino).ok_or_else(|| errno(libc::ENOTDIR))?;
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        let mut cgroup = None;
         for (i, e) in entries.iter().enumerate().skip(skip) {
             let child = self.tree.get(e.ino).ok_or_else(|| errno(libc::EIO))?;
-            let d_ino = if e.is_dir {
-                e.ino
-            } else {
-                let cgroup =
-                    *cgroup.get_or_insert_with(|| self.source.cgroup_id(caller_pid(ctx)).ok());
-                cgroup.map_or(e.ino, |cgroup| file_st_ino(file_ino(e.ino, cgroup)))
-            };
+            let d_ino = if e.is_dir { e.ino } else { file_st_ino(file_ino(e.ino, 0)) };
             let dirent = DirEntry {
                 ino: d_ino,
                 offset: i as u64 + 1,
@@ -357,14 +329,14 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         self.sized.clear();
     }
 
-    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         let dir = match self.tree.resolve(parent) {
             Some((dir, Ino::Dir(_))) => dir,
             Some((_, Ino::File { .. })) => return Err(errno(libc::ENOTDIR)),
             None => return Err(errno(libc::ENOENT)),
         };
         match self.tree.lookup(dir.ino, name.to_bytes()) {
-            Ok(Some(node)) => self.entry(ctx, node),
+            Ok(Some(node)) => Ok(self.entry(node)),
             // A negative entry the kernel may cache as long as a directory entry.
             Ok(None) => Ok(Entry { inode: 0, entry_timeout: TTL, ..Entry::default() }),
             Err(LookupError::NotADirectory) => Err(errno(libc::ENOTDIR)),
@@ -553,30 +525,30 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
 
     fn readdir(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
         inode: u64,
         _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.list(ctx, inode, offset, |dirent, _| add_entry(dirent))
+        self.list(inode, offset, |dirent, _| add_entry(dirent))
     }
 
     fn readdirplus(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
         inode: u64,
         _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.list(ctx, inode, offset, |dirent, node| {
+        self.list(inode, offset, |dirent, node| {
             // Files: node id 0 tells the kernel to skip the entry part (files are looked up
             // per caller anyway, and sizing them would render every view of the directory).
             let entry = if node.is_dir() {
-                self.entry(ctx, node)?
+                self.entry(node)
             } else {
                 Entry { inode: 0, entry_timeout: FILE_ENTRY_TTL, ..Entry::default() }
             };
@@ -621,13 +593,6 @@ mod tests {
             }
             let n = self.renders.fetch_add(1, Ordering::Relaxed);
             Ok(format!("view {view} for pid {pid} #{n}\n").repeat(100).into_bytes())
-        }
-
-        fn cgroup_id(&self, pid: u32) -> Result<u64, ServiceError> {
-            if pid == 0 {
-                return Err(ServiceError::Caller(crate::caller::CallerError::Gone { pid }));
-            }
-            Ok(u64::from(pid / 100))
         }
     }
 
@@ -715,10 +680,10 @@ mod tests {
         for spec in TABLE {
             let n = fs.source.renders.load(Ordering::Relaxed);
             let entry = resolve(&fs, spec.path);
-            let len = rendering(view_of(spec.path), 1, n).len() as i64;
+            assert_eq!(fs.source.renders.load(Ordering::Relaxed), n, "a lookup renders nothing");
             assert_eq!(entry.attr.st_mode, libc::S_IFREG | 0o444, "{}", spec.path);
-            assert_eq!(entry.attr.st_size, len, "{}: the caller's length", spec.path);
-            assert_eq!(entry.attr.st_blocks, (len + 511) / 512);
+            assert_eq!(entry.attr.st_size, FILE_SIZE, "{}: sized by the next GETATTR", spec.path);
+            assert_eq!(entry.attr.st_blocks, (FILE_SIZE + 511) / 512);
             assert_eq!(entry.attr.st_uid, 0);
             assert_eq!(entry.attr.st_ino, file_st_ino(entry.inode));
             assert_eq!(entry.entry_timeout, FILE_ENTRY_TTL);
@@ -726,7 +691,7 @@ mod tests {
             let (st, ttl) = fs.getattr(&ctx(1), entry.inode, None).unwrap();
             assert_eq!(st.st_ino, file_st_ino(entry.inode));
             assert_eq!(st.st_mode, libc::S_IFREG | 0o444);
-            assert_eq!(st.st_size, rendering(view_of(spec.path), 1, n + 1).len() as i64);
+            assert_eq!(st.st_size, rendering(view_of(spec.path), 1, n).len() as i64);
             assert_eq!(ttl, FILE_ATTR_TTL);
         }
         let (root, ttl) = fs.getattr(&ctx(1), ROOT_INO, None).unwrap();
@@ -741,24 +706,22 @@ mod tests {
     }
 
     #[test]
-    fn each_cgroup_set_gets_its_own_file_inodes() {
+    fn every_caller_gets_the_same_file_inode() {
         let fs = fs(None);
         let view = view_of("proc/meminfo");
         let a = resolve_as(&fs, 100, "proc/meminfo").inode;
-        let a2 = resolve_as(&fs, 199, "proc/meminfo").inode;
         let b = resolve_as(&fs, 200, "proc/meminfo").inode;
-        assert_eq!(a, a2, "same cgroup set, same inode");
-        assert_ne!(a, b, "other cgroup set, other inode");
-        // Directories are shared.
+        // One inode whoever looks: a lookup by another caller must never invalidate the
+        // dentry a runtime has opened to bind-mount.
+        assert_eq!(a, b);
         assert_eq!(resolve_as(&fs, 100, "proc").inode, resolve_as(&fs, 200, "proc").inode);
         assert_ne!(a, resolve_as(&fs, 100, "proc/stat").inode);
-        // Both are the same file; an open always renders for the actual caller, whichever
-        // inode it goes through (a bind mount made in another cgroup).
-        for (ino, pid) in [(a, 300), (b, 300), (a, 201)] {
-            let fh = open(&fs, pid, ino);
-            let body = read(&fs, ino, fh, 1 << 20, 0).unwrap();
+        // An open always renders for the actual caller.
+        for pid in [300, 201] {
+            let fh = open(&fs, pid, a);
+            let body = read(&fs, a, fh, 1 << 20, 0).unwrap();
             assert!(body.starts_with(format!("view {view} for pid {pid} #").as_bytes()));
-            fs.release(&ctx(pid), ino, 0, fh, false, false, None).unwrap();
+            fs.release(&ctx(pid), a, 0, fh, false, false, None).unwrap();
         }
         // The plain tree number of a file is not an inode the kernel ever gets.
         let node = fs.tree().lookup(ROOT_INO, b"proc").unwrap().unwrap().ino;
@@ -770,12 +733,12 @@ mod tests {
     }
 
     #[test]
-    fn unidentified_callers_get_eio_for_files_only() {
+    fn unidentified_callers_get_eio_on_open_only() {
         let fs = fs(None);
         let proc_dir = resolve(&fs, "proc");
         let meminfo = CString::new("meminfo").unwrap();
-        let err = fs.lookup(&ctx(0), proc_dir.inode, &meminfo).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        let entry = fs.lookup(&ctx(0), proc_dir.inode, &meminfo).unwrap();
+        assert_eq!(entry.attr.st_size, FILE_SIZE);
         let dir = fs.lookup(&ctx(0), ROOT_INO, &CString::new("proc").unwrap()).unwrap();
         assert_eq!(dir.inode, proc_dir.inode);
         let ino = resolve(&fs, "proc/meminfo").inode;
@@ -804,10 +767,10 @@ mod tests {
     fn open_snapshots_once_and_reads_slices() {
         let fs = fs(None);
         let view = view_of("proc/meminfo");
-        let ino = resolve(&fs, "proc/meminfo").inode; // render #0, for pid 1
-        let fh = open(&fs, 42, ino); // pid 42 did not look it up: render #1
+        let ino = resolve(&fs, "proc/meminfo").inode; // lookups render nothing
+        let fh = open(&fs, 42, ino); // render #0
         let whole = read(&fs, ino, fh, 1 << 20, 0).unwrap();
-        assert_eq!(whole, rendering(view, 42, 1));
+        assert_eq!(whole, rendering(view, 42, 0));
         // Small reads at offsets on the same handle: same snapshot, same bytes.
         let mut pieces = Vec::new();
         let mut offset = 0;
@@ -824,7 +787,7 @@ mod tests {
         // A second open renders again.
         let fh2 = open(&fs, 43, ino);
         let second = read(&fs, ino, fh2, 1 << 20, 0).unwrap();
-        assert_eq!(second, rendering(view, 43, 2));
+        assert_eq!(second, rendering(view, 43, 1));
         assert_eq!(fs.open_handles(), 2);
         fs.release(&ctx(1), ino, 0, fh, false, false, None).unwrap();
         fs.release(&ctx(1), ino, 0, fh2, false, false, None).unwrap();
@@ -834,18 +797,20 @@ mod tests {
     }
 
     #[test]
-    fn open_serves_the_rendering_its_lookup_or_getattr_sized() {
+    fn open_serves_the_rendering_its_getattr_sized() {
         let fs = fs(None);
         let view = view_of("proc/stat");
-        // LOOKUP by pid 7 sizes render #0; the open of pid 7 serves exactly it.
+        // LOOKUP sizes nothing; GETATTR by pid 7 sizes render #0 and the open serves it.
         let entry = resolve_as(&fs, 7, "proc/stat");
+        assert_eq!(fs.pending_sizes(), 0);
+        let (st, _) = fs.getattr(&ctx(7), entry.inode, None).unwrap();
         assert_eq!(fs.pending_sizes(), 1);
         let fh = open(&fs, 7, entry.inode);
         assert_eq!(fs.pending_sizes(), 0);
         let body = read(&fs, entry.inode, fh, 1 << 20, 0).unwrap();
         assert_eq!(body, rendering(view, 7, 0));
-        assert_eq!(entry.attr.st_size, body.len() as i64);
-        // Through a bind mount: GETATTR (render #1), then the open of the same thread.
+        assert_eq!(st.st_size, body.len() as i64);
+        // Again: GETATTR (render #1), then the open of the same thread.
         let (st, _) = fs.getattr(&ctx(7), entry.inode, None).unwrap();
         let fh2 = open(&fs, 7, entry.inode);
         let body2 = read(&fs, entry.inode, fh2, 1 << 20, 0).unwrap();
