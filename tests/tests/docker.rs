@@ -356,6 +356,39 @@ fn run_with_a_tty() {
     );
 }
 
+/// The standalone use, exactly as with LXCFS: plain runc, the views bind-mounted with `-v`.
+#[test]
+fn plain_runc_with_views_bind_mounted_like_lxcfs() {
+    let Some(e) = Engine::get() else { return };
+    let mnt = sysvisor_proto::DEFAULT_MOUNTPOINT;
+    let vol = |rel: &str| format!("{mnt}/{rel}:/{rel}:ro");
+    let (meminfo, cpuinfo, online, uptime) = (
+        vol("proc/meminfo"),
+        vol("proc/cpuinfo"),
+        vol("sys/devices/system/cpu/online"),
+        vol("proc/uptime"),
+    );
+    let c = e.start(
+        &[
+            "--runtime", "runc", "-m", "256m", "--cpuset-cpus", "0",
+            "-v", &meminfo, "-v", &cpuinfo, "-v", &online, "-v", &uptime,
+        ],
+        &["sleep", "3600"],
+    );
+    assert_eq!(mem_total_kb(&c), 256 * 1024);
+    let out = c
+        .sh("grep -c ^processor /proc/cpuinfo; cat /sys/devices/system/cpu/online; cat /proc/uptime")
+        .expect_success();
+    let text = out.out();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], ["1", "0"], "{out}");
+    let up: f64 = lines[2].split_whitespace().next().and_then(|v| v.parse().ok()).expect("uptime");
+    assert!(up < 120.0, "uptime counts from the container's start: {up}");
+    // busybox cat reads with sendfile: the whole view too.
+    let cat = c.sh("cat /proc/meminfo | head -1").expect_success();
+    assert_eq!(parse_mem_total(&cat.stdout), Some(256 * 1024), "{cat}");
+}
+
 #[test]
 fn runc_containers_run_beside_unaffected() {
     let Some(e) = Engine::get() else { return };
