@@ -56,6 +56,11 @@ pub trait Host {
     }
     /// Returns the ranges of containers that are gone for good to the pool.
     fn reclaim_ranges(&self) -> Result<(), HostError>;
+    /// After `delete`: `docker rm` removes the container's layer only once `runc delete`
+    /// has returned, so whether the container is gone for good (its range free again) can
+    /// only be told a moment later. The real host starts a short-lived background reclaim;
+    /// `docker stop` leaves the layer, and the range stays the container's.
+    fn schedule_reclaim(&self, id: &str);
     /// The container's range: the one it had if it had one, else a fresh one.
     fn allocate(&self, id: &str, bundle: &Path) -> Result<Self::Range, HostError>;
     /// Shifts the container's rootfs to its range; returns the path to give runc as
@@ -200,6 +205,10 @@ pub fn run<H: Host>(host: &H, inv: &Invocation, args: &RunArgs) -> Result<i32, L
 /// The argument that makes this binary the registration hook of `run`.
 pub const HOOK_COMMAND: &str = "sysvisor-hook-register";
 
+/// Internal command run in the background after `delete`: frees the container's id range
+/// and upper layer once the container is gone for good (see [`Host::schedule_reclaim`]).
+pub const RECLAIM_COMMAND: &str = "sysvisor-reclaim";
+
 /// The `createRuntime` hook of `run`: registers the container described by the OCI state
 /// that runc writes on the hook's stdin (id, init pid, and our range annotations).
 pub fn hook_register<H: Host>(host: &H, state: &[u8]) -> Result<(), LifecycleError> {
@@ -266,6 +275,7 @@ pub fn delete<H: Host>(
             host.warn(&e.to_string());
         }
     }
+    host.schedule_reclaim(&args.id);
     Ok(code)
 }
 

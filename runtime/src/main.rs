@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::exit;
+use std::time::Duration;
 
 use anyhow::Result;
 use sysvisor_proto::Container;
@@ -27,6 +28,9 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == lifecycle::HOOK_COMMAND) {
         exit(hook());
+    }
+    if args.first().is_some_and(|a| a == lifecycle::RECLAIM_COMMAND) {
+        exit(reclaim_after_delete(args.get(1).and_then(|id| id.to_str()).unwrap_or("")));
     }
     let inv = match cli::parse(args.clone()) {
         Ok(inv) => inv,
@@ -49,6 +53,40 @@ fn main() {
             exit(1);
         }
     }
+}
+
+/// How long the background reclaim after `delete` watches for the container to be gone
+/// for good (Docker removes the layer right after `runc delete` on `docker rm`).
+const RECLAIM_WATCH: Duration = Duration::from_secs(60);
+const RECLAIM_POLL: Duration = Duration::from_millis(500);
+
+/// The background half of `delete` ([`lifecycle::RECLAIM_COMMAND`]): reclaims ranges of
+/// containers that are gone until `id` holds none, or gives up after [`RECLAIM_WATCH`]
+/// (`docker stop`: the range stays the container's for its next `start`).
+fn reclaim_after_delete(id: &str) -> i32 {
+    let log = RuncLog::default();
+    let host = SystemHost::new(PathBuf::from("runc"), Vec::new(), log.clone());
+    let deadline = std::time::Instant::now() + RECLAIM_WATCH;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(RECLAIM_POLL);
+        if let Err(e) = host.reclaim_ranges() {
+            log.warn(&format!("reclaiming id ranges: {e}"));
+            return 1;
+        }
+        let held = host
+            .allocator()
+            .and_then(|a| Ok(a.ranges()?))
+            .map(|ranges| ranges.iter().any(|(owner, _)| owner == id));
+        match held {
+            Ok(false) => return 0,
+            Ok(true) => {}
+            Err(e) => {
+                log.warn(&format!("reading id ranges: {e}"));
+                return 1;
+            }
+        }
+    }
+    0
 }
 
 /// The registration hook of `run` (runc runs it with the container's state on stdin and
@@ -256,6 +294,24 @@ impl Host for SystemHost {
 
     fn self_exe(&self) -> Result<PathBuf, HostError> {
         Ok(std::env::current_exe()?)
+    }
+
+    fn schedule_reclaim(&self, id: &str) {
+        use std::os::unix::process::CommandExt;
+        let spawned = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .arg(lifecycle::RECLAIM_COMMAND)
+                .arg(id)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                // Its own group: signals meant for the shim's runc calls do not reach it.
+                .process_group(0)
+                .spawn()
+        });
+        if let Err(e) = spawned {
+            self.log.warn(&format!("cannot start the background reclaim of {id}: {e}"));
+        }
     }
 
     fn daemon_socket(&self) -> PathBuf {

@@ -78,6 +78,9 @@ impl Host for Fake {
         self.log("reclaim");
         Ok(())
     }
+    fn schedule_reclaim(&self, id: &str) {
+        self.log(format!("schedule-reclaim {id}"));
+    }
     fn allocate(&self, id: &str, bundle: &Path) -> Result<Ids, HostError> {
         self.log(format!("allocate {id} {}", bundle.display()));
         if self.allocate_fails {
@@ -465,7 +468,8 @@ fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
             "state c1",
             "runc --root /run/r delete c1",
             "unregister c1",
-            "unshift c1"
+            "unshift c1",
+            "schedule-reclaim c1"
         ]
     );
     assert!(bundle.untouched());
@@ -500,7 +504,8 @@ fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
             "state c1",
             "runc delete --force c1",
             "unregister c1",
-            "unshift c1"
+            "unshift c1",
+            "schedule-reclaim c1"
         ]
     );
 }
