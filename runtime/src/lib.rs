@@ -9,6 +9,7 @@
 //! straight through to runc.
 
 pub mod caps;
+pub mod atomic_file;
 pub mod cli;
 pub mod daemon;
 pub mod idrange;

@@ -747,11 +747,8 @@ fn load_state(p: &Paths) -> Result<State, RootfsError> {
 }
 
 fn save_state(p: &Paths, st: &State) -> Result<(), RootfsError> {
-    let tmp = p.dir.join(format!("{STATE_FILE}.tmp"));
     let data = serde_json::to_vec_pretty(st).expect("state serializes");
-    fs::write(&tmp, data)
-        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
-        .and_then(|()| fs::rename(&tmp, &p.state))
+    crate::atomic_file::replace(&p.state, &data, 0o600)
         .map_err(io_err(format!("writing {}", p.state.display())))
 }
 

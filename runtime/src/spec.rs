@@ -6,8 +6,6 @@
 //! from that original, not from our own output, and `delete` puts the original back.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -110,38 +108,10 @@ pub fn write_json<T: serde::Serialize>(
 /// Replaces `path` with `bytes` atomically: a temporary file in the same directory, synced,
 /// then renamed over it. Keeps the mode of the file it replaces (0644 for a new one).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpecError> {
-    let write_err = |source| SpecError::Write {
+    crate::atomic_file::replace(path, bytes, 0o644).map_err(|source| SpecError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sysvisor-tmp.{}", std::process::id()));
-    let mode = fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, SpecError> {
@@ -233,6 +203,7 @@ pub fn restore_original(bundle: &Path) -> Result<bool, SpecError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use super::*;
 
     const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"}]}}"#;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -195,20 +195,8 @@ pub(crate) fn load(dir: &Path) -> Result<State, IdRangeError> {
 /// Replaces the state file atomically and durably. Call with the lock held.
 pub(crate) fn save(dir: &Path, st: &State) -> Result<(), IdRangeError> {
     let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let data = serde_json::to_vec_pretty(st).expect("state serializes");
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    result.map_err(|e| IdRangeError::io(format!("writing {}", path.display()), e))
+    let mut data = serde_json::to_vec_pretty(st).expect("state serializes");
+    data.push(b'\n');
+    crate::atomic_file::replace(&path, &data, 0o600)
+        .map_err(|e| IdRangeError::io(format!("writing {}", path.display()), e))
 }

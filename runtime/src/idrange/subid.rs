@@ -1,9 +1,8 @@
 //! /etc/subuid and /etc/subgid: reading the pool, adding the install entry.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use super::{IdRange, IdRangeError, RANGE_SIZE, SUBID_USER};
 
@@ -173,40 +172,8 @@ pub fn ensure_subid_entries(subuid: &Path, subgid: &Path, count: u32) -> Result<
 
 /// Writes `text` to `path` via a temp file in the same directory and a rename.
 fn replace_file(path: &Path, text: &str) -> Result<(), IdRangeError> {
-    let err = |what: &str, e| IdRangeError::io(format!("{what} {}", path.display()), e);
-    let (mode, owner) = match fs::metadata(path) {
-        Ok(m) => (m.permissions().mode() & 0o7777, Some((m.uid(), m.gid()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (0o644, None),
-        Err(e) => return Err(err("reading metadata of", e)),
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.sysvisor-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| err("writing", e))
+    crate::atomic_file::replace(path, text.as_bytes(), 0o644)
+        .map_err(|e| IdRangeError::io(format!("writing {}", path.display()), e))
 }
 
 #[cfg(test)]
