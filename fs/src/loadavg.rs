@@ -63,7 +63,8 @@ impl TaskCounts {
     pub fn of_tasks(tids: &[u32]) -> TaskCounts {
         let mut counts = TaskCounts::default();
         for tid in tids {
-            let Some(stat) = crate::caller::pidns::read_proc_text(&format!("/proc/{tid}/stat")) else {
+            let Some(stat) = crate::caller::pidns::read_proc_text(&format!("/proc/{tid}/stat"))
+            else {
                 continue;
             };
             counts.total += 1;

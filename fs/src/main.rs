@@ -172,7 +172,8 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     // The socket appears only once the mount is up: a runtime that can register can also
     // bind-mount the views. It goes away first at the end.
     let result = serve(&mountpoint, fs, &cpus, threads, &signals, || {
-        let control = ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
+        let control =
+            ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
         let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
         tracing::info!(
             socket = %args.socket.display(),

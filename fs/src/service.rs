@@ -71,7 +71,10 @@ impl Service {
     }
 
     /// As [`Service::new`], with cgroup mounts given (fixture trees in tests).
-    pub fn with_cgroups(config: ServiceConfig, cgroups: Cgroups) -> Result<Arc<Service>, ServiceError> {
+    pub fn with_cgroups(
+        config: ServiceConfig,
+        cgroups: Cgroups,
+    ) -> Result<Arc<Service>, ServiceError> {
         raise_fd_limit();
         let cgroups = Arc::new(cgroups);
         let service = Arc::new(Service {
@@ -121,7 +124,8 @@ impl Service {
         if let Some(bytes) = self.views.get(&key) {
             return Ok(bytes.to_vec());
         }
-        let request = Request { host: &self.host, cgroups: &self.cgroups, caller, loadavg: &self.loadavg };
+        let request =
+            Request { host: &self.host, cgroups: &self.cgroups, caller, loadavg: &self.loadavg };
         let bytes = (spec.generate)(&request)?;
         self.views.insert(key, Arc::from(bytes.as_slice()));
         Ok(bytes)

@@ -34,7 +34,10 @@ fn now_unix_ms() -> u64 {
 }
 
 fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).permissions().mode()
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
         & 0o777
 }
 
@@ -95,7 +98,9 @@ impl Site {
     }
 
     fn list(&self) -> Vec<Container> {
-        self.call(&Request::List).unwrap_or_else(|e| panic!("list: {e}\nlog:\n{}", self.log())).containers
+        self.call(&Request::List)
+            .unwrap_or_else(|e| panic!("list: {e}\nlog:\n{}", self.log()))
+            .containers
     }
 }
 
@@ -127,7 +132,10 @@ impl<'a> Daemon<'a> {
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {
             if let Some(status) = daemon.try_wait() {
-                panic!("sysvisor-fs serve exited with {status} before serving; log:\n{}", site.log());
+                panic!(
+                    "sysvisor-fs serve exited with {status} before serving; log:\n{}",
+                    site.log()
+                );
             }
             if site.call(&Request::Ping).is_ok() && is_fuse_mounted(&site.mnt) {
                 let probe = site.path("proc/uptime");
@@ -145,7 +153,8 @@ impl<'a> Daemon<'a> {
     }
 
     fn spawn(site: &Site) -> Child {
-        let log = OpenOptions::new().create(true).append(true).open(&site.log).expect("open daemon log");
+        let log =
+            OpenOptions::new().create(true).append(true).open(&site.log).expect("open daemon log");
         Command::new(BIN)
             .arg("serve")
             .arg("--mountpoint")
@@ -198,7 +207,10 @@ impl<'a> Daemon<'a> {
             Some(status) => {
                 assert!(status.success(), "daemon exited with {status}; log:\n{}", self.site.log())
             }
-            None => panic!("daemon still running {STOP_TIMEOUT:?} after SIGTERM; log:\n{}", self.site.log()),
+            None => panic!(
+                "daemon still running {STOP_TIMEOUT:?} after SIGTERM; log:\n{}",
+                self.site.log()
+            ),
         }
         assert!(!self.site.sock.exists(), "socket left after SIGTERM");
         assert!(!self.site.mounted(), "mount left after SIGTERM");
@@ -243,8 +255,8 @@ impl NsInit {
         let parent = init.unshare.as_ref().map(Child::id).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(10);
         while init.pid == 0 {
-            let children =
-                fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+            let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                .unwrap_or_default();
             init.pid = children
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
@@ -312,7 +324,10 @@ fn expected_uptime(age: f64) -> f64 {
 
 /// Asserts that `up` is about `expected` (it is read a little later).
 fn assert_about(up: f64, expected: f64, what: &str) {
-    assert!(up >= expected - 5.0 && up <= expected + 60.0, "{what}: uptime {up}, expected about {expected}");
+    assert!(
+        up >= expected - 5.0 && up <= expected + 60.0,
+        "{what}: uptime {up}, expected about {expected}"
+    );
 }
 
 fn parse_uptime(text: &str) -> f64 {
@@ -398,7 +413,9 @@ fn registered_container_uptime_counts_from_its_creation_and_survives_restarts() 
     register(&site, &c);
     assert_eq!(site.list(), std::slice::from_ref(&c));
     let half_hour = expected_uptime(1800.0);
-    eventually("uptime after re-registration", || (init.read_uptime(&site) - half_hour).abs() < 30.0);
+    eventually("uptime after re-registration", || {
+        (init.read_uptime(&site) - half_hour).abs() < 30.0
+    });
 
     // Restart: the registration is reloaded and the mount serves again.
     daemon.terminate();
@@ -448,8 +465,9 @@ fn bad_requests_get_an_error_and_the_daemon_keeps_serving() {
     let mut child = Command::new("true").spawn().expect("spawn true");
     let dead = child.id();
     child.wait().expect("wait");
-    let line =
-        |c: Container| format!("{}\n", serde_json::to_string(&Request::Register { container: c }).unwrap());
+    let line = |c: Container| {
+        format!("{}\n", serde_json::to_string(&Request::Register { container: c }).unwrap())
+    };
     let message = refusal(exchange(&stream, &line(container("dead", dead, 0))));
     assert!(message.contains("does not exist"), "{message}");
     let message = refusal(exchange(&stream, &line(container("host", std::process::id(), 0))));
@@ -519,7 +537,9 @@ fn a_crashed_daemon_is_replaced_cleanly() {
     });
     assert_eq!(statfs, Err(nix::errno::Errno::ENOTCONN), "dead mount");
     assert!(site.sock.exists());
-    assert!(UnixStream::connect(&site.sock).is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused));
+    assert!(
+        UnixStream::connect(&site.sock).is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+    );
     // A container goes away while no daemon runs.
     victim.kill();
 

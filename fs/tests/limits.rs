@@ -94,7 +94,11 @@ fn memory_limit_256m_shows_in_meminfo_and_free() {
         .in_cgroup(&cg)
         .bind_view(&m, "proc/meminfo")
         .run_ok();
-    assert_eq!(grep.split_whitespace().collect::<Vec<_>>(), ["MemTotal:", "262144", "kB"], "{grep:?}");
+    assert_eq!(
+        grep.split_whitespace().collect::<Vec<_>>(),
+        ["MemTotal:", "262144", "kB"],
+        "{grep:?}"
+    );
 
     // procps `free -m`.
     let free = Reader::new("free").arg("-m").in_cgroup(&cg).bind_view(&m, "proc/meminfo").run_ok();
@@ -112,16 +116,22 @@ fn cpuset_of_one_cpu() {
     let nproc = Reader::new("nproc").in_cgroup(&cg).run_ok();
     assert_eq!(nproc.trim(), "1", "nproc");
 
-    let online = Reader::new("cat").arg(m.path("sys/devices/system/cpu/online")).in_cgroup(&cg).run_ok();
+    let online =
+        Reader::new("cat").arg(m.path("sys/devices/system/cpu/online")).in_cgroup(&cg).run_ok();
     assert_eq!(online.trim_end(), "0", "online: {online:?}");
 
-    let count = Reader::new("grep").args(["-c", "^processor"]).arg(m.path("proc/cpuinfo")).in_cgroup(&cg).run_ok();
+    let count = Reader::new("grep")
+        .args(["-c", "^processor"])
+        .arg(m.path("proc/cpuinfo"))
+        .in_cgroup(&cg)
+        .run_ok();
     assert_eq!(count.trim(), "1", "grep -c ^processor cpuinfo");
 
     let stat = Reader::new("cat").arg(m.path("proc/stat")).in_cgroup(&cg).run_ok();
     assert_eq!(stat_cpu_lines(&stat), ["cpu", "cpu0"], "stat:\n{stat}");
 
-    let py = python_cpu_count().in_cgroup(&cg).bind_view(&m, "sys/devices/system/cpu/online").run_ok();
+    let py =
+        python_cpu_count().in_cgroup(&cg).bind_view(&m, "sys/devices/system/cpu/online").run_ok();
     assert_eq!(py.trim(), "1", "os.cpu_count()");
 
     let getconf = Reader::new("getconf")
@@ -148,12 +158,14 @@ fn cfs_quota_of_one_cpu() {
     let stat = Reader::new("cat").arg(m.path("proc/stat")).in_cgroup(&cg).run_ok();
     assert_eq!(stat_cpu_lines(&stat), ["cpu", "cpu0"], "stat:\n{stat}");
 
-    let online = Reader::new("cat").arg(m.path("sys/devices/system/cpu/online")).in_cgroup(&cg).run_ok();
+    let online =
+        Reader::new("cat").arg(m.path("sys/devices/system/cpu/online")).in_cgroup(&cg).run_ok();
     assert_eq!(online.trim_end(), "0", "online: {online:?}");
 
     // No cpuset limit, so sched_getaffinity still allows every CPU: this goes through the
     // online view only.
-    let py = python_cpu_count().in_cgroup(&cg).bind_view(&m, "sys/devices/system/cpu/online").run_ok();
+    let py =
+        python_cpu_count().in_cgroup(&cg).bind_view(&m, "sys/devices/system/cpu/online").run_ok();
     assert_eq!(py.trim(), "1", "os.cpu_count()");
 }
 
@@ -164,9 +176,13 @@ fn fresh_pid_namespace_sees_its_own_uptime() {
     let host_uptime = parse_uptime(&host_file("/proc/uptime"));
 
     // `cat` is the init of a new pid namespace.
-    let out = Reader::new("unshare").args(["--fork", "--pid", "cat"]).arg(m.path("proc/uptime")).run_ok();
+    let out =
+        Reader::new("unshare").args(["--fork", "--pid", "cat"]).arg(m.path("proc/uptime")).run_ok();
     let uptime = parse_uptime(&out);
-    assert!((0.0..10.0).contains(&uptime), "uptime in a fresh pid namespace is {uptime} s: {out:?}");
+    assert!(
+        (0.0..10.0).contains(&uptime),
+        "uptime in a fresh pid namespace is {uptime} s: {out:?}"
+    );
     if host_uptime >= 20.0 {
         assert!(uptime < host_uptime, "pid-ns uptime {uptime} >= host uptime {host_uptime}");
     } else {
@@ -181,7 +197,11 @@ fn unconstrained_reader_sees_the_host() {
     let cat = |rel: &str| Reader::new("cat").arg(m.path(rel)).in_root_cgroup().run_ok();
 
     let meminfo = cat("proc/meminfo");
-    assert_eq!(memtotal_kb(&meminfo), memtotal_kb(&host_file("/proc/meminfo")), "meminfo:\n{meminfo}");
+    assert_eq!(
+        memtotal_kb(&meminfo),
+        memtotal_kb(&host_file("/proc/meminfo")),
+        "meminfo:\n{meminfo}"
+    );
 
     let cpuinfo = cat("proc/cpuinfo");
     assert_eq!(cpuinfo_processors(&cpuinfo), host_online_cpus(), "cpuinfo:\n{cpuinfo}");
@@ -229,7 +249,8 @@ fn procps_and_busybox_readers_work_on_the_views() {
     assert_eq!(lines.len(), 3, "vmstat:\n{vmstat}");
     assert!(lines[0].starts_with("procs"), "vmstat:\n{vmstat}");
     // Columns: r b swpd free ...; free is in KiB and cannot exceed the 256 MiB limit.
-    let free_kb: u64 = lines[2].split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("vmstat free");
+    let free_kb: u64 =
+        lines[2].split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("vmstat free");
     assert!(free_kb <= 262144, "vmstat free {free_kb} KiB > 256 MiB:\n{vmstat}");
 
     let uptime = reader("uptime", &[]);
@@ -312,8 +333,12 @@ sys.exit(1 if errors else 0)
         })
         .collect();
     let outputs: Vec<(u64, std::process::Output)> = std::thread::scope(|s| {
-        let handles: Vec<_> = readers.iter().map(|(mib, r)| (*mib, s.spawn(move || r.run()))).collect();
-        handles.into_iter().map(|(mib, h)| (mib, h.join().expect("reader thread panicked"))).collect()
+        let handles: Vec<_> =
+            readers.iter().map(|(mib, r)| (*mib, s.spawn(move || r.run()))).collect();
+        handles
+            .into_iter()
+            .map(|(mib, h)| (mib, h.join().expect("reader thread panicked")))
+            .collect()
     });
     for (mib, out) in &outputs {
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -333,7 +358,8 @@ fn changed_limit_shows_after_cache_ttl() {
     let m = Mounted::with_args(&["--cache-ttl-ms", "100"]);
     let cg = TestCgroup::new();
     cg.memory_limit(256 * MIB);
-    let read = || memtotal_kb(&Reader::new("cat").arg(m.path("proc/meminfo")).in_cgroup(&cg).run_ok());
+    let read =
+        || memtotal_kb(&Reader::new("cat").arg(m.path("proc/meminfo")).in_cgroup(&cg).run_ok());
     assert_eq!(read(), 262144);
     cg.memory_limit(128 * MIB);
     std::thread::sleep(Duration::from_millis(300));

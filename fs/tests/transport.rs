@@ -831,9 +831,7 @@ impl Spawned {
     fn new(mut cmd: Command) -> Spawned {
         let out = tempfile::tempfile().unwrap();
         let err = tempfile::tempfile().unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap());
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Spawned { child: Some(child), out, err }
     }
@@ -913,7 +911,6 @@ fn meminfo_outputs(text: &str) -> Vec<String> {
     }
     outputs
 }
-
 
 /// What a runtime does to put a view into a container: open the source with O_PATH, then
 /// bind-mount /proc/self/fd/N. A lookup of the same path by a process in another cgroup in

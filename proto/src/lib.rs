@@ -90,7 +90,9 @@ impl Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
-    #[error("cannot reach the sysvisor-fs daemon at {path}: {source} (is sysvisor-fs serve running?)")]
+    #[error(
+        "cannot reach the sysvisor-fs daemon at {path}: {source} (is sysvisor-fs serve running?)"
+    )]
     Connect {
         path: String,
         #[source]
@@ -121,7 +123,9 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     }
     let response: Response = serde_json::from_str(&answer)?;
     if !response.ok {
-        return Err(ProtoError::Refused(response.error.unwrap_or_else(|| "no reason given".into())));
+        return Err(ProtoError::Refused(
+            response.error.unwrap_or_else(|| "no reason given".into()),
+        ));
     }
     Ok(response)
 }
@@ -166,7 +170,8 @@ mod tests {
     #[test]
     fn missing_daemon_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = call(&dir.path().join("none.sock"), &Request::Ping, Duration::from_secs(1)).unwrap_err();
+        let err = call(&dir.path().join("none.sock"), &Request::Ping, Duration::from_secs(1))
+            .unwrap_err();
         assert!(err.to_string().contains("is sysvisor-fs serve running?"), "{err}");
     }
 

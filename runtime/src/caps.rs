@@ -67,10 +67,7 @@ pub enum CapsError {
 /// The names of the capabilities set in a `/proc/PID/status` text's `CapBnd:` mask, in
 /// capability-number order. Bits beyond the capabilities this module knows are ignored.
 pub fn parse_bounding_set(status: &str) -> Option<Vec<String>> {
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapBnd:"))?
-        .trim();
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapBnd:"))?.trim();
     let mask = u64::from_str_radix(hex, 16).ok()?;
     Some(
         ALL.iter()
@@ -88,13 +85,10 @@ pub fn host_bounding_set() -> Result<Vec<String>, CapsError> {
 
 /// The bounding set in the given status file.
 pub fn bounding_set_from(path: &Path) -> Result<Vec<String>, CapsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CapsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_bounding_set(&text).ok_or_else(|| CapsError::NoCapBnd {
-        path: path.display().to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| CapsError::Read { path: path.display().to_string(), source })?;
+    parse_bounding_set(&text)
+        .ok_or_else(|| CapsError::NoCapBnd { path: path.display().to_string() })
 }
 
 #[cfg(test)]
@@ -131,16 +125,8 @@ mod tests {
 
     #[test]
     fn unknown_bits_are_ignored_and_garbage_refused() {
-        assert_eq!(
-            parse_bounding_set("CapBnd:\tffffffffffffffff\n")
-                .unwrap()
-                .len(),
-            41
-        );
-        assert_eq!(
-            parse_bounding_set("CapBnd:\t0000000000000001\n").unwrap(),
-            vec!["CAP_CHOWN"]
-        );
+        assert_eq!(parse_bounding_set("CapBnd:\tffffffffffffffff\n").unwrap().len(), 41);
+        assert_eq!(parse_bounding_set("CapBnd:\t0000000000000001\n").unwrap(), vec!["CAP_CHOWN"]);
         assert!(parse_bounding_set("CapBnd:\tzz\n").is_none());
         assert!(parse_bounding_set("Name: x\n").is_none());
     }

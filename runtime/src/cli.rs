@@ -70,11 +70,7 @@ impl GlobalOpts {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "sysvisor-runc",
-    disable_help_flag = true,
-    disable_version_flag = true
-)]
+#[command(name = "sysvisor-runc", disable_help_flag = true, disable_version_flag = true)]
 struct TopLevel {
     #[command(flatten)]
     global: GlobalOpts,
@@ -374,13 +370,7 @@ where
         _ => return Ok(forward(Some(name), None)),
     };
     match parsed {
-        Ok(command) => Ok(Invocation {
-            args,
-            global: top.global,
-            command,
-            sub_index,
-            note: None,
-        }),
+        Ok(command) => Ok(Invocation { args, global: top.global, command, sub_index, note: None }),
         // Without its flags we cannot rewrite the bundle: refuse rather than start an
         // ordinary container under the system-container runtime.
         Err(e) if name == "create" || name == "run" => Err(CliError::from_clap(e)),
@@ -429,10 +419,7 @@ mod tests {
             .iter()
             .map(OsString::from)
             .collect();
-        assert_eq!(
-            log_target(&args),
-            (Some(PathBuf::from("/l.json")), LogFormat::Json)
-        );
+        assert_eq!(log_target(&args), (Some(PathBuf::from("/l.json")), LogFormat::Json));
         assert_eq!(log_target(&[]), (None, LogFormat::Text));
     }
 

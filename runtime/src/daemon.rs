@@ -52,9 +52,7 @@ pub fn mountpoint() -> PathBuf {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// A client of one daemon socket.
@@ -66,10 +64,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(socket: impl Into<PathBuf>) -> Daemon {
-        Daemon {
-            socket: socket.into(),
-            timeout: TIMEOUT,
-        }
+        Daemon { socket: socket.into(), timeout: TIMEOUT }
     }
 
     /// The daemon named by the environment (see [`socket_path`]).
@@ -79,19 +74,13 @@ impl Daemon {
 
     /// Checks that the daemon answers.
     pub fn ping(&self) -> Result<(), DaemonError> {
-        call(&self.socket, &Request::Ping, self.timeout)
-            .map(drop)
-            .map_err(|source| {
-                let reason = match &source {
-                    ProtoError::Connect { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                };
-                DaemonError::Unreachable {
-                    socket: self.socket.clone(),
-                    reason,
-                    source,
-                }
-            })
+        call(&self.socket, &Request::Ping, self.timeout).map(drop).map_err(|source| {
+            let reason = match &source {
+                ProtoError::Connect { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            DaemonError::Unreachable { socket: self.socket.clone(), reason, source }
+        })
     }
 
     pub fn register(&self, container: Container) -> Result<(), DaemonError> {
@@ -102,31 +91,19 @@ impl Daemon {
     }
 
     pub fn unregister(&self, id: &str) -> Result<(), DaemonError> {
-        call(
-            &self.socket,
-            &Request::Unregister { id: id.to_string() },
-            self.timeout,
-        )
-        .map(drop)
-        .map_err(|source| self.request_error("unregister", id.to_string(), source))
+        call(&self.socket, &Request::Unregister { id: id.to_string() }, self.timeout)
+            .map(drop)
+            .map_err(|source| self.request_error("unregister", id.to_string(), source))
     }
 
     fn request_error(&self, op: &'static str, id: String, source: ProtoError) -> DaemonError {
-        DaemonError::Request {
-            socket: self.socket.clone(),
-            op,
-            id,
-            source,
-        }
+        DaemonError::Request { socket: self.socket.clone(), op, id, source }
     }
 }
 
 /// Reads a pid file as runc writes it (decimal, no newline).
 pub fn read_pid_file(path: &Path) -> Result<u32, DaemonError> {
-    let err = |reason: String| DaemonError::PidFile {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| DaemonError::PidFile { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     match text.trim().parse::<u32>() {
         Ok(pid) if pid > 0 => Ok(pid),
@@ -160,17 +137,12 @@ pub fn parse_cgroup(text: &str) -> Option<String> {
 
 /// The cgroup of a process (see [`parse_cgroup`]); `None` when it cannot be read.
 pub fn cgroup_of(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|t| parse_cgroup(&t))
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| parse_cgroup(&t))
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -186,10 +158,7 @@ mod tests {
         let err = Daemon::new(&socket).ping().unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.starts_with(&format!(
-                "sysvisor-fs daemon not reachable at {}: ",
-                socket.display()
-            )),
+            msg.starts_with(&format!("sysvisor-fs daemon not reachable at {}: ", socket.display())),
             "{msg}"
         );
         assert!(msg.contains("No such file or directory"), "{msg}");
@@ -232,20 +201,14 @@ mod tests {
         std::fs::write(&path, "1234").unwrap();
         assert_eq!(read_pid_file(&path).unwrap(), 1234);
         std::fs::write(&path, "x").unwrap();
-        assert!(read_pid_file(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("not a pid"));
+        assert!(read_pid_file(&path).unwrap_err().to_string().contains("not a pid"));
         assert!(read_pid_file(&dir.path().join("none")).is_err());
     }
 
     #[test]
     fn cgroup_lines() {
         let v2 = "0::/system.slice/docker-abc.scope\n";
-        assert_eq!(
-            parse_cgroup(v2).as_deref(),
-            Some("/system.slice/docker-abc.scope")
-        );
+        assert_eq!(parse_cgroup(v2).as_deref(), Some("/system.slice/docker-abc.scope"));
         let v1 = "12:pids:/docker/abc\n5:memory:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n";
         assert_eq!(parse_cgroup(v1).as_deref(), Some("/docker/abc"));
         let hybrid = "4:cpu,memory:/docker/m\n0::/docker/u\n";

@@ -90,12 +90,7 @@ pub enum IdRangeError {
     )]
     MissingEntry { file: PathBuf },
     #[error("malformed line {line_no} in {}: {line:?} ({reason})", file.display())]
-    BadEntry {
-        file: PathBuf,
-        line_no: usize,
-        line: String,
-        reason: String,
-    },
+    BadEntry { file: PathBuf, line_no: usize, line: String, reason: String },
     #[error(
         "the \"{SUBID_USER}\" entries of {} and {} hold no complete {RANGE_SIZE}-aligned range \
          of {RANGE_SIZE} ids: raise their COUNT (the install uses {DEFAULT_POOL_COUNT})",
@@ -112,11 +107,7 @@ pub enum IdRangeError {
         subuid.display(),
         subgid.display()
     )]
-    Exhausted {
-        ranges: usize,
-        subuid: PathBuf,
-        subgid: PathBuf,
-    },
+    Exhausted { ranges: usize, subuid: PathBuf, subgid: PathBuf },
     #[error(
         "id range state {} is corrupt ({detail}); refusing to go on, since starting afresh \
          could hand out a range twice: repair it, or move it aside once no sysvisor container \
@@ -126,16 +117,15 @@ pub enum IdRangeError {
     CorruptState { path: PathBuf, detail: String },
     #[error("invalid container id {0:?}: expected 1-1024 characters of [A-Za-z0-9_+.-]")]
     InvalidContainerId(String),
-    #[error("invalid pool size {0}: the pool must hold at least {RANGE_SIZE} ids and fit below 2^32")]
+    #[error(
+        "invalid pool size {0}: the pool must hold at least {RANGE_SIZE} ids and fit below 2^32"
+    )]
     InvalidPoolSize(u64),
 }
 
 impl IdRangeError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        IdRangeError::Io {
-            context: context.into(),
-            source,
-        }
+        IdRangeError::Io { context: context.into(), source }
     }
 }
 
@@ -146,9 +136,7 @@ pub fn valid_container_id(id: &str) -> bool {
         && id.len() <= 1024
         && id != "."
         && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'))
 }
 
 /// Hands out and records the ranges. Cheap to create; holds no lock between calls.
@@ -226,8 +214,7 @@ impl Allocator {
                 })?
             }
         };
-        st.ranges
-            .insert(container_id.to_string(), state::Record::new(range, anchors));
+        st.ranges.insert(container_id.to_string(), state::Record::new(range, anchors));
         state::save(&self.state_dir, &st)?;
         Ok(range)
     }
@@ -259,11 +246,7 @@ impl Allocator {
     pub fn ranges(&self) -> Result<Vec<(String, IdRange)>, IdRangeError> {
         let _lock = state::Lock::acquire(&self.state_dir)?;
         let st = state::load(&self.state_dir)?;
-        Ok(st
-            .ranges
-            .iter()
-            .map(|(id, rec)| (id.clone(), rec.range()))
-            .collect())
+        Ok(st.ranges.iter().map(|(id, rec)| (id.clone(), rec.range())).collect())
     }
 
     /// How many ranges the pool holds in all (allocated or not).
@@ -291,16 +274,8 @@ mod tests {
 
     #[test]
     fn overlap() {
-        let a = IdRange {
-            uid_base: 65536,
-            gid_base: 65536,
-            count: 65536,
-        };
-        let mut b = IdRange {
-            uid_base: 131072,
-            gid_base: 131072,
-            count: 65536,
-        };
+        let a = IdRange { uid_base: 65536, gid_base: 65536, count: 65536 };
+        let mut b = IdRange { uid_base: 131072, gid_base: 131072, count: 65536 };
         assert!(!a.overlaps(&b));
         b.gid_base = 65536 + 65535;
         assert!(a.overlaps(&b));

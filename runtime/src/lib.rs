@@ -8,8 +8,8 @@
 //! Errors go to runc's `--log` file in runc's format ([`log`]). Every other command passes
 //! straight through to runc.
 
-pub mod caps;
 pub mod atomic_file;
+pub mod caps;
 pub mod cli;
 pub mod daemon;
 pub mod idrange;

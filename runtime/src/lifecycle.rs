@@ -215,13 +215,8 @@ pub fn hook_register<H: Host>(host: &H, state: &[u8]) -> Result<(), LifecycleErr
     let hook_err = LifecycleError::Hook;
     let state: serde_json::Value = serde_json::from_slice(state)
         .map_err(|e| hook_err(format!("unreadable hook state: {e}")))?;
-    let id = state["id"]
-        .as_str()
-        .ok_or_else(|| hook_err("hook state without an id".into()))?;
-    let pid = state["pid"]
-        .as_u64()
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p > 0);
+    let id = state["id"].as_str().ok_or_else(|| hook_err("hook state without an id".into()))?;
+    let pid = state["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
     let pid = pid.ok_or_else(|| hook_err(format!("hook state of {id} without a pid")))?;
     let annotation = |key: &str| {
         state["annotations"][key]
@@ -260,16 +255,10 @@ pub fn delete<H: Host>(
         Some(Some(state)) => Some(state.bundle.clone()),
         _ => None,
     };
-    host.debug(&format!(
-        "cleaning up container {} (known to runc: {known})",
-        args.id
-    ));
+    host.debug(&format!("cleaning up container {} (known to runc: {known})", args.id));
     unregister(host, &args.id);
     host.unshift_rootfs(&args.id)
-        .map_err(|source| LifecycleError::Unshift {
-            id: args.id.clone(),
-            source,
-        })?;
+        .map_err(|source| LifecycleError::Unshift { id: args.id.clone(), source })?;
     if let Some(bundle) = bundle {
         if let Err(e) = spec::restore_original(&bundle) {
             host.warn(&e.to_string());
@@ -292,27 +281,17 @@ pub fn kill_args<H: Host>(host: &H, inv: &Invocation, args: &KillArgs) -> Vec<Os
     let Ok(spec) = spec::load(&config) else {
         return inv.args.clone();
     };
-    let Some(arg0) = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.args().as_ref())
-        .and_then(|a| a.first())
-        .cloned()
+    let Some(arg0) =
+        spec.process().as_ref().and_then(|p| p.args().as_ref()).and_then(|a| a.first()).cloned()
     else {
         return inv.args.clone();
     };
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| absolute(&state.bundle, r.path()));
+    let rootfs = spec.root().as_ref().map(|r| absolute(&state.bundle, r.path()));
     if !is_systemd(rootfs.as_deref(), &arg0) {
         return inv.args.clone();
     }
     let rtmin3 = OsString::from((libc::SIGRTMIN() + 3).to_string());
-    host.debug(&format!(
-        "container {} runs systemd ({arg0}): SIGTERM becomes SIGRTMIN+3",
-        args.id
-    ));
+    host.debug(&format!("container {} runs systemd ({arg0}): SIGTERM becomes SIGRTMIN+3", args.id));
     let mut out = inv.args.clone();
     match &args.signal {
         Some(signal) => {
@@ -339,11 +318,8 @@ pub fn is_sigterm(signal: Option<&str>) -> bool {
 /// Whether a container's `args[0]` starts systemd: named `systemd`, or named `init` and
 /// (inside `rootfs`, when it can be read) a symlink chain ending at a file named `systemd`.
 pub fn is_systemd(rootfs: Option<&Path>, arg0: &str) -> bool {
-    let name = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
+    let name =
+        |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let first = Path::new(arg0);
     match name(first).as_str() {
         "systemd" => return true,
@@ -396,22 +372,13 @@ pub fn rewrite_exec_process(
     host_capabilities: &[String],
 ) -> Result<(), LifecycleError> {
     let bytes = std::fs::read(path).map_err(|source| {
-        LifecycleError::Spec(SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+        LifecycleError::Spec(SpecError::Read { path: path.to_path_buf(), source })
     })?;
     let mut process: Process = serde_json::from_slice(&bytes).map_err(|source| {
-        LifecycleError::Spec(SpecError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        LifecycleError::Spec(SpecError::Parse { path: path.to_path_buf(), source })
     })?;
     let all = transform::usable_capabilities(host_capabilities)?;
-    process.set_capabilities(Some(transform::capability_sets(
-        all,
-        process.user().uid() == 0,
-    )));
+    process.set_capabilities(Some(transform::capability_sets(all, process.user().uid() == 0)));
     spec::write_json(path, &process, "/capabilities")?;
     Ok(())
 }
@@ -419,9 +386,7 @@ pub fn rewrite_exec_process(
 /// `exec`: the process file gets the system container's capabilities; the rest is runc's.
 pub fn exec<H: Host>(host: &H, args: &ExecArgs) -> Result<(), LifecycleError> {
     if let Some(process) = &args.process {
-        let caps = host
-            .host_capabilities()
-            .map_err(LifecycleError::Capabilities)?;
+        let caps = host.host_capabilities().map_err(LifecycleError::Capabilities)?;
         rewrite_exec_process(process, &caps)?;
     }
     Ok(())
@@ -443,10 +408,8 @@ fn prepare<H: Host>(
     bundle: &Path,
     hook: bool,
 ) -> Result<Prepared, LifecycleError> {
-    let bundle = std::fs::canonicalize(bundle).map_err(|source| LifecycleError::Bundle {
-        path: bundle.to_path_buf(),
-        source,
-    })?;
+    let bundle = std::fs::canonicalize(bundle)
+        .map_err(|source| LifecycleError::Bundle { path: bundle.to_path_buf(), source })?;
     let original = spec::load_original(&bundle)?;
     transform::validate(&original.spec)?;
     let rootfs = original
@@ -454,25 +417,16 @@ fn prepare<H: Host>(
         .root()
         .as_ref()
         .map(|r| absolute(&bundle, r.path()))
-        .ok_or_else(|| LifecycleError::NoRoot {
-            path: spec::config_path(&bundle),
-        })?;
+        .ok_or_else(|| LifecycleError::NoRoot { path: spec::config_path(&bundle) })?;
     host.ping_daemon().map_err(LifecycleError::Daemon)?;
-    let host_capabilities = host
-        .host_capabilities()
-        .map_err(LifecycleError::Capabilities)?;
+    let host_capabilities = host.host_capabilities().map_err(LifecycleError::Capabilities)?;
 
     if let Err(e) = host.reclaim_ranges() {
-        host.warn(&format!(
-            "cannot reclaim the id ranges of removed containers: {e}"
-        ));
+        host.warn(&format!("cannot reclaim the id ranges of removed containers: {e}"));
     }
     let range = host
         .allocate(id, &bundle)
-        .map_err(|source| LifecycleError::Allocate {
-            id: id.into(),
-            source,
-        })?;
+        .map_err(|source| LifecycleError::Allocate { id: id.into(), source })?;
     let ids = host.range_ids(&range);
     host.debug(&format!(
         "container {id}: uids {}+{}, gids {}+{}",
@@ -491,26 +445,15 @@ fn prepare<H: Host>(
     };
     let mut rewritten = transform::to_system_container(original.spec.clone(), &inputs)?;
     if hook {
-        let exe = host.self_exe().map_err(|source| LifecycleError::Register {
-            id: id.into(),
-            source,
-        })?;
+        let exe =
+            host.self_exe().map_err(|source| LifecycleError::Register { id: id.into(), source })?;
         add_register_hook(&mut rewritten, &exe, &host.daemon_socket());
     }
 
-    let result = shift(
-        host,
-        id,
-        &rootfs,
-        &range,
-        &mut rewritten,
-        &inputs.fs_mountpoint,
-    );
+    let result = shift(host, id, &rootfs, &range, &mut rewritten, &inputs.fs_mountpoint);
     if let Err(e) = result {
         if let Err(undo) = host.unshift_rootfs(id) {
-            host.warn(&format!(
-                "cannot undo the partial rootfs shift of container {id}: {undo}"
-            ));
+            host.warn(&format!("cannot undo the partial rootfs shift of container {id}: {undo}"));
         }
         return Err(e);
     }
@@ -526,11 +469,7 @@ pub fn add_register_hook(spec: &mut oci_spec::runtime::Spec, exe: &Path, socket:
     let mut hook = oci_spec::runtime::Hook::default();
     hook.set_path(exe.to_path_buf());
     hook.set_args(Some(vec!["sysvisor-runc".into(), HOOK_COMMAND.into()]));
-    hook.set_env(Some(vec![format!(
-        "{}={}",
-        daemon::ENV_SOCKET,
-        socket.display()
-    )]));
+    hook.set_env(Some(vec![format!("{}={}", daemon::ENV_SOCKET, socket.display())]));
     let hooks = spec.hooks_mut().get_or_insert_with(Default::default);
     let mut list = hooks.create_runtime().clone().unwrap_or_default();
     list.push(hook);
@@ -547,13 +486,11 @@ fn shift<H: Host>(
     spec: &mut oci_spec::runtime::Spec,
     fs_mountpoint: &Path,
 ) -> Result<(), LifecycleError> {
-    let root = host
-        .shift_rootfs(id, rootfs, range)
-        .map_err(|source| LifecycleError::Shift {
-            id: id.into(),
-            rootfs: rootfs.to_path_buf(),
-            source,
-        })?;
+    let root = host.shift_rootfs(id, rootfs, range).map_err(|source| LifecycleError::Shift {
+        id: id.into(),
+        rootfs: rootfs.to_path_buf(),
+        source,
+    })?;
     if let Some(r) = spec.root_mut() {
         r.set_path(root);
     }
@@ -567,13 +504,9 @@ fn shift<H: Host>(
         if source.starts_with(fs_mountpoint) {
             continue; // sysvisor-fs answers by the caller's ids itself
         }
-        let shifted =
-            host.shift_bind_source(id, &source, range)
-                .map_err(|e| LifecycleError::ShiftBind {
-                    id: id.into(),
-                    source_path: source.clone(),
-                    source: e,
-                })?;
+        let shifted = host.shift_bind_source(id, &source, range).map_err(|e| {
+            LifecycleError::ShiftBind { id: id.into(), source_path: source.clone(), source: e }
+        })?;
         match shifted {
             Some(path) => {
                 host.debug(&format!(
@@ -596,19 +529,13 @@ fn shift<H: Host>(
 /// A bind mount (`type: bind`, or a `bind`/`rbind` option as runc reads it).
 pub fn is_bind(mount: &oci_spec::runtime::Mount) -> bool {
     mount.typ().as_deref() == Some("bind")
-        || mount
-            .options()
-            .iter()
-            .flatten()
-            .any(|o| o == "bind" || o == "rbind")
+        || mount.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
 }
 
 /// Undoes [`prepare`] (not the allocation): best effort, failures are warnings.
 fn undo_prepare<H: Host>(host: &H, id: &str, bundle: &Path) {
     if let Err(e) = host.unshift_rootfs(id) {
-        host.warn(&format!(
-            "cannot undo the rootfs shift of container {id}: {e}"
-        ));
+        host.warn(&format!("cannot undo the rootfs shift of container {id}: {e}"));
     }
     if let Err(e) = spec::restore_original(bundle) {
         host.warn(&e.to_string());
@@ -638,10 +565,8 @@ fn abort_created<H: Host>(
 
 fn init_pid<H: Host>(host: &H, id: &str, pid_file: Option<&Path>) -> Result<u32, LifecycleError> {
     if let Some(path) = pid_file {
-        return daemon::read_pid_file(path).map_err(|e| LifecycleError::Register {
-            id: id.into(),
-            source: e.into(),
-        });
+        return daemon::read_pid_file(path)
+            .map_err(|e| LifecycleError::Register { id: id.into(), source: e.into() });
     }
     match host.runc_state(id) {
         Ok(Some(state)) if state.pid > 0 => Ok(state.pid),
@@ -649,10 +574,7 @@ fn init_pid<H: Host>(host: &H, id: &str, pid_file: Option<&Path>) -> Result<u32,
             id: id.into(),
             source: "runc does not report its init pid".into(),
         }),
-        Err(source) => Err(LifecycleError::Register {
-            id: id.into(),
-            source,
-        }),
+        Err(source) => Err(LifecycleError::Register { id: id.into(), source }),
     }
 }
 
@@ -667,18 +589,12 @@ fn register<H: Host>(host: &H, id: &str, pid: u32, ids: Ids) -> Result<(), Lifec
         created_unix_ms: host.now_unix_ms(),
     };
     host.debug(&format!("registering {container:?}"));
-    host.register(container)
-        .map_err(|source| LifecycleError::Register {
-            id: id.into(),
-            source,
-        })
+    host.register(container).map_err(|source| LifecycleError::Register { id: id.into(), source })
 }
 
 fn unregister<H: Host>(host: &H, id: &str) {
     if let Err(e) = host.unregister(id) {
-        host.warn(&format!(
-            "cannot unregister container {id} from the sysvisor-fs daemon: {e}"
-        ));
+        host.warn(&format!("cannot unregister container {id} from the sysvisor-fs daemon: {e}"));
     }
 }
 
@@ -688,13 +604,7 @@ mod tests {
 
     #[test]
     fn sigterm_spellings() {
-        for s in [
-            None,
-            Some("15"),
-            Some("TERM"),
-            Some("SIGTERM"),
-            Some("sigterm"),
-        ] {
+        for s in [None, Some("15"), Some("TERM"), Some("SIGTERM"), Some("sigterm")] {
             assert!(is_sigterm(s), "{s:?}");
         }
         for s in [Some("9"), Some("KILL"), Some("SIGRTMIN+3"), Some("37")] {

@@ -42,12 +42,9 @@ pub fn format_line(format: LogFormat, level: Level, msg: &str, time: &str) -> St
             let line = serde_json::json!({ "level": level.as_str(), "msg": msg, "time": time });
             format!("{line}\n")
         }
-        LogFormat::Text => format!(
-            "time={} level={} msg={}\n",
-            quote(time),
-            level.as_str(),
-            quote(msg)
-        ),
+        LogFormat::Text => {
+            format!("time={} level={} msg={}\n", quote(time), level.as_str(), quote(msg))
+        }
     }
 }
 
@@ -74,18 +71,10 @@ fn quote(s: &str) -> String {
 
 /// RFC 3339 time in UTC with second precision, e.g. `2024-05-06T07:08:09Z`.
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's).
@@ -113,11 +102,7 @@ pub struct RuncLog {
 
 impl RuncLog {
     pub fn new(path: Option<PathBuf>, format: LogFormat, debug: bool) -> RuncLog {
-        RuncLog {
-            path,
-            format,
-            debug,
-        }
+        RuncLog { path, format, debug }
     }
 
     /// Writes one line to the log file. Failing to log is not worth failing for.
@@ -127,12 +112,7 @@ impl RuncLog {
         }
         let Some(path) = &self.path else { return };
         let line = format_line(self.format, level, msg, &rfc3339(SystemTime::now()));
-        if let Ok(mut file) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .open(path)
-        {
+        if let Ok(mut file) = OpenOptions::new().create(true).append(true).mode(0o644).open(path) {
             let _ = file.write_all(line.as_bytes());
         }
     }
@@ -164,10 +144,7 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_714_979_289)),
             "2024-05-06T07:08:09Z"
@@ -180,12 +157,8 @@ mod tests {
 
     #[test]
     fn json_line_is_what_containerd_parses() {
-        let line = format_line(
-            LogFormat::Json,
-            Level::Error,
-            "bad \"x\"\nnext",
-            "2024-05-06T07:08:09Z",
-        );
+        let line =
+            format_line(LogFormat::Json, Level::Error, "bad \"x\"\nnext", "2024-05-06T07:08:09Z");
         assert_eq!(line, "{\"level\":\"error\",\"msg\":\"bad \\\"x\\\"\\nnext\",\"time\":\"2024-05-06T07:08:09Z\"}\n");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["msg"], "bad \"x\"\nnext");
@@ -193,16 +166,9 @@ mod tests {
 
     #[test]
     fn text_line_is_logrus_style() {
-        let line = format_line(
-            LogFormat::Text,
-            Level::Error,
-            "no \"daemon\"",
-            "2024-05-06T07:08:09Z",
-        );
-        assert_eq!(
-            line,
-            "time=\"2024-05-06T07:08:09Z\" level=error msg=\"no \\\"daemon\\\"\"\n"
-        );
+        let line =
+            format_line(LogFormat::Text, Level::Error, "no \"daemon\"", "2024-05-06T07:08:09Z");
+        assert_eq!(line, "time=\"2024-05-06T07:08:09Z\" level=error msg=\"no \\\"daemon\\\"\"\n");
         assert_eq!(quote("a\tb\u{1}"), "\"a\\tb\\x01\"");
     }
 
@@ -220,10 +186,8 @@ mod tests {
         log.write(Level::Error, "first");
         log.warn("second");
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1]["level"], "error");
         assert_eq!(lines[1]["msg"], "first");

@@ -40,11 +40,7 @@ fn main() {
             exit(1);
         }
     };
-    let log = RuncLog::new(
-        inv.global.log.clone(),
-        inv.global.log_format,
-        inv.global.debug,
-    );
+    let log = RuncLog::new(inv.global.log.clone(), inv.global.log_format, inv.global.debug);
     match run(&inv, &log) {
         Ok(code) => exit(code),
         Err(e) => {
@@ -156,13 +152,7 @@ struct SystemHost {
 impl SystemHost {
     /// `global`: runc's global flags for our own `runc state` and `runc delete` calls.
     fn new(runc: PathBuf, global: Vec<OsString>, log: RuncLog) -> SystemHost {
-        SystemHost {
-            runc,
-            global,
-            log,
-            daemon: Daemon::from_env(),
-            allocator: OnceCell::new(),
-        }
+        SystemHost { runc, global, log, daemon: Daemon::from_env(), allocator: OnceCell::new() }
     }
 
     /// The host's allocator; `SYSVISOR_SUBUID`, `SYSVISOR_SUBGID` and
@@ -190,11 +180,7 @@ impl Host for SystemHost {
     type Range = IdRange;
 
     fn range_ids(&self, range: &IdRange) -> Ids {
-        Ids {
-            uid_base: range.uid_base,
-            gid_base: range.gid_base,
-            count: range.count,
-        }
+        Ids { uid_base: range.uid_base, gid_base: range.gid_base, count: range.count }
     }
 
     fn ping_daemon(&self) -> Result<(), HostError> {
@@ -226,13 +212,10 @@ impl Host for SystemHost {
 
     fn reclaim_ranges(&self) -> Result<(), HostError> {
         for id in self.allocator()?.reclaim()? {
-            self.log.debug(&format!(
-                "container {id} is gone for good: its id range is free again"
-            ));
+            self.log.debug(&format!("container {id} is gone for good: its id range is free again"));
             if let Err(e) = rootfs::forget(&id) {
-                self.log.warn(&format!(
-                    "cannot remove the upper layer of removed container {id}: {e}"
-                ));
+                self.log
+                    .warn(&format!("cannot remove the upper layer of removed container {id}: {e}"));
             }
         }
         Ok(())

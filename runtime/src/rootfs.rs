@@ -80,12 +80,7 @@ pub enum RootfsError {
          or give it back its range",
         upper.display()
     )]
-    RangeMismatch {
-        upper: PathBuf,
-        uid: u32,
-        gid: u32,
-        range: IdRange,
-    },
+    RangeMismatch { upper: PathBuf, uid: u32, gid: u32, range: IdRange },
     #[error("{} is still mounted or busy: {detail}", path.display())]
     Busy { path: PathBuf, detail: String },
 }
@@ -111,7 +106,11 @@ pub fn forget(container_id: &str) -> Result<(), RootfsError> {
 }
 
 /// See [`Rootfs::shift_bind_source`].
-pub fn shift_bind_source(container_id: &str, source: &Path, range: &IdRange) -> Result<PathBuf, RootfsError> {
+pub fn shift_bind_source(
+    container_id: &str,
+    source: &Path,
+    range: &IdRange,
+) -> Result<PathBuf, RootfsError> {
     Rootfs::system().shift_bind_source(container_id, source, range)
 }
 
@@ -181,10 +180,7 @@ impl Rootfs {
     }
 
     pub fn with_dirs(run_dir: &Path, lib_dir: &Path) -> Rootfs {
-        Rootfs {
-            run_dir: run_dir.to_path_buf(),
-            lib_dir: lib_dir.to_path_buf(),
-        }
+        Rootfs { run_dir: run_dir.to_path_buf(), lib_dir: lib_dir.to_path_buf() }
     }
 
     /// Where the shifted rootfs of `container_id` is mounted while it is shifted: the path
@@ -223,15 +219,17 @@ impl Rootfs {
     /// and over `rootfs`. Shifting an already shifted container redoes it (after a crash,
     /// or a repeated create); bind clones made by
     /// [`shift_bind_source`](Self::shift_bind_source) stay.
-    pub fn shift(&self, container_id: &str, rootfs: &Path, range: &IdRange) -> Result<(), RootfsError> {
+    pub fn shift(
+        &self,
+        container_id: &str,
+        rootfs: &Path,
+        range: &IdRange,
+    ) -> Result<(), RootfsError> {
         let p = self.paths(container_id)?;
-        let rootfs =
-            fs::canonicalize(rootfs).map_err(io_err(format!("resolving rootfs {}", rootfs.display())))?;
+        let rootfs = fs::canonicalize(rootfs)
+            .map_err(io_err(format!("resolving rootfs {}", rootfs.display())))?;
         if !rootfs.is_dir() {
-            return Err(RootfsError::Layout {
-                path: rootfs,
-                reason: "not a directory".into(),
-            });
+            return Err(RootfsError::Layout { path: rootfs, reason: "not a directory".into() });
         }
         if rootfs.starts_with(&self.run_dir) || rootfs.starts_with(&self.lib_dir) {
             return Err(RootfsError::Layout {
@@ -285,10 +283,8 @@ impl Rootfs {
         mount_overlay(&lowers, &p.upper, &p.work, &p.root)?;
         let clone = sys::open_tree_clone(&p.root, false)
             .map_err(io_err(format!("cloning the overlay at {}", p.root.display())))?;
-        sys::move_mount_to(clone.as_fd(), rootfs).map_err(io_err(format!(
-            "mounting the shifted rootfs over {}",
-            rootfs.display()
-        )))?;
+        sys::move_mount_to(clone.as_fd(), rootfs)
+            .map_err(io_err(format!("mounting the shifted rootfs over {}", rootfs.display())))?;
         Ok(())
     }
 
@@ -307,9 +303,8 @@ impl Rootfs {
         let p = self.paths(container_id)?;
         self.unshift(container_id)?;
         let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
-        if let Some(m) = mounts
-            .iter()
-            .find(|m| m.mount_point.starts_with(&p.persist) || is_our_overlay(m, &p))
+        if let Some(m) =
+            mounts.iter().find(|m| m.mount_point.starts_with(&p.persist) || is_our_overlay(m, &p))
         {
             return Err(RootfsError::Busy {
                 path: p.persist,
@@ -339,7 +334,8 @@ impl Rootfs {
         let p = self.paths(container_id)?;
         let source = fs::canonicalize(source)
             .map_err(io_err(format!("resolving bind source {}", source.display())))?;
-        let meta = fs::metadata(&source).map_err(io_err(format!("reading {}", source.display())))?;
+        let meta =
+            fs::metadata(&source).map_err(io_err(format!("reading {}", source.display())))?;
         self.prepare_run_dir(&p, range)?;
         mkdir(&p.bind, 0o710)?;
         chown(&p.bind, 0, range.gid_base)?;
@@ -353,7 +349,8 @@ impl Rootfs {
             }
             // Stale or made for another range: unmount and make it afresh.
             while mountinfo::top_at(&mountinfo::read().unwrap_or_default(), &target).is_some() {
-                sys::umount_detach(&target).map_err(io_err(format!("unmounting {}", target.display())))?;
+                sys::umount_detach(&target)
+                    .map_err(io_err(format!("unmounting {}", target.display())))?;
             }
             remove_placeholder(&target)?;
             st.binds.remove(i);
@@ -371,16 +368,13 @@ impl Rootfs {
         } else {
             fs::File::create(&target).map_err(io_err(format!("creating {}", target.display())))?;
         }
-        let result =
-            userns(range).and_then(|ns| idmapped_clone(&source, &target, &ns, meta.is_dir(), &mounts));
+        let result = userns(range)
+            .and_then(|ns| idmapped_clone(&source, &target, &ns, meta.is_dir(), &mounts));
         if let Err(e) = result {
             let _ = remove_placeholder(&target);
             return Err(e);
         }
-        st.binds.push(Bind {
-            source,
-            target: target.clone(),
-        });
+        st.binds.push(Bind { source, target: target.clone() });
         save_state(&p, &st)?;
         Ok(target)
     }
@@ -502,11 +496,12 @@ fn is_our_overlay(m: &mountinfo::Mount, p: &Paths) -> bool {
 }
 
 /// The layers to shift for `rootfs`, top-most first.
-fn layers_of(mounts: &[mountinfo::Mount], rootfs: &Path, p: &Paths) -> Result<Vec<PathBuf>, RootfsError> {
-    let layout = |reason: String| RootfsError::Layout {
-        path: rootfs.to_path_buf(),
-        reason,
-    };
+fn layers_of(
+    mounts: &[mountinfo::Mount],
+    rootfs: &Path,
+    p: &Paths,
+) -> Result<Vec<PathBuf>, RootfsError> {
+    let layout = |reason: String| RootfsError::Layout { path: rootfs.to_path_buf(), reason };
     let Some(top) = mountinfo::top_at(mounts, rootfs).filter(|m| m.fstype == "overlay") else {
         return Ok(vec![rootfs.to_path_buf()]);
     };
@@ -528,13 +523,10 @@ fn layers_of(mounts: &[mountinfo::Mount], rootfs: &Path, p: &Paths) -> Result<Ve
         .chain(o.lowers.iter())
         .map(|l| {
             let l = if l.is_absolute() { l.clone() } else { home.join(l) };
-            let c =
-                fs::canonicalize(&l).map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
+            let c = fs::canonicalize(&l)
+                .map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
             if !c.is_dir() {
-                return Err(layout(format!(
-                    "overlay layer {} is not a directory",
-                    c.display()
-                )));
+                return Err(layout(format!("overlay layer {} is not a directory", c.display())));
             }
             Ok(c)
         })
@@ -566,7 +558,8 @@ fn prepare_upper(p: &Paths, range: &IdRange, top_layer: &Path) -> Result<(), Roo
             mkdir(&tmp, 0o700)?;
             chown(&tmp, range.uid_base, range.gid_base)?;
             set_mode(&tmp, mode)?;
-            fs::rename(&tmp, &p.upper).map_err(io_err(format!("creating {}", p.upper.display())))?;
+            fs::rename(&tmp, &p.upper)
+                .map_err(io_err(format!("creating {}", p.upper.display())))?;
         }
         Err(e) => return Err(io_err(format!("reading {}", p.upper.display()))(e)),
     }
@@ -575,10 +568,7 @@ fn prepare_upper(p: &Paths, range: &IdRange, top_layer: &Path) -> Result<(), Roo
 
 fn userns(range: &IdRange) -> Result<OwnedFd, RootfsError> {
     if range.count == 0 {
-        return Err(RootfsError::Layout {
-            path: PathBuf::new(),
-            reason: "empty id range".into(),
-        });
+        return Err(RootfsError::Layout { path: PathBuf::new(), reason: "empty id range".into() });
     }
     sys::userns_fd(range).map_err(|e| {
         if e.kind() == io::ErrorKind::Unsupported {
@@ -633,7 +623,12 @@ fn idmapped_clone(
 /// Mounts an overlay at `target`. Prefers the new mount API with one `lowerdir+` per layer
 /// (Linux 6.8+; no limit on the layer count); falls back to mount(2) with the classic
 /// `lowerdir=a:b` string (one page at most).
-fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), RootfsError> {
+fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), RootfsError> {
     mount_overlay_with(lowers, upper, work, target, true)
 }
 
@@ -711,21 +706,14 @@ fn mount_overlay_with(
 }
 
 fn overlay_error(e: io::Error, log: &str) -> RootfsError {
-    let log = if log.is_empty() {
-        String::new()
-    } else {
-        format!(" ({log})")
-    };
+    let log = if log.is_empty() { String::new() } else { format!(" ({log})") };
     if sys::is_errno(&e, libc::EINVAL) {
         RootfsError::Unsupported(format!(
             "kernel refuses an overlay over idmapped lower layers (overlay mount: EINVAL{log}; \
              Linux 5.19+ needed)"
         ))
     } else {
-        RootfsError::Io {
-            context: format!("mounting the shifted overlay{log}"),
-            source: e,
-        }
+        RootfsError::Io { context: format!("mounting the shifted overlay{log}"), source: e }
     }
 }
 
@@ -738,10 +726,9 @@ fn load_state(p: &Paths) -> Result<State, RootfsError> {
             })?;
             Ok(st)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State {
-            version: STATE_VERSION,
-            ..State::default()
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(State { version: STATE_VERSION, ..State::default() })
+        }
         Err(e) => Err(io_err(format!("reading {}", p.state.display()))(e)),
     }
 }
@@ -811,10 +798,9 @@ fn remove_placeholder(path: &Path) -> Result<(), RootfsError> {
 fn rmdir(path: &Path) -> Result<(), RootfsError> {
     match fs::remove_dir(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RootfsError::Busy {
-            path: path.to_path_buf(),
-            detail: format!("rmdir: {e}"),
-        }),
+        Err(e) => {
+            Err(RootfsError::Busy { path: path.to_path_buf(), detail: format!("rmdir: {e}") })
+        }
         Ok(()) => Ok(()),
     }
 }
@@ -845,7 +831,8 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), RootfsError> {
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), RootfsError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_err(format!("chown {}", path.display())))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(io_err(format!("chown {}", path.display())))
 }
 
 #[cfg(test)]
@@ -853,9 +840,7 @@ mod tests {
     use super::*;
 
     fn paths(root: &Path) -> Paths {
-        Rootfs::with_dirs(&root.join("run"), &root.join("lib"))
-            .paths("c1")
-            .unwrap()
+        Rootfs::with_dirs(&root.join("run"), &root.join("lib")).paths("c1").unwrap()
     }
 
     /// Docker mounts with paths relative to its overlay2 home when the absolute ones do
@@ -864,14 +849,7 @@ mod tests {
     fn relative_docker_layers_resolve_against_the_overlay2_home() {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("overlay2");
-        for d in [
-            "img/diff",
-            "ctr-init/diff",
-            "ctr/diff",
-            "ctr/work",
-            "ctr/merged",
-            "l",
-        ] {
+        for d in ["img/diff", "ctr-init/diff", "ctr/diff", "ctr/work", "ctr/merged", "l"] {
             fs::create_dir_all(home.join(d)).unwrap();
         }
         std::os::unix::fs::symlink("../img/diff", home.join("l/IMG")).unwrap();
@@ -886,16 +864,12 @@ mod tests {
         let c = |p: &str| fs::canonicalize(home.join(p)).unwrap();
         assert_eq!(layers, vec![c("ctr/diff"), c("ctr-init/diff"), c("img/diff")]);
         // A plain directory is its own single layer.
-        assert_eq!(
-            layers_of(&[], &merged, &paths(t.path())).unwrap(),
-            vec![merged.clone()]
-        );
+        assert_eq!(layers_of(&[], &merged, &paths(t.path())).unwrap(), vec![merged.clone()]);
         // A missing layer is an error naming it.
-        let line = format!(
-            "90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE\n",
-            merged.display()
-        );
-        let err = layers_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
+        let line =
+            format!("90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE\n", merged.display());
+        let err =
+            layers_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
         assert!(err.to_string().contains("l/GONE"), "{err}");
     }
 
@@ -923,20 +897,14 @@ mod tests {
             false,
         )
         .unwrap();
-        let seen = (
-            fs::read_to_string(d.join("m/top")),
-            fs::read_to_string(d.join("m/bottom")),
-        );
+        let seen = (fs::read_to_string(d.join("m/top")), fs::read_to_string(d.join("m/bottom")));
         let opts = mountinfo::read()
             .unwrap()
             .into_iter()
             .find(|m| m.mount_point == d.join("m"))
             .map(|m| m.super_opts);
         sys::umount_detach(&d.join("m")).unwrap();
-        assert_eq!(
-            (seen.0.unwrap(), seen.1.unwrap()),
-            ("a".to_string(), "b".to_string())
-        );
+        assert_eq!((seen.0.unwrap(), seen.1.unwrap()), ("a".to_string(), "b".to_string()));
         let o = mountinfo::overlay(&opts.unwrap()).unwrap();
         assert_eq!(o.lowers, vec![d.join("a"), d.join("b")]);
     }

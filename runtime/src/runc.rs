@@ -44,15 +44,11 @@ pub fn runc_path() -> Result<PathBuf, RuncError> {
             (!line.is_empty()).then(|| PathBuf::from(line))
         })
         .unwrap_or_else(|| PathBuf::from("runc"));
-    let resolved = resolve(&configured, std::env::var_os("PATH").as_deref()).ok_or_else(|| {
-        RuncError::NotFound {
-            what: configured.display().to_string(),
-        }
-    })?;
-    if let (Ok(me), Ok(it)) = (
-        std::fs::canonicalize("/proc/self/exe"),
-        std::fs::canonicalize(&resolved),
-    ) {
+    let resolved = resolve(&configured, std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| RuncError::NotFound { what: configured.display().to_string() })?;
+    if let (Ok(me), Ok(it)) =
+        (std::fs::canonicalize("/proc/self/exe"), std::fs::canonicalize(&resolved))
+    {
         if me == it {
             return Err(RuncError::IsSelf { path: resolved });
         }
@@ -79,10 +75,7 @@ fn is_executable(path: &Path) -> bool {
 /// Replaces this process with `runc ARGS`. Returns only on failure.
 pub fn exec(runc: &Path, args: &[OsString]) -> RuncError {
     let source = Command::new(runc).args(args).exec();
-    RuncError::Spawn {
-        path: runc.to_path_buf(),
-        source,
-    }
+    RuncError::Spawn { path: runc.to_path_buf(), source }
 }
 
 /// Starts `runc ARGS` as a child sharing our stdio.
@@ -90,10 +83,7 @@ pub fn spawn(runc: &Path, args: &[OsString]) -> Result<Child, RuncError> {
     Command::new(runc)
         .args(args)
         .spawn()
-        .map_err(|source| RuncError::Spawn {
-            path: runc.to_path_buf(),
-            source,
-        })
+        .map_err(|source| RuncError::Spawn { path: runc.to_path_buf(), source })
 }
 
 /// Signals a waiting parent passes on to runc.
@@ -142,10 +132,7 @@ pub fn spawn_forwarding(runc: &Path, args: &[OsString]) -> Result<Child, RuncErr
 
 /// The exit code a shell would report for `status` (128 + signal for a killed child).
 pub fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
 }
 
 /// What `runc state` says about a container (the fields we use).
@@ -167,10 +154,7 @@ pub fn state(runc: &Path, global: &[OsString], id: &str) -> Result<Option<RuncSt
         .arg(id)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| RuncError::Spawn {
-            path: runc.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| RuncError::Spawn { path: runc.to_path_buf(), source })?;
     parse_state(id, output.status.success(), &output.stdout, &output.stderr)
 }
 
@@ -186,17 +170,12 @@ pub fn parse_state(
         if message.contains("does not exist") || message.contains("not exist") {
             return Ok(None);
         }
-        return Err(RuncError::State {
-            id: id.to_string(),
-            message,
-        });
+        return Err(RuncError::State { id: id.to_string(), message });
     }
-    serde_json::from_slice(stdout)
-        .map(Some)
-        .map_err(|e| RuncError::State {
-            id: id.to_string(),
-            message: format!("unreadable answer: {e}"),
-        })
+    serde_json::from_slice(stdout).map(Some).map_err(|e| RuncError::State {
+        id: id.to_string(),
+        message: format!("unreadable answer: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -212,10 +191,7 @@ mod tests {
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path_var =
             std::env::join_paths(["/nonexistent", dir.path().to_str().unwrap()]).unwrap();
-        assert_eq!(
-            resolve(Path::new("fake-runc"), Some(&path_var)),
-            Some(bin.clone())
-        );
+        assert_eq!(resolve(Path::new("fake-runc"), Some(&path_var)), Some(bin.clone()));
         assert_eq!(resolve(&bin, None), Some(bin.clone()));
         assert_eq!(resolve(Path::new("nope"), Some(&path_var)), None);
         assert_eq!(resolve(&dir.path().join("nope"), None), None);
@@ -227,10 +203,7 @@ mod tests {
         let state = parse_state("c", true, json, b"").unwrap().unwrap();
         assert_eq!(state.pid, 12);
         assert_eq!(state.bundle, PathBuf::from("/b"));
-        assert_eq!(
-            parse_state("c", false, b"", b"container does not exist\n").unwrap(),
-            None
-        );
+        assert_eq!(parse_state("c", false, b"", b"container does not exist\n").unwrap(), None);
         assert!(parse_state("c", false, b"", b"permission denied").is_err());
         assert!(parse_state("c", true, b"nonsense", b"").is_err());
     }

@@ -55,35 +55,17 @@ pub const BLOCKED: &[(&[&str], &str)] = &[
         "kernel modules are global",
     ),
     (&["swapon", "swapoff"], "swap is global"),
-    (
-        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
-        "the clock is global",
-    ),
+    (&["settimeofday", "stime", "clock_settime", "clock_settime64"], "the clock is global"),
     (&["acct"], "process accounting is global"),
     (&["iopl", "ioperm"], "raw I/O port access"),
-    (
-        &["nfsservctl", "uselib", "vm86", "vm86old", "lookup_dcookie"],
-        "obsolete, bug-prone",
-    ),
-    (
-        &["open_by_handle_at"],
-        "opens files past the mount namespace",
-    ),
-    (
-        &["keyctl", "add_key", "request_key"],
-        "the keyring is not fully namespaced",
-    ),
-    (
-        &["perf_event_open"],
-        "host-wide performance data, attack surface",
-    ),
+    (&["nfsservctl", "uselib", "vm86", "vm86old", "lookup_dcookie"], "obsolete, bug-prone"),
+    (&["open_by_handle_at"], "opens files past the mount namespace"),
+    (&["keyctl", "add_key", "request_key"], "the keyring is not fully namespaced"),
+    (&["perf_event_open"], "host-wide performance data, attack surface"),
     (&["bpf"], "attack surface"),
     (&["userfaultfd"], "helper for kernel race exploits"),
     (&["syslog"], "the host's kernel log"),
-    (
-        &["io_uring_setup", "io_uring_enter", "io_uring_register"],
-        "attack surface",
-    ),
+    (&["io_uring_setup", "io_uring_enter", "io_uring_register"], "attack surface"),
 ];
 
 /// The architectures the filter is built for.
@@ -97,10 +79,7 @@ pub const ARCHES: &[Arch] = &[
 
 /// Every blocked system call name, in table order.
 pub fn blocked_names() -> Vec<&'static str> {
-    BLOCKED
-        .iter()
-        .flat_map(|(names, _)| names.iter().copied())
-        .collect()
+    BLOCKED.iter().flat_map(|(names, _)| names.iter().copied()).collect()
 }
 
 /// The profile: allow by default, `EPERM` for [`BLOCKED`].
@@ -137,10 +116,7 @@ mod tests {
             "open_by_handle_at",
             "keyctl",
         ] {
-            assert!(
-                rules[0].names().iter().any(|n| n == name),
-                "{name} must be blocked"
-            );
+            assert!(rules[0].names().iter().any(|n| n == name), "{name} must be blocked");
         }
     }
 

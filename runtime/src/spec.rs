@@ -52,10 +52,8 @@ pub enum SpecError {
 
 /// Parses a config from its bytes; `path` only names it in errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
-    serde_json::from_slice(bytes).map_err(|source| SpecError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|source| SpecError::Parse { path: path.to_path_buf(), source })
 }
 
 /// Reads and parses a config file.
@@ -77,25 +75,13 @@ pub fn write_json<T: serde::Serialize>(
     value: &T,
     capabilities: &str,
 ) -> Result<(), SpecError> {
-    let serialize_err = |source| SpecError::Serialize {
-        path: path.to_path_buf(),
-        source,
-    };
+    let serialize_err = |source| SpecError::Serialize { path: path.to_path_buf(), source };
     let mut json = serde_json::to_value(value).map_err(serialize_err)?;
-    if let Some(sets) = json
-        .pointer_mut(capabilities)
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        for set in sets
-            .values_mut()
-            .filter_map(serde_json::Value::as_array_mut)
-        {
+    if let Some(sets) = json.pointer_mut(capabilities).and_then(serde_json::Value::as_object_mut) {
+        for set in sets.values_mut().filter_map(serde_json::Value::as_array_mut) {
             let rank = |v: &serde_json::Value| {
                 let name = v.as_str().unwrap_or_default();
-                crate::caps::ALL
-                    .iter()
-                    .position(|c| *c == name)
-                    .unwrap_or(usize::MAX)
+                crate::caps::ALL.iter().position(|c| *c == name).unwrap_or(usize::MAX)
             };
             set.sort_by_key(rank);
         }
@@ -108,17 +94,12 @@ pub fn write_json<T: serde::Serialize>(
 /// Replaces `path` with `bytes` atomically: a temporary file in the same directory, synced,
 /// then renamed over it. Keeps the mode of the file it replaces (0644 for a new one).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpecError> {
-    crate::atomic_file::replace(path, bytes, 0o644).map_err(|source| SpecError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::atomic_file::replace(path, bytes, 0o644)
+        .map_err(|source| SpecError::Write { path: path.to_path_buf(), source })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, SpecError> {
-    fs::read(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })
 }
 
 /// A bundle's original config, as a `create` starts from it.
@@ -149,34 +130,18 @@ pub fn load_original(bundle: &Path) -> Result<Original, SpecError> {
     let bytes = read(&config)?;
     let spec = parse(&config, &bytes)?;
     if !transform::is_transformed(&spec) {
-        return Ok(Original {
-            spec,
-            bytes,
-            from_backup: false,
-        });
+        return Ok(Original { spec, bytes, from_backup: false });
     }
     let original = original_path(bundle);
     let bytes = match fs::read(&original) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SpecError::OriginalMissing {
-                path: config,
-                original,
-            })
+            return Err(SpecError::OriginalMissing { path: config, original })
         }
-        Err(source) => {
-            return Err(SpecError::Read {
-                path: original,
-                source,
-            })
-        }
+        Err(source) => return Err(SpecError::Read { path: original, source }),
     };
     let spec = parse(&original, &bytes)?;
-    Ok(Original {
-        spec,
-        bytes,
-        from_backup: true,
-    })
+    Ok(Original { spec, bytes, from_backup: true })
 }
 
 /// Saves the rewritten `spec` as the bundle's `config.json`, keeping `original` beside it
@@ -194,17 +159,14 @@ pub fn restore_original(bundle: &Path) -> Result<bool, SpecError> {
     match fs::rename(&original, config_path(bundle)) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(SpecError::Write {
-            path: config_path(bundle),
-            source,
-        }),
+        Err(source) => Err(SpecError::Write { path: config_path(bundle), source }),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"}]}}"#;
 
@@ -215,15 +177,9 @@ mod tests {
         fs::write(&path, "{\"ociVersion\": \"1.0.2\",,}").unwrap();
         let err = load_original(dir.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.starts_with(&format!("malformed OCI config {}: ", path.display())),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("malformed OCI config {}: ", path.display())), "{msg}");
         assert!(msg.contains("line 1 column"), "{msg}");
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            "{\"ociVersion\": \"1.0.2\",,}"
-        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"ociVersion\": \"1.0.2\",,}");
         assert!(!original_path(dir.path()).exists());
     }
 
@@ -243,14 +199,9 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f")]);
     }
 

@@ -169,12 +169,8 @@ pub fn to_system_container(
 
     // Namespaces: a fresh user namespace and a private cgroup namespace.
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    namespaces.retain(|ns| {
-        !matches!(
-            ns.typ(),
-            LinuxNamespaceType::User | LinuxNamespaceType::Cgroup
-        )
-    });
+    namespaces
+        .retain(|ns| !matches!(ns.typ(), LinuxNamespaceType::User | LinuxNamespaceType::Cgroup));
     namespaces.push(namespace(LinuxNamespaceType::User));
     namespaces.push(namespace(LinuxNamespaceType::Cgroup));
     linux.set_namespaces(Some(namespaces));
@@ -188,19 +184,13 @@ pub fn to_system_container(
     let linux = spec.linux_mut().as_mut().ok_or(TransformError::NoLinux)?;
     if let Some(masked) = linux.masked_paths_mut() {
         masked.retain(|path| {
-            !targets
-                .iter()
-                .any(|target| is_ancestor_or_self(Path::new(path), target))
+            !targets.iter().any(|target| is_ancestor_or_self(Path::new(path), target))
         });
     }
 
     linux.set_seccomp(Some(seccomp::system_container_profile()));
 
-    if let Some(value) = linux
-        .sysctl_mut()
-        .as_mut()
-        .and_then(|s| s.get_mut(PING_GROUP_RANGE))
-    {
+    if let Some(value) = linux.sysctl_mut().as_mut().and_then(|s| s.get_mut(PING_GROUP_RANGE)) {
         *value = clamp_group_range(value, inputs.id_count);
     }
 
@@ -290,9 +280,7 @@ pub fn clamp_group_range(value: &str, count: u32) -> String {
 
 /// Whether `spec` is the output of [`to_system_container`] (it carries our annotation).
 pub fn is_transformed(spec: &Spec) -> bool {
-    spec.annotations()
-        .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_UID_BASE))
+    spec.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_UID_BASE))
 }
 
 /// The capabilities of a system container's process: every capability known to the kernel
@@ -329,10 +317,7 @@ pub fn capability_sets(all: Capabilities, is_root: bool) -> LinuxCapabilities {
 
 /// Known capabilities that are also in the host's bounding set.
 pub fn usable_capabilities(host_capabilities: &[String]) -> Result<Capabilities, TransformError> {
-    let host: HashSet<String> = host_capabilities
-        .iter()
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+    let host: HashSet<String> = host_capabilities.iter().map(|c| c.to_ascii_uppercase()).collect();
     crate::caps::ALL
         .iter()
         .filter(|name| host.contains(**name))
@@ -357,10 +342,7 @@ fn check_range(inputs: &TransformInputs) -> Result<(), TransformError> {
     }
     for base in [inputs.uid_base, inputs.gid_base] {
         if base.checked_add(inputs.id_count - 1).is_none() {
-            return Err(TransformError::RangeOverflow {
-                base,
-                count: inputs.id_count,
-            });
+            return Err(TransformError::RangeOverflow { base, count: inputs.id_count });
         }
     }
     Ok(())
@@ -385,9 +367,7 @@ fn mapping(host_id: u32, size: u32) -> LinuxIdMapping {
 /// carry a view (ours or the user's).
 fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>, Vec<PathBuf>) {
     let has_fs = |dest: &str, typ: &str| {
-        mounts
-            .iter()
-            .any(|m| m.destination() == Path::new(dest) && m.typ().as_deref() == Some(typ))
+        mounts.iter().any(|m| m.destination() == Path::new(dest) && m.typ().as_deref() == Some(typ))
     };
     let has_proc = has_fs("/proc", "proc");
     let has_sys = has_fs("/sys", "sysfs");
@@ -396,11 +376,7 @@ fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>,
     let mut new = Vec::new();
     for view in VIEWS {
         let target = Path::new("/").join(view);
-        let wanted = if view.starts_with("proc/") {
-            has_proc
-        } else {
-            has_sys
-        };
+        let wanted = if view.starts_with("proc/") { has_proc } else { has_sys };
         if !wanted {
             continue;
         }
@@ -412,9 +388,7 @@ fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>,
         m.set_destination(target);
         m.set_typ(Some("bind".into()));
         m.set_source(Some(fs_mountpoint.join(view)));
-        m.set_options(Some(
-            VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect(),
-        ));
+        m.set_options(Some(VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect()));
         new.push(m);
     }
     if new.is_empty() {
@@ -426,10 +400,7 @@ fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>,
         .iter()
         .rposition(|m| {
             let dest = m.destination();
-            dest != Path::new("/")
-                && new
-                    .iter()
-                    .any(|v| is_ancestor_or_self(dest, v.destination()))
+            dest != Path::new("/") && new.iter().any(|v| is_ancestor_or_self(dest, v.destination()))
         })
         .map_or(mounts.len(), |i| i + 1);
     mounts.splice(position..position, new);
@@ -448,22 +419,10 @@ mod tests {
 
     #[test]
     fn ancestors_are_component_wise() {
-        assert!(is_ancestor_or_self(
-            Path::new("/proc"),
-            Path::new("/proc/stat")
-        ));
-        assert!(is_ancestor_or_self(
-            Path::new("/proc/stat"),
-            Path::new("/proc/stat")
-        ));
-        assert!(!is_ancestor_or_self(
-            Path::new("/pro"),
-            Path::new("/proc/stat")
-        ));
-        assert!(!is_ancestor_or_self(
-            Path::new("/proc/stat"),
-            Path::new("/proc")
-        ));
+        assert!(is_ancestor_or_self(Path::new("/proc"), Path::new("/proc/stat")));
+        assert!(is_ancestor_or_self(Path::new("/proc/stat"), Path::new("/proc/stat")));
+        assert!(!is_ancestor_or_self(Path::new("/pro"), Path::new("/proc/stat")));
+        assert!(!is_ancestor_or_self(Path::new("/proc/stat"), Path::new("/proc")));
     }
 
     #[test]
@@ -480,22 +439,18 @@ mod tests {
         };
         assert_eq!(check_range(&inputs), Ok(()));
         inputs.uid_base = 0;
-        assert_eq!(
-            check_range(&inputs),
-            Err(TransformError::RootRange { kind: "uid" })
-        );
+        assert_eq!(check_range(&inputs), Err(TransformError::RootRange { kind: "uid" }));
         inputs.uid_base = u32::MAX - 10;
-        assert!(matches!(
-            check_range(&inputs),
-            Err(TransformError::RangeOverflow { .. })
-        ));
+        assert!(matches!(check_range(&inputs), Err(TransformError::RangeOverflow { .. })));
         inputs.uid_base = 1;
         inputs.id_count = 0;
         assert_eq!(check_range(&inputs), Err(TransformError::EmptyRange));
     }
 
     fn spec_with_cpu(json: &str) -> Spec {
-        let text = format!(r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"linux":{{"resources":{{"cpu":{json}}}}}}}"#);
+        let text = format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"linux":{{"resources":{{"cpu":{json}}}}}}}"#
+        );
         serde_json::from_str(&text).expect("spec")
     }
 

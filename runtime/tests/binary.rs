@@ -38,9 +38,7 @@ impl Env {
     fn bundle(&self, fixture: &str) -> PathBuf {
         let bundle = self.path("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(fixture);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
         std::fs::copy(src, bundle.join("config.json")).unwrap();
         bundle
     }
@@ -70,16 +68,9 @@ impl Env {
     /// The message of the log's last `error` line, as containerd picks it.
     fn last_error(&self) -> String {
         let lines = self.log_lines();
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l["level"] == "error")
-            .expect("an error line");
+        let last = lines.iter().rev().find(|l| l["level"] == "error").expect("an error line");
         let time = last["time"].as_str().unwrap();
-        assert!(
-            time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
-            "{time}"
-        );
+        assert!(time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
         last["msg"].as_str().unwrap().to_string()
     }
 }
@@ -93,16 +84,7 @@ fn other_commands_reach_runc_unchanged_with_its_exit_code() {
     let env = Env::new();
     std::fs::write(env.path("exit"), "3").unwrap();
     let log = env.path("log.json");
-    let out = env.run(&[
-        "--root",
-        "/r",
-        "--log",
-        s(&log),
-        "--log-format",
-        "json",
-        "pause",
-        "c1",
-    ]);
+    let out = env.run(&["--root", "/r", "--log", s(&log), "--log-format", "json", "pause", "c1"]);
     assert_eq!(out.status.code(), Some(3));
     let out2 = env.run(&["ps", "--format", "json", "c1", "--", "-ef"]);
     assert_eq!(out2.status.code(), Some(3));
@@ -111,10 +93,7 @@ fn other_commands_reach_runc_unchanged_with_its_exit_code() {
     assert_eq!(
         env.calls(),
         [
-            format!(
-                "--root /r --log {} --log-format json pause c1",
-                log.display()
-            ),
+            format!("--root /r --log {} --log-format json pause c1", log.display()),
             "ps --format json c1 -- -ef".to_string(),
             "some-new-command --new-flag=1 c1".to_string(),
         ]
@@ -126,11 +105,8 @@ fn a_malformed_config_is_a_clear_error_in_the_log_and_the_file_stays() {
     let env = Env::new();
     let bundle = env.path("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
-    std::fs::write(
-        bundle.join("config.json"),
-        "{\"ociVersion\": \"1.0.2\", \"process\": [}",
-    )
-    .unwrap();
+    std::fs::write(bundle.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": [}")
+        .unwrap();
     let log = env.path("log.json");
     let out = env.run(&[
         "--log",
@@ -145,10 +121,7 @@ fn a_malformed_config_is_a_clear_error_in_the_log_and_the_file_stays() {
     assert_eq!(out.status.code(), Some(1));
     let msg = env.last_error();
     assert!(
-        msg.starts_with(&format!(
-            "malformed OCI config {}/config.json: ",
-            bundle.display()
-        )),
+        msg.starts_with(&format!("malformed OCI config {}/config.json: ", bundle.display())),
         "{msg}"
     );
     assert!(msg.contains("line 1 column"), "{msg}");
@@ -196,10 +169,7 @@ fn no_daemon_fails_before_runc_and_says_how_to_start_it() {
         "{msg}"
     );
     assert!(env.calls().is_empty());
-    assert_eq!(
-        std::fs::read_to_string(bundle.join("config.json")).unwrap(),
-        original
-    );
+    assert_eq!(std::fs::read_to_string(bundle.join("config.json")).unwrap(), original);
     assert_eq!(std::fs::read_dir(&bundle).unwrap().count(), 1);
 }
 
@@ -227,21 +197,10 @@ fn host_network_is_refused_in_the_text_format_too() {
 fn a_bad_command_line_is_reported_in_the_log() {
     let env = Env::new();
     let log = env.path("log.json");
-    let out = env.run(&[
-        "--log",
-        s(&log),
-        "--log-format",
-        "json",
-        "create",
-        "--bundle",
-        "/b",
-    ]);
+    let out = env.run(&["--log", s(&log), "--log-format", "json", "create", "--bundle", "/b"]);
     assert_eq!(out.status.code(), Some(1));
     let msg = env.last_error();
-    assert!(
-        msg.contains("required arguments were not provided") && msg.contains("<ID>"),
-        "{msg}"
-    );
+    assert!(msg.contains("required arguments were not provided") && msg.contains("<ID>"), "{msg}");
     assert!(env.calls().is_empty());
 }
 
@@ -255,16 +214,7 @@ fn errors_follow_runcs_own_log_lines() {
     )
     .unwrap();
     let bundle = env.bundle("docker-hostpid.json");
-    env.run(&[
-        "--log",
-        s(&log),
-        "--log-format",
-        "json",
-        "create",
-        "--bundle",
-        s(&bundle),
-        "c1",
-    ]);
+    env.run(&["--log", s(&log), "--log-format", "json", "create", "--bundle", s(&bundle), "c1"]);
     let lines = env.log_lines();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["msg"], "earlier");
@@ -282,10 +232,7 @@ fn version_is_ours_then_runcs() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         text,
-        format!(
-            "sysvisor-runc version {}\nrunc version 1.1.5-fake\n",
-            env!("CARGO_PKG_VERSION")
-        )
+        format!("sysvisor-runc version {}\nrunc version 1.1.5-fake\n", env!("CARGO_PKG_VERSION"))
     );
 }
 
@@ -304,14 +251,7 @@ fn stopping_a_systemd_container_sends_sigrtmin_plus_3() {
     assert!(out.status.success());
     let out = env.run(&["--root", "/r", "kill", "c1", "9"]);
     assert!(out.status.success());
-    assert_eq!(
-        env.calls(),
-        [
-            "--root /r state c1",
-            "--root /r kill c1 37",
-            "--root /r kill c1 9"
-        ]
-    );
+    assert_eq!(env.calls(), ["--root /r state c1", "--root /r kill c1 37", "--root /r kill c1 9"]);
 }
 
 #[test]
@@ -320,26 +260,11 @@ fn exec_gets_every_capability_of_the_host() {
     let process = env.path("process.json");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker-exec-process.json");
     std::fs::copy(src, &process).unwrap();
-    let out = env.run(&[
-        "--root",
-        "/r",
-        "exec",
-        "--process",
-        s(&process),
-        "--detach",
-        "c1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.run(&["--root", "/r", "exec", "--process", s(&process), "--detach", "c1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         env.calls(),
-        [format!(
-            "--root /r exec --process {} --detach c1",
-            process.display()
-        )]
+        [format!("--root /r exec --process {} --detach c1", process.display())]
     );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&process).unwrap()).unwrap();
     let host = sysvisor_runc::caps::host_bounding_set().unwrap();
@@ -363,11 +288,7 @@ fn runc_must_exist_and_not_be_us() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        env.last_error().starts_with("runc not found"),
-        "{}",
-        env.last_error()
-    );
+    assert!(env.last_error().starts_with("runc not found"), "{}", env.last_error());
 
     let out = Command::new(env!("CARGO_BIN_EXE_sysvisor-runc"))
         .args(["--log", s(&log), "--log-format", "json", "state", "c1"])
@@ -375,11 +296,7 @@ fn runc_must_exist_and_not_be_us() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        env.last_error().contains("is sysvisor-runc itself"),
-        "{}",
-        env.last_error()
-    );
+    assert!(env.last_error().contains("is sysvisor-runc itself"), "{}", env.last_error());
 }
 
 #[test]
@@ -411,10 +328,7 @@ fn a_daemon_without_its_views_at_the_mountpoint_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let msg = env.last_error();
     assert!(
-        msg.starts_with(&format!(
-            "sysvisor-fs views not found at {}",
-            env.path("views").display()
-        )),
+        msg.starts_with(&format!("sysvisor-fs views not found at {}", env.path("views").display())),
         "{msg}"
     );
     assert!(msg.contains("SYSVISOR_FS_MOUNTPOINT"), "{msg}");

@@ -31,10 +31,7 @@ fn the_shims_create_line() {
          --console-socket /tmp/pty123/pty.sock {ID}"
     );
     let inv = cli::parse(split(&line)).unwrap();
-    assert_eq!(
-        inv.global.root,
-        Some(PathBuf::from("/var/run/docker/runtime-runc/moby"))
-    );
+    assert_eq!(inv.global.root, Some(PathBuf::from("/var/run/docker/runtime-runc/moby")));
     assert_eq!(
         inv.global.log,
         Some(PathBuf::from(format!(
@@ -45,15 +42,11 @@ fn the_shims_create_line() {
     assert!(!inv.global.systemd_cgroup);
     assert_eq!(inv.sub_index, 6);
     assert_eq!(inv.args, split(&line));
-    let Command::Create(create) = inv.command else {
-        panic!("{:?}", inv.command)
-    };
+    let Command::Create(create) = inv.command else { panic!("{:?}", inv.command) };
     assert_eq!(create.id, ID);
     assert_eq!(
         create.bundle,
-        PathBuf::from(format!(
-            "/run/containerd/io.containerd.runtime.v2.task/moby/{ID}"
-        ))
+        PathBuf::from(format!("/run/containerd/io.containerd.runtime.v2.task/moby/{ID}"))
     );
     assert_eq!(
         create.pid_file,
@@ -61,10 +54,7 @@ fn the_shims_create_line() {
             "/run/containerd/io.containerd.runtime.v2.task/moby/{ID}/init.pid"
         )))
     );
-    assert_eq!(
-        create.console_socket,
-        Some(PathBuf::from("/tmp/pty123/pty.sock"))
-    );
+    assert_eq!(create.console_socket, Some(PathBuf::from("/tmp/pty123/pty.sock")));
 }
 
 #[test]
@@ -88,41 +78,30 @@ fn every_captured_line_parses_and_keeps_its_arguments() {
         }
         names.push(name);
     }
-    for name in [
-        "create", "start", "delete", "kill", "exec", "pause", "resume", "ps", "update",
-    ] {
+    for name in ["create", "start", "delete", "kill", "exec", "pause", "resume", "ps", "update"] {
         assert!(names.iter().any(|n| n == name), "{name} not captured");
     }
 }
 
 #[test]
 fn delete_kill_and_exec_flags() {
-    let inv = cli::parse(split(&format!(
-        "--root /r --log /l --log-format json delete --force {ID}"
-    )))
-    .unwrap();
-    let Command::Delete(d) = inv.command else {
-        panic!()
-    };
+    let inv =
+        cli::parse(split(&format!("--root /r --log /l --log-format json delete --force {ID}")))
+            .unwrap();
+    let Command::Delete(d) = inv.command else { panic!() };
     assert!(d.force);
     assert_eq!(d.id, ID);
 
     let inv = cli::parse(split(&format!("--root /r kill {ID} 15"))).unwrap();
-    let Command::Kill(k) = inv.command else {
-        panic!()
-    };
+    let Command::Kill(k) = inv.command else { panic!() };
     assert!(!k.all);
     assert_eq!(k.signal.as_deref(), Some("15"));
     let inv = cli::parse(split(&format!("kill --all {ID} SIGKILL"))).unwrap();
-    let Command::Kill(k) = inv.command else {
-        panic!()
-    };
+    let Command::Kill(k) = inv.command else { panic!() };
     assert!(k.all);
     assert_eq!(k.signal.as_deref(), Some("SIGKILL"));
     let inv = cli::parse(split(&format!("kill -a {ID}"))).unwrap();
-    let Command::Kill(k) = inv.command else {
-        panic!()
-    };
+    let Command::Kill(k) = inv.command else { panic!() };
     assert!(k.all);
     assert_eq!(k.signal, None);
 
@@ -131,9 +110,7 @@ fn delete_kill_and_exec_flags() {
          --detach --pid-file /b/x.pid {ID}"
     );
     let inv = cli::parse(split(&line)).unwrap();
-    let Command::Exec(e) = inv.command else {
-        panic!()
-    };
+    let Command::Exec(e) = inv.command else { panic!() };
     assert_eq!(e.process, Some(PathBuf::from("/tmp/runc-process1")));
     assert!(e.detach);
     assert_eq!(e.pid_file, Some(PathBuf::from("/b/x.pid")));
@@ -144,18 +121,13 @@ fn delete_kill_and_exec_flags() {
          --preserve-fds 2 --process-label l --apparmor p {ID} ls -la /"
     )))
     .unwrap();
-    let Command::Exec(e) = inv.command else {
-        panic!()
-    };
+    let Command::Exec(e) = inv.command else { panic!() };
     assert!(e.tty && e.no_new_privs);
     assert_eq!(e.env, vec!["A=1", "B=2"]);
     assert_eq!(e.user.as_deref(), Some("1000:1000"));
     assert_eq!(e.cap, vec!["CAP_SYS_ADMIN"]);
     assert_eq!(e.preserve_fds, Some(2));
-    assert_eq!(
-        e.command,
-        vec![OsString::from("ls"), "-la".into(), "/".into()]
-    );
+    assert_eq!(e.command, vec![OsString::from("ls"), "-la".into(), "/".into()]);
 }
 
 #[test]
@@ -169,12 +141,7 @@ fn global_flags_in_every_spelling() {
     assert_eq!(inv.global.log, Some(PathBuf::from("/l")));
     assert_eq!(inv.global.log_format, LogFormat::Text);
     assert_eq!(inv.global.rootless, Some(OsString::from("false")));
-    assert_eq!(
-        inv.command,
-        Command::Forward {
-            name: Some("state".into())
-        }
-    );
+    assert_eq!(inv.command, Command::Forward { name: Some("state".into()) });
     assert_eq!(
         inv.global.state_flags(),
         vec![
@@ -195,30 +162,22 @@ fn create_and_run_flags_in_every_spelling() {
         "create -b /b --no-pivot --no-new-keyring --preserve-fds 3 --pidfd-socket /s c1",
     ))
     .unwrap();
-    let Command::Create(c) = inv.command else {
-        panic!()
-    };
+    let Command::Create(c) = inv.command else { panic!() };
     assert_eq!(c.bundle, PathBuf::from("/b"));
     assert!(c.no_pivot && c.no_new_keyring);
     assert_eq!(c.preserve_fds, Some(3));
 
     let inv = cli::parse(split("create -bundle=/b -pid-file /p c1")).unwrap();
-    let Command::Create(c) = inv.command else {
-        panic!()
-    };
+    let Command::Create(c) = inv.command else { panic!() };
     assert_eq!(c.bundle, PathBuf::from("/b"));
     assert_eq!(c.pid_file, Some(PathBuf::from("/p")));
 
     let inv = cli::parse(split("create c1")).unwrap();
-    let Command::Create(c) = inv.command else {
-        panic!()
-    };
+    let Command::Create(c) = inv.command else { panic!() };
     assert_eq!(c.bundle, PathBuf::from("."));
 
     let inv = cli::parse(split("run -d --keep --no-subreaper -b /b c2")).unwrap();
-    let Command::Run(r) = inv.command else {
-        panic!()
-    };
+    let Command::Run(r) = inv.command else { panic!() };
     assert!(r.detach && r.keep && r.no_subreaper);
     assert_eq!(r.id, "c2");
 }
@@ -246,11 +205,7 @@ fn forwarded_commands_are_never_judged_here() {
     ] {
         let args = split(line);
         let inv = cli::parse(args.clone()).unwrap_or_else(|e| panic!("{line}: {e}"));
-        assert!(
-            matches!(inv.command, Command::Forward { .. }),
-            "{line}: {:?}",
-            inv.command
-        );
+        assert!(matches!(inv.command, Command::Forward { .. }), "{line}: {:?}", inv.command);
         assert_eq!(inv.args, args);
     }
     let inv = cli::parse(split("--version")).unwrap();
@@ -267,12 +222,7 @@ fn unknown_flags_are_refused_for_create_and_passed_on_for_the_others() {
     assert!(err.to_string().contains("<ID>"), "{err}");
 
     let inv = cli::parse(split("delete --frobnicate c")).unwrap();
-    assert_eq!(
-        inv.command,
-        Command::Forward {
-            name: Some("delete".into())
-        }
-    );
+    assert_eq!(inv.command, Command::Forward { name: Some("delete".into()) });
     assert!(inv.note.as_deref().unwrap().contains("--frobnicate"));
 
     let err = cli::parse(split("--log-format yaml state c")).unwrap_err();

@@ -17,16 +17,10 @@ impl Env {
     fn new(slots: u32) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let n = slots * RANGE_SIZE;
-        fs::write(
-            dir.path().join("subuid"),
-            format!("alice:100000:65536\nsysvisor:1000000:{n}\n"),
-        )
-        .unwrap();
-        fs::write(
-            dir.path().join("subgid"),
-            format!("sysvisor:2000000:{n}\nbob:5000:10\n"),
-        )
-        .unwrap();
+        fs::write(dir.path().join("subuid"), format!("alice:100000:65536\nsysvisor:1000000:{n}\n"))
+            .unwrap();
+        fs::write(dir.path().join("subgid"), format!("sysvisor:2000000:{n}\nbob:5000:10\n"))
+            .unwrap();
         Env { dir }
     }
 
@@ -71,22 +65,8 @@ fn disjoint_aligned_and_from_the_pool() {
     }
     assert_disjoint(&got);
     // The lowest slot goes first; slot i pairs the i-th uid slice with the i-th gid slice.
-    assert_eq!(
-        got[0].1,
-        IdRange {
-            uid_base: 1_048_576,
-            gid_base: 2_031_616,
-            count: 65536
-        }
-    );
-    assert_eq!(
-        got[1].1,
-        IdRange {
-            uid_base: 1_114_112,
-            gid_base: 2_097_152,
-            count: 65536
-        }
-    );
+    assert_eq!(got[0].1, IdRange { uid_base: 1_048_576, gid_base: 2_031_616, count: 65536 });
+    assert_eq!(got[1].1, IdRange { uid_base: 1_114_112, gid_base: 2_097_152, count: 65536 });
     assert_eq!(a.ranges().unwrap(), {
         let mut g = got.clone();
         g.sort();
@@ -129,16 +109,10 @@ fn exhaustion_is_a_clear_error_and_reclaim_frees_removed_containers() {
     let ra = a.allocate("a", &ba).unwrap();
     a.allocate("b", &env.bundle("b")).unwrap();
     let err = a.allocate("c", &env.bundle("c")).unwrap_err();
-    assert!(
-        matches!(err, IdRangeError::Exhausted { ranges: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, IdRangeError::Exhausted { ranges: 2, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("all 2 ranges"), "{msg}");
-    assert!(
-        msg.contains("sysvisor") && msg.contains("subuid") && msg.contains("COUNT"),
-        "{msg}"
-    );
+    assert!(msg.contains("sysvisor") && msg.contains("subuid") && msg.contains("COUNT"), "{msg}");
     // Nothing to reclaim while the bundles exist.
     assert_eq!(a.reclaim().unwrap(), Vec::<String>::new());
     // "a" is gone for good: allocate reclaims it before giving up.
@@ -200,7 +174,8 @@ fn relative_rootfs_in_the_bundle_is_an_anchor() {
 fn missing_entry_says_to_run_the_install() {
     let env = Env::new(1);
     fs::write(env.path("subgid"), "bob:5000:10\n").unwrap();
-    let err = Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
+    let err =
+        Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
     assert!(matches!(err, IdRangeError::MissingEntry { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -208,7 +183,8 @@ fn missing_entry_says_to_run_the_install() {
         "{msg}"
     );
     fs::remove_file(env.path("subuid")).unwrap();
-    let err = Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
+    let err =
+        Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
     assert!(matches!(err, IdRangeError::MissingEntry { .. }), "{err:?}");
 }
 
@@ -216,7 +192,8 @@ fn missing_entry_says_to_run_the_install() {
 fn too_small_pool() {
     let env = Env::new(1);
     fs::write(env.path("subuid"), "sysvisor:1000000:65536\n").unwrap(); // unaligned: no whole slice
-    let err = Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
+    let err =
+        Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).unwrap_err();
     assert!(matches!(err, IdRangeError::PoolTooSmall { .. }), "{err:?}");
 }
 
@@ -230,17 +207,12 @@ fn corrupt_state_is_an_error_never_reset() {
     for bad in ["", "{", "[]", r#"{"version":99,"ranges":{}}"#] {
         fs::write(&state, bad).unwrap();
         let err = a.allocate("b", &env.bundle("b")).unwrap_err();
-        assert!(
-            matches!(err, IdRangeError::CorruptState { .. }),
-            "{bad:?}: {err:?}"
-        );
+        assert!(matches!(err, IdRangeError::CorruptState { .. }), "{bad:?}: {err:?}");
         assert!(err.to_string().contains("twice"), "{err}");
-        assert_eq!(
-            fs::read_to_string(&state).unwrap(),
-            bad,
-            "the state must stay as it was"
+        assert_eq!(fs::read_to_string(&state).unwrap(), bad, "the state must stay as it was");
+        assert!(
+            Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).is_err()
         );
-        assert!(Allocator::open(&env.path("state"), &env.path("subuid"), &env.path("subgid")).is_err());
     }
     // Two records overlapping: corrupt too.
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
@@ -331,12 +303,7 @@ fn processes_get_disjoint_ranges() {
     let children: Vec<_> = (0..6)
         .map(|p| {
             Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_allocator_process",
-                    "--test-threads=1",
-                    "--quiet",
-                ])
+                .args(["--exact", "child_allocator_process", "--test-threads=1", "--quiet"])
                 .env("SYSVISOR_IDRANGE_CHILD_DIR", env.dir.path())
                 .env("SYSVISOR_IDRANGE_CHILD_TAG", p.to_string())
                 .stdout(std::process::Stdio::null())

@@ -12,11 +12,7 @@ use sysvisor_runc::lifecycle::{self, Host, HostError, Ids, LifecycleError};
 use sysvisor_runc::runc::RuncState;
 use sysvisor_runc::spec;
 
-const IDS: Ids = Ids {
-    uid_base: 165536,
-    gid_base: 165536,
-    count: 65536,
-};
+const IDS: Ids = Ids { uid_base: 165536, gid_base: 165536, count: 65536 };
 
 #[derive(Default)]
 struct Fake {
@@ -37,10 +33,7 @@ struct Fake {
 
 impl Fake {
     fn new() -> Fake {
-        Fake {
-            pid: 4242,
-            ..Fake::default()
-        }
+        Fake { pid: 4242, ..Fake::default() }
     }
     fn log(&self, s: impl Into<String>) {
         self.calls.borrow_mut().push(s.into());
@@ -49,10 +42,7 @@ impl Fake {
         self.calls.borrow().clone()
     }
     fn names(&self) -> Vec<String> {
-        self.calls()
-            .iter()
-            .map(|c| c.split(' ').next().unwrap().to_string())
-            .collect()
+        self.calls().iter().map(|c| c.split(' ').next().unwrap().to_string()).collect()
     }
 }
 
@@ -105,10 +95,7 @@ impl Host for Fake {
         if self.binds_unsupported {
             return Ok(None);
         }
-        Ok(Some(PathBuf::from(format!(
-            "/run/sysvisor/rootfs/{id}/bind{}",
-            source.display()
-        ))))
+        Ok(Some(PathBuf::from(format!("/run/sysvisor/rootfs/{id}/bind{}", source.display()))))
     }
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         self.log(format!("unshift {id}"));
@@ -134,10 +121,7 @@ impl Host for Fake {
     }
     fn runc(&self, args: &[OsString]) -> Result<i32, HostError> {
         let first = !self.calls().iter().any(|c| c.starts_with("runc"));
-        let line: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let line: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         self.log(format!("runc {}", line.join(" ")));
         let code = if first { self.runc_code } else { 0 };
         if code == 0 {
@@ -171,9 +155,7 @@ struct Bundle {
 impl Bundle {
     fn new(fixture: &str) -> Bundle {
         let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(fixture);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
         let original = std::fs::read_to_string(src).unwrap();
         std::fs::write(dir.path().join("config.json"), &original).unwrap();
         Bundle { dir, original }
@@ -208,9 +190,7 @@ impl Bundle {
 
 fn create(host: &Fake, bundle: &Bundle) -> Result<i32, LifecycleError> {
     let inv = bundle.create_line();
-    let Command::Create(args) = &inv.command else {
-        panic!()
-    };
+    let Command::Create(args) = &inv.command else { panic!() };
     lifecycle::create(host, &inv, args)
 }
 
@@ -232,11 +212,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
     ));
     // runc gets the shim's arguments unchanged.
-    assert!(
-        calls[8].starts_with("runc --root /run/r --log "),
-        "{}",
-        calls[8]
-    );
+    assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
     assert!(calls[8].ends_with("init.pid c1"));
 
     let registered = host.registered.borrow()[0].clone();
@@ -266,10 +242,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         .as_str()
         .unwrap()
         .starts_with("/run/sysvisor/rootfs/c1/bind/var/lib/docker/containers/"));
-    assert_eq!(
-        source_of("/proc/meminfo"),
-        "/var/lib/sysvisor-fs/proc/meminfo"
-    );
+    assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs/proc/meminfo");
     assert_eq!(
         std::fs::read_to_string(bundle.path().join(spec::ORIGINAL_FILE)).unwrap(),
         bundle.original
@@ -279,10 +252,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
 #[test]
 fn unshiftable_bind_sources_are_bound_as_they_are() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        binds_unsupported: true,
-        ..Fake::new()
-    };
+    let host = Fake { binds_unsupported: true, ..Fake::new() };
     create(&host, &bundle).unwrap();
     let config = bundle.config_json();
     let data = config["mounts"]
@@ -304,10 +274,7 @@ fn a_malformed_config_is_refused_before_anything_happens() {
     let err = create(&host, &bundle).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!(
-            "malformed OCI config {}/config.json: ",
-            bundle.path().display()
-        )),
+        msg.starts_with(&format!("malformed OCI config {}/config.json: ", bundle.path().display())),
         "{msg}"
     );
     assert!(msg.contains("EOF while parsing"), "{msg}");
@@ -329,14 +296,10 @@ fn host_network_is_refused_before_the_daemon_or_the_allocator() {
 #[test]
 fn no_daemon_no_container_and_nothing_allocated() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        daemon_down: true,
-        ..Fake::new()
-    };
+    let host = Fake { daemon_down: true, ..Fake::new() };
     let err = create(&host, &bundle).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("sysvisor-fs daemon not reachable at /run/sysvisor/fs.sock"),
+        err.to_string().starts_with("sysvisor-fs daemon not reachable at /run/sysvisor/fs.sock"),
         "{err}"
     );
     assert_eq!(host.names(), ["ping"]);
@@ -346,10 +309,7 @@ fn no_daemon_no_container_and_nothing_allocated() {
 #[test]
 fn an_exhausted_pool_leaves_nothing_behind() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        allocate_fails: true,
-        ..Fake::new()
-    };
+    let host = Fake { allocate_fails: true, ..Fake::new() };
     let err = create(&host, &bundle).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -362,34 +322,21 @@ fn an_exhausted_pool_leaves_nothing_behind() {
 #[test]
 fn a_failed_shift_is_undone_and_runc_never_runs() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        shift_fails: true,
-        ..Fake::new()
-    };
+    let host = Fake { shift_fails: true, ..Fake::new() };
     let err = create(&host, &bundle).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("cannot shift the rootfs /var/lib/docker/overlay2/"),
+        err.to_string().starts_with("cannot shift the rootfs /var/lib/docker/overlay2/"),
         "{err}"
     );
-    assert!(
-        err.to_string().ends_with("kernel lacks idmapped mounts"),
-        "{err}"
-    );
-    assert_eq!(
-        host.names(),
-        ["ping", "reclaim", "allocate", "shift", "unshift"]
-    );
+    assert!(err.to_string().ends_with("kernel lacks idmapped mounts"), "{err}");
+    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "shift", "unshift"]);
     assert!(bundle.untouched());
 }
 
 #[test]
 fn a_failed_runc_create_is_undone_and_its_code_returned() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        runc_code: 1,
-        ..Fake::new()
-    };
+    let host = Fake { runc_code: 1, ..Fake::new() };
     assert_eq!(create(&host, &bundle).unwrap(), 1);
     let names = host.names();
     assert_eq!(&names[names.len() - 2..], ["runc", "unshift"]);
@@ -400,10 +347,7 @@ fn a_failed_runc_create_is_undone_and_its_code_returned() {
 #[test]
 fn a_failed_registration_removes_the_created_container() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake {
-        register_fails: true,
-        ..Fake::new()
-    };
+    let host = Fake { register_fails: true, ..Fake::new() };
     let err = create(&host, &bundle).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -413,12 +357,7 @@ fn a_failed_registration_removes_the_created_container() {
     let tail: Vec<_> = calls[calls.len() - 4..].to_vec();
     assert_eq!(
         tail,
-        [
-            "register c1",
-            "runc --root /run/r delete --force c1",
-            "unregister c1",
-            "unshift c1"
-        ]
+        ["register c1", "runc --root /run/r delete --force c1", "unregister c1", "unshift c1"]
     );
     assert!(bundle.untouched());
 }
@@ -437,19 +376,12 @@ fn a_second_create_starts_from_the_original() {
 }
 
 fn state_of(bundle: &Bundle) -> Option<RuncState> {
-    Some(RuncState {
-        id: "c1".into(),
-        pid: 4242,
-        status: "stopped".into(),
-        bundle: bundle.path(),
-    })
+    Some(RuncState { id: "c1".into(), pid: 4242, status: "stopped".into(), bundle: bundle.path() })
 }
 
 fn delete(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
     let inv = cli::parse(line.split(' ')).unwrap();
-    let Command::Delete(args) = &inv.command else {
-        panic!()
-    };
+    let Command::Delete(args) = &inv.command else { panic!() };
     lifecycle::delete(host, &inv, args)
 }
 
@@ -457,10 +389,7 @@ fn delete(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
 fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
     let bundle = Bundle::new("docker-run.json");
     create(&Fake::new(), &bundle).unwrap();
-    let host = Fake {
-        state: state_of(&bundle),
-        ..Fake::new()
-    };
+    let host = Fake { state: state_of(&bundle), ..Fake::new() };
     assert_eq!(delete(&host, "--root /run/r delete c1").unwrap(), 0);
     assert_eq!(
         host.calls(),
@@ -479,11 +408,7 @@ fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
 fn delete_refused_by_runc_keeps_everything() {
     let bundle = Bundle::new("docker-run.json");
     create(&Fake::new(), &bundle).unwrap();
-    let host = Fake {
-        state: state_of(&bundle),
-        runc_code: 1,
-        ..Fake::new()
-    };
+    let host = Fake { state: state_of(&bundle), runc_code: 1, ..Fake::new() };
     assert_eq!(delete(&host, "delete c1").unwrap(), 1);
     assert_eq!(host.names(), ["state", "runc"]);
     assert!(bundle.has_original());
@@ -492,11 +417,7 @@ fn delete_refused_by_runc_keeps_everything() {
 #[test]
 fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
     // Docker's second `delete --force` after `delete`, or a create that died half-way.
-    let host = Fake {
-        state: None,
-        runc_code: 1,
-        ..Fake::new()
-    };
+    let host = Fake { state: None, runc_code: 1, ..Fake::new() };
     assert_eq!(delete(&host, "delete --force c1").unwrap(), 1);
     assert_eq!(
         host.calls(),
@@ -512,9 +433,7 @@ fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
 
 fn kill(host: &Fake, line: &str) -> Vec<String> {
     let inv = cli::parse(line.split(' ')).unwrap();
-    let Command::Kill(args) = &inv.command else {
-        panic!()
-    };
+    let Command::Kill(args) = &inv.command else { panic!() };
     lifecycle::kill_args(host, &inv, args)
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -527,49 +446,29 @@ fn sigterm_to_systemd_becomes_sigrtmin_plus_3() {
     let mut config: Value = serde_json::from_str(&bundle.original).unwrap();
     config["process"]["args"] = serde_json::json!(["/lib/systemd/systemd", "--log-level=info"]);
     std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
-    let host = Fake {
-        state: state_of(&bundle),
-        ..Fake::new()
-    };
+    let host = Fake { state: state_of(&bundle), ..Fake::new() };
     let rtmin3 = (libc::SIGRTMIN() + 3).to_string();
     assert_eq!(rtmin3, "37");
-    assert_eq!(
-        kill(&host, "--root /r kill c1 15"),
-        ["--root", "/r", "kill", "c1", "37"]
-    );
+    assert_eq!(kill(&host, "--root /r kill c1 15"), ["--root", "/r", "kill", "c1", "37"]);
     assert_eq!(kill(&host, "kill c1 SIGTERM"), ["kill", "c1", "37"]);
     assert_eq!(kill(&host, "kill c1"), ["kill", "c1", "37"]);
     assert_eq!(kill(&host, "kill c1 9"), ["kill", "c1", "9"]);
-    assert_eq!(
-        kill(&host, "kill --all c1 15"),
-        ["kill", "--all", "c1", "15"]
-    );
+    assert_eq!(kill(&host, "kill --all c1 15"), ["kill", "--all", "c1", "15"]);
 }
 
 #[test]
 fn sigterm_to_anything_else_stays() {
     let bundle = Bundle::new("docker-init.json"); // /sbin/docker-init
-    let host = Fake {
-        state: state_of(&bundle),
-        ..Fake::new()
-    };
+    let host = Fake { state: state_of(&bundle), ..Fake::new() };
     assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
-    let host = Fake {
-        state: None,
-        ..Fake::new()
-    };
+    let host = Fake { state: None, ..Fake::new() };
     assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
 }
 
 fn run(host: &Fake, bundle: &Bundle, flags: &str) -> Result<i32, LifecycleError> {
-    let line = format!(
-        "--root /run/r run {flags} --bundle {} c1",
-        bundle.path().display()
-    );
+    let line = format!("--root /run/r run {flags} --bundle {} c1", bundle.path().display());
     let inv = cli::parse(line.split(' ').filter(|s| !s.is_empty())).unwrap();
-    let Command::Run(args) = &inv.command else {
-        panic!()
-    };
+    let Command::Run(args) = &inv.command else { panic!() };
     lifecycle::run(host, &inv, args)
 }
 
@@ -580,13 +479,7 @@ fn run_in_the_foreground_cleans_up_after() {
     assert_eq!(run(&host, &bundle, "").unwrap(), 0);
     let calls = host.calls();
     let runc = calls.iter().find(|c| c.starts_with("runc")).unwrap();
-    assert_eq!(
-        *runc,
-        format!(
-            "runc --root /run/r run --bundle {} c1",
-            bundle.path().display()
-        )
-    );
+    assert_eq!(*runc, format!("runc --root /run/r run --bundle {} c1", bundle.path().display()));
     let names = host.names();
     assert_eq!(&names[names.len() - 3..], ["runc", "unregister", "unshift"]);
     assert!(bundle.untouched());
@@ -610,10 +503,7 @@ fn run_registers_through_a_create_runtime_hook_and_detached_stays() {
         })
     );
     // Docker's own hooks stay.
-    assert_eq!(
-        config["hooks"]["prestart"][0]["args"][0],
-        "libnetwork-setkey"
-    );
+    assert_eq!(config["hooks"]["prestart"][0]["args"][0], "libnetwork-setkey");
     // A plain create has no such hook.
     let bundle = Bundle::new("docker-run.json");
     create(&Fake::new(), &bundle).unwrap();
@@ -630,13 +520,7 @@ fn the_hook_registers_from_the_state_runc_passes() {
     lifecycle::hook_register(&host, state.to_string().as_bytes()).unwrap();
     let c = host.registered.borrow()[0].clone();
     assert_eq!(
-        (
-            c.id.as_str(),
-            c.init_pid,
-            c.uid_base,
-            c.gid_base,
-            c.id_count
-        ),
+        (c.id.as_str(), c.init_pid, c.uid_base, c.gid_base, c.id_count),
         ("c9", 31337, 231072, 296608, 65536)
     );
 
@@ -644,8 +528,7 @@ fn the_hook_registers_from_the_state_runc_passes() {
     assert!(err.to_string().contains("io.sysvisor.uid-base"), "{err}");
     let err = lifecycle::hook_register(&host, b"nonsense").unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with("sysvisor-runc registration hook: unreadable hook state"),
+        err.to_string().starts_with("sysvisor-runc registration hook: unreadable hook state"),
         "{err}"
     );
 }
@@ -659,13 +542,7 @@ fn exec_process_gets_the_system_containers_capabilities() {
     lifecycle::rewrite_exec_process(&path, &["CAP_SYS_ADMIN".into(), "CAP_NET_ADMIN".into()])
         .unwrap();
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for set in [
-        "bounding",
-        "effective",
-        "permitted",
-        "inheritable",
-        "ambient",
-    ] {
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
         let mut caps: Vec<_> = v["capabilities"][set]
             .as_array()
             .unwrap()

@@ -58,11 +58,7 @@ fn mounts() -> Vec<MountLine> {
 }
 
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    mounts()
-        .into_iter()
-        .filter(|m| m.mount_point.starts_with(dir))
-        .map(|m| m.mount_point)
-        .collect()
+    mounts().into_iter().filter(|m| m.mount_point.starts_with(dir)).map(|m| m.mount_point).collect()
 }
 
 /// The last-listed mount at `path` (the top of the stack for the mounts these tests make).
@@ -71,12 +67,7 @@ fn top_at(path: &Path) -> Option<MountLine> {
 }
 
 fn umount(path: &Path) -> bool {
-    Command::new("umount")
-        .arg("-l")
-        .arg(path)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    Command::new("umount").arg("-l").arg(path).status().map(|s| s.success()).unwrap_or(false)
 }
 
 // ---------- the test environment ----------
@@ -91,20 +82,12 @@ struct Env {
 
 impl Env {
     fn new(id: &str) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("sysvisor-rootfs-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("sysvisor-rootfs-").tempdir().unwrap();
         // Searchable by the container's root, as /run and /var/lib are.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
         let root = dir.path().to_path_buf();
         let rootfs = Rootfs::with_dirs(&root.join("run"), &root.join("lib"));
-        Env {
-            dir: Some(dir),
-            root,
-            rootfs,
-            id: id.to_string(),
-        }
+        Env { dir: Some(dir), root, rootfs, id: id.to_string() }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -185,16 +168,10 @@ impl Drop for Env {
 /// (uid and gid), with no supplementary groups; returns (success, stdout+stderr).
 fn in_userns(range: &IdRange, script: &str) -> (bool, String) {
     let sh = CString::new("/bin/sh").unwrap();
-    let argv_c = [
-        CString::new("sh").unwrap(),
-        CString::new("-c").unwrap(),
-        CString::new(script).unwrap(),
-    ];
-    let argv: Vec<*const libc::c_char> = argv_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv_c =
+        [CString::new("sh").unwrap(), CString::new("-c").unwrap(), CString::new(script).unwrap()];
+    let argv: Vec<*const libc::c_char> =
+        argv_c.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let (ready_r, ready_w) = pipe();
     let (go_r, go_w) = pipe();
     let (out_r, out_w) = pipe();
@@ -205,11 +182,7 @@ fn in_userns(range: &IdRange, script: &str) -> (bool, String) {
         // SAFETY: raw syscalls on inherited descriptors and pointers prepared before the
         // fork; the child ends in execv or _exit.
         unsafe {
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                1
-            } else {
-                0
-            };
+            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { 1 } else { 0 };
             libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
             let mut b = 0u8;
             if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
@@ -233,16 +206,10 @@ fn in_userns(range: &IdRange, script: &str) -> (bool, String) {
     let mut b = [0u8; 1];
     fs::File::from(ready_r).read_exact(&mut b).unwrap();
     assert_eq!(b[0], 1, "unshare(CLONE_NEWUSER) failed");
-    fs::write(
-        format!("/proc/{pid}/uid_map"),
-        format!("0 {} {}\n", range.uid_base, range.count),
-    )
-    .unwrap();
-    fs::write(
-        format!("/proc/{pid}/gid_map"),
-        format!("0 {} {}\n", range.gid_base, range.count),
-    )
-    .unwrap();
+    fs::write(format!("/proc/{pid}/uid_map"), format!("0 {} {}\n", range.uid_base, range.count))
+        .unwrap();
+    fs::write(format!("/proc/{pid}/gid_map"), format!("0 {} {}\n", range.gid_base, range.count))
+        .unwrap();
     let mut go = fs::File::from(go_w);
     std::io::Write::write_all(&mut go, b"g").unwrap();
     drop(go);
@@ -269,10 +236,7 @@ fn owner(p: &Path) -> (u32, u32) {
 
 fn expect_userns(range: &IdRange, script: &str, expected: &str) {
     let (ok, out) = in_userns(range, &format!("set -e\n{script}"));
-    assert!(
-        ok,
-        "script failed in the user namespace:\n{script}\n--- output:\n{out}"
-    );
+    assert!(ok, "script failed in the user namespace:\n{script}\n--- output:\n{out}");
     assert_eq!(out.trim(), expected.trim(), "script:\n{script}");
 }
 
@@ -295,8 +259,7 @@ fn shift_write_unshift_restart_forget() {
         let top = top_at(at).unwrap();
         assert_eq!(top.fstype, "overlay");
         assert!(
-            top.super_opts
-                .contains(&format!("upperdir={}", env.upper().display())),
+            top.super_opts.contains(&format!("upperdir={}", env.upper().display())),
             "{}",
             top.super_opts
         );
@@ -322,11 +285,7 @@ fn shift_write_unshift_restart_forget() {
     );
     expect_userns(
         &r,
-        &format!(
-            "cat {}/newfile; stat -c %u {}/newfile",
-            shifted.display(),
-            shifted.display()
-        ),
+        &format!("cat {}/newfile; stat -c %u {}/newfile", shifted.display(), shifted.display()),
         "new\n0",
     );
 
@@ -336,9 +295,7 @@ fn shift_write_unshift_restart_forget() {
     assert_eq!(owner(&up.join("newfile")), (r.uid_base, r.gid_base));
     assert_eq!(owner(&up.join("newdir")), (r.uid_base + 1000, r.gid_base + 1000));
     assert_eq!(owner(&up.join("etc/passwd")), (r.uid_base, r.gid_base));
-    assert!(fs::read_to_string(up.join("etc/passwd"))
-        .unwrap()
-        .contains("appended"));
+    assert!(fs::read_to_string(up.join("etc/passwd")).unwrap().contains("appended"));
     let base_passwd = env.p("layers/base/etc/passwd");
     assert_eq!(owner(&base_passwd), (0, 0));
     assert!(!fs::read_to_string(&base_passwd).unwrap().contains("appended"));
@@ -351,13 +308,9 @@ fn shift_write_unshift_restart_forget() {
     // unshift: nothing of ours stays mounted; Docker's overlay is on top again.
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
-    assert!(!mounts()
-        .iter()
-        .any(|m| m.super_opts.contains(&env.upper().display().to_string())));
+    assert!(!mounts().iter().any(|m| m.super_opts.contains(&env.upper().display().to_string())));
     let top = top_at(&merged).unwrap();
-    assert!(top
-        .super_opts
-        .contains(&format!("upperdir={}", env.p("layers/diff").display())));
+    assert!(top.super_opts.contains(&format!("upperdir={}", env.p("layers/diff").display())));
     assert!(!env.p("run/ctr-main").exists());
     assert!(env.upper().join("newfile").exists(), "the upper layer persists");
     env.rootfs.unshift(&env.id).unwrap(); // idempotent
@@ -395,23 +348,12 @@ fn bind_sources_file_and_directory() {
     fs::write(src.join("hosts"), "127.0.0.1 localhost\n").unwrap();
     fs::write(src.join("vol/data"), "data\n").unwrap();
 
-    let file = env
-        .rootfs
-        .shift_bind_source(&env.id, &src.join("hosts"), &r)
-        .unwrap();
-    let dir = env
-        .rootfs
-        .shift_bind_source(&env.id, &src.join("vol"), &r)
-        .unwrap();
+    let file = env.rootfs.shift_bind_source(&env.id, &src.join("hosts"), &r).unwrap();
+    let dir = env.rootfs.shift_bind_source(&env.id, &src.join("vol"), &r).unwrap();
     assert_ne!(file, dir);
     assert!(file.starts_with(env.p("run/ctr-binds/bind")));
     // The same source again: the same clone.
-    assert_eq!(
-        env.rootfs
-            .shift_bind_source(&env.id, &src.join("hosts"), &r)
-            .unwrap(),
-        file
-    );
+    assert_eq!(env.rootfs.shift_bind_source(&env.id, &src.join("hosts"), &r).unwrap(), file);
     assert_eq!(mounts_under(&env.p("run/ctr-binds")).len(), 2);
 
     expect_userns(
@@ -427,21 +369,18 @@ fn bind_sources_file_and_directory() {
         "0:0\n0:0\n0:0\n0:0\n0:0",
     );
     // Written through the idmapped clone: on disk as host root, in the real source.
-    assert!(fs::read_to_string(src.join("hosts"))
-        .unwrap()
-        .contains("10.0.0.1 other"));
+    assert!(fs::read_to_string(src.join("hosts")).unwrap().contains("10.0.0.1 other"));
     assert_eq!(owner(&src.join("vol/made")), (0, 0));
     assert_eq!(owner(&src.join("vol/sub/newdir")), (0, 0));
 
     // A filesystem without idmapped mounts: a clear error, nothing left behind.
-    let err = env
-        .rootfs
-        .shift_bind_source(&env.id, Path::new("/proc/sys/kernel"), &r)
-        .unwrap_err();
+    let err = env.rootfs.shift_bind_source(&env.id, Path::new("/proc/sys/kernel"), &r).unwrap_err();
     assert!(matches!(err, RootfsError::Unsupported(_)), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.contains("kernel lacks idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP: EINVAL) on proc"),
+        msg.contains(
+            "kernel lacks idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP: EINVAL) on proc"
+        ),
         "{msg}"
     );
     assert_eq!(mounts_under(&env.p("run/ctr-binds")).len(), 2);
@@ -461,10 +400,7 @@ fn unshift_after_a_crash_and_repeated_shift() {
     let r = range(3);
     let merged = env.docker_overlay();
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
-    let bind = env
-        .rootfs
-        .shift_bind_source(&env.id, &env.p("layers/base/etc/passwd"), &r)
-        .unwrap();
+    let bind = env.rootfs.shift_bind_source(&env.id, &env.p("layers/base/etc/passwd"), &r).unwrap();
 
     // A repeated create: the rootfs is shifted afresh, one overlay of ours on the stack,
     // the bind clone stays.
@@ -472,7 +408,9 @@ fn unshift_after_a_crash_and_repeated_shift() {
     let ours = |at: &Path| {
         mounts()
             .iter()
-            .filter(|m| m.mount_point == at && m.super_opts.contains(&env.upper().display().to_string()))
+            .filter(|m| {
+                m.mount_point == at && m.super_opts.contains(&env.upper().display().to_string())
+            })
             .count()
     };
     assert_eq!(ours(&merged), 1);
@@ -548,10 +486,7 @@ fn bad_inputs() {
         env.rootfs.shift("../x", &env.root, &r),
         Err(RootfsError::InvalidContainerId(_))
     ));
-    assert!(matches!(
-        env.rootfs.unshift("a/b"),
-        Err(RootfsError::InvalidContainerId(_))
-    ));
+    assert!(matches!(env.rootfs.unshift("a/b"), Err(RootfsError::InvalidContainerId(_))));
     let err = env.rootfs.shift(&env.id, &env.p("missing"), &r).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
     fs::write(env.p("file"), "").unwrap();
@@ -565,11 +500,7 @@ fn bad_inputs() {
     fs::set_permissions(env.p("closed"), fs::Permissions::from_mode(0o700)).unwrap();
     let other = Rootfs::with_dirs(&env.p("closed/sysvisor/rootfs"), &env.p("lib"));
     let err = other.shift(&env.id, &env.p("rootfs"), &r).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("closed (mode 700) is not searchable by others"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("closed (mode 700) is not searchable by others"), "{err}");
     assert_eq!(mounts_under(&env.root), Vec::<PathBuf>::new());
 }
 
@@ -609,11 +540,7 @@ fn runc_runs_the_shifted_root() {
     fs::create_dir(env.p("run")).unwrap();
     fs::set_permissions(&env.root, fs::Permissions::from_mode(0o700)).unwrap();
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
-    assert_eq!(
-        fs::metadata(&env.root).unwrap().mode() & 0o777,
-        0o701,
-        "o+x added, nothing else"
-    );
+    assert_eq!(fs::metadata(&env.root).unwrap().mode() & 0o777, 0o701, "o+x added, nothing else");
 
     let bundle = env.p("bundle");
     fs::create_dir_all(&bundle).unwrap();
@@ -649,10 +576,7 @@ fn runc_runs_the_shifted_root() {
     // Docker's path: runc resolves it as the container's root and is refused.
     let out = run(&merged, "sysvisor-test-orig");
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{out:?}");
     // shifted_root: works; files are root's inside, the new one is the range's outside.
     let out = run(&env.rootfs.shifted_root(&env.id), "sysvisor-test-shifted");
     assert!(out.status.success(), "{out:?}");
@@ -674,20 +598,13 @@ fn under_a_shared_mount_like_dockers_data_root() {
     let layers = env.p("layers");
     fs::create_dir_all(&layers).unwrap();
     let sh = |args: &[&str]| Command::new("mount").args(args).status().unwrap().success();
-    assert!(sh(&[
-        "--bind",
-        layers.to_str().unwrap(),
-        layers.to_str().unwrap()
-    ]));
+    assert!(sh(&["--bind", layers.to_str().unwrap(), layers.to_str().unwrap()]));
     assert!(sh(&["--make-rshared", layers.to_str().unwrap()]));
     let merged = env.docker_overlay();
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
     expect_userns(
         &r,
-        &format!(
-            "stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x",
-            m = merged.display()
-        ),
+        &format!("stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x", m = merged.display()),
         "0\n0",
     );
     env.rootfs.unshift(&env.id).unwrap();

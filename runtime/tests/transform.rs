@@ -18,9 +18,7 @@ const GID_BASE: u32 = 296608;
 const MOUNTPOINT: &str = "/var/lib/sysvisor-fs";
 
 fn fixture_text(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -30,11 +28,7 @@ fn fixture(name: &str) -> Spec {
 
 /// The bounding set of these machines: everything but CAP_SYS_RESOURCE.
 fn host_caps() -> Vec<String> {
-    caps::ALL
-        .iter()
-        .filter(|c| **c != "CAP_SYS_RESOURCE")
-        .map(|c| c.to_string())
-        .collect()
+    caps::ALL.iter().filter(|c| **c != "CAP_SYS_RESOURCE").map(|c| c.to_string()).collect()
 }
 
 fn inputs() -> TransformInputs {
@@ -59,11 +53,7 @@ fn json_of(spec: &Spec) -> Value {
 }
 
 fn cap_set(v: &Value) -> HashSet<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect()
+    v.as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -90,10 +80,7 @@ fn fixtures_survive_a_round_trip_through_oci_spec() {
 
 /// Capabilities are sets in oci-spec: their order is not kept.
 fn sort_capabilities(v: &mut Value) {
-    if let Some(caps) = v
-        .pointer_mut("/process/capabilities")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(caps) = v.pointer_mut("/process/capabilities").and_then(Value::as_object_mut) {
         for set in caps.values_mut() {
             set.as_array_mut().unwrap().sort_by_key(|c| c.to_string());
         }
@@ -115,11 +102,7 @@ fn docker_run_gets_a_user_namespace_with_its_range_and_a_cgroup_namespace() {
         LinuxNamespaceType::User,
         LinuxNamespaceType::Cgroup,
     ] {
-        assert_eq!(
-            types.iter().filter(|t| **t == typ).count(),
-            1,
-            "{typ:?} in {types:?}"
-        );
+        assert_eq!(types.iter().filter(|t| **t == typ).count(), 1, "{typ:?} in {types:?}");
     }
     assert!(namespaces.iter().all(|ns| ns.path().is_none()));
 
@@ -132,14 +115,8 @@ fn docker_run_gets_a_user_namespace_with_its_range_and_a_cgroup_namespace() {
         v["linux"]["gidMappings"],
         json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
     );
-    assert_eq!(
-        v["annotations"]["io.sysvisor.uid-base"],
-        UID_BASE.to_string()
-    );
-    assert_eq!(
-        v["annotations"]["io.sysvisor.gid-base"],
-        GID_BASE.to_string()
-    );
+    assert_eq!(v["annotations"]["io.sysvisor.uid-base"], UID_BASE.to_string());
+    assert_eq!(v["annotations"]["io.sysvisor.gid-base"], GID_BASE.to_string());
     assert_eq!(v["annotations"]["io.sysvisor.id-count"], "65536");
     assert!(transform::is_transformed(&out));
 }
@@ -167,10 +144,7 @@ fn docker_run_gets_the_views_after_proc_and_sys_and_keeps_its_own_mounts() {
 
     // The views: read-only binds from the daemon's mountpoint, right after /sys (the last
     // of /proc and /sys), so before /sys/fs/cgroup and the bind mounts.
-    let dests: Vec<&str> = after
-        .iter()
-        .map(|m| m["destination"].as_str().unwrap())
-        .collect();
+    let dests: Vec<&str> = after.iter().map(|m| m["destination"].as_str().unwrap()).collect();
     let sys = dests.iter().position(|d| *d == "/sys").unwrap();
     let proc = dests.iter().position(|d| *d == "/proc").unwrap();
     for (i, view) in VIEWS.iter().enumerate() {
@@ -194,18 +168,8 @@ fn root_gets_every_capability_the_host_has() {
     let v = json_of(&transformed("docker-run.json"));
     let expected: HashSet<String> = host_caps().into_iter().collect();
     assert_eq!(expected.len(), 40);
-    for set in [
-        "bounding",
-        "effective",
-        "permitted",
-        "inheritable",
-        "ambient",
-    ] {
-        assert_eq!(
-            cap_set(&v["process"]["capabilities"][set]),
-            expected,
-            "{set}"
-        );
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(cap_set(&v["process"]["capabilities"][set]), expected, "{set}");
     }
     assert!(!cap_set(&v["process"]["capabilities"]["bounding"]).contains("CAP_SYS_RESOURCE"));
 }
@@ -213,13 +177,7 @@ fn root_gets_every_capability_the_host_has() {
 #[test]
 fn a_non_root_user_keeps_no_capabilities_across_exec() {
     let out = transformed("docker-user1000.json");
-    let caps = out
-        .process()
-        .as_ref()
-        .unwrap()
-        .capabilities()
-        .as_ref()
-        .unwrap();
+    let caps = out.process().as_ref().unwrap().capabilities().as_ref().unwrap();
     assert_eq!(caps.bounding().as_ref().unwrap().len(), 40);
     assert_eq!(caps.permitted().as_ref().unwrap().len(), 40);
     assert!(caps.inheritable().as_ref().unwrap().is_empty());
@@ -234,23 +192,9 @@ fn privileged_asks_only_for_what_the_host_has() {
     assert!(cap_set(&original["process"]["capabilities"]["bounding"]).contains("CAP_SYS_RESOURCE"));
     assert!(original["linux"].get("seccomp").is_none());
     let out = transformed("docker-priv.json");
-    let caps = out
-        .process()
-        .as_ref()
-        .unwrap()
-        .capabilities()
-        .as_ref()
-        .unwrap();
-    assert!(!caps
-        .bounding()
-        .as_ref()
-        .unwrap()
-        .contains(&Capability::SysResource));
-    assert!(caps
-        .bounding()
-        .as_ref()
-        .unwrap()
-        .contains(&Capability::SysAdmin));
+    let caps = out.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+    assert!(!caps.bounding().as_ref().unwrap().contains(&Capability::SysResource));
+    assert!(caps.bounding().as_ref().unwrap().contains(&Capability::SysAdmin));
     // It gets our profile too: module loading stays blocked for a privileged system container.
     assert!(out.linux().as_ref().unwrap().seccomp().is_some());
 }
@@ -258,10 +202,7 @@ fn privileged_asks_only_for_what_the_host_has() {
 #[test]
 fn docker_seccomp_profile_is_replaced() {
     let original = json_of(&fixture("docker-run.json"));
-    assert_eq!(
-        original["linux"]["seccomp"]["defaultAction"],
-        "SCMP_ACT_ERRNO"
-    );
+    assert_eq!(original["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     let out = transformed("docker-run.json");
     let seccomp = out.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
     assert_eq!(seccomp.default_action(), LinuxSeccompAction::ScmpActAllow);
@@ -292,37 +233,22 @@ fn everything_else_is_left_as_docker_wrote_it() {
         for key in ["namespaces", "uidMappings", "gidMappings", "seccomp"] {
             linux.remove(key);
         }
-        linux["sysctl"]
-            .as_object_mut()
-            .unwrap()
-            .remove("net.ipv4.ping_group_range");
+        linux["sysctl"].as_object_mut().unwrap().remove("net.ipv4.ping_group_range");
     }
     // hooks (libnetwork-setkey), sysctls, resources (-m 256m --cpus 1), devices, masked and
     // read-only paths, cgroupsPath, root, hostname, env, user, oomScoreAdj, ...
     assert_eq!(before, after);
     assert_eq!(after["linux"]["resources"]["memory"]["limit"], 268435456);
-    assert_eq!(
-        after["hooks"]["prestart"][0]["args"][0],
-        "libnetwork-setkey"
-    );
+    assert_eq!(after["hooks"]["prestart"][0]["args"][0], "libnetwork-setkey");
 }
 
 #[test]
 fn dockers_ping_group_range_is_cut_to_the_mapped_groups() {
     let before = json_of(&fixture("docker-run.json"));
-    assert_eq!(
-        before["linux"]["sysctl"]["net.ipv4.ping_group_range"],
-        "0 2147483647"
-    );
+    assert_eq!(before["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 2147483647");
     let after = json_of(&transformed("docker-run.json"));
-    assert_eq!(
-        after["linux"]["sysctl"]["net.ipv4.ping_group_range"],
-        "0 65535"
-    );
-    assert_eq!(
-        after["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
-        "0"
-    );
+    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 65535");
+    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"], "0");
 }
 
 #[test]
@@ -336,10 +262,7 @@ fn host_and_shared_namespaces_are_refused() {
 
     // Docker gives --network=host as a path to the host's network namespace.
     let err = validate(&fixture("docker-hostnet.json")).unwrap_err();
-    assert_eq!(
-        err,
-        TransformError::SharedNetwork("/var/run/docker/netns/default".into())
-    );
+    assert_eq!(err, TransformError::SharedNetwork("/var/run/docker/netns/default".into()));
     assert!(err.to_string().contains("--network=host"), "{err}");
 
     let err = validate(&fixture("docker-sharenet.json")).unwrap_err();
@@ -350,11 +273,7 @@ fn host_and_shared_namespaces_are_refused() {
 
     let mut spec = fixture("docker-run.json");
     let linux = spec.linux_mut().as_mut().unwrap();
-    linux
-        .namespaces_mut()
-        .as_mut()
-        .unwrap()
-        .retain(|ns| ns.typ() != LinuxNamespaceType::Network);
+    linux.namespaces_mut().as_mut().unwrap().retain(|ns| ns.typ() != LinuxNamespaceType::Network);
     let err = validate(&spec).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -382,13 +301,8 @@ fn other_docker_flavours_transform() {
     ] {
         let out =
             to_system_container(fixture(name), &inputs()).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let dests: Vec<_> = out
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().clone())
-            .collect();
+        let dests: Vec<_> =
+            out.mounts().as_ref().unwrap().iter().map(|m| m.destination().clone()).collect();
         for view in VIEWS {
             assert!(dests.contains(&Path::new("/").join(view)), "{name}: {view}");
         }
@@ -412,16 +326,9 @@ fn masked_paths_that_would_hide_a_view_are_dropped_and_others_kept() {
     let out = to_system_container(spec, &inputs()).unwrap();
     let linux = out.linux().as_ref().unwrap();
     let masked = linux.masked_paths().as_ref().unwrap();
-    assert!(!masked
-        .iter()
-        .any(|p| p == "/proc/meminfo" || p == "/sys/devices/system/cpu"));
-    for keep in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/sys/firmware",
-        "/proc/uptimes",
-    ] {
+    assert!(!masked.iter().any(|p| p == "/proc/meminfo" || p == "/sys/devices/system/cpu"));
+    for keep in ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware", "/proc/uptimes"]
+    {
         assert!(masked.iter().any(|p| p == keep), "{keep}");
     }
     assert_eq!(*linux.readonly_paths(), readonly_before);
@@ -443,20 +350,13 @@ fn a_users_own_mount_of_a_view_path_wins() {
         .collect();
     assert_eq!(meminfo.len(), 1);
     assert_eq!(meminfo[0]["source"], "/var/lib/lxcfs/proc/meminfo");
-    assert!(out["mounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["destination"] == "/proc/cpuinfo"));
+    assert!(out["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/proc/cpuinfo"));
 }
 
 #[test]
 fn views_need_the_filesystem_they_cover() {
     let mut v = json_of(&fixture("docker-run.json"));
-    v["mounts"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| m["destination"] != "/sys");
+    v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/sys");
     let out = to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap();
     let dests: Vec<_> = out
         .mounts()
@@ -484,12 +384,6 @@ fn a_host_without_capabilities_gives_none() {
     let mut none = inputs();
     none.host_capabilities.clear();
     let out = to_system_container(fixture("docker-run.json"), &none).unwrap();
-    let caps = out
-        .process()
-        .as_ref()
-        .unwrap()
-        .capabilities()
-        .as_ref()
-        .unwrap();
+    let caps = out.process().as_ref().unwrap().capabilities().as_ref().unwrap();
     assert!(caps.bounding().as_ref().unwrap().is_empty());
 }

@@ -38,10 +38,7 @@ impl Output {
     /// Panics unless it failed (exited non-zero).
     #[track_caller]
     pub fn expect_failure(self) -> Output {
-        assert!(
-            self.status.is_some() && !self.success(),
-            "command should have failed: {self}"
-        );
+        assert!(self.status.is_some() && !self.success(), "command should have failed: {self}");
         self
     }
 
@@ -69,11 +66,7 @@ impl fmt::Display for Output {
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     let command = describe(cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -125,12 +118,7 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output
     if status.is_none() {
         stderr.push_str(&format!("\n[killed after {timeout:?}]"));
     }
-    Output {
-        command,
-        status,
-        stdout,
-        stderr,
-    }
+    Output { command, status, stdout, stderr }
 }
 
 fn join_reader(handle: thread::JoinHandle<Vec<u8>>, deadline: Instant) -> String {

@@ -61,12 +61,8 @@ struct Managed {
     subids: Vec<(PathBuf, String)>,
 }
 
-static MANAGED: Mutex<Managed> = Mutex::new(Managed {
-    dockerd: None,
-    fsd: None,
-    bridge: false,
-    subids: Vec::new(),
-});
+static MANAGED: Mutex<Managed> =
+    Mutex::new(Managed { dockerd: None, fsd: None, bridge: false, subids: Vec::new() });
 static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
 static LOCK_FILE: OnceLock<File> = OnceLock::new();
 static NAMES: AtomicUsize = AtomicUsize::new(0);
@@ -77,22 +73,14 @@ impl Engine {
     pub fn get() -> Option<Guard> {
         let engine = Self::instance()?;
         let shared = engine.tests.read().unwrap_or_else(|e| e.into_inner());
-        Some(Guard {
-            engine,
-            _shared: Some(shared),
-            _exclusive: None,
-        })
+        Some(Guard { engine, _shared: Some(shared), _exclusive: None })
     }
 
     /// As [`Engine::get`], but no other test runs while the guard lives.
     pub fn exclusive() -> Option<Guard> {
         let engine = Self::instance()?;
         let exclusive = engine.tests.write().unwrap_or_else(|e| e.into_inner());
-        Some(Guard {
-            engine,
-            _shared: None,
-            _exclusive: Some(exclusive),
-        })
+        Some(Guard { engine, _shared: None, _exclusive: Some(exclusive) })
     }
 
     fn instance() -> Option<&'static Engine> {
@@ -137,10 +125,7 @@ impl Engine {
             // The runtime then fails with its own "no daemon" error, which tests show.
             eprintln!("sysvisor-e2e: warning: no sysvisor-fs daemon: {e}");
         }
-        eprintln!(
-            "sysvisor-e2e: engine ready in {:.1}s",
-            t0.elapsed().as_secs_f64()
-        );
+        eprintln!("sysvisor-e2e: engine ready in {:.1}s", t0.elapsed().as_secs_f64());
         Ok(engine)
     }
 
@@ -188,12 +173,8 @@ impl Engine {
             if out.success() {
                 return Ok(());
             }
-            let exited = MANAGED
-                .lock()
-                .unwrap()
-                .dockerd
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            let exited =
+                MANAGED.lock().unwrap().dockerd.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 return Err(format!(
                     "dockerd exited ({status}) before it was ready:\n{}",
@@ -289,10 +270,7 @@ impl Engine {
         for (k, v) in env {
             script.push_str(&format!("export {k}={}\n", shell_quote(v)));
         }
-        script.push_str(&format!(
-            "exec {}",
-            shell_quote(&self.runtime_bin.to_string_lossy())
-        ));
+        script.push_str(&format!("exec {}", shell_quote(&self.runtime_bin.to_string_lossy())));
         for a in args {
             script.push(' ');
             script.push_str(&shell_quote(a));
@@ -331,9 +309,7 @@ impl Engine {
     /// The docker CLI command, for callers that need more control (stdin, a pty).
     pub fn docker_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.docker_bin);
-        cmd.arg("-H")
-            .arg(format!("unix://{DOCKER_SOCK}"))
-            .args(args);
+        cmd.arg("-H").arg(format!("unix://{DOCKER_SOCK}")).args(args);
         cmd.env_remove("DOCKER_HOST")
             .env_remove("DOCKER_CONTEXT")
             .env("DOCKER_CONFIG", Path::new(RUN_DIR).join("cli"));
@@ -368,11 +344,8 @@ impl Engine {
         }
         fs::copy(busybox, root.join("bin/busybox")).map_err(|e| format!("copy busybox: {e}"))?;
         // `busybox --install -s`, done from outside: one symlink per applet at its usual path.
-        let list = cmd::run(
-            Command::new(busybox).arg("--list-full"),
-            None,
-            Duration::from_secs(10),
-        );
+        let list =
+            cmd::run(Command::new(busybox).arg("--list-full"), None, Duration::from_secs(10));
         if !list.success() {
             return Err(format!("busybox --list-full: {list}"));
         }
@@ -428,9 +401,7 @@ impl Engine {
         let image = self.image().to_string();
         let name = unique_name();
         let label = format!("{LABEL}=1");
-        let mut args = vec![
-            "run", "-d", "--pull", "never", "--label", &label, "--name", &name,
-        ];
+        let mut args = vec!["run", "-d", "--pull", "never", "--label", &label, "--name", &name];
         args.extend_from_slice(options);
         args.push(&image);
         args.extend_from_slice(command);
@@ -446,11 +417,7 @@ impl Engine {
     #[track_caller]
     pub fn start(&self, options: &[&str], command: &[&str]) -> Container<'_> {
         let (container, out) = self.run_detached(options, command);
-        assert!(
-            out.success(),
-            "docker run failed: {out}\n{}",
-            self.diagnostics()
-        );
+        assert!(out.success(), "docker run failed: {out}\n{}", self.diagnostics());
         container
     }
 
@@ -468,9 +435,7 @@ impl Engine {
         let image = self.image().to_string();
         let name = unique_name();
         let label = format!("{LABEL}=1");
-        let mut args = vec![
-            "run", "--rm", "--pull", "never", "--label", &label, "--name", &name,
-        ];
+        let mut args = vec!["run", "--rm", "--pull", "never", "--label", &label, "--name", &name];
         args.extend_from_slice(options);
         args.push(&image);
         args.extend_from_slice(command);
@@ -571,19 +536,12 @@ pub struct Container<'e> {
 
 impl<'e> Container<'e> {
     fn new(engine: &'e Engine, name: String) -> Container<'e> {
-        Container {
-            engine,
-            name,
-            id: OnceLock::new(),
-            removed: false,
-        }
+        Container { engine, name, id: OnceLock::new(), removed: false }
     }
 
     /// The full container id (looked up by name when `docker run` did not print it).
     pub fn id(&self) -> String {
-        self.id
-            .get_or_init(|| self.inspect("{{.Id}}").unwrap_or_default())
-            .clone()
+        self.id.get_or_init(|| self.inspect("{{.Id}}").unwrap_or_default()).clone()
     }
 
     /// `docker inspect -f FORMAT`, trimmed; `None` if inspect fails.
@@ -594,15 +552,12 @@ impl<'e> Container<'e> {
 
     /// The host pid of the container's init (`None` unless it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.inspect("{{.State.Pid}}")
-            .and_then(|p| p.parse().ok())
-            .filter(|&p| p != 0)
+        self.inspect("{{.State.Pid}}").and_then(|p| p.parse().ok()).filter(|&p| p != 0)
     }
 
     /// `.State.Status`: created, running, paused, exited, ...
     pub fn status(&self) -> String {
-        self.inspect("{{.State.Status}}")
-            .unwrap_or_else(|| "gone".into())
+        self.inspect("{{.State.Status}}").unwrap_or_else(|| "gone".into())
     }
 
     /// The uid map of the container's init as the host sees it (`/proc/PID/uid_map`).
@@ -648,11 +603,7 @@ impl Drop for Container<'_> {
 }
 
 fn unique_name() -> String {
-    format!(
-        "e2e-{}-{}",
-        std::process::id(),
-        NAMES.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("e2e-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
 fn skip_reason() -> Option<String> {
@@ -716,17 +667,10 @@ fn take_process_lock() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!(
-            "sysvisor-e2e: another e2e run holds {}; waiting",
-            path.display()
-        );
+        eprintln!("sysvisor-e2e: another e2e run holds {}; waiting", path.display());
         // SAFETY: as above.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(format!(
-                "flock {}: {}",
-                path.display(),
-                io::Error::last_os_error()
-            ));
+            return Err(format!("flock {}: {}", path.display(), io::Error::last_os_error()));
         }
     }
     let _ = LOCK_FILE.set(file);
@@ -752,10 +696,8 @@ fn ensure_packages() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("sysvisor-e2e: installing {}", missing.join(" "));
-    let update = cmd::sh(
-        "DEBIAN_FRONTEND=noninteractive apt-get update -qq",
-        Duration::from_secs(300),
-    );
+    let update =
+        cmd::sh("DEBIAN_FRONTEND=noninteractive apt-get update -qq", Duration::from_secs(300));
     if !update.success() {
         return Err(format!("apt-get update: {update}"));
     }
@@ -790,9 +732,7 @@ fn binaries() -> Result<(PathBuf, PathBuf), String> {
         .ok_or("test executable has no target dir")?
         .to_path_buf();
     let pick = |var: &str, name: &str| -> PathBuf {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.join(name))
+        std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| profile_dir.join(name))
     };
     let runtime = pick("SYSVISOR_E2E_RUNC", "sysvisor-runc");
     let fs_bin = pick("SYSVISOR_E2E_FS", "sysvisor-fs");
@@ -821,28 +761,17 @@ fn ensure_subids() -> Result<(), String> {
     const COUNT: u64 = 65536 * 1024;
     let files = [PathBuf::from("/etc/subuid"), PathBuf::from("/etc/subgid")];
     // Lines an earlier (killed) run added are ours to remove too.
-    for record in fs::read_to_string(subids_marker())
-        .unwrap_or_default()
-        .lines()
-    {
+    for record in fs::read_to_string(subids_marker()).unwrap_or_default().lines() {
         if let Some((file, line)) = record.split_once('\t') {
-            let present = fs::read_to_string(file)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.trim() == line);
+            let present =
+                fs::read_to_string(file).unwrap_or_default().lines().any(|l| l.trim() == line);
             if present {
-                MANAGED
-                    .lock()
-                    .unwrap()
-                    .subids
-                    .push((PathBuf::from(file), line.to_string()));
+                MANAGED.lock().unwrap().subids.push((PathBuf::from(file), line.to_string()));
             }
         }
     }
-    let texts: Vec<String> = files
-        .iter()
-        .map(|f| fs::read_to_string(f).unwrap_or_default())
-        .collect();
+    let texts: Vec<String> =
+        files.iter().map(|f| fs::read_to_string(f).unwrap_or_default()).collect();
     let entries = |text: &str| -> Vec<(String, u64, u64)> {
         text.lines()
             .filter_map(|l| {
@@ -852,11 +781,7 @@ fn ensure_subids() -> Result<(), String> {
             })
             .collect()
     };
-    let end = texts
-        .iter()
-        .flat_map(|t| entries(t))
-        .map(|(_, s, c)| s + c)
-        .fold(100_000, u64::max);
+    let end = texts.iter().flat_map(|t| entries(t)).map(|(_, s, c)| s + c).fold(100_000, u64::max);
     let base = end.div_ceil(65536) * 65536;
     let line = format!("{USER}:{base}:{COUNT}");
     for (file, text) in files.iter().zip(&texts) {
@@ -876,44 +801,28 @@ fn ensure_subids() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         writeln!(marker, "{}\t{line}", file.display()).map_err(|e| e.to_string())?;
         fs::write(file, new).map_err(|e| format!("{}: {e}", file.display()))?;
-        eprintln!(
-            "sysvisor-e2e: added {line} to {} (removed at exit)",
-            file.display()
-        );
-        MANAGED
-            .lock()
-            .unwrap()
-            .subids
-            .push((file.clone(), line.clone()));
+        eprintln!("sysvisor-e2e: added {line} to {} (removed at exit)", file.display());
+        MANAGED.lock().unwrap().subids.push((file.clone(), line.clone()));
     }
     Ok(())
 }
 
 fn remove_subids() {
-    let added = MANAGED
-        .lock()
-        .map(|mut m| std::mem::take(&mut m.subids))
-        .unwrap_or_default();
+    let added = MANAGED.lock().map(|mut m| std::mem::take(&mut m.subids)).unwrap_or_default();
     for (file, line) in added {
         let Ok(text) = fs::read_to_string(&file) else {
             continue;
         };
-        let kept: String = text
-            .lines()
-            .filter(|l| l.trim() != line)
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let kept: String =
+            text.lines().filter(|l| l.trim() != line).map(|l| format!("{l}\n")).collect();
         let _ = fs::write(&file, kept);
     }
     let _ = fs::remove_file(subids_marker());
 }
 
 fn ensure_bridge() -> Result<(), String> {
-    let _ = cmd::run(
-        Command::new("ip").args(["link", "del", BRIDGE]),
-        None,
-        Duration::from_secs(10),
-    );
+    let _ =
+        cmd::run(Command::new("ip").args(["link", "del", BRIDGE]), None, Duration::from_secs(10));
     let out = cmd::sh(
         &format!("ip link add {BRIDGE} type bridge && ip addr add {BRIDGE_ADDR} dev {BRIDGE} && ip link set {BRIDGE} up"),
         Duration::from_secs(10),
@@ -969,9 +878,7 @@ fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Chil
         .unwrap()
         .send((cmd, reply_tx))
         .map_err(|_| io::Error::other("keeper thread gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| io::Error::other("keeper thread gone"))?
+    reply_rx.recv().map_err(|_| io::Error::other("keeper thread gone"))?
 }
 
 fn stop_child(mut child: Child, what: &str, grace: Duration) {
@@ -1013,10 +920,7 @@ fn unmount_under(dir: &str) {
         let c = std::ffi::CString::new(m.clone()).unwrap();
         // SAFETY: plain umount2 of a path string.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            eprintln!(
-                "sysvisor-e2e: warning: umount {m}: {}",
-                io::Error::last_os_error()
-            );
+            eprintln!("sysvisor-e2e: warning: umount {m}: {}", io::Error::last_os_error());
         }
     }
 }
@@ -1024,9 +928,7 @@ fn unmount_under(dir: &str) {
 /// What a killed earlier run may have left: its dockerd (stopped), its containers (deleted
 /// through the runtime so their ranges and mounts go too), mounts and state under our roots.
 fn clean_leftovers(runtime_bin: &Path) {
-    if let Some(pid) = fs::read_to_string(pidfile())
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
+    if let Some(pid) = fs::read_to_string(pidfile()).ok().and_then(|s| s.trim().parse::<i32>().ok())
     {
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if pid_alive(pid) && comm.trim() == "dockerd" {
@@ -1071,9 +973,8 @@ fn clean_leftovers(runtime_bin: &Path) {
     }
     kill_stragglers();
     // The sysvisor-fs daemon of a killed run (after its containers are gone).
-    if let Some(pid) = fs::read_to_string(fs_pidfile())
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
+    if let Some(pid) =
+        fs::read_to_string(fs_pidfile()).ok().and_then(|s| s.trim().parse::<i32>().ok())
     {
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if pid_alive(pid) && comm.trim() == "sysvisor-fs" {
@@ -1139,10 +1040,7 @@ fn teardown() {
     if let Some(dockerd) = dockerd {
         let left = engine.map(Engine::containers).unwrap_or_default();
         if !left.is_empty() {
-            eprintln!(
-                "sysvisor-e2e: removing {} container(s) the tests left behind",
-                left.len()
-            );
+            eprintln!("sysvisor-e2e: removing {} container(s) the tests left behind", left.len());
             let mut args = vec!["rm", "-f"];
             args.extend(left.iter().map(String::as_str));
             if let Some(engine) = engine {
@@ -1155,16 +1053,7 @@ fn teardown() {
             let image = engine.image.get().and_then(|i| i.as_ref().ok()).cloned();
             if let Some(image) = image {
                 let _ = engine.docker_timeout(
-                    &[
-                        "run",
-                        "--rm",
-                        "--pull",
-                        "never",
-                        "--runtime",
-                        RUNTIME,
-                        &image,
-                        "true",
-                    ],
+                    &["run", "--rm", "--pull", "never", "--runtime", RUNTIME, &image, "true"],
                     Duration::from_secs(30),
                 );
             }
@@ -1172,10 +1061,8 @@ fn teardown() {
         stop_child(dockerd, "dockerd", Duration::from_secs(40));
         kill_stragglers();
     }
-    let (fsd, bridge) = MANAGED
-        .lock()
-        .map(|mut m| (m.fsd.take(), m.bridge))
-        .unwrap_or((None, false));
+    let (fsd, bridge) =
+        MANAGED.lock().map(|mut m| (m.fsd.take(), m.bridge)).unwrap_or((None, false));
     if let Some(fsd) = fsd {
         stop_child(fsd, "sysvisor-fs", Duration::from_secs(15));
         let _ = fs::remove_file(fs_pidfile());

@@ -20,10 +20,7 @@ impl IdMap {
     /// Whether two host ranges overlap.
     pub fn overlaps(&self, other: &IdMap) -> bool {
         let (a0, a1) = (self.outside as u64, self.outside as u64 + self.count as u64);
-        let (b0, b1) = (
-            other.outside as u64,
-            other.outside as u64 + other.count as u64,
-        );
+        let (b0, b1) = (other.outside as u64, other.outside as u64 + other.count as u64);
         a0 < b1 && b0 < a1
     }
 
@@ -35,19 +32,11 @@ impl IdMap {
 
 /// The first line of a `/proc/PID/uid_map`.
 pub fn parse_uid_map(text: &str) -> Option<IdMap> {
-    let mut fields = text
-        .lines()
-        .next()?
-        .split_whitespace()
-        .map(|f| f.parse::<u32>());
+    let mut fields = text.lines().next()?.split_whitespace().map(|f| f.parse::<u32>());
     let inside = fields.next()?.ok()?;
     let outside = fields.next()?.ok()?;
     let count = fields.next()?.ok()?;
-    Some(IdMap {
-        inside,
-        outside,
-        count,
-    })
+    Some(IdMap { inside, outside, count })
 }
 
 /// An ELF file without a PT_INTERP program header (a static executable).
@@ -75,9 +64,7 @@ pub fn unescape_mount_path(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -133,22 +120,13 @@ pub fn processes_in_range(range: IdMap, id: &str) -> Vec<String> {
         let uids: Vec<u32> = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
-            .map(|l| {
-                l.split_whitespace()
-                    .filter_map(|u| u.parse().ok())
-                    .collect()
-            })
+            .map(|l| l.split_whitespace().filter_map(|u| u.parse().ok()).collect())
             .unwrap_or_default();
         let cgroup = fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
         let other_container = cgroup.lines().any(|l| l.contains("docker")) && !cgroup.contains(id);
         if uids.iter().take(2).any(|&u| range.contains_host(u)) && !other_container {
-            let name = status
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("Name:")
-                .trim()
-                .to_string();
+            let name =
+                status.lines().next().unwrap_or("").trim_start_matches("Name:").trim().to_string();
             found.push(format!(
                 "process {} ({name}) runs with uids {uids:?}",
                 entry.file_name().to_string_lossy()
@@ -182,15 +160,10 @@ pub fn leftovers(engine: &Engine, id: &str, range: Option<crate::IdMap>) -> Vec<
     if id.is_empty() {
         return vec!["(no container id to check)".into()];
     }
-    let inspect = engine.docker_timeout(
-        &["inspect", "-f", "{{.State.Status}}", id],
-        Duration::from_secs(30),
-    );
+    let inspect =
+        engine.docker_timeout(&["inspect", "-f", "{{.State.Status}}", id], Duration::from_secs(30));
     if inspect.success() {
-        found.push(format!(
-            "the engine still has the container (status {})",
-            inspect.out()
-        ));
+        found.push(format!("the engine still has the container (status {})", inspect.out()));
     }
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in info.lines().filter(|l| l.contains(id)) {
@@ -204,11 +177,9 @@ pub fn leftovers(engine: &Engine, id: &str, range: Option<crate::IdMap>) -> Vec<
         }
     }
     let socket = Path::new(sysvisor_proto::DEFAULT_SOCKET);
-    if let Ok(answer) = sysvisor_proto::call(
-        socket,
-        &sysvisor_proto::Request::List,
-        Duration::from_secs(5),
-    ) {
+    if let Ok(answer) =
+        sysvisor_proto::call(socket, &sysvisor_proto::Request::List, Duration::from_secs(5))
+    {
         if answer.containers.iter().any(|c| c.id == id) {
             found.push("still registered with the sysvisor-fs daemon".into());
         }
@@ -263,25 +234,10 @@ mod tests {
     #[test]
     fn uid_maps_parse_and_overlap() {
         let a = parse_uid_map("         0     165536      65536\n").unwrap();
-        assert_eq!(
-            a,
-            IdMap {
-                inside: 0,
-                outside: 165536,
-                count: 65536
-            }
-        );
-        let b = IdMap {
-            inside: 0,
-            outside: 165536 + 65536,
-            count: 65536,
-        };
+        assert_eq!(a, IdMap { inside: 0, outside: 165536, count: 65536 });
+        let b = IdMap { inside: 0, outside: 165536 + 65536, count: 65536 };
         assert!(!a.overlaps(&b) && !b.overlaps(&a));
-        let c = IdMap {
-            inside: 0,
-            outside: 165536 + 65535,
-            count: 65536,
-        };
+        let c = IdMap { inside: 0, outside: 165536 + 65535, count: 65536 };
         assert!(a.overlaps(&c) && c.overlaps(&a));
         assert!(a.contains_host(165536) && !a.contains_host(165536 + 65536));
         assert_eq!(parse_uid_map(""), None);

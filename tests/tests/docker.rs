@@ -52,16 +52,9 @@ fn host_mem_total_kb() -> u64 {
 fn system_range(c: &Container) -> IdMap {
     let inner = inner_uid_map(c);
     assert_eq!(inner.inside, 0, "uid 0 inside must be mapped: {inner:?}");
-    assert_ne!(
-        inner.outside, 0,
-        "root inside must not be root on the host: {inner:?}"
-    );
+    assert_ne!(inner.outside, 0, "root inside must not be root on the host: {inner:?}");
     assert_eq!(inner.count, RANGE, "{inner:?}");
-    assert_eq!(
-        c.uid_map(),
-        Some(inner),
-        "the host sees another map for the container's init"
-    );
+    assert_eq!(c.uid_map(), Some(inner), "the host sees another map for the container's init");
     inner
 }
 
@@ -71,15 +64,9 @@ fn system_range(c: &Container) -> IdMap {
 fn assert_runtime_error(out: &Output, words: &[&str]) {
     assert!(!out.success(), "docker run should have failed: {out}");
     let err = out.stderr.to_lowercase();
-    assert!(
-        err.contains("oci runtime"),
-        "docker does not show an OCI runtime error: {out}"
-    );
+    assert!(err.contains("oci runtime"), "docker does not show an OCI runtime error: {out}");
     for w in words {
-        assert!(
-            err.contains(&w.to_lowercase()),
-            "the error does not mention {w:?}: {out}"
-        );
+        assert!(err.contains(&w.to_lowercase()), "the error does not mention {w:?}: {out}");
     }
 }
 
@@ -90,11 +77,7 @@ fn system_container_sees_its_limits_and_owns_its_rootfs() {
     let range = system_range(&c);
 
     // Views of sysvisor-fs.
-    assert_eq!(
-        mem_total_kb(&c),
-        256 * 1024,
-        "MemTotal inside a -m 256m container"
-    );
+    assert_eq!(mem_total_kb(&c), 256 * 1024, "MemTotal inside a -m 256m container");
     let out = c
         .sh("echo online=$(cat /sys/devices/system/cpu/online); echo processors=$(grep -c ^processor /proc/cpuinfo); echo nproc=$(nproc); \
              echo uptime=$(cut -d' ' -f1 /proc/uptime)")
@@ -117,21 +100,14 @@ fn system_container_sees_its_limits_and_owns_its_rootfs() {
         "uptime counts from the container's start: {uptime} (host {host_uptime})"
     );
     if host_uptime > 120.0 {
-        assert!(
-            uptime + 60.0 < host_uptime,
-            "uptime is the host's: {uptime} vs {host_uptime}"
-        );
+        assert!(uptime + 60.0 < host_uptime, "uptime is the host's: {uptime} vs {host_uptime}");
     }
 
     // The image's files belong to root inside; root can change them and make new ones.
-    let out = c
-        .sh("stat -c '%u:%g %n' / /bin /bin/busybox /etc /etc/passwd /tmp /root")
-        .expect_success();
+    let out =
+        c.sh("stat -c '%u:%g %n' / /bin /bin/busybox /etc /etc/passwd /tmp /root").expect_success();
     for line in out.out().lines() {
-        assert!(
-            line.starts_with("0:0 "),
-            "not owned by root inside: {line}\n{out}"
-        );
+        assert!(line.starts_with("0:0 "), "not owned by root inside: {line}\n{out}");
     }
     let out = c
         .sh("set -e; echo x > /new-file; mkdir /new-dir; echo y >> /etc/passwd; chown 0:0 /bin/busybox; \
@@ -181,27 +157,16 @@ fn ten_containers_get_disjoint_ranges_and_their_own_limits() {
                 s.spawn(move || e.start_system(&["-m", &format!("{mb}m")]))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("docker run"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("docker run")).collect()
     });
     let ranges: Vec<IdMap> = containers.iter().map(system_range).collect();
     for (i, a) in ranges.iter().enumerate() {
         for b in &ranges[i + 1..] {
-            assert!(
-                !a.overlaps(b),
-                "ranges overlap: {a:?} and {b:?} (all: {ranges:?})"
-            );
+            assert!(!a.overlaps(b), "ranges overlap: {a:?} and {b:?} (all: {ranges:?})");
         }
     }
     for (c, mb) in containers.iter().zip(&megs) {
-        assert_eq!(
-            mem_total_kb(c),
-            mb * 1024,
-            "MemTotal of {} (-m {mb}m)",
-            c.name
-        );
+        assert_eq!(mem_total_kb(c), mb * 1024, "MemTotal of {} (-m {mb}m)", c.name);
     }
     let ids: Vec<String> = containers.iter().map(|c| c.id()).collect();
     thread::scope(|s| {
@@ -221,17 +186,13 @@ const POLITE_INIT: &str =
 #[test]
 fn lifecycle_exec_stop_start_restart_pause_logs_update_top() {
     let Some(e) = Engine::get() else { return };
-    let (c, out) = e.run_detached(
-        &["--runtime", RUNTIME, "-m", "256m"],
-        &["sh", "-c", POLITE_INIT],
-    );
+    let (c, out) =
+        e.run_detached(&["--runtime", RUNTIME, "-m", "256m"], &["sh", "-c", POLITE_INIT]);
     assert!(out.success(), "{out}\n{}", e.diagnostics());
     let range = system_range(&c);
 
     // exec, also with a user, a working directory and an environment variable.
-    let out = c
-        .exec(&["sh", "-c", "echo $FOO:$(id -u):$(pwd)"])
-        .expect_success();
+    let out = c.exec(&["sh", "-c", "echo $FOO:$(id -u):$(pwd)"]).expect_success();
     assert_eq!(out.out(), ":0:/");
     let out = e.docker(&[
         "exec",
@@ -249,27 +210,16 @@ fn lifecycle_exec_stop_start_restart_pause_logs_update_top() {
     assert_eq!(out.expect_success().out(), "bar:65534:/tmp");
     let out = e.docker(&["exec", "-d", &c.name, "sh", "-c", "echo detached > /tmp/d"]);
     out.expect_success();
-    wait_for(
-        || c.exec(&["cat", "/tmp/d"]).out() == "detached",
-        "detached exec",
-    );
+    wait_for(|| c.exec(&["cat", "/tmp/d"]).out() == "detached", "detached exec");
 
     // top (runc ps), logs.
     let out = c.docker("top").expect_success();
-    assert!(
-        out.stdout.contains("sleep") || out.stdout.contains("sh"),
-        "{out}"
-    );
+    assert!(out.stdout.contains("sleep") || out.stdout.contains("sh"), "{out}");
     wait_for(|| c.docker("logs").stdout.contains("hello from"), "logs");
 
     // update: the new limit shows in the view.
-    e.docker(&["update", "-m", "384m", "--memory-swap", "768m", &c.name])
-        .expect_success();
-    assert_eq!(
-        mem_total_kb(&c),
-        384 * 1024,
-        "MemTotal after docker update -m 384m"
-    );
+    e.docker(&["update", "-m", "384m", "--memory-swap", "768m", &c.name]).expect_success();
+    assert_eq!(mem_total_kb(&c), 384 * 1024, "MemTotal after docker update -m 384m");
 
     // pause / unpause.
     c.docker("pause").expect_success();
@@ -291,11 +241,7 @@ fn lifecycle_exec_stop_start_restart_pause_logs_update_top() {
     assert_eq!(c.status(), "running");
     assert_ne!(c.pid(), pid_before, "restart made a new init");
     assert_eq!(inner_uid_map(&c), range, "the range after restart");
-    assert_eq!(
-        mem_total_kb(&c),
-        384 * 1024,
-        "the updated limit survives restart"
-    );
+    assert_eq!(mem_total_kb(&c), 384 * 1024, "the updated limit survives restart");
     wait_for(
         || c.docker("logs").stdout.matches("hello from").count() == 3,
         "three starts in the logs",
@@ -349,11 +295,7 @@ fn run_with_a_tty() {
         out.stdout.contains("marker-42 0 /dev/pts/0"),
         "interactive shell did not answer: {out}"
     );
-    assert_eq!(
-        out.code(),
-        Some(7),
-        "exit code of the interactive shell: {out}"
-    );
+    assert_eq!(out.code(), Some(7), "exit code of the interactive shell: {out}");
 }
 
 /// The standalone use, exactly as with LXCFS: plain runc, the views bind-mounted with `-v`.
@@ -370,8 +312,20 @@ fn plain_runc_with_views_bind_mounted_like_lxcfs() {
     );
     let c = e.start(
         &[
-            "--runtime", "runc", "-m", "256m", "--cpuset-cpus", "0",
-            "-v", &meminfo, "-v", &cpuinfo, "-v", &online, "-v", &uptime,
+            "--runtime",
+            "runc",
+            "-m",
+            "256m",
+            "--cpuset-cpus",
+            "0",
+            "-v",
+            &meminfo,
+            "-v",
+            &cpuinfo,
+            "-v",
+            &online,
+            "-v",
+            &uptime,
         ],
         &["sleep", "3600"],
     );
@@ -398,11 +352,7 @@ fn runc_containers_run_beside_unaffected() {
     let plain_map = plain.exec(&["cat", "/proc/self/uid_map"]).expect_success();
     assert_eq!(
         parse_uid_map(&plain_map.stdout),
-        Some(IdMap {
-            inside: 0,
-            outside: 0,
-            count: u32::MAX
-        }),
+        Some(IdMap { inside: 0, outside: 0, count: u32::MAX }),
         "a runc container has no user namespace"
     );
     assert_eq!(
@@ -411,9 +361,7 @@ fn runc_containers_run_beside_unaffected() {
         "a runc container sees the host's meminfo"
     );
     assert_eq!(mem_total_kb(&sys), 256 * 1024);
-    let out = plain
-        .sh("stat -c %u /bin/busybox && echo hi > /f && stat -c %u /f")
-        .expect_success();
+    let out = plain.sh("stat -c %u /bin/busybox && echo hi > /f && stat -c %u /f").expect_success();
     assert_eq!(out.out(), "0\n0");
     // Removing the system container leaves the runc one alone.
     let id = sys.id();
@@ -435,25 +383,17 @@ fn files_keep_their_owner_across_stop_and_start() {
         .expect_success();
     c.docker("stop").expect_success();
     c.docker("start").expect_success();
-    assert_eq!(
-        system_range(&c),
-        range,
-        "the container got another range back"
-    );
+    assert_eq!(system_range(&c), range, "the container got another range back");
     let out = c
         .sh("stat -c '%u:%g %n' /persist /pdir /pdir/sub /etc/passwd /pdir/sub/f; cat /persist")
         .expect_success();
     let lines: Vec<&str> = out.stdout.lines().collect();
     for line in &lines[..4] {
-        assert!(
-            line.starts_with("0:0 "),
-            "not owned by root after stop + start: {line}\n{out}"
-        );
+        assert!(line.starts_with("0:0 "), "not owned by root after stop + start: {line}\n{out}");
     }
     assert!(lines[4].starts_with("65534:65534 "), "{out}");
     assert_eq!(lines[5], "data");
-    c.sh("echo again >> /persist && rm /pdir/sub/f")
-        .expect_success();
+    c.sh("echo again >> /persist && rm /pdir/sub/f").expect_success();
     let id = c.id();
     assert!(c.remove().success());
     e.assert_no_leaks(&id, Some(range));
@@ -471,11 +411,7 @@ fn volumes_are_usable_by_root_inside() {
     let c = e.start_system(&["-v", &volume]);
     let range = system_range(&c);
     let out = c.sh("stat -c '%u:%g' /data /data/from-host && cat /data/from-host && echo inside > /data/from-container").expect_success();
-    assert_eq!(
-        out.out(),
-        "0:0\n0:0\nhost",
-        "a host root's volume seen from inside"
-    );
+    assert_eq!(out.out(), "0:0\n0:0\nhost", "a host root's volume seen from inside");
     let meta = fs::metadata(dir.join("from-container")).unwrap();
     assert_eq!(
         meta.uid(),
@@ -511,11 +447,7 @@ fn rm_frees_the_range_and_leaves_nothing() {
     let me = registered.containers.iter().find(|r| r.id == id);
     let me =
         me.unwrap_or_else(|| panic!("container {id} not registered: {:?}", registered.containers));
-    assert_eq!(
-        (me.uid_base, me.id_count),
-        (range.outside, RANGE),
-        "registration: {me:?}"
-    );
+    assert_eq!((me.uid_base, me.id_count), (range.outside, RANGE), "registration: {me:?}");
     assert_eq!(Some(me.init_pid), c.pid(), "registration: {me:?}");
     assert!(c.remove().success());
     // At `runc delete` time Docker still holds the layer, so the runtime frees the range
@@ -524,8 +456,12 @@ fn rm_frees_the_range_and_leaves_nothing() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let state = Path::new("/var/lib/sysvisor/idranges/state.json");
     let upper = Path::new("/var/lib/sysvisor/rootfs").join(&id);
-    while std::fs::read_to_string(state).unwrap_or_default().contains(id.as_str()) || upper.exists() {
-        assert!(std::time::Instant::now() < deadline, "range of {id} not freed within 20 s of docker rm");
+    while std::fs::read_to_string(state).unwrap_or_default().contains(id.as_str()) || upper.exists()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "range of {id} not freed within 20 s of docker rm"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     e.assert_no_leaks_strict(&id, Some(range));
@@ -559,11 +495,7 @@ fn unreachable_fs_daemon_is_a_clear_error() {
     // The runtime under test, told (SYSVISOR_FS_SOCKET) to use a socket nobody serves.
     let missing = format!("{RUN_DIR}/no-daemon.sock");
     let runtime = e
-        .add_runtime(
-            "sysvisor-runc-nofs",
-            &[("SYSVISOR_FS_SOCKET", &missing)],
-            &[],
-        )
+        .add_runtime("sysvisor-runc-nofs", &[("SYSVISOR_FS_SOCKET", &missing)], &[])
         .expect("add a runtime to the engine");
     let (c, out) = e.run_detached(&["--runtime", &runtime], &["true"]);
     assert_runtime_error(&out, &["sysvisor-fs daemon not reachable"]);
@@ -587,14 +519,8 @@ fn stopped_fs_daemon_is_a_clear_error_and_a_restart_recovers() {
     drop(c);
     e.assert_no_leaks(&id, None);
     restarted.expect("restart the sysvisor-fs daemon");
-    let out = e.run_fg(
-        &["--runtime", RUNTIME, "-m", "128m"],
-        &["head", "-1", "/proc/meminfo"],
-    );
-    assert_eq!(
-        parse_mem_total(&out.expect_success().stdout),
-        Some(128 * 1024)
-    );
+    let out = e.run_fg(&["--runtime", RUNTIME, "-m", "128m"], &["head", "-1", "/proc/meminfo"]);
+    assert_eq!(parse_mem_total(&out.expect_success().stdout), Some(128 * 1024));
 }
 
 #[test]
@@ -662,13 +588,8 @@ fn runtime_direct(e: &Engine, dir: &Path, args: &[&str]) -> Output {
 #[test]
 fn malformed_config_json_is_a_runc_style_error() {
     let Some(e) = Engine::get() else { return };
-    for (n, config) in [
-        "{ this is not json",
-        r#"{"ociVersion": 5, "root": "nope"}"#,
-        "",
-    ]
-    .iter()
-    .enumerate()
+    for (n, config) in
+        ["{ this is not json", r#"{"ociVersion": 5, "root": "nope"}"#, ""].iter().enumerate()
     {
         let dir = scratch_dir(&format!("malformed-{n}"));
         let _ = fs::remove_dir_all(&dir);
@@ -677,11 +598,7 @@ fn malformed_config_json_is_a_runc_style_error() {
         fs::write(dir.join("bundle/config.json"), config).unwrap();
         let id = format!("e2e-malformed-{}-{n}", std::process::id());
         let bundle = dir.join("bundle");
-        let out = runtime_direct(
-            &e,
-            &dir,
-            &["create", "--bundle", bundle.to_str().unwrap(), &id],
-        );
+        let out = runtime_direct(&e, &dir, &["create", "--bundle", bundle.to_str().unwrap(), &id]);
         assert!(
             out.code().is_some_and(|c| c != 0),
             "create with config.json {config:?} should fail: {out}"
@@ -696,10 +613,7 @@ fn malformed_config_json_is_a_runc_style_error() {
             .last()
             .unwrap_or_else(|| panic!("no runc-style error line in the log: {log:?}\n{out}"));
         let msg = last["msg"].as_str().unwrap_or_default();
-        assert!(
-            msg.contains("config.json"),
-            "the error does not name config.json: {msg:?}"
-        );
+        assert!(msg.contains("config.json"), "the error does not name config.json: {msg:?}");
         assert!(last["time"].is_string(), "{last}");
         assert_eq!(
             fs::read_to_string(dir.join("bundle/config.json")).unwrap(),
@@ -717,15 +631,9 @@ fn runtime_answers_runc_queries() {
     fs::create_dir_all(&dir).unwrap();
     let _cleanup = RemoveDir(dir.clone());
     let out = runtime_direct(&e, &dir, &["--version"]).expect_success();
-    assert!(
-        out.stdout.contains("runc version") || out.stdout.contains("sysvisor"),
-        "{out}"
-    );
+    assert!(out.stdout.contains("runc version") || out.stdout.contains("sysvisor"), "{out}");
     let out = runtime_direct(&e, &dir, &["state", "no-such-container"]).expect_failure();
-    assert!(
-        out.stderr.contains("does not exist") || out.stderr.contains("not exist"),
-        "{out}"
-    );
+    assert!(out.stderr.contains("does not exist") || out.stderr.contains("not exist"), "{out}");
 }
 
 fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {

@@ -50,10 +50,7 @@ impl Stage {
         let mut c = Command::new("bash");
         c.arg(script()).arg("--destdir").arg(self.root());
         if !extra.contains(&"--uninstall") {
-            c.arg("--fs-bin")
-                .arg(&self.bin)
-                .arg("--runc-bin")
-                .arg(&self.bin);
+            c.arg("--fs-bin").arg(&self.bin).arg("--runc-bin").arg(&self.bin);
         }
         c.args(extra);
         cmd::run(&mut c, None, Duration::from_secs(60))
@@ -93,11 +90,7 @@ fn fresh_install_writes_everything_and_is_idempotent() {
         assert_eq!(s.read(bin), "#!/bin/sh\necho fake\n");
     }
     let unit = s.read("etc/systemd/system/sysvisor-fs.service");
-    assert!(
-        unit.lines()
-            .any(|l| l == "ExecStart=/usr/local/bin/sysvisor-fs serve"),
-        "{unit}"
-    );
+    assert!(unit.lines().any(|l| l == "ExecStart=/usr/local/bin/sysvisor-fs serve"), "{unit}");
     assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
     for f in ["etc/subuid", "etc/subgid"] {
         assert_eq!(s.read(f), "sysvisor:131072:67108864\n", "{f}");
@@ -112,23 +105,13 @@ fn fresh_install_writes_everything_and_is_idempotent() {
     let before = s.snapshot();
     let again = s.run(&[]).expect_success();
     assert_eq!(s.snapshot(), before, "a second run changed files: {again}");
-    assert!(
-        !again.stdout.contains("installed:") && !again.stdout.contains("added"),
-        "{again}"
-    );
+    assert!(!again.stdout.contains("installed:") && !again.stdout.contains("added"), "{again}");
 
     s.run(&["--uninstall"]).expect_success();
-    let left: Vec<String> = s
-        .snapshot()
-        .into_iter()
-        .filter(|(_, text)| !text.is_empty())
-        .map(|(p, _)| p)
-        .collect();
+    let left: Vec<String> =
+        s.snapshot().into_iter().filter(|(_, text)| !text.is_empty()).map(|(p, _)| p).collect();
     assert!(left.is_empty(), "left after --uninstall: {left:?}");
-    assert!(
-        !s.path("etc/docker/daemon.json").exists(),
-        "an empty daemon.json is removed"
-    );
+    assert!(!s.path("etc/docker/daemon.json").exists(), "an empty daemon.json is removed");
 }
 
 #[test]
@@ -144,10 +127,7 @@ fn existing_config_is_merged_and_restored_by_uninstall() {
     assert_eq!(merged["log-level"], "warn");
     assert_eq!(merged["default-runtime"], "runc");
     assert_eq!(merged["runtimes"]["crun"]["path"], "/usr/bin/crun");
-    assert_eq!(
-        merged["runtimes"]["sysvisor-runc"]["path"],
-        "/usr/local/bin/sysvisor-runc"
-    );
+    assert_eq!(merged["runtimes"]["sysvisor-runc"]["path"], "/usr/local/bin/sysvisor-runc");
     // BASE: after every entry of both files (carol ends at 300010), 65536-aligned.
     assert_eq!(
         s.read("etc/subuid"),
@@ -160,14 +140,8 @@ fn existing_config_is_merged_and_restored_by_uninstall() {
 
     s.run(&["--uninstall"]).expect_success();
     assert_eq!(json(&s.read("etc/docker/daemon.json")), json(config));
-    assert_eq!(
-        s.read("etc/subuid"),
-        "alice:100000:65536\nbob:165536:65536\n"
-    );
-    assert_eq!(
-        s.read("etc/subgid"),
-        "alice:100000:65536\ncarol:300000:10\n"
-    );
+    assert_eq!(s.read("etc/subuid"), "alice:100000:65536\nbob:165536:65536\n");
+    assert_eq!(s.read("etc/subgid"), "alice:100000:65536\ncarol:300000:10\n");
     assert!(!s.path("usr/local/bin/sysvisor-runc").exists());
 }
 
@@ -188,15 +162,9 @@ fn prefix_is_used_everywhere() {
     s.run(&["--prefix", "/opt/sysvisor"]).expect_success();
     assert!(s.path("opt/sysvisor/bin/sysvisor-fs").exists());
     let unit = s.read("etc/systemd/system/sysvisor-fs.service");
-    assert!(
-        unit.contains("ExecStart=/opt/sysvisor/bin/sysvisor-fs serve"),
-        "{unit}"
-    );
+    assert!(unit.contains("ExecStart=/opt/sysvisor/bin/sysvisor-fs serve"), "{unit}");
     let config = json(&s.read("etc/docker/daemon.json"));
-    assert_eq!(
-        config["runtimes"]["sysvisor-runc"]["path"],
-        "/opt/sysvisor/bin/sysvisor-runc"
-    );
+    assert_eq!(config["runtimes"]["sysvisor-runc"]["path"], "/opt/sysvisor/bin/sysvisor-runc");
 }
 
 #[test]
@@ -206,12 +174,7 @@ fn a_bad_daemon_json_stops_the_install_before_any_change() {
         s.write("etc/docker/daemon.json", bad);
         let out = s.run(&[]).expect_failure();
         assert!(out.stderr.contains("daemon.json"), "{out}");
-        assert_eq!(
-            s.snapshot().len(),
-            1,
-            "files written despite {bad:?}: {:?}",
-            s.snapshot()
-        );
+        assert_eq!(s.snapshot().len(), 1, "files written despite {bad:?}: {:?}", s.snapshot());
         assert_eq!(s.read("etc/docker/daemon.json"), bad);
     }
 }
@@ -220,11 +183,7 @@ fn a_bad_daemon_json_stops_the_install_before_any_change() {
 fn half_given_binaries_are_refused() {
     let s = Stage::new();
     let mut c = Command::new("bash");
-    c.arg(script())
-        .arg("--destdir")
-        .arg(s.root())
-        .arg("--fs-bin")
-        .arg(&s.bin);
+    c.arg(script()).arg("--destdir").arg(s.root()).arg("--fs-bin").arg(&s.bin);
     let out = cmd::run(&mut c, None, Duration::from_secs(30)).expect_failure();
     assert!(out.stderr.contains("--runc-bin"), "{out}");
 }

@@ -36,7 +36,8 @@ impl PidFd {
     /// there the handle is taken on the thread's process instead, which still cannot be
     /// confused with a later process of the same number.
     pub fn open(pid: u32) -> io::Result<PidFd> {
-        let raw = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let raw =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         let fd = match pidfd_open(raw, PIDFD_THREAD) {
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
                 let tgid = thread_group_of(pid).ok_or(err)?;

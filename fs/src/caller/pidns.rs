@@ -67,7 +67,9 @@ impl NsInits {
     /// Start time of the init of namespace `ns`, which process `pid` is in.
     pub fn init_start(&self, ns: u64, pid: u32) -> Option<u64> {
         if let Some(init) = self.inits.get(&ns).map(|e| *e) {
-            if start_ticks(init.pid) == Some(init.start_ticks) && pid_ns_of(init.pid).ok() == Some(ns) {
+            if start_ticks(init.pid) == Some(init.start_ticks)
+                && pid_ns_of(init.pid).ok() == Some(ns)
+            {
                 return Some(init.start_ticks);
             }
             self.inits.remove(&ns);
@@ -132,7 +134,6 @@ fn find_by_scan(ns: u64) -> Option<NsInit> {
     }
     None
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -323,7 +323,10 @@ mod tests {
             l.mount_for(Controller::Cpuacct).unwrap().mountpoint,
             Path::new("/sys/fs/cgroup/cpuacct")
         );
-        assert_eq!(l.mount_for(Controller::Io).unwrap().mountpoint, Path::new("/sys/fs/cgroup/blkio"));
+        assert_eq!(
+            l.mount_for(Controller::Io).unwrap().mountpoint,
+            Path::new("/sys/fs/cgroup/blkio")
+        );
         let systemd = &l.mounts[6];
         assert_eq!(systemd.mountpoint, Path::new("/sys/fs/cgroup/systemd"));
         assert_eq!(systemd.kind, MountKind::V1 { controllers: vec!["name=systemd".into()] });
@@ -363,13 +366,17 @@ mod tests {
 
     #[test]
     fn escapes_and_roots() {
-        let text = "1 0 0:1 /docker/a\\040b /sys/fs/cgroup/mem\\040ory rw - cgroup cgroup rw,memory\n\
+        let text =
+            "1 0 0:1 /docker/a\\040b /sys/fs/cgroup/mem\\040ory rw - cgroup cgroup rw,memory\n\
                     2 0 0:1 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         let l = Layout::from_mountinfo(text).unwrap();
         assert_eq!(l.mounts[0].root, "/docker/a b");
         assert_eq!(l.mounts[0].mountpoint, Path::new("/sys/fs/cgroup/mem ory"));
         // The mount showing the root cgroup is preferred.
-        assert_eq!(l.mount_for(Controller::Memory).unwrap().mountpoint, Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            l.mount_for(Controller::Memory).unwrap().mountpoint,
+            Path::new("/sys/fs/cgroup/memory")
+        );
         assert_eq!(unescape("a\\\\b\\0"), b"a\\\\b\\0".to_vec());
         assert_eq!(unescape("\\777\\134"), b"\\777\\".to_vec());
         assert_eq!(unescape(""), Vec::<u8>::new());
@@ -391,9 +398,17 @@ mod tests {
             Err(CgroupError::Layout(_))
         ));
         assert!(matches!(Layout::from_mountinfo("garbage"), Err(CgroupError::Layout(_))));
-        assert!(matches!(Layout::from_mountinfo("1 2 - cgroup cgroup rw,cpu"), Err(CgroupError::Layout(_))));
-        assert!(matches!(Layout::from_mountinfo("1 2 3 / /x - cgroup"), Err(CgroupError::Layout(_))));
-        for junk in ["\u{0} - cgroup2", " - ", "- - -", "\\\\\\ - cgroup x y", "1 2 3 4 5 - cgroup2 x"] {
+        assert!(matches!(
+            Layout::from_mountinfo("1 2 - cgroup cgroup rw,cpu"),
+            Err(CgroupError::Layout(_))
+        ));
+        assert!(matches!(
+            Layout::from_mountinfo("1 2 3 / /x - cgroup"),
+            Err(CgroupError::Layout(_))
+        ));
+        for junk in
+            ["\u{0} - cgroup2", " - ", "- - -", "\\\\\\ - cgroup x y", "1 2 3 4 5 - cgroup2 x"]
+        {
             let _ = Layout::from_mountinfo(junk);
         }
     }

@@ -63,7 +63,8 @@ impl ProcCgroups {
                 continue;
             }
             let mut parts = line.splitn(3, ':');
-            let (Some(id), Some(controllers), Some(cg_path)) = (parts.next(), parts.next(), parts.next())
+            let (Some(id), Some(controllers), Some(cg_path)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 return Err(bad(n, "expected id:controllers:path"));
             };
@@ -86,7 +87,10 @@ impl ProcCgroups {
             entries.push(CgroupEntry { hierarchy_id, controllers, path: cg_path.to_owned() });
         }
         if entries.is_empty() {
-            return Err(CgroupError::Malformed { path: path.to_path_buf(), reason: "no entries".into() });
+            return Err(CgroupError::Malformed {
+                path: path.to_path_buf(),
+                reason: "no entries".into(),
+            });
         }
         Ok(ProcCgroups { entries })
     }
@@ -151,9 +155,18 @@ mod tests {
                 path: "/process_api/796ca6f1816cb91ed4b62aacb1c1622d".into()
             }
         );
-        assert_eq!(pc.entries[5], CgroupEntry { hierarchy_id: 0, controllers: vec![], path: "/".into() });
-        assert_eq!(pc.path_for(&v1(&["memory"], None)), Some("/process_api/796ca6f1816cb91ed4b62aacb1c1622d"));
-        assert_eq!(pc.path_for(&v1(&["memory"], Some(4))), Some("/process_api/796ca6f1816cb91ed4b62aacb1c1622d"));
+        assert_eq!(
+            pc.entries[5],
+            CgroupEntry { hierarchy_id: 0, controllers: vec![], path: "/".into() }
+        );
+        assert_eq!(
+            pc.path_for(&v1(&["memory"], None)),
+            Some("/process_api/796ca6f1816cb91ed4b62aacb1c1622d")
+        );
+        assert_eq!(
+            pc.path_for(&v1(&["memory"], Some(4))),
+            Some("/process_api/796ca6f1816cb91ed4b62aacb1c1622d")
+        );
         assert_eq!(pc.path_for(&v1(&["memory"], Some(5))), None);
         assert_eq!(pc.path_for(&v1(&["cpuacct"], None)), Some("/lxc/c1"));
         assert_eq!(pc.path_for(&v1(&["cpu", "cpuacct"], Some(2))), Some("/lxc/c1"));

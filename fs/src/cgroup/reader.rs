@@ -32,7 +32,9 @@ pub struct Cgroups {
 
 impl Cgroups {
     pub fn new(layout: Layout) -> Cgroups {
-        let position = |m: Option<&Mount>| m.and_then(|m| layout.mounts.iter().position(|x| std::ptr::eq(x, m)));
+        let position = |m: Option<&Mount>| {
+            m.and_then(|m| layout.mounts.iter().position(|x| std::ptr::eq(x, m)))
+        };
         let by_controller = Controller::ALL.map(|c| position(layout.mount_for(c)));
         let tasks_mount = position(
             layout
@@ -67,7 +69,11 @@ impl Cgroups {
 
     /// The mount for `c` and the process's directory on it; `None` when no mount serves
     /// `c`, an error when one does but the process's cgroup is not visible under it.
-    fn locate(&self, pc: &ProcCgroups, c: Controller) -> Result<Option<(&Mount, PathBuf)>, CgroupError> {
+    fn locate(
+        &self,
+        pc: &ProcCgroups,
+        c: Controller,
+    ) -> Result<Option<(&Mount, PathBuf)>, CgroupError> {
         let Some(m) = self.mount(c) else { return Ok(None) };
         match resolve(m, pc) {
             Some(dir) => Ok(Some((m, dir))),
@@ -143,7 +149,9 @@ impl Cgroups {
     /// Whether the cgroup that [`Cgroups::tasks`] lists is a hierarchy's root (so its
     /// tasks are every task of the host).
     pub fn tasks_at_root(&self, pc: &ProcCgroups) -> bool {
-        self.tasks_mount.and_then(|i| self.layout.mounts.get(i)).is_none_or(|m| at_mount_root(m, pc))
+        self.tasks_mount
+            .and_then(|i| self.layout.mounts.get(i))
+            .is_none_or(|m| at_mount_root(m, pc))
     }
 
     /// Whether the process is in the root cgroup of every hierarchy (path `/`, or the
@@ -151,11 +159,9 @@ impl Cgroups {
     pub fn is_root(&self, pc: &ProcCgroups) -> bool {
         pc.entries.iter().all(|e| {
             e.path == "/"
-                || self
-                    .layout
-                    .mounts
-                    .iter()
-                    .any(|m| m.root == e.path && pc.entry_for(m).is_some_and(|x| std::ptr::eq(x, e)))
+                || self.layout.mounts.iter().any(|m| {
+                    m.root == e.path && pc.entry_for(m).is_some_and(|x| std::ptr::eq(x, e))
+                })
         })
     }
 }
@@ -284,7 +290,9 @@ pub(super) fn read_parse_optional<T>(
 
 /// An error unless `dir` exists (tells "file not there" from "cgroup removed").
 pub(super) fn ensure_dir(dir: &Path) -> Result<(), CgroupError> {
-    std::fs::metadata(dir).map(drop).map_err(|source| CgroupError::Io { path: dir.to_path_buf(), source })
+    std::fs::metadata(dir)
+        .map(drop)
+        .map_err(|source| CgroupError::Io { path: dir.to_path_buf(), source })
 }
 
 /// Calls `f(dir, is_leaf)` on `dir`, then on each ancestor up to and including `top`,
@@ -319,7 +327,10 @@ pub(super) fn min_limit(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 /// The tighter of two CFS quotas by CPUs allowed (`quota / period`); ties keep `best`.
 pub(super) fn tighter(best: Option<CpuQuota>, q: CpuQuota) -> Option<CpuQuota> {
     match best {
-        Some(b) if u128::from(b.quota_us) * u128::from(q.period_us) <= u128::from(q.quota_us) * u128::from(b.period_us) => {
+        Some(b)
+            if u128::from(b.quota_us) * u128::from(q.period_us)
+                <= u128::from(q.quota_us) * u128::from(b.period_us) =>
+        {
             Some(b)
         }
         _ => Some(q),
@@ -349,12 +360,15 @@ mod tests {
 
     /// The fixture's `cgroup` file (a /proc/PID/cgroup).
     fn proc_cgroups(name: &str) -> ProcCgroups {
-        ProcCgroups::parse(&std::fs::read_to_string(fixtures().join(name).join("cgroup")).unwrap()).unwrap()
+        ProcCgroups::parse(&std::fs::read_to_string(fixtures().join(name).join("cgroup")).unwrap())
+            .unwrap()
     }
 
     fn v1_mount(dir: &Path, controllers: &[&str], root: &str) -> Mount {
         Mount {
-            kind: MountKind::V1 { controllers: controllers.iter().map(|s| s.to_string()).collect() },
+            kind: MountKind::V1 {
+                controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            },
             mountpoint: dir.to_path_buf(),
             root: root.into(),
             hierarchy_id: None,
@@ -363,7 +377,9 @@ mod tests {
 
     fn v2_mount(dir: &Path, controllers: &[&str]) -> Mount {
         Mount {
-            kind: MountKind::V2 { controllers: controllers.iter().map(|s| s.to_string()).collect() },
+            kind: MountKind::V2 {
+                controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            },
             mountpoint: dir.to_path_buf(),
             root: "/".into(),
             hierarchy_id: None,
@@ -431,9 +447,33 @@ mod tests {
         assert_eq!(
             io.devices,
             vec![
-                DeviceIo { major: 8, minor: 0, read_ios: 10, write_ios: 20, read_bytes: 40960, write_bytes: 81920, ..Default::default() },
-                DeviceIo { major: 8, minor: 16, read_ios: 1, write_ios: 2, discard_ios: 3, read_bytes: 4096, write_bytes: 8192, discard_bytes: 12288 },
-                DeviceIo { major: 253, minor: 0, read_ios: 5, write_ios: 0, read_bytes: 20480, ..Default::default() },
+                DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    read_ios: 10,
+                    write_ios: 20,
+                    read_bytes: 40960,
+                    write_bytes: 81920,
+                    ..Default::default()
+                },
+                DeviceIo {
+                    major: 8,
+                    minor: 16,
+                    read_ios: 1,
+                    write_ios: 2,
+                    discard_ios: 3,
+                    read_bytes: 4096,
+                    write_bytes: 8192,
+                    discard_bytes: 12288
+                },
+                DeviceIo {
+                    major: 253,
+                    minor: 0,
+                    read_ios: 5,
+                    write_ios: 0,
+                    read_bytes: 20480,
+                    ..Default::default()
+                },
             ]
         );
 
@@ -507,7 +547,10 @@ mod tests {
         assert_eq!(cpu.cpuset, Some(vec![2, 3]));
 
         let usage = cg.cpu_usage(&pc).unwrap().unwrap();
-        assert_eq!(usage, CpuUsage { user_ns: 7_000_000_000, system_ns: 3_000_000_000, per_cpu: None });
+        assert_eq!(
+            usage,
+            CpuUsage { user_ns: 7_000_000_000, system_ns: 3_000_000_000, per_cpu: None }
+        );
 
         let io = cg.io(&pc).unwrap().unwrap();
         let keys: Vec<_> = io.devices.iter().map(|d| (d.major, d.minor)).collect();
@@ -553,7 +596,10 @@ mod tests {
         // v1 hierarchies win; io is only on the unified one.
         assert_eq!(cg.dir(&pc, Controller::Memory), Some(base.join("memory/user.slice")));
         assert_eq!(cg.dir(&pc, Controller::Cpuacct), Some(base.join("cpu,cpuacct/user.slice")));
-        assert_eq!(cg.dir(&pc, Controller::Io), Some(base.join("unified/user.slice/session-1.scope")));
+        assert_eq!(
+            cg.dir(&pc, Controller::Io),
+            Some(base.join("unified/user.slice/session-1.scope"))
+        );
         assert_eq!(cg.dir(&pc, Controller::Pids), None);
         assert!(!cg.is_root(&pc));
 
@@ -581,8 +627,10 @@ mod tests {
                 v1_mount(&base.join("blkio"), &["blkio"], "/"),
             ],
         });
-        let pc = ProcCgroups::parse("4:memory:/garbage\n3:cpu,cpuacct:/garbage\n2:cpuset:/garbage\n1:blkio:/garbage\n")
-            .unwrap();
+        let pc = ProcCgroups::parse(
+            "4:memory:/garbage\n3:cpu,cpuacct:/garbage\n2:cpuset:/garbage\n1:blkio:/garbage\n",
+        )
+        .unwrap();
         let malformed = |r: Result<(), CgroupError>, file: &str| match r {
             Err(CgroupError::Malformed { path, .. }) => assert!(path.ends_with(file), "{path:?}"),
             other => panic!("{file}: {other:?}"),
@@ -594,12 +642,17 @@ mod tests {
         malformed(cg.tasks(&pc).map(drop), "garbage/tasks");
 
         // Invalid UTF-8 is malformed too.
-        let pc = ProcCgroups::parse("4:memory:/binary\n3:cpu,cpuacct:/\n2:cpuset:/garbage2\n1:blkio:/\n").unwrap();
+        let pc = ProcCgroups::parse(
+            "4:memory:/binary\n3:cpu,cpuacct:/\n2:cpuset:/garbage2\n1:blkio:/\n",
+        )
+        .unwrap();
         malformed(cg.memory(&pc).map(drop), "binary/memory.usage_in_bytes");
         malformed(cg.cpu_limits(&pc).map(drop), "garbage2/cpuset.effective_cpus");
 
         let v2 = fixtures().join("broken/v2");
-        let cg = Cgroups::new(Layout { mounts: vec![v2_mount(&v2, &["cpu", "memory", "io", "cpuset"])] });
+        let cg = Cgroups::new(Layout {
+            mounts: vec![v2_mount(&v2, &["cpu", "memory", "io", "cpuset"])],
+        });
         let pc = ProcCgroups::parse("0::/garbage\n").unwrap();
         malformed(cg.memory(&pc).map(drop), "garbage/memory.max");
         malformed(cg.cpu_limits(&pc).map(drop), "garbage/cpu.max");
@@ -626,7 +679,8 @@ mod tests {
             other => panic!("{file}: {other:?}"),
         };
         // memory.stat missing.
-        let pc = ProcCgroups::parse("4:memory:/nostat\n3:cpu,cpuacct:/nostat\n1:blkio:/nostat\n").unwrap();
+        let pc = ProcCgroups::parse("4:memory:/nostat\n3:cpu,cpuacct:/nostat\n1:blkio:/nostat\n")
+            .unwrap();
         io_err(cg.memory(&pc).map(drop), "nostat/memory.stat");
         // No CFS bandwidth files: no quota. No cpuacct files at all: cpuacct.stat missing.
         assert_eq!(cg.cpu_limits(&pc).unwrap().quota, None);
@@ -637,7 +691,8 @@ mod tests {
         io_err(cg.tasks(&pc).map(drop), "nostat/tasks");
 
         // A cgroup that does not exist (removed): I/O errors, not other data.
-        let pc = ProcCgroups::parse("4:memory:/gone\n3:cpu,cpuacct:/gone\n1:blkio:/gone\n").unwrap();
+        let pc =
+            ProcCgroups::parse("4:memory:/gone\n3:cpu,cpuacct:/gone\n1:blkio:/gone\n").unwrap();
         io_err(cg.memory(&pc).map(drop), "gone/memory.usage_in_bytes");
         io_err(cg.cpu_limits(&pc).map(drop), "gone");
         io_err(cg.cpu_usage(&pc).map(drop), "gone/cpuacct.stat");
@@ -645,7 +700,9 @@ mod tests {
         io_err(cg.tasks(&pc).map(drop), "gone/tasks");
 
         let v2 = fixtures().join("v2");
-        let cg = Cgroups::new(Layout { mounts: vec![v2_mount(&v2, &["cpu", "memory", "io", "cpuset"])] });
+        let cg = Cgroups::new(Layout {
+            mounts: vec![v2_mount(&v2, &["cpu", "memory", "io", "cpuset"])],
+        });
         let pc = ProcCgroups::parse("0::/machine.slice/gone\n").unwrap();
         io_err(cg.memory(&pc).map(drop), "gone");
         io_err(cg.cpu_limits(&pc).map(drop), "gone");
@@ -660,7 +717,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let child = tmp.path().join("a/b");
         std::fs::create_dir_all(&child).unwrap();
-        for (dir, limit) in [(tmp.path().to_path_buf(), "9223372036854771712"), (tmp.path().join("a"), "1048576"), (child.clone(), "2097152")] {
+        for (dir, limit) in [
+            (tmp.path().to_path_buf(), "9223372036854771712"),
+            (tmp.path().join("a"), "1048576"),
+            (child.clone(), "2097152"),
+        ] {
             std::fs::write(dir.join("memory.limit_in_bytes"), limit).unwrap();
         }
         std::fs::write(child.join("memory.usage_in_bytes"), "4096\n").unwrap();
@@ -677,7 +738,8 @@ mod tests {
     fn mount_roots_and_paths() {
         let base = fixtures().join("v1-comounted/memory");
         // A mount showing /lxc at its mount point (as inside a container).
-        let cg = Cgroups::new(Layout { mounts: vec![v1_mount(&base.join("lxc"), &["memory"], "/lxc")] });
+        let cg =
+            Cgroups::new(Layout { mounts: vec![v1_mount(&base.join("lxc"), &["memory"], "/lxc")] });
         let pc = ProcCgroups::parse("3:memory:/lxc/c1\n").unwrap();
         assert_eq!(cg.dir(&pc, Controller::Memory), Some(base.join("lxc/c1")));
         assert_eq!(cg.memory(&pc).unwrap().unwrap().limit, Some(256 * MIB));
@@ -716,7 +778,10 @@ mod tests {
         assert_eq!(tighter(None, q(1, 2)), Some(q(1, 2)));
         assert_eq!(tighter(Some(q(150000, 100000)), q(100000, 50000)), Some(q(150000, 100000)));
         assert_eq!(tighter(Some(q(100000, 50000)), q(150000, 100000)), Some(q(150000, 100000)));
-        assert_eq!(tighter(Some(q(u64::MAX, 1)), q(u64::MAX, u64::MAX)), Some(q(u64::MAX, u64::MAX)));
+        assert_eq!(
+            tighter(Some(q(u64::MAX, 1)), q(u64::MAX, u64::MAX)),
+            Some(q(u64::MAX, u64::MAX))
+        );
         assert!(clk_tck() > 0);
 
         let mut seen = Vec::new();
@@ -728,7 +793,11 @@ mod tests {
         assert!(matches!(r, Ok(None)));
         assert_eq!(
             seen,
-            vec![(PathBuf::from("/m/a/b"), true), (PathBuf::from("/m/a"), false), (PathBuf::from("/m"), false)]
+            vec![
+                (PathBuf::from("/m/a/b"), true),
+                (PathBuf::from("/m/a"), false),
+                (PathBuf::from("/m"), false)
+            ]
         );
         let mut dir = PathBuf::from("/elsewhere");
         let r = walk_up(&mut dir, Path::new("/m"), |_, _| Ok(ControlFlow::Break(1)));

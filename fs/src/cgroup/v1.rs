@@ -9,7 +9,9 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use super::reader::{ensure_dir, min_limit, read_optional, read_parse, read_parse_optional, tighter, walk_up};
+use super::reader::{
+    ensure_dir, min_limit, read_optional, read_parse, read_parse_optional, tighter, walk_up,
+};
 use super::{CgroupError, CpuQuota, CpuUsage, DeviceIo, MemoryInfo, MemoryStat, ParseError};
 
 /// v1 limits at or above this mean "unlimited". Writing -1 stores `PAGE_COUNTER_MAX`
@@ -121,7 +123,9 @@ pub fn parse_memory_stat(text: &str) -> Result<MemoryStat, ParseError> {
 }
 
 /// [`parse_memory_stat`] plus the hierarchical limits the same file states.
-pub fn parse_memory_stat_with_limits(text: &str) -> Result<(MemoryStat, HierarchicalLimits), ParseError> {
+pub fn parse_memory_stat_with_limits(
+    text: &str,
+) -> Result<(MemoryStat, HierarchicalLimits), ParseError> {
     let mut total = MemoryStat::default();
     let mut local = MemoryStat::default();
     let mut hier = HierarchicalLimits::default();
@@ -280,7 +284,10 @@ pub(super) fn parse_device(tok: &str) -> Result<(u32, u32), ParseError> {
 
 /// The entry for a device, created if new. Lines of one device come together, so the
 /// last entry is tried first.
-pub(super) fn device_entry(devices: &mut Vec<DeviceIo>, (major, minor): (u32, u32)) -> &mut DeviceIo {
+pub(super) fn device_entry(
+    devices: &mut Vec<DeviceIo>,
+    (major, minor): (u32, u32),
+) -> &mut DeviceIo {
     let is = |d: &DeviceIo| d.major == major && d.minor == minor;
     let found = match devices.last() {
         Some(d) if is(d) => Some(devices.len() - 1),
@@ -296,7 +303,11 @@ pub(super) fn device_entry(devices: &mut Vec<DeviceIo>, (major, minor): (u32, u3
 
 /// Adds one blkio statistics file (`8:0 Read 123` lines, a final `Total N`) to `devices`.
 /// Operations other than Read, Write and Discard (Sync, Async, Total) are ignored.
-pub fn merge_blkio(text: &str, unit: BlkioUnit, devices: &mut Vec<DeviceIo>) -> Result<(), ParseError> {
+pub fn merge_blkio(
+    text: &str,
+    unit: BlkioUnit,
+    devices: &mut Vec<DeviceIo>,
+) -> Result<(), ParseError> {
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
         let Some(first) = f.next() else { continue };
@@ -330,9 +341,13 @@ pub fn sort_devices(devices: &mut [DeviceIo]) {
 
 /// `blkio.throttle.io_serviced` and `blkio.throttle.io_service_bytes` (or the
 /// non-throttle files, same format) merged per device, sorted by (major, minor).
-pub fn parse_blkio_throttle(io_serviced: &str, io_service_bytes: &str) -> Result<Vec<DeviceIo>, ParseError> {
+pub fn parse_blkio_throttle(
+    io_serviced: &str,
+    io_service_bytes: &str,
+) -> Result<Vec<DeviceIo>, ParseError> {
     let mut devices = Vec::new();
-    merge_blkio(io_serviced, BlkioUnit::Ios, &mut devices).map_err(|e| err(format!("io_serviced: {e}")))?;
+    merge_blkio(io_serviced, BlkioUnit::Ios, &mut devices)
+        .map_err(|e| err(format!("io_serviced: {e}")))?;
     merge_blkio(io_service_bytes, BlkioUnit::Bytes, &mut devices)
         .map_err(|e| err(format!("io_service_bytes: {e}")))?;
     sort_devices(&mut devices);
@@ -436,24 +451,28 @@ fn totals(per_cpu: &[(u64, u64)]) -> (u64, u64) {
 /// `cpuacct.usage` for the totals and to each `cpuacct.usage_percpu` entry.
 pub fn read_cpu_usage(leaf: PathBuf, clk_tck: u64) -> Result<CpuUsage, CgroupError> {
     let mut dir = leaf;
-    let per_cpu = if let Some(all) = read_parse_optional(&mut dir, "cpuacct.usage_all", parse_usage_all)? {
-        all
-    } else if let Some(user) = read_parse_optional(&mut dir, "cpuacct.usage_percpu_user", parse_percpu)? {
-        let sys = read_parse(&mut dir, "cpuacct.usage_percpu_sys", parse_percpu)?;
-        let n = user.len().max(sys.len());
-        (0..n)
-            .map(|i| (user.get(i).copied().unwrap_or(0), sys.get(i).copied().unwrap_or(0)))
-            .collect()
-    } else {
-        let (ut, st) = read_parse(&mut dir, "cpuacct.stat", parse_cpuacct_stat)?;
-        let (user_ns, system_ns) = match read_parse_optional(&mut dir, "cpuacct.usage", parse_u64)? {
-            Some(total) => split_ns(total, ut, st),
-            None => (ticks_to_ns(ut, clk_tck), ticks_to_ns(st, clk_tck)),
+    let per_cpu =
+        if let Some(all) = read_parse_optional(&mut dir, "cpuacct.usage_all", parse_usage_all)? {
+            all
+        } else if let Some(user) =
+            read_parse_optional(&mut dir, "cpuacct.usage_percpu_user", parse_percpu)?
+        {
+            let sys = read_parse(&mut dir, "cpuacct.usage_percpu_sys", parse_percpu)?;
+            let n = user.len().max(sys.len());
+            (0..n)
+                .map(|i| (user.get(i).copied().unwrap_or(0), sys.get(i).copied().unwrap_or(0)))
+                .collect()
+        } else {
+            let (ut, st) = read_parse(&mut dir, "cpuacct.stat", parse_cpuacct_stat)?;
+            let (user_ns, system_ns) =
+                match read_parse_optional(&mut dir, "cpuacct.usage", parse_u64)? {
+                    Some(total) => split_ns(total, ut, st),
+                    None => (ticks_to_ns(ut, clk_tck), ticks_to_ns(st, clk_tck)),
+                };
+            let per_cpu = read_parse_optional(&mut dir, "cpuacct.usage_percpu", parse_percpu)?
+                .map(|v| v.into_iter().map(|t| split_ns(t, ut, st)).collect());
+            return Ok(CpuUsage { user_ns, system_ns, per_cpu });
         };
-        let per_cpu = read_parse_optional(&mut dir, "cpuacct.usage_percpu", parse_percpu)?
-            .map(|v| v.into_iter().map(|t| split_ns(t, ut, st)).collect());
-        return Ok(CpuUsage { user_ns, system_ns, per_cpu });
-    };
     let (user_ns, system_ns) = totals(&per_cpu);
     Ok(CpuUsage { user_ns, system_ns, per_cpu: Some(per_cpu) })
 }
@@ -468,7 +487,8 @@ pub fn read_io(leaf: PathBuf) -> Result<Option<Vec<DeviceIo>>, CgroupError> {
         let mut devices = Vec::new();
         merge_blkio(&text, BlkioUnit::Ios, &mut devices).map_err(|e| e.at(&dir.join(ios_file)))?;
         if let Some(text) = read_optional(&mut dir, bytes_file)? {
-            merge_blkio(&text, BlkioUnit::Bytes, &mut devices).map_err(|e| e.at(&dir.join(bytes_file)))?;
+            merge_blkio(&text, BlkioUnit::Bytes, &mut devices)
+                .map_err(|e| e.at(&dir.join(bytes_file)))?;
         }
         sort_devices(&mut devices);
         return Ok(Some(devices));
@@ -532,7 +552,9 @@ mod tests {
 
     #[test]
     fn memory_stat_garbage() {
-        for text in ["", "hello world\n", "rss\n", "rss lots\n", "total_rss 1 2\n", "cache -1\n", "\u{0}"] {
+        for text in
+            ["", "hello world\n", "rss\n", "rss lots\n", "total_rss 1 2\n", "cache -1\n", "\u{0}"]
+        {
             assert!(parse_memory_stat(text).is_err(), "{text:?}");
         }
     }
@@ -541,7 +563,10 @@ mod tests {
     fn cfs() {
         assert_eq!(parse_cfs("-1\n", "100000\n"), Ok(None));
         assert_eq!(parse_cfs("-1\n", "garbage"), Ok(None));
-        assert_eq!(parse_cfs("150000\n", "100000\n"), Ok(Some(CpuQuota { quota_us: 150000, period_us: 100000 })));
+        assert_eq!(
+            parse_cfs("150000\n", "100000\n"),
+            Ok(Some(CpuQuota { quota_us: 150000, period_us: 100000 }))
+        );
         assert!(parse_cfs("150000", "0").is_err());
         assert!(parse_cfs("fast", "100000").is_err());
         assert!(parse_cfs("", "").is_err());
@@ -553,7 +578,9 @@ mod tests {
         assert_eq!(parse_cpuset_list("7,0-1,1"), Ok(vec![0, 1, 7]));
         assert_eq!(parse_cpuset_list("\n"), Ok(vec![]));
         assert_eq!(parse_cpuset_list("3"), Ok(vec![3]));
-        for bad in ["0-4294967295", "3-1", "a", "1,,2", "-", "1-", "0-3:2", "65536", "0-65535,0-65535,x"] {
+        for bad in
+            ["0-4294967295", "3-1", "a", "1,,2", "-", "1-", "0-3:2", "65536", "0-65535,0-65535,x"]
+        {
             assert!(parse_cpuset_list(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_cpuset_list("0-65535").map(|v| v.len()), Ok(65536));
@@ -594,7 +621,15 @@ mod tests {
         assert_eq!(
             d,
             vec![
-                DeviceIo { major: 8, minor: 0, read_ios: 1, write_ios: 2, read_bytes: 4096, write_bytes: 8192, ..Default::default() },
+                DeviceIo {
+                    major: 8,
+                    minor: 0,
+                    read_ios: 1,
+                    write_ios: 2,
+                    read_bytes: 4096,
+                    write_bytes: 8192,
+                    ..Default::default()
+                },
                 DeviceIo {
                     major: 253,
                     minor: 0,
@@ -608,7 +643,14 @@ mod tests {
             ]
         );
         assert_eq!(parse_blkio_throttle("Total 0\n", ""), Ok(vec![]));
-        for bad in ["8:0 Read\n", "8-0 Read 1\n", "8:x Read 1\n", "8:0 Read lots\n", "garbage\n", "8:0 Read 1 2\n"] {
+        for bad in [
+            "8:0 Read\n",
+            "8-0 Read 1\n",
+            "8:x Read 1\n",
+            "8:0 Read lots\n",
+            "garbage\n",
+            "8:0 Read 1 2\n",
+        ] {
             assert!(parse_blkio_throttle(bad, "").is_err(), "{bad:?}");
             assert!(parse_blkio_throttle("", bad).is_err(), "{bad:?}");
         }

@@ -12,9 +12,9 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use super::reader::{ensure_dir, min_limit, read_parse, read_parse_optional, tighter, walk_up};
 pub use super::v1::parse_cpuset_list;
 use super::v1::{device_entry, err, num, parse_device, parse_u64, show, sort_devices};
-use super::reader::{ensure_dir, min_limit, read_parse, read_parse_optional, tighter, walk_up};
 use super::{CgroupError, CpuQuota, CpuUsage, DeviceIo, MemoryInfo, MemoryStat, ParseError};
 
 /// The file listing a v2 cgroup's threads.
@@ -128,7 +128,9 @@ pub fn parse_io_stat(text: &str) -> Result<Vec<DeviceIo>, ParseError> {
         let Some(dev) = f.next() else { continue };
         let d = device_entry(&mut devices, parse_device(dev)?);
         for kv in f {
-            let (k, v) = kv.split_once('=').ok_or_else(|| err(format!("expected key=value, got {}", show(kv))))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| err(format!("expected key=value, got {}", show(kv))))?;
             let slot = match k {
                 "rbytes" => &mut d.read_bytes,
                 "wbytes" => &mut d.write_bytes,
@@ -169,7 +171,9 @@ fn nearest<T>(
 /// `memory.swap.current` (swap accounting off) `swap_limit` is `None`, `swap_usage` 0.
 pub fn read_memory(leaf: PathBuf, top: &Path) -> Result<Option<MemoryInfo>, CgroupError> {
     let mut dir = leaf;
-    let Some(usage) = nearest(&mut dir, top, |d| read_parse_optional(d, "memory.current", parse_u64))? else {
+    let Some(usage) =
+        nearest(&mut dir, top, |d| read_parse_optional(d, "memory.current", parse_u64))?
+    else {
         return Ok(None);
     };
     let stat = read_parse(&mut dir, "memory.stat", parse_memory_stat)?;
@@ -260,8 +264,14 @@ mod tests {
     fn cpu_max() {
         assert_eq!(parse_cpu_max("max 100000\n"), Ok(None));
         assert_eq!(parse_cpu_max("max"), Ok(None));
-        assert_eq!(parse_cpu_max("50000 100000\n"), Ok(Some(CpuQuota { quota_us: 50000, period_us: 100000 })));
-        assert_eq!(parse_cpu_max("200000"), Ok(Some(CpuQuota { quota_us: 200000, period_us: 100000 })));
+        assert_eq!(
+            parse_cpu_max("50000 100000\n"),
+            Ok(Some(CpuQuota { quota_us: 50000, period_us: 100000 }))
+        );
+        assert_eq!(
+            parse_cpu_max("200000"),
+            Ok(Some(CpuQuota { quota_us: 200000, period_us: 100000 }))
+        );
         for bad in ["", "1 2 3", "fast 100000", "max 0", "50000 x", "-1 100000"] {
             assert!(parse_cpu_max(bad).is_err(), "{bad:?}");
         }

@@ -96,8 +96,10 @@ pub fn check_socket(path: &Path) -> Result<(), ControlError> {
         Ok(_) => match UnixStream::connect(path) {
             Ok(_) => Err(ControlError::AlreadyRunning { path: path.to_path_buf() }),
             Err(err) => {
-                fs::remove_file(path)
-                    .map_err(|source| ControlError::SocketPath { path: path.to_path_buf(), source })?;
+                fs::remove_file(path).map_err(|source| ControlError::SocketPath {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 tracing::info!(path = %path.display(), reason = %err, "removed a stale control socket");
                 Ok(())
             }
@@ -169,11 +171,19 @@ impl ControlServer {
             let (stop, active) = (stop.clone(), active.clone());
             thread::Builder::new()
                 .name("control-accept".into())
-                .spawn(move || accept_loop(&listener, &wake_rx, &stop, &active, &registry, &options))
+                .spawn(move || {
+                    accept_loop(&listener, &wake_rx, &stop, &active, &registry, &options)
+                })
                 .map_err(ControlError::Spawn)
         };
-        let mut server =
-            ControlServer { path: path.to_path_buf(), socket_file, stop, waker, accept: None, active };
+        let mut server = ControlServer {
+            path: path.to_path_buf(),
+            socket_file,
+            stop,
+            waker,
+            accept: None,
+            active,
+        };
         // On error, dropping `server` removes the socket.
         server.accept = Some(accept?);
         Ok(server)
@@ -248,8 +258,8 @@ fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp).map_err(bind_error)?;
-    let placed =
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).and_then(|()| fs::rename(&tmp, path));
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        .and_then(|()| fs::rename(&tmp, path));
     if let Err(err) = placed {
         let _ = fs::remove_file(&tmp);
         return Err(bind_error(err));
@@ -266,8 +276,10 @@ fn accept_loop(
     options: &ControlOptions,
 ) {
     loop {
-        let mut fds =
-            [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
         match poll(&mut fds, PollTimeout::from(1000u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => {
@@ -295,13 +307,21 @@ fn accept_loop(
 }
 
 /// Hands a new connection to a thread of its own, unless too many are being served.
-fn dispatch(stream: UnixStream, active: &Arc<Active>, registry: &Arc<Registry>, options: &ControlOptions) {
+fn dispatch(
+    stream: UnixStream,
+    active: &Arc<Active>,
+    registry: &Arc<Registry>,
+    options: &ControlOptions,
+) {
     let _ = stream.set_nonblocking(false);
     let id = {
         let mut streams = active.streams.lock();
         if streams.len() >= options.max_connections {
             drop(streams);
-            tracing::warn!(limit = options.max_connections, "too many control connections; refusing one");
+            tracing::warn!(
+                limit = options.max_connections,
+                "too many control connections; refusing one"
+            );
             refuse(stream);
             return;
         }
@@ -381,7 +401,9 @@ pub fn serve_connection(stream: &UnixStream, registry: &Registry, options: &Cont
                     return;
                 }
             }
-            Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(err)
+                if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
                 tracing::debug!("control client silent too long; closing the connection");
                 return;
             }
@@ -407,7 +429,9 @@ pub fn handle_line(registry: &Registry, line: &[u8]) -> Response {
     };
     let text = text.trim();
     if text.is_empty() {
-        return Response::error(r#"empty request: expected one JSON object per line, e.g. {"op":"ping"}"#);
+        return Response::error(
+            r#"empty request: expected one JSON object per line, e.g. {"op":"ping"}"#,
+        );
     }
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(value) => value,
@@ -503,7 +527,10 @@ mod tests {
             (b"\n", "empty request"),
             (b"   \r\n", "empty request"),
             (b"\xff\xfe\n", "not UTF-8"),
-            (b"[1,2]\n", "expected a JSON object with an \"op\" (one of ping, register, unregister, list)"),
+            (
+                b"[1,2]\n",
+                "expected a JSON object with an \"op\" (one of ping, register, unregister, list)",
+            ),
             (b"{}\n", "expected a JSON object"),
             (b"{\"op\":3}\n", "\"op\" is not a string"),
             (b"{\"op\":\"register\"}\n", "malformed register request: missing field `container`"),
@@ -564,7 +591,9 @@ mod tests {
             let registry = registry.clone();
             thread::spawn(move || serve_connection(&server, &registry, &ControlOptions::default()))
         };
-        (&client).write_all(b"garbage\n{\"op\":\"ping\"}\n{\"op\":\"nope\"}\n{\"op\":\"list\"}").unwrap();
+        (&client)
+            .write_all(b"garbage\n{\"op\":\"ping\"}\n{\"op\":\"nope\"}\n{\"op\":\"list\"}")
+            .unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         let mut reader = BufReader::new(&client);
         assert!(!read_line(&mut reader).unwrap().ok);
@@ -580,7 +609,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (registry, _) = registry(dir.path());
         let (client, server) = UnixStream::pair().unwrap();
-        let worker = thread::spawn(move || serve_connection(&server, &registry, &ControlOptions::default()));
+        let worker =
+            thread::spawn(move || serve_connection(&server, &registry, &ControlOptions::default()));
         let writer = {
             let client = client.try_clone().unwrap();
             // Fails with EPIPE once the server has closed: fine.
@@ -599,8 +629,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (registry, _) = registry(dir.path());
         let (client, server) = UnixStream::pair().unwrap();
-        let options =
-            ControlOptions { idle_timeout: Duration::from_millis(100), ..ControlOptions::default() };
+        let options = ControlOptions {
+            idle_timeout: Duration::from_millis(100),
+            ..ControlOptions::default()
+        };
         let started = Instant::now();
         let worker = thread::spawn(move || serve_connection(&server, &registry, &options));
         (&client).write_all(b"{\"op\":").unwrap();
@@ -614,7 +646,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (registry, _) = registry(dir.path());
         let path = dir.path().join("run/sysvisor/fs.sock");
-        let options = ControlOptions { idle_timeout: Duration::from_secs(30), ..ControlOptions::default() };
+        let options =
+            ControlOptions { idle_timeout: Duration::from_secs(30), ..ControlOptions::default() };
         let server = ControlServer::start(&path, registry.clone(), options.clone()).unwrap();
         let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
@@ -656,7 +689,8 @@ mod tests {
         // A socket nobody listens on any more.
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let server = ControlServer::start(&path, registry.clone(), ControlOptions::default()).unwrap();
+        let server =
+            ControlServer::start(&path, registry.clone(), ControlOptions::default()).unwrap();
         call(&path, &Request::Ping, Duration::from_secs(5)).unwrap();
         drop(server);
         assert!(!path.exists());

@@ -45,7 +45,9 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} holds the dead mount of a previous daemon and it cannot be detached: {source}")]
+    #[error(
+        "{path} holds the dead mount of a previous daemon and it cannot be detached: {source}"
+    )]
     StaleMount {
         path: PathBuf,
         #[source]
@@ -76,16 +78,16 @@ pub fn prepare_mountpoint(dir: &Path) -> Result<PathBuf, DaemonError> {
             .and_then(|_| nix::sys::statfs::statfs(dir).map(|_| ()).map_err(io::Error::from));
         match status {
             Err(err) if dead(&err) => {
-                umount2(dir, MntFlags::MNT_DETACH)
-                    .map_err(|source| DaemonError::StaleMount { path: dir.to_path_buf(), source })?;
+                umount2(dir, MntFlags::MNT_DETACH).map_err(|source| DaemonError::StaleMount {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
                 tracing::warn!(path = %dir.display(), "detached the dead mount of a previous daemon");
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(dir)
-                    .map_err(|source| DaemonError::CreateMountpoint { path: dir.to_path_buf(), source })?;
+                fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(
+                    |source| DaemonError::CreateMountpoint { path: dir.to_path_buf(), source },
+                )?;
                 tracing::info!(path = %dir.display(), "created the mount point");
                 break;
             }
@@ -181,6 +183,9 @@ mod tests {
         assert_eq!(prepare_mountpoint(&mnt).unwrap(), canonical);
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
-        assert!(matches!(prepare_mountpoint(&file), Err(DaemonError::Fuse(FuseError::NotADirectory { .. }))));
+        assert!(matches!(
+            prepare_mountpoint(&file),
+            Err(DaemonError::Fuse(FuseError::NotADirectory { .. }))
+        ));
     }
 }

@@ -270,7 +270,8 @@ impl Registry {
                 return report;
             }
         };
-        let other_boot = matches!((&file.boot_id, &self.boot_id), (Some(then), Some(now)) if then != now);
+        let other_boot =
+            matches!((&file.boot_id, &self.boot_id), (Some(then), Some(now)) if then != now);
         for record in file.containers {
             let id = record.container.id.clone();
             let alive = if other_boot || validate_id(&id).is_err() {
@@ -328,8 +329,10 @@ impl Registry {
     pub fn register(&self, container: Container) -> Result<Registered, RegistryError> {
         validate_id(&container.id)?;
         let (id, pid) = (container.id.clone(), container.init_pid);
-        let process =
-            self.processes.identity(pid).ok_or_else(|| RegistryError::NoInit { id: id.clone(), pid })?;
+        let process = self
+            .processes
+            .identity(pid)
+            .ok_or_else(|| RegistryError::NoInit { id: id.clone(), pid })?;
         if Some(process.pid_ns) == self.own_pid_ns {
             return Err(RegistryError::HostPidNamespace { id, pid });
         }
@@ -455,7 +458,8 @@ impl Registry {
         containers.sort_by(|a, b| a.container.id.cmp(&b.container.id));
         let file = StateFile { version: STATE_VERSION, boot_id: self.boot_id.clone(), containers };
         let save_error = |source| RegistryError::Save { path: path.clone(), source };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| save_error(io::Error::other(e)))?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&file).map_err(|e| save_error(io::Error::other(e)))?;
         bytes.push(b'\n');
         write_atomically(&path, &bytes).map_err(save_error)
     }
@@ -493,7 +497,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -594,7 +599,10 @@ pub(crate) mod tests {
         let (registry, report) = open(&state, &fake);
         assert!(report.problem.is_none() && report.loaded == 0);
         assert_eq!(registry.register(container("b", 20, now)).unwrap(), Registered::New);
-        assert_eq!(registry.register(container("a", 10, now - 3_600_000)).unwrap(), Registered::New);
+        assert_eq!(
+            registry.register(container("a", 10, now - 3_600_000)).unwrap(),
+            Registered::New
+        );
         let ticks_a = registry.ns_start_ticks(100).expect("ns 100 registered");
         let ticks_b = registry.ns_start_ticks(200).expect("ns 200 registered");
         let hz = clock_ticks();
@@ -603,7 +611,10 @@ pub(crate) mod tests {
 
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(fs::metadata(registry.state_path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(registry.state_path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // Only the state file: no temp file left behind.
         assert_eq!(files_in(&state), [STATE_FILE]);
         let json: serde_json::Value =
@@ -712,7 +723,8 @@ pub(crate) mod tests {
         assert!(matches!(problem, RegistryError::Corrupt { .. }), "{problem}");
         let message = problem.to_string();
         assert!(
-            message.contains(&path.display().to_string()) && message.contains("starting with no containers"),
+            message.contains(&path.display().to_string())
+                && message.contains("starting with no containers"),
             "{message}"
         );
         assert!(log.contains("ERROR") && log.contains("is not a valid registry"), "log: {log}");

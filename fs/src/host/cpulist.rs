@@ -120,7 +120,9 @@ mod tests {
         assert_eq!(parse_cpu_list("\n").unwrap(), Vec::<u32>::new());
         assert_eq!(parse_cpu_list("1-1").unwrap(), vec![1]);
         assert_eq!(parse_cpu_list("65535").unwrap(), vec![65535]);
-        for bad in ["x", "1-", "-1", "3-1", "1,,2", "0-3:1/2", "65536", "0-99999999999", "+1", "1 2"] {
+        for bad in
+            ["x", "1-", "-1", "3-1", "1,,2", "0-3:1/2", "65536", "0-99999999999", "+1", "1 2"]
+        {
             assert!(parse_cpu_list(bad).is_err(), "{bad}");
         }
         // Many overlapping ranges stay bounded.

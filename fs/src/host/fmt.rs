@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(s(|o| push_u64_width(o, 0, 0)), "0");
         assert_eq!(s(|o| push_centis(o, 410333)), "4103.33");
         assert_eq!(s(|o| push_centis(o, 5)), "0.05");
-        assert_eq!(s(|o| push_centis(o, u64::MAX)), format!("{}.{:02}", u64::MAX / 100, u64::MAX % 100));
+        assert_eq!(
+            s(|o| push_centis(o, u64::MAX)),
+            format!("{}.{:02}", u64::MAX / 100, u64::MAX % 100)
+        );
         assert_eq!(decimal_len(0), 1);
         assert_eq!(decimal_len(12345678), 8);
     }

@@ -37,7 +37,8 @@ impl TestEnv {
         std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
         std::fs::write(dir.join("cgroup.threads"), "").unwrap();
         if !files.iter().any(|(n, _)| *n == "cpu.stat") {
-            std::fs::write(dir.join("cpu.stat"), "usage_usec 0\nuser_usec 0\nsystem_usec 0\n").unwrap();
+            std::fs::write(dir.join("cpu.stat"), "usage_usec 0\nuser_usec 0\nsystem_usec 0\n")
+                .unwrap();
         }
         for (name, content) in files {
             std::fs::write(dir.join(name), content).unwrap();
@@ -62,11 +63,19 @@ impl TestEnv {
     }
 
     pub fn request(&self) -> Request<'_> {
-        Request { host: &self.host, cgroups: &self.cgroups, caller: &self.caller, loadavg: &self.loadavg }
+        Request {
+            host: &self.host,
+            cgroups: &self.cgroups,
+            caller: &self.caller,
+            loadavg: &self.loadavg,
+        }
     }
 
     /// Runs a generator for this environment.
-    pub fn run(&self, generate: fn(&Request<'_>) -> Result<Vec<u8>, ViewError>) -> Result<String, ViewError> {
+    pub fn run(
+        &self,
+        generate: fn(&Request<'_>) -> Result<Vec<u8>, ViewError>,
+    ) -> Result<String, ViewError> {
         generate(&self.request()).map(|b| String::from_utf8(b).unwrap())
     }
 
@@ -80,7 +89,8 @@ impl TestEnv {
 }
 
 /// A v2 `memory.stat` with the keys the meminfo view reads.
-pub const MEMORY_STAT: &str = "anon 41943040\nfile 52428800\nkernel_stack 524288\npagetables 262144\n\
+pub const MEMORY_STAT: &str =
+    "anon 41943040\nfile 52428800\nkernel_stack 524288\npagetables 262144\n\
 shmem 2097152\nfile_mapped 10485760\nfile_dirty 4096\nfile_writeback 0\nswapcached 1048576\n\
 inactive_anon 10485760\nactive_anon 31457280\ninactive_file 29360128\nactive_file 20971520\n\
 unevictable 2097152\nslab_reclaimable 3145728\nslab_unreclaimable 1048576\n";

@@ -166,7 +166,10 @@ mod tests {
     fn blocks() {
         let h = parse(BIG4).unwrap();
         assert_eq!(h.blocks.len(), 4);
-        assert_eq!(h.blocks.iter().map(|b| b.processor).collect::<Vec<_>>(), [Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            h.blocks.iter().map(|b| b.processor).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
         assert_eq!(h.blocks.last().unwrap().end, BIG4.len());
         let h = parse(PPC64).unwrap();
         assert_eq!(h.blocks.len(), 5);
@@ -224,7 +227,14 @@ mod tests {
     #[test]
     fn other_architectures() {
         let out = s(render(&parse(ARM64).unwrap(), &[2]));
-        assert_eq!(out, ARM64.split_inclusive("\n\n").nth(2).unwrap().replace("processor\t: 2", "processor\t: 0"));
+        assert_eq!(
+            out,
+            ARM64
+                .split_inclusive("\n\n")
+                .nth(2)
+                .unwrap()
+                .replace("processor\t: 2", "processor\t: 0")
+        );
         let out = s(render(&parse(PPC64).unwrap(), &[0, 3]));
         assert_eq!(out.matches("processor").count(), 2);
         assert!(out.contains("processor\t: 1\ncpu\t\t: POWER9"));
@@ -236,7 +246,14 @@ mod tests {
     fn garbage() {
         assert!(matches!(parse("processor\t: x\n"), Err(ViewError::Malformed { .. })));
         assert!(matches!(parse("processor: -1\n"), Err(ViewError::Malformed { .. })));
-        for t in ["", "\n\n\n", "garbage", ":\n:\n\n:", "processor\t: 1", "\n\nprocessor : 0\n\n\nx\r\n\r\n"] {
+        for t in [
+            "",
+            "\n\n\n",
+            "garbage",
+            ":\n:\n\n:",
+            "processor\t: 1",
+            "\n\nprocessor : 0\n\n\nx\r\n\r\n",
+        ] {
             let h = parse(t).unwrap();
             let _ = render(&h, &[0, 1]);
             let _ = render(&h, &[]);

@@ -66,7 +66,8 @@ fn lookup(io: &IoStats, major: u32, minor: u32) -> Option<&DeviceIo> {
         // Not sorted after all: fall back to a scan.
         Err(_) => io.devices.iter().find(|d| (d.major, d.minor) == (major, minor)),
     }?;
-    let any = d.read_ios | d.write_ios | d.discard_ios | d.read_bytes | d.write_bytes | d.discard_bytes;
+    let any =
+        d.read_ios | d.write_ios | d.discard_ios | d.read_bytes | d.write_bytes | d.discard_bytes;
     (any != 0).then_some(d)
 }
 
@@ -189,8 +190,14 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         let io = IoStats { devices: vec![dev(8, 0, 1, 1)] };
-        for bad in ["garbage\n", "8 0\n", "x 0 sda 1 2 3 4 5 6 7 8 9 10 11\n", "8 0 sda 1 2 3\n",
-            "8 0 sda 1 2 3 4 5 6 7 8 9 10 -11\n", "8 99999999999 sda 1 2 3 4 5 6 7 8 9 10 11\n"] {
+        for bad in [
+            "garbage\n",
+            "8 0\n",
+            "x 0 sda 1 2 3 4 5 6 7 8 9 10 11\n",
+            "8 0 sda 1 2 3\n",
+            "8 0 sda 1 2 3 4 5 6 7 8 9 10 -11\n",
+            "8 99999999999 sda 1 2 3 4 5 6 7 8 9 10 11\n",
+        ] {
             assert!(matches!(parse(bad), Err(ViewError::Malformed { .. })), "{bad:?}");
             assert!(matches!(render(bad, Some(&io)), Err(ViewError::Malformed { .. })), "{bad:?}");
         }
@@ -204,7 +211,10 @@ mod tests {
         let io = "8:0 rbytes=40960 wbytes=163840 rios=10 wios=20 dbytes=0 dios=0\n\
                   259:0 rbytes=0 wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n";
         let env = TestEnv::new("big4", &[("io.stat", io)]);
-        assert_eq!(env.run(generate).unwrap(), "   8       0 sda 10 0 80 0 20 0 320 0 0 0 0 0 0 0 0 0 0\n");
+        assert_eq!(
+            env.run(generate).unwrap(),
+            "   8       0 sda 10 0 80 0 20 0 320 0 0 0 0 0 0 0 0 0 0\n"
+        );
         let env = TestEnv::new("big4", &[]);
         assert_eq!(env.run(generate).unwrap(), BIG4);
         let env = TestEnv::with_path("big4", "/", &[("io.stat", io)]);

@@ -159,13 +159,23 @@ mod tests {
         assert!((2 * FIXED_1..=2 * FIXED_1 + 1).contains(&l), "{l}");
         assert_eq!(calc_load(u64::MAX, EXP_1, u64::MAX), u64::MAX / FIXED_1);
         assert_eq!(calc_load(5, u64::MAX, 0), 5);
-        assert_eq!((load_int(3 * FIXED_1 + FIXED_1 / 4), load_frac(3 * FIXED_1 + FIXED_1 / 4)), (3, 25));
+        assert_eq!(
+            (load_int(3 * FIXED_1 + FIXED_1 / 4), load_frac(3 * FIXED_1 + FIXED_1 / 4)),
+            (3, 25)
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        for bad in ["", "garbage", "0.00 0.01 0.05 1/123", "0.00 0.01 0.05 1-123 4567\n", "a b c d/e f\n",
-            "0.00 0.01 0.05 1/123 4567 8\n", "0.00 0.01 0.05 1/123 -1\n"] {
+        for bad in [
+            "",
+            "garbage",
+            "0.00 0.01 0.05 1/123",
+            "0.00 0.01 0.05 1-123 4567\n",
+            "a b c d/e f\n",
+            "0.00 0.01 0.05 1/123 4567 8\n",
+            "0.00 0.01 0.05 1/123 -1\n",
+        ] {
             assert!(matches!(parse(bad), Err(ViewError::Malformed { .. })), "{bad:?}");
         }
     }

@@ -334,7 +334,9 @@ mod tests {
         // Host without swap keeps its zero lines; untouched lines are the host's.
         assert_eq!(line(&l, "SwapTotal"), "SwapTotal:             0 kB");
         assert_eq!(line(&l, "SwapFree"), "SwapFree:              0 kB");
-        for name in ["VmallocTotal", "CommitLimit", "HugePages_Total", "DirectMap1G", "Hugepagesize"] {
+        for name in
+            ["VmallocTotal", "CommitLimit", "HugePages_Total", "DirectMap1G", "Hugepagesize"]
+        {
             let host: Vec<String> = VM2.lines().map(str::to_owned).collect();
             assert_eq!(line(&l, name), line(&host, name));
         }
@@ -454,15 +456,30 @@ mod tests {
         // A limit.
         let env = TestEnv::new("big4", &[base[0], base[1], ("memory.max", "268435456\n")]);
         let out = env.run(generate).unwrap();
-        assert!(out.starts_with("MemTotal:         262144 kB\nMemFree:          159744 kB\n"), "{out}");
+        assert!(
+            out.starts_with("MemTotal:         262144 kB\nMemFree:          159744 kB\n"),
+            "{out}"
+        );
         assert!(out.contains("\nSwapTotal:      10485752 kB\n"));
         // Swap accounting with a swap limit.
-        let env = TestEnv::new("big4", &[base[0], base[1], ("memory.max", "268435456\n"),
-            ("memory.swap.current", "1048576\n"), ("memory.swap.max", "67108864\n")]);
+        let env = TestEnv::new(
+            "big4",
+            &[
+                base[0],
+                base[1],
+                ("memory.max", "268435456\n"),
+                ("memory.swap.current", "1048576\n"),
+                ("memory.swap.max", "67108864\n"),
+            ],
+        );
         let out = env.run(generate).unwrap();
-        assert!(out.contains("\nSwapTotal:         65536 kB\nSwapFree:          64512 kB\n"), "{out}");
+        assert!(
+            out.contains("\nSwapTotal:         65536 kB\nSwapFree:          64512 kB\n"),
+            "{out}"
+        );
         // A cgroup file gone bad is an error, not a panic.
-        let env = TestEnv::new("big4", &[base[0], ("memory.stat", "garbage\n"), ("memory.max", "1\n")]);
+        let env =
+            TestEnv::new("big4", &[base[0], ("memory.stat", "garbage\n"), ("memory.max", "1\n")]);
         assert!(matches!(env.run(generate), Err(ViewError::Cgroup(_))));
     }
 }

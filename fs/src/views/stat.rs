@@ -277,7 +277,8 @@ mod tests {
     fn all_cpus_without_accounting_is_host() {
         // Rendering every CPU from host fields reproduces the host file exactly.
         let h = parse(BIG4).unwrap();
-        let v = StatInputs { visible: &[0, 1, 2, 3], usage: None, per_cpu: false, clock_ticks: 100 };
+        let v =
+            StatInputs { visible: &[0, 1, 2, 3], usage: None, per_cpu: false, clock_ticks: 100 };
         assert_eq!(s(render(&h, &v)), BIG4);
         // On a real host the "cpu" line is converted from summed ns, so it may be off by a
         // tick or two from the sum of the cpuN lines; everything else is identical.
@@ -304,9 +305,15 @@ mod tests {
         let usage = CpuUsage {
             user_ns: 30 * SEC,
             system_ns: 12 * SEC,
-            per_cpu: Some(vec![(SEC, SEC), (20 * SEC, 5 * SEC), (0, 0), (9 * SEC, 6 * SEC + 9_999_999)]),
+            per_cpu: Some(vec![
+                (SEC, SEC),
+                (20 * SEC, 5 * SEC),
+                (0, 0),
+                (9 * SEC, 6 * SEC + 9_999_999),
+            ]),
         };
-        let v = StatInputs { visible: &[1, 3], usage: Some(&usage), per_cpu: true, clock_ticks: 100 };
+        let v =
+            StatInputs { visible: &[1, 3], usage: Some(&usage), per_cpu: true, clock_ticks: 100 };
         let out = s(render(&h, &v));
         let idle1 = (1097 + 101 + 449 + 258648 + 268 + 17) - 2000 - 500;
         let idle3 = (1080 + 102 + 453 + 258936 + 294 + 15) - 900 - 600;
@@ -322,14 +329,22 @@ mod tests {
         let h = parse(BIG4).unwrap();
         // v2: no per-CPU figures. 10.01 s user, 0.03 s system over 3 CPUs.
         let usage = CpuUsage { user_ns: 10_010_000_000, system_ns: 30_000_000, per_cpu: None };
-        let v = StatInputs { visible: &[0, 1, 2], usage: Some(&usage), per_cpu: true, clock_ticks: 100 };
+        let v = StatInputs {
+            visible: &[0, 1, 2],
+            usage: Some(&usage),
+            per_cpu: true,
+            clock_ticks: 100,
+        };
         let out = s(render(&h, &v));
         let l: Vec<&str> = out.lines().collect();
         assert_eq!(l[1], format!("cpu0 334 0 1 {} 0 0 0 0 0 0", h.cpus[0].total() - 335));
         assert_eq!(l[2], format!("cpu1 334 0 1 {} 0 0 0 0 0 0", h.cpus[1].total() - 335));
         assert_eq!(l[3], format!("cpu2 333 0 1 {} 0 0 0 0 0 0", h.cpus[2].total() - 334));
         assert!(l[0].starts_with("cpu  1001 0 3 "));
-        assert_eq!(l[4], "intr 1212883 9 0 0 0 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0");
+        assert_eq!(
+            l[4],
+            "intr 1212883 9 0 0 0 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0"
+        );
         // Quota narrowing: per_cpu present but not applicable -> spread.
         let usage = CpuUsage { per_cpu: Some(vec![(SEC, 0); 4]), ..usage };
         let v2 = StatInputs { usage: Some(&usage), per_cpu: false, ..v };
@@ -339,7 +354,10 @@ mod tests {
         let v3 = StatInputs { usage: Some(&huge), visible: &[0, 9], ..v };
         let out = s(render(&h, &v3));
         let cpu0: Vec<&str> = out.lines().nth(1).unwrap().split(' ').collect();
-        assert_eq!(cpu0[1..], ["922337203685", "0", "922337203685", "0", "0", "0", "0", "0", "0", "0"]);
+        assert_eq!(
+            cpu0[1..],
+            ["922337203685", "0", "922337203685", "0", "0", "0", "0", "0", "0", "0"]
+        );
     }
 
     #[test]
@@ -359,13 +377,23 @@ mod tests {
         let h = parse(host).unwrap();
         assert_eq!(h.fields, 7);
         let v = StatInputs { visible: &[1], usage: None, per_cpu: true, clock_ticks: 100 };
-        assert_eq!(s(render(&h, &v)), "cpu  5 10 15 20 25 30 35\ncpu0 5 10 15 20 25 30 35\nctxt 1\n");
+        assert_eq!(
+            s(render(&h, &v)),
+            "cpu  5 10 15 20 25 30 35\ncpu0 5 10 15 20 25 30 35\nctxt 1\n"
+        );
     }
 
     #[test]
     fn garbage() {
-        for bad in ["", "garbage", "intr 1\n", "cpu  a b c d\n", "cpu  1 2 3\n", "cpu  1 2 3 4\ncpu0 1 2 x 4\n",
-            "cpu  1 2 3 4 -5\n"] {
+        for bad in [
+            "",
+            "garbage",
+            "intr 1\n",
+            "cpu  a b c d\n",
+            "cpu  1 2 3\n",
+            "cpu  1 2 3 4\ncpu0 1 2 x 4\n",
+            "cpu  1 2 3 4 -5\n",
+        ] {
             assert!(matches!(parse(bad), Err(ViewError::Malformed { .. })), "{bad:?}");
         }
         // Lines that merely start with "cpu" pass through.
@@ -385,15 +413,23 @@ mod tests {
         assert_eq!(env.run(generate).unwrap(), BIG4);
         // v2: spread over the visible CPUs.
         let cpu_stat = "usage_usec 4000000\nuser_usec 3000000\nsystem_usec 1000000\n";
-        let env = TestEnv::new("big4", &[("cpuset.cpus.effective", "2-3\n"), ("cpu.stat", cpu_stat)]);
+        let env =
+            TestEnv::new("big4", &[("cpuset.cpus.effective", "2-3\n"), ("cpu.stat", cpu_stat)]);
         let out = env.run(generate).unwrap();
         let h = parse(BIG4).unwrap();
         let hz = clock_ticks();
         let (u, sy) = (3 * hz / 2, hz / 2);
-        assert_eq!(out.lines().nth(1).unwrap(), format!("cpu0 {u} 0 {sy} {} 0 0 0 0 0 0", h.cpus[2].total() - u - sy));
-        assert_eq!(out.lines().nth(2).unwrap(), format!("cpu1 {u} 0 {sy} {} 0 0 0 0 0 0", h.cpus[3].total() - u - sy));
+        assert_eq!(
+            out.lines().nth(1).unwrap(),
+            format!("cpu0 {u} 0 {sy} {} 0 0 0 0 0 0", h.cpus[2].total() - u - sy)
+        );
+        assert_eq!(
+            out.lines().nth(2).unwrap(),
+            format!("cpu1 {u} 0 {sy} {} 0 0 0 0 0 0", h.cpus[3].total() - u - sy)
+        );
         assert!(out.ends_with(&tail(BIG4)));
-        let env = TestEnv::new("big4", &[("cpu.stat", "garbage\n"), ("cpu.max", "100000 100000\n")]);
+        let env =
+            TestEnv::new("big4", &[("cpu.stat", "garbage\n"), ("cpu.max", "100000 100000\n")]);
         assert!(env.run(generate).is_err());
     }
 }

@@ -132,18 +132,30 @@ mod tests {
         let line = out.lines().nth(1).unwrap();
         assert_eq!(line.find("virtual"), Some(40));
         assert_eq!(BIG4.lines().nth(2).unwrap().find("file\t"), Some(40));
-        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["none", "virtual", "262144", "3072", "0"]);
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            ["none", "virtual", "262144", "3072", "0"]
+        );
         // Above the host's total: the host's total; used at most size; wide numbers.
         let out = String::from_utf8(render(&h, Some(&mem(Some(u64::MAX), u64::MAX)))).unwrap();
-        assert_eq!(out, format!("{HEADER}none{}virtual\t\t10485752\t10485752\t0\n", " ".repeat(36)));
+        assert_eq!(
+            out,
+            format!("{HEADER}none{}virtual\t\t10485752\t10485752\t0\n", " ".repeat(36))
+        );
         // No swap allowed: header only.
         assert_eq!(render(&h, Some(&mem(Some(1023), 0))), HEADER.as_bytes());
     }
 
     #[test]
     fn garbage_is_malformed() {
-        for bad in ["", "garbage\n", "Filename\n/dev/x partition 1 2\n", "Filename\n/dev/x partition a 2 -1\n",
-            "Filename\n/dev/x partition 1 2 x\n", "Filename\n/a b c 1 2 3\n"] {
+        for bad in [
+            "",
+            "garbage\n",
+            "Filename\n/dev/x partition 1 2\n",
+            "Filename\n/dev/x partition a 2 -1\n",
+            "Filename\n/dev/x partition 1 2 x\n",
+            "Filename\n/a b c 1 2 3\n",
+        ] {
             assert!(matches!(parse(bad), Err(ViewError::Malformed { .. })), "{bad:?}");
         }
         // A header without newline and blank lines are fine.
@@ -154,15 +166,38 @@ mod tests {
     #[test]
     fn generate_end_to_end() {
         use crate::host::testenv::{TestEnv, MEMORY_STAT};
-        let mem = [("memory.current", "104857600\n"), ("memory.stat", MEMORY_STAT), ("memory.max", "268435456\n")];
+        let mem = [
+            ("memory.current", "104857600\n"),
+            ("memory.stat", MEMORY_STAT),
+            ("memory.max", "268435456\n"),
+        ];
         let env = TestEnv::new("big4", &mem);
         assert_eq!(env.run(generate).unwrap(), env.host_file("swaps"));
-        let env = TestEnv::new("big4", &[mem[0], mem[1], mem[2], ("memory.swap.current", "2097152\n"),
-            ("memory.swap.max", "67108864\n")]);
-        assert_eq!(env.run(generate).unwrap(), format!("{HEADER}none{}virtual\t\t65536\t\t2048\t\t0\n", " ".repeat(36)));
+        let env = TestEnv::new(
+            "big4",
+            &[
+                mem[0],
+                mem[1],
+                mem[2],
+                ("memory.swap.current", "2097152\n"),
+                ("memory.swap.max", "67108864\n"),
+            ],
+        );
+        assert_eq!(
+            env.run(generate).unwrap(),
+            format!("{HEADER}none{}virtual\t\t65536\t\t2048\t\t0\n", " ".repeat(36))
+        );
         // Host without swap: its bytes.
-        let env = TestEnv::new("vm2", &[mem[0], mem[1], mem[2], ("memory.swap.current", "0\n"),
-            ("memory.swap.max", "67108864\n")]);
+        let env = TestEnv::new(
+            "vm2",
+            &[
+                mem[0],
+                mem[1],
+                mem[2],
+                ("memory.swap.current", "0\n"),
+                ("memory.swap.max", "67108864\n"),
+            ],
+        );
         assert_eq!(env.run(generate).unwrap(), env.host_file("swaps"));
     }
 }

@@ -36,7 +36,10 @@ pub fn parse(text: &str) -> Result<HostUptime<'_>, ViewError> {
 
 /// "123.45" -> 12345 (extra decimals truncated, like the kernel).
 fn parse_centis(s: &str) -> Result<u64, ViewError> {
-    let bad = || ViewError::Malformed { path: PATH.into(), reason: format!("{s:?} is not a number of seconds") };
+    let bad = || ViewError::Malformed {
+        path: PATH.into(),
+        reason: format!("{s:?} is not a number of seconds"),
+    };
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     if int.is_empty() || !digits(int) || !digits(frac) {
@@ -64,7 +67,8 @@ pub struct UptimeInputs {
 /// Renders the namespace's uptime line.
 pub fn render(host: &HostUptime<'_>, v: &UptimeInputs) -> Vec<u8> {
     let hz = v.clock_ticks.max(1);
-    let start = u64::try_from(u128::from(v.ns_init_start_ticks) * 100 / u128::from(hz)).unwrap_or(u64::MAX);
+    let start =
+        u64::try_from(u128::from(v.ns_init_start_ticks) * 100 / u128::from(hz)).unwrap_or(u64::MAX);
     let up = host.up_centis.saturating_sub(start);
     let max_idle = up.saturating_mul(v.visible_cpus.max(1) as u64);
     let idle = match v.cpu_usage_ns {
@@ -157,14 +161,30 @@ mod tests {
     #[test]
     fn zero_host_uptime() {
         let h = parse("0.00 0.00\n").unwrap();
-        let v = UptimeInputs { ns_init_start_ticks: 0, clock_ticks: 100, visible_cpus: 0, cpu_usage_ns: None };
+        let v = UptimeInputs {
+            ns_init_start_ticks: 0,
+            clock_ticks: 100,
+            visible_cpus: 0,
+            cpu_usage_ns: None,
+        };
         assert_eq!(s(render(&h, &v)), "0.00 0.00\n");
     }
 
     #[test]
     fn garbage_is_malformed() {
-        for bad in ["", "1", "1 2 3", "a b", "1.2.3 4", "-1 2", ".5 1", "1 +2", "99999999999999999999 1",
-            "1e3 1", "1,5 2"] {
+        for bad in [
+            "",
+            "1",
+            "1 2 3",
+            "a b",
+            "1.2.3 4",
+            "-1 2",
+            ".5 1",
+            "1 +2",
+            "99999999999999999999 1",
+            "1e3 1",
+            "1,5 2",
+        ] {
             assert!(matches!(parse(bad), Err(ViewError::Malformed { .. })), "{bad:?}");
         }
     }
@@ -172,8 +192,13 @@ mod tests {
     #[test]
     fn generate_end_to_end() {
         use crate::host::testenv::TestEnv;
-        let mut env = TestEnv::new("big4", &[("cpuset.cpus.effective", "0-1\n"),
-            ("cpu.stat", "usage_usec 100500000\nuser_usec 100000000\nsystem_usec 500000\n")]);
+        let mut env = TestEnv::new(
+            "big4",
+            &[
+                ("cpuset.cpus.effective", "0-1\n"),
+                ("cpu.stat", "usage_usec 100500000\nuser_usec 100000000\nsystem_usec 500000\n"),
+            ],
+        );
         assert_eq!(env.run(generate).unwrap(), BIG4);
         let hz = clock_ticks();
         env.caller.ns_init_start_ticks = Some(1933 * hz + 83 * hz / 100);

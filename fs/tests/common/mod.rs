@@ -167,7 +167,11 @@ pub fn assert_no_leaks() {
 /// Children of the calling thread.
 fn thread_children() -> Vec<i32> {
     let path = format!("/proc/self/task/{}/children", gettid());
-    fs::read_to_string(path).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -188,7 +192,10 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -306,10 +313,11 @@ impl Mounted {
             }
             if is_fuse_mounted(&self.dir) {
                 let probe = self.path("proc/meminfo");
-                let exists =
-                    with_timeout("stat of proc/meminfo on the new mount", MOUNT_TIMEOUT, move || {
-                        probe.exists()
-                    });
+                let exists = with_timeout(
+                    "stat of proc/meminfo on the new mount",
+                    MOUNT_TIMEOUT,
+                    move || probe.exists(),
+                );
                 if exists {
                     return;
                 }
@@ -382,7 +390,10 @@ impl Mounted {
             }
         }
         if is_mounted(&self.dir) {
-            problems.push(format!("{} still mounted after the server exited; detaching", self.dir.display()));
+            problems.push(format!(
+                "{} still mounted after the server exited; detaching",
+                self.dir.display()
+            ));
             let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
         }
         if is_mounted(&self.dir) {
@@ -404,7 +415,10 @@ impl Drop for Mounted {
                 eprintln!("sysvisor-fs shutdown: {p}");
             }
         } else if !problems.is_empty() {
-            panic!("sysvisor-fs did not shut down cleanly:\n  {}\nlog:\n{log}", problems.join("\n  "));
+            panic!(
+                "sysvisor-fs did not shut down cleanly:\n  {}\nlog:\n{log}",
+                problems.join("\n  ")
+            );
         }
     }
 }
@@ -454,7 +468,9 @@ impl CgroupLayout {
                 continue;
             }
             for opt in m.super_options.split(',') {
-                if CONTROLLERS.contains(&opt) && !v.iter().any(|(c, _): &(String, PathBuf)| c == opt) {
+                if CONTROLLERS.contains(&opt)
+                    && !v.iter().any(|(c, _): &(String, PathBuf)| c == opt)
+                {
                     v.push((opt.to_string(), m.mount_point.clone()));
                 }
             }
@@ -707,7 +723,8 @@ impl Reader {
     /// Runs the reader in the root cgroup of each hierarchy holding [`CONTROLLERS`]:
     /// unconstrained, whatever cgroup the test itself runs in.
     pub fn in_root_cgroup(mut self) -> Reader {
-        self.procs_files = cgroup_layout().roots().into_iter().map(|d| d.join("cgroup.procs")).collect();
+        self.procs_files =
+            cgroup_layout().roots().into_iter().map(|d| d.join("cgroup.procs")).collect();
         self
     }
 

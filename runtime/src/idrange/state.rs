@@ -53,19 +53,15 @@ impl Record {
     }
 
     pub fn range(&self) -> IdRange {
-        IdRange {
-            uid_base: self.uid_base,
-            gid_base: self.gid_base,
-            count: self.count,
-        }
+        IdRange { uid_base: self.uid_base, gid_base: self.gid_base, count: self.count }
     }
 
     fn gone(&self) -> bool {
         // symlink_metadata: a dangling symlink still counts as existing. Any error other
         // than "not found" (EACCES, EIO...) counts as existing too: never free on doubt.
-        self.anchors
-            .iter()
-            .all(|p| matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound))
+        self.anchors.iter().all(
+            |p| matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound),
+        )
     }
 }
 
@@ -79,11 +75,7 @@ pub(crate) fn anchors_of(bundle: &Path) -> Vec<PathBuf> {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("root")?.get("path")?.as_str().map(PathBuf::from));
     if let Some(root) = root {
-        let root = if root.is_absolute() {
-            root
-        } else {
-            bundle.join(root)
-        };
+        let root = if root.is_absolute() { root } else { bundle.join(root) };
         if root.file_name().is_some_and(|n| n == "merged") {
             if let Some(layer) = root.parent().filter(|p| *p != bundle && *p != Path::new("/")) {
                 out.push(layer.to_path_buf());
@@ -97,12 +89,8 @@ pub(crate) fn anchors_of(bundle: &Path) -> Vec<PathBuf> {
 
 /// Removes every record whose container is gone for good; returns their ids.
 pub(crate) fn reclaim(st: &mut State) -> Vec<String> {
-    let gone: Vec<String> = st
-        .ranges
-        .iter()
-        .filter(|(_, rec)| rec.gone())
-        .map(|(id, _)| id.clone())
-        .collect();
+    let gone: Vec<String> =
+        st.ranges.iter().filter(|(_, rec)| rec.gone()).map(|(id, _)| id.clone()).collect();
     for id in &gone {
         st.ranges.remove(id);
     }
@@ -154,17 +142,11 @@ pub(crate) fn load(dir: &Path) -> Result<State, IdRangeError> {
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(State {
-                version: VERSION,
-                ranges: BTreeMap::new(),
-            })
+            return Ok(State { version: VERSION, ranges: BTreeMap::new() })
         }
         Err(e) => return Err(IdRangeError::io(format!("reading {}", path.display()), e)),
     };
-    let corrupt = |detail: String| IdRangeError::CorruptState {
-        path: path.clone(),
-        detail,
-    };
+    let corrupt = |detail: String| IdRangeError::CorruptState { path: path.clone(), detail };
     let st: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if st.version != VERSION {
         return Err(corrupt(format!("unknown version {}", st.version)));

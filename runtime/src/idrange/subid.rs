@@ -47,11 +47,7 @@ fn parse_line(line: &str) -> Result<Entry, String> {
     }
     let start: u64 = start.parse().map_err(|_| format!("bad start {start:?}"))?;
     let count: u64 = count.parse().map_err(|_| format!("bad count {count:?}"))?;
-    Ok(Entry {
-        owner: owner.to_string(),
-        start,
-        count,
-    })
+    Ok(Entry { owner: owner.to_string(), start, count })
 }
 
 fn read_optional(path: &Path) -> Result<String, IdRangeError> {
@@ -90,9 +86,7 @@ pub(crate) fn slices(file: &Path) -> Result<Vec<u32>, IdRangeError> {
         }
     }
     if !found {
-        return Err(IdRangeError::MissingEntry {
-            file: file.to_path_buf(),
-        });
+        return Err(IdRangeError::MissingEntry { file: file.to_path_buf() });
     }
     Ok(out)
 }
@@ -115,11 +109,7 @@ impl Pool {
     /// The lowest slot whose uid and gid slices meet no recorded range.
     pub fn first_free(&self, st: &super::state::State) -> Option<IdRange> {
         (0..self.len())
-            .map(|i| IdRange {
-                uid_base: self.uids[i],
-                gid_base: self.gids[i],
-                count: RANGE_SIZE,
-            })
+            .map(|i| IdRange { uid_base: self.uids[i], gid_base: self.gids[i], count: RANGE_SIZE })
             .find(|cand| st.ranges.values().all(|rec| !rec.range().overlaps(cand)))
     }
 }
@@ -129,7 +119,11 @@ impl Pool {
 /// and after the end of every entry of both files, so the pool overlaps no other user's
 /// subordinate ids and is the same in both files when both are added. Each file is replaced
 /// atomically, keeping its mode and owner. Returns whether a file changed.
-pub fn ensure_subid_entries(subuid: &Path, subgid: &Path, count: u32) -> Result<bool, IdRangeError> {
+pub fn ensure_subid_entries(
+    subuid: &Path,
+    subgid: &Path,
+    count: u32,
+) -> Result<bool, IdRangeError> {
     if count < RANGE_SIZE {
         return Err(IdRangeError::InvalidPoolSize(count.into()));
     }
@@ -139,10 +133,7 @@ pub fn ensure_subid_entries(subuid: &Path, subgid: &Path, count: u32) -> Result<
     let mut missing: Vec<usize> = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         let entries = parse(text);
-        if !entries
-            .iter()
-            .any(|(_, l, _)| l.split(':').next().map(str::trim) == Some(SUBID_USER))
-        {
+        if !entries.iter().any(|(_, l, _)| l.split(':').next().map(str::trim) == Some(SUBID_USER)) {
             missing.push(i);
         }
         for (_, _, e) in entries {
@@ -189,11 +180,7 @@ mod tests {
         assert!(got[2].2.is_err());
         assert_eq!(
             got[3].2.as_ref().unwrap(),
-            &Entry {
-                owner: "sysvisor".into(),
-                start: 131072,
-                count: 131072
-            }
+            &Entry { owner: "sysvisor".into(), start: 131072, count: 131072 }
         );
     }
 

@@ -53,9 +53,13 @@ pub fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 4 <= s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v =
-                u32::from(s[i + 1] - b'0') * 64 + u32::from(s[i + 2] - b'0') * 8 + u32::from(s[i + 3] - b'0');
+        if s[i] == b'\\'
+            && i + 4 <= s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = u32::from(s[i + 1] - b'0') * 64
+                + u32::from(s[i + 2] - b'0') * 8
+                + u32::from(s[i + 3] - b'0');
             out.push(v as u8);
             i += 4;
         } else {
@@ -69,10 +73,7 @@ pub fn unescape(s: &[u8]) -> Vec<u8> {
 /// The mount on top of the stack at `path` (the one no other mount at `path` sits on).
 pub fn top_at<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     let here: Vec<&Mount> = mounts.iter().filter(|m| m.mount_point == path).collect();
-    here.iter()
-        .rev()
-        .find(|m| !here.iter().any(|o| o.parent == m.id))
-        .copied()
+    here.iter().rev().find(|m| !here.iter().any(|o| o.parent == m.id)).copied()
 }
 
 /// The mount holding `path` (longest mount point prefix, top of its stack): its fstype
@@ -112,10 +113,11 @@ pub fn overlay(super_opts: &str) -> Result<Overlay, String> {
         match key {
             "lowerdir" => {
                 if value.contains("::") {
-                    return Err("data-only lower layers (lowerdir with \"::\") are not supported".into());
+                    return Err(
+                        "data-only lower layers (lowerdir with \"::\") are not supported".into()
+                    );
                 }
-                out.lowers
-                    .extend(value.split(':').filter(|s| !s.is_empty()).map(unescape_path));
+                out.lowers.extend(value.split(':').filter(|s| !s.is_empty()).map(unescape_path));
             }
             "lowerdir+" => out.lowers.push(unescape_path(value)),
             "datadir+" => return Err("data-only lower layers (datadir+) are not supported".into()),
@@ -158,17 +160,11 @@ mod tests {
         let o = overlay(&top.super_opts).unwrap();
         assert_eq!(
             o.lowers,
-            vec![
-                PathBuf::from("/run/sysvisor/rootfs/abc/lower/0"),
-                PathBuf::from("/run/a b:c")
-            ]
+            vec![PathBuf::from("/run/sysvisor/rootfs/abc/lower/0"), PathBuf::from("/run/a b:c")]
         );
         let docker = overlay(&m[2].super_opts).unwrap();
         assert_eq!(docker.lowers.len(), 2);
-        assert_eq!(
-            docker.upper.unwrap(),
-            Path::new("/var/lib/docker/overlay2/abc/diff")
-        );
+        assert_eq!(docker.upper.unwrap(), Path::new("/var/lib/docker/overlay2/abc/diff"));
     }
 
     #[test]

@@ -159,12 +159,7 @@ impl FsContext {
         check(rc)?;
         // SAFETY: no pointers are passed.
         let rc = unsafe {
-            libc::syscall(
-                libc::SYS_fsmount,
-                self.fd.as_raw_fd(),
-                FSMOUNT_CLOEXEC,
-                0 as c_uint,
-            )
+            libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, 0 as c_uint)
         };
         fd_from(rc)
     }
@@ -192,13 +187,7 @@ pub fn mount_overlay_legacy(target: &Path, data: &str) -> io::Result<()> {
     let d = cstr(data)?;
     // SAFETY: every pointer is a valid NUL-terminated string living across the call.
     let rc = unsafe {
-        libc::mount(
-            c"overlay".as_ptr(),
-            t.as_ptr(),
-            c"overlay".as_ptr(),
-            0,
-            d.as_ptr().cast(),
-        )
+        libc::mount(c"overlay".as_ptr(), t.as_ptr(), c"overlay".as_ptr(), 0, d.as_ptr().cast())
     };
     check(rc.into()).map(drop)
 }
@@ -228,11 +217,7 @@ pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
         // SAFETY: raw syscalls on inherited descriptors and a stack buffer; the child
         // never returns into Rust code.
         unsafe {
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                b'1'
-            } else {
-                b'0'
-            };
+            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { b'1' } else { b'0' };
             libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
             let mut b = 0u8;
             libc::read(hold_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
