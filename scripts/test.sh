@@ -44,12 +44,37 @@ echo "== e2e: cargo test -p sysvisor-e2e"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test -p sysvisor-e2e --no-fail-fast "$@" || failed+=("e2e")
 # ---- end of e2e ------------------------------------------------------------------------
 
+if cargo fmt --version >/dev/null 2>&1; then
+    echo "== cargo fmt --all --check"
+    cargo fmt --all --check || failed+=("cargo fmt")
+fi
+
 if cargo clippy --version >/dev/null 2>&1; then
     echo "== cargo clippy --workspace --all-targets -- -D warnings"
     cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 else
     echo "== cargo clippy not installed; skipping lints"
 fi
+
+# ---- bench smoke -----------------------------------------------------------------------
+# One short pass of the benchmark harness (bench/, docs/benchmarks.md) so it cannot rot:
+# every "read" cell for 0.2 s against native /proc, LXCFS (installed when missing) and
+# sysvisor-fs, and "memory" with 0 and 5 registered containers. Asserts no timings, only
+# that it runs and every read succeeds. Needs root and /dev/fuse; SYSVISOR_BENCH=skip skips.
+bench_smoke() {
+    if [ "${SYSVISOR_BENCH:-}" = skip ] || [ "$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then
+        echo "== bench smoke: skipped (SYSVISOR_BENCH=skip, not root or no /dev/fuse)"
+        return 0
+    fi
+    command -v lxcfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxcfs >/dev/null 2>&1 \
+        || echo "== bench smoke: lxcfs not installable; its cells are skipped"
+    echo "== bench smoke: sysvisor-bench read --seconds 0.2; memory --containers 0,5"
+    cargo build -q -p sysvisor-fs -p sysvisor-bench && \
+        timeout 120 target/debug/sysvisor-bench read --seconds 0.2 && \
+        timeout 60 target/debug/sysvisor-bench memory --containers 0,5 || failed+=("bench smoke")
+}
+bench_smoke
+# ---- end of bench smoke ----------------------------------------------------------------
 
 # ---- fuzz smoke ------------------------------------------------------------------------
 # Builds the cargo-fuzz targets in fuzz/ (a standalone crate, see fuzz/README.md) and runs

@@ -1,0 +1,173 @@
+//! The file systems under test: native /proc, LXCFS and sysvisor-fs, the last two each
+//! started on a temporary mount point and stopped (and unmounted) on drop, also when the run
+//! fails.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a FUSE file system is mounted exactly at `dir`.
+fn is_fuse_mounted(dir: &Path) -> bool {
+    mount_points(true).iter().any(|m| m == dir)
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    mount_points(false).iter().any(|m| m == dir)
+}
+
+fn mount_points(fuse_only: bool) -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mp = pre.split(' ').nth(4)?;
+            let fstype = post.split(' ').next()?;
+            if fuse_only && !fstype.starts_with("fuse") {
+                return None;
+            }
+            // Mount points with spaces are escaped as \040; ours have none.
+            Some(PathBuf::from(mp))
+        })
+        .collect()
+}
+
+/// A FUSE server started by the harness on `<tmp>/mnt`.
+pub struct Server {
+    pub name: &'static str,
+    root: PathBuf,
+    mnt: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts `program args.. <mnt>` (the mount point is appended by `args`' builder) and
+    /// waits until `<mnt>/proc/meminfo` is there.
+    pub fn start(
+        name: &'static str,
+        program: &Path,
+        args: impl FnOnce(&Path, &Path) -> Vec<String>,
+    ) -> Result<Server> {
+        let root =
+            std::env::temp_dir().join(format!("sysvisor-bench-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("mnt"))
+            .with_context(|| format!("mkdir {}", root.display()))?;
+        let mnt = root.join("mnt");
+        let log = root.join("server.log");
+        let logf = fs::File::create(&log)?;
+        let mut srv = Server { name, root: root.clone(), mnt: mnt.clone(), log, child: None };
+        let child = Command::new(program)
+            .args(args(&root, &mnt))
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        srv.child = Some(child);
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        loop {
+            if let Some(st) = srv.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{name} exited with {st} before mounting; log:\n{}", srv.log());
+            }
+            if is_fuse_mounted(&mnt) && mnt.join("proc/meminfo").exists() {
+                return Ok(srv);
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not mount within {MOUNT_TIMEOUT:?}; log:\n{}", srv.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn mnt(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// The temporary directory holding the mount point (and the server's other files).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        eprintln!(
+                            "sysvisor-bench: {} did not stop after SIGTERM; killing",
+                            self.name
+                        );
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        if is_mounted(&self.mnt) {
+            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if is_mounted(&self.mnt) {
+            eprintln!("sysvisor-bench: cannot unmount {}", self.mnt.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Starts LXCFS (`lxcfs -f --enable-cfs -p <tmp>/lxcfs.pid <mnt>`).
+pub fn start_lxcfs(bin: &Path) -> Result<Server> {
+    Server::start("lxcfs", bin, |root, mnt| {
+        vec![
+            "-f".into(),
+            "--enable-cfs".into(),
+            "-p".into(),
+            root.join("lxcfs.pid").display().to_string(),
+            mnt.display().to_string(),
+        ]
+    })
+}
+
+/// Starts `sysvisor-fs mount <mnt>`.
+pub fn start_sysvisor_fs(bin: &Path) -> Result<Server> {
+    Server::start("sysvisor-fs", bin, |_, mnt| vec!["mount".into(), mnt.display().to_string()])
+}
+
+/// `program`'s path: itself if it has a slash, else looked up in PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return p.exists().then_some(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
