@@ -10,13 +10,17 @@
 
 pub mod atomic_file;
 pub mod caps;
+pub mod cgroups;
 pub mod cli;
 pub mod daemon;
 pub mod idrange;
 pub mod lifecycle;
 pub mod log;
+pub mod nesting;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
 pub mod spec;
+pub mod systemd;
 pub mod transform;
+pub mod volumes;
