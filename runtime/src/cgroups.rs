@@ -163,16 +163,21 @@ pub fn cgroup_dirs(hierarchies: &[Hierarchy], proc_cgroup: &str) -> Vec<CgroupDi
 }
 
 /// Every path to give the container's root: each directory, then its delegated files.
-/// A cgroup at the root of its hierarchy (a container without a cgroup of its own) is
-/// never given away.
+/// A cgroup that is not the container's own is never given away: the root of a hierarchy,
+/// or one of `ours` (the cgroups of this process, run by the container's shim or by runc)
+/// or an ancestor of them. The container shares those when its runc made it no cgroup in
+/// a hierarchy (a runc that ignores a hybrid host's v2 hierarchy, say).
 pub fn delegated_paths(
     dirs: &[CgroupDir],
     hierarchies: &[Hierarchy],
     v2_files: &[String],
+    ours: &[CgroupDir],
 ) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in dirs {
-        if hierarchies.iter().any(|h| h.mount_point == dir.path) {
+        if hierarchies.iter().any(|h| h.mount_point == dir.path)
+            || ours.iter().any(|o| o.path.starts_with(&dir.path))
+        {
             continue;
         }
         out.push(dir.path.clone());
@@ -211,7 +216,10 @@ pub fn delegate(pid: u32, uid: u32, gid: u32) -> Result<Vec<PathBuf>, CgroupErro
     if dirs.is_empty() {
         return Err(CgroupError::NotFound { pid, detail: proc_cgroup.trim().replace('\n', "; ") });
     }
-    let paths = delegated_paths(&dirs, &hierarchies, &v2_delegate_files());
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(io_err("reading /proc/self/cgroup".into()))?;
+    let ours = cgroup_dirs(&hierarchies, &own);
+    let paths = delegated_paths(&dirs, &hierarchies, &v2_delegate_files(), &ours);
     let mut changed = Vec::with_capacity(paths.len());
     for path in paths {
         match chown_nofollow(&path, uid, gid) {
@@ -290,7 +298,7 @@ mod tests {
         let v2 = parse_delegate_file(
             "cgroup.procs\ncgroup.threads\ncgroup.subtree_control\nmemory.oom.group\n",
         );
-        let all = delegated_paths(&dirs, &h, &v2);
+        let all = delegated_paths(&dirs, &h, &v2, &[]);
         let all: Vec<_> = all.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(
             &all[..3],
@@ -345,7 +353,27 @@ mod tests {
         let h = parse(UNIFIED);
         let dirs = cgroup_dirs(&h, "0::/\n");
         assert_eq!(dirs.len(), 1);
-        assert!(delegated_paths(&dirs, &h, &["cgroup.procs".into()]).is_empty());
+        assert!(delegated_paths(&dirs, &h, &["cgroup.procs".into()], &[]).is_empty());
+    }
+
+    #[test]
+    fn the_runtimes_own_cgroups_and_their_parents_are_never_given_away() {
+        let h = parse(HYBRID);
+        // runc made the container no cgroup in the unified hierarchy: it shares the shim's.
+        let container = "4:memory:/docker/abc\n0::/system.slice/containerd.service\n";
+        let shim =
+            "4:memory:/system.slice/containerd.service\n0::/system.slice/containerd.service/x\n";
+        let dirs = cgroup_dirs(&h, container);
+        let ours = cgroup_dirs(&h, shim);
+        let all = delegated_paths(&dirs, &h, &["cgroup.procs".into()], &ours);
+        assert_eq!(
+            all,
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/docker/abc"),
+                PathBuf::from("/sys/fs/cgroup/memory/docker/abc/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/memory/docker/abc/tasks"),
+            ]
+        );
     }
 
     #[test]

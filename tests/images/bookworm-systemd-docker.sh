@@ -65,6 +65,10 @@ rm -f "$root/var/lib/dbus/machine-id"
 # debugfs and tracefs cannot be mounted in a user namespace: without these masks the boot
 # ends "degraded" with the two mount units failed (docs/nested.md).
 chroot "$root" systemctl mask sys-kernel-debug.mount sys-kernel-tracing.mount >/dev/null
+# Until /proc/sys/net is writable inside (Docker mounts /proc/sys read-only), the inner
+# dockerd cannot enable IP forwarding and refuses to start unless told not to.
+mkdir -p "$root/etc/docker"
+echo '{"ip-forward": false}' >"$root/etc/docker/daemon.json"
 # Smaller, and no stale package lists in the image.
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log \

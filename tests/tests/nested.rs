@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use sysvisor_e2e::{scratch_dir, Container, Engine, IdMap, Output, RANGE, RUNTIME, SYSVISOR_LIB};
 
-/// The inner dockerd's configuration, bind-mounted at /etc/docker/daemon.json. Docker
-/// mounts /proc/sys read-only, so dockerd cannot turn on `net.ipv4.ip_forward` in the
-/// container's network namespace and refuses to start unless told not to; inner
-/// containers then have no outbound routing, which these tests do not need.
-const INNER_DAEMON_JSON: &str = "{\"ip-forward\": false}\n";
-
 /// The uid map of a running container's init, as the host sees it.
 #[track_caller]
 fn host_range(c: &Container) -> IdMap {
@@ -25,14 +19,6 @@ fn host_range(c: &Container) -> IdMap {
     assert_eq!((map.inside, map.count), (0, RANGE), "{map:?}");
     assert_ne!(map.outside, 0, "{map:?}");
     map
-}
-
-/// A bind mount (`-v`) of a file holding [`INNER_DAEMON_JSON`]; the directory goes when
-/// the returned guard drops.
-fn daemon_json_volume(name: &str) -> (String, RemoveDir) {
-    let dir = scratch_dir(name);
-    fs::write(dir.join("daemon.json"), INNER_DAEMON_JSON).unwrap();
-    (format!("{}:/etc/docker/daemon.json:ro", dir.join("daemon.json").display()), RemoveDir(dir))
 }
 
 struct RemoveDir(PathBuf);
@@ -73,10 +59,9 @@ fn boot(c: &Container) -> (String, String) {
 /// Starts the systemd + Docker image with `options`, waits until systemd has booted and the
 /// inner dockerd (started by systemd) answers, and imports a busybox image `bb` into it.
 #[track_caller]
-fn system_container_with_docker<'e>(e: &'e Engine, options: &[&str]) -> (Container<'e>, RemoveDir) {
+fn system_container_with_docker<'e>(e: &'e Engine, options: &[&str]) -> Container<'e> {
     let image = e.systemd_docker_image().to_string();
-    let (volume, dir) = daemon_json_volume("daemon-json");
-    let mut opts = vec!["--runtime", RUNTIME, "-v", &volume];
+    let mut opts = vec!["--runtime", RUNTIME];
     opts.extend_from_slice(options);
     let (c, out) = e.run_image_detached(&image, &opts, &[]);
     assert!(out.success(), "{out}\n{}", e.diagnostics());
@@ -94,13 +79,13 @@ fn system_container_with_docker<'e>(e: &'e Engine, options: &[&str]) -> (Contain
           for a in $(/bin/busybox --list); do [ -e /tmp/bb/bin/$a ] || ln -s busybox /tmp/bb/bin/$a; done; \
           tar -C /tmp/bb -c . | docker import -c 'ENV PATH=/bin' - bb >/dev/null; rm -rf /tmp/bb")
         .expect_success();
-    (c, dir)
+    c
 }
 
 #[test]
 fn docker_runs_inside_a_system_container_on_overlay2() {
     let Some(e) = Engine::get() else { return };
-    let (c, _dir) = system_container_with_docker(&e, &["-m", "512m"]);
+    let c = system_container_with_docker(&e, &["-m", "512m"]);
     let range = host_range(&c);
     let id = c.id();
 
@@ -140,7 +125,7 @@ fn docker_runs_inside_a_system_container_on_overlay2() {
 #[test]
 fn inner_containers_see_the_outer_containers_memory_limit() {
     let Some(e) = Engine::get() else { return };
-    let (c, _dir) = system_container_with_docker(&e, &["-m", "512m"]);
+    let c = system_container_with_docker(&e, &["-m", "512m"]);
     let range = host_range(&c);
     let id = c.id();
     let outer = c.exec(&["head", "-1", "/proc/meminfo"]).expect_success().out();
@@ -160,8 +145,7 @@ fn inner_containers_see_the_outer_containers_memory_limit() {
 fn systemd_boots_to_running_and_docker_stop_halts_it_at_once() {
     let Some(e) = Engine::get() else { return };
     let image = e.systemd_docker_image().to_string();
-    let (volume, _dir) = daemon_json_volume("daemon-json-systemd");
-    let (c, out) = e.run_image_detached(&image, &["--runtime", RUNTIME, "-v", &volume], &[]);
+    let (c, out) = e.run_image_detached(&image, &["--runtime", RUNTIME], &[]);
     assert!(out.success(), "{out}\n{}", e.diagnostics());
     let range = host_range(&c);
     let id = c.id();
