@@ -1,9 +1,8 @@
 //! systemd as the container's init (`docker run IMG /sbin/init`).
 //!
 //! [`is_systemd`] tells, at `create`, whether the process starts systemd: its `args[0]`
-//! (looked up in the `PATH` of its environment when it has no slash; after `--` when it is
-//! Docker's `--init`, tini) resolved inside the rootfs, symlink by symlink, to a file
-//! named `systemd` (`/sbin/init` -> `/lib/systemd/systemd` on Debian,
+//! (looked up in the `PATH` of its environment when it has no slash) resolved inside the
+//! rootfs, symlink by symlink, to a file named `systemd` (`/sbin/init` -> `/lib/systemd/systemd` on Debian,
 //! `/usr/lib/systemd/systemd`, ...). The pure [`prepare`] then gives it what it needs in
 //! a container:
 //!
@@ -49,8 +48,6 @@ pub const TMPFS_MOUNTS: &[(&str, &[&str])] = &[
 
 /// The default `PATH` for a process without one (runc's, Docker's).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Names under which Docker's `--init` runs (its own args then end in `-- CMD...`).
-const INIT_WRAPPERS: &[&str] = &["docker-init", "tini", "tini-static"];
 /// Symlinks followed at most while resolving (the kernel's limit).
 const MAX_SYMLINKS: usize = 40;
 
@@ -61,7 +58,7 @@ pub fn is_systemd(spec: &Spec, rootfs: &Path) -> bool {
     let Some(process) = spec.process() else { return false };
     let args = process.args().as_deref().unwrap_or(&[]);
     let env = process.env().as_deref().unwrap_or(&[]);
-    let Some(program) = init_program(args) else { return false };
+    let Some(program) = args.first() else { return false };
     let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
     let candidates: Vec<PathBuf> = if program.contains('/') {
         vec![Path::new("/").join(program)]
@@ -80,17 +77,6 @@ pub fn is_systemd(spec: &Spec, rootfs: &Path) -> bool {
         }
     }
     Path::new(program).file_name() == Some(OsStr::new("systemd"))
-}
-
-/// The program the container's init runs: `args[0]`, or what Docker's `--init` starts.
-fn init_program(args: &[String]) -> Option<&str> {
-    let first = args.first()?;
-    let name = Path::new(first).file_name()?.to_str()?;
-    if INIT_WRAPPERS.contains(&name) {
-        let dash = args.iter().position(|a| a == "--")?;
-        return args.get(dash + 1).map(String::as_str);
-    }
-    Some(first)
 }
 
 fn relative(inside: &Path) -> &Path {
@@ -220,11 +206,13 @@ mod tests {
             &["/lib/systemd/systemd", "--log-level=debug"],
             &["/usr/lib/systemd/systemd"],
             &["init"],
-            &["/sbin/docker-init", "--", "/sbin/init"],
         ] {
             assert!(is_systemd(&spec(args, &["PATH=/usr/bin:/sbin"]), r), "{args:?}");
         }
-        for args in [&["/sbin/bbinit"][..], &["/bin/sh"], &["/sbin/docker-init", "--", "sh"], &[]] {
+        // systemd must be PID 1: under Docker's --init (tini) it is not the init.
+        for args in
+            [&["/sbin/bbinit"][..], &["/bin/sh"], &["/sbin/docker-init", "--", "/sbin/init"], &[]]
+        {
             assert!(!is_systemd(&spec(args, &[]), r), "{args:?}");
         }
         assert_eq!(
