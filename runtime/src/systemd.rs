@@ -13,7 +13,7 @@
 //!   hardware units, `ConditionVirtualization=container` holds) and reports an unknown one
 //!   as `container-other` (`systemd-detect-virt`);
 //! - the annotation [`ANNOTATION_INIT`] = `systemd`, the record that `kill` reads from
-//!   `runc state` to turn the SIGTERM of `docker stop` into [`STOP_SIGNAL`] (SIGRTMIN+3,
+//!   `runc state` to turn the SIGTERM of `docker stop` into [`stop_signal`] (SIGRTMIN+3,
 //!   systemd's "halt"; systemd as PID 1 ignores SIGTERM, so `docker stop` would wait its
 //!   whole timeout and then SIGKILL it).
 //!

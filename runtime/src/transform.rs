@@ -22,6 +22,10 @@
 //! - gives the process every capability of its user namespace that the host's bounding set
 //!   has (see [`capabilities_for`]);
 //! - replaces the seccomp profile with [`crate::seccomp::system_container_profile`];
+//! - for system software inside, applies [`crate::nesting`] (read-write cgroups, the
+//!   unified hierarchy of a hybrid host, host-backed `/var/lib/docker` & co) and, when the
+//!   process is systemd, [`crate::systemd::prepare`] (tmpfs `/run`, `container=`, the
+//!   stop-signal record);
 //! - cuts Docker's `net.ipv4.ping_group_range` sysctl (`0 2147483647`) to the groups the
 //!   user namespace maps, which the kernel otherwise refuses;
 //! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).

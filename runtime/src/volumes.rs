@@ -14,7 +14,7 @@
 //! - Kept across `delete` + `create` with the same id (`docker stop` / `docker start`): the
 //!   container gets its id range back (see [`crate::idrange`]), so the files still belong
 //!   to it.
-//! - Removed with [`remove`] once the container is gone for good, where its range and
+//! - Removed with [`Volumes::remove`] once the container is gone for good, where its range and
 //!   upper layer are freed (the reclaim path in `main.rs`). Nothing may be mounted below
 //!   them then (the container's mount namespace is gone with it); a mount found there
 //!   fails the removal, which is retried at the next reclaim.
