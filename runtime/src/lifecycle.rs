@@ -323,7 +323,7 @@ pub fn kill_args<H: Host>(host: &H, inv: &Invocation, args: &KillArgs) -> Vec<Os
     if !systemd::runs_systemd(state.annotations.as_ref()) {
         return inv.args.clone();
     }
-    let halt = OsString::from(systemd::stop_signal().to_string());
+    let halt = OsString::from(systemd::STOP_SIGNAL.to_string());
     host.debug(&format!("container {} runs systemd: SIGTERM becomes SIGRTMIN+3", args.id));
     let mut out = inv.args.clone();
     match &args.signal {

@@ -13,7 +13,7 @@
 //!   hardware units, `ConditionVirtualization=container` holds) and reports an unknown one
 //!   as `container-other` (`systemd-detect-virt`);
 //! - the annotation [`ANNOTATION_INIT`] = `systemd`, the record that `kill` reads from
-//!   `runc state` to turn the SIGTERM of `docker stop` into [`stop_signal`] (SIGRTMIN+3,
+//!   `runc state` to turn the SIGTERM of `docker stop` into [`STOP_SIGNAL`] (SIGRTMIN+3,
 //!   systemd's "halt"; systemd as PID 1 ignores SIGTERM, so `docker stop` would wait its
 //!   whole timeout and then SIGKILL it).
 //!
@@ -35,10 +35,11 @@ pub const INIT_SYSTEMD: &str = "systemd";
 pub const CONTAINER_ENV: &str = "container";
 pub const CONTAINER_ENV_VALUE: &str = "sysvisor";
 
-/// systemd's halt signal, what `docker stop` sends it instead of SIGTERM.
-pub fn stop_signal() -> i32 {
-    libc::SIGRTMIN() + 3
-}
+/// systemd's halt signal SIGRTMIN+3, what `docker stop` sends it instead of SIGTERM. A
+/// number, not `libc::SIGRTMIN() + 3`: that depends on the C library this binary is built
+/// with (musl reserves one more real-time signal than glibc), while systemd, like Docker's
+/// `STOPSIGNAL` parser, counts from glibc's SIGRTMIN, 34.
+pub const STOP_SIGNAL: i32 = 37;
 
 /// Tmpfs mounts systemd needs: (destination, options).
 pub const TMPFS_MOUNTS: &[(&str, &[&str])] = &[
@@ -275,7 +276,8 @@ mod tests {
 
     #[test]
     fn stop_signal_is_sigrtmin_plus_3() {
-        assert_eq!(stop_signal(), 37);
+        // This test binary is built against glibc, as systemd is.
+        assert_eq!(STOP_SIGNAL, libc::SIGRTMIN() + 3);
         assert!(!runs_systemd(None));
     }
 }
