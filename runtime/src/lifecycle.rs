@@ -8,8 +8,9 @@
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
 //! rootfs first) -> make the volume directories -> shift the rootfs -> save the config ->
-//! runc -> register -> delegate the cgroups (for `run`, the last two from a hook). A failure before runc leaves nothing behind but the
-//! range (kept for the container's next `create`, see [`crate::idrange`]); a failure of
+//! runc -> register -> delegate the cgroups (for `run`, the last two from a hook). A
+//! failure before runc leaves nothing behind but the range and the volume directories
+//! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
 //! the log. `delete`: runc delete -> unregister -> undo the shift -> restore the config.
 
