@@ -18,7 +18,7 @@ use sysvisor_runc::idrange::{self, Allocator, IdRange};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
-use sysvisor_runc::volumes::{self, Volumes};
+use sysvisor_runc::volumes::Volumes;
 use sysvisor_runc::{caps, rootfs};
 
 /// Environment variables pointing the id range allocator elsewhere.
@@ -213,31 +213,16 @@ impl Host for SystemHost {
     }
 
     fn reclaim_ranges(&self) -> Result<(), HostError> {
-        let log = &self.log;
-        self.allocator()?.reclaim_with(|freed, holds_range| {
-            for id in freed {
-                log.debug(&format!("container {id} is gone for good: its id range is free again"));
+        for id in self.allocator()?.reclaim()? {
+            self.log.debug(&format!("container {id} is gone for good: its id range is free again"));
+            if let Err(e) = rootfs::forget(&id) {
+                self.log
+                    .warn(&format!("cannot remove the upper layer of removed container {id}: {e}"));
             }
-            let mut leftovers = freed.to_vec();
-            for dir in [Path::new(rootfs::SYSTEM_LIB_DIR), Path::new(volumes::SYSTEM_DIR)] {
-                match idrange::container_ids_in(dir) {
-                    Ok(ids) => leftovers.extend(ids.into_iter().filter(|id| !holds_range(id))),
-                    Err(e) => log.warn(&format!("listing {}: {e}", dir.display())),
-                }
+            if let Err(e) = Volumes::system().remove(&id) {
+                self.log.warn(&format!("cannot remove the volumes of removed container {id}: {e}"));
             }
-            leftovers.sort();
-            leftovers.dedup();
-            for id in &leftovers {
-                if let Err(e) = rootfs::forget(id) {
-                    log.warn(&format!(
-                        "cannot remove the upper layer of removed container {id}: {e}"
-                    ));
-                }
-                if let Err(e) = Volumes::system().remove(id) {
-                    log.warn(&format!("cannot remove the volumes of removed container {id}: {e}"));
-                }
-            }
-        })?;
+        }
         Ok(())
     }
 
