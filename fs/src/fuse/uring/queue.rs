@@ -41,7 +41,15 @@ pub struct Ring {
 impl Ring {
     pub fn new(qid: u16) -> io::Result<Ring> {
         // 128-byte SQEs (the entry type says so): the FUSE command lives in the extra bytes.
-        let ring = IoUring::builder().build((ENTRIES + 1).next_power_of_two() as u32)?;
+        // Task work (the kernel copying a request into an entry) runs only when the queue
+        // thread waits for completions: no signalling of the thread (measured: about 15%
+        // less CPU per request than plain task work). That needs a single issuer, the
+        // queue thread, which enables the ring it did not create.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build((ENTRIES + 1).next_power_of_two() as u32)?;
         Ok(Ring { qid, ring })
     }
 }
@@ -174,6 +182,11 @@ fn run<F: FileSystem + Sync>(
     counter: &RequestCounter,
 ) -> End {
     let fd = cx.device.as_raw_fd();
+    // Makes this thread the ring's only submitter (see `Ring::new`).
+    if let Err(err) = ring.submitter().register_enable_rings() {
+        let _ = cx.registered.send(Err(err));
+        return End::Failed;
+    }
     let sink = match Sink::open() {
         Ok(sink) => sink,
         Err(err) => {
