@@ -288,6 +288,23 @@ mod tests {
         assert_eq!(args.options.threads, None);
         assert_eq!(args.options.cache_ttl_ms, 100);
         assert_eq!(args.options.log_format, LogFormat::Text);
+        if std::env::var_os("SYSVISOR_FS_TRANSPORT").is_none() {
+            assert_eq!(args.options.transport, TransportArg::Auto);
+        }
+    }
+
+    #[test]
+    fn transport_option() {
+        for (arg, want) in
+            [("auto", Transport::Auto), ("uring", Transport::Uring), ("epoll", Transport::Epoll)]
+        {
+            let cli =
+                Cli::try_parse_from(["sysvisor-fs", "mount", "/mnt", "--transport", arg]).unwrap();
+            let Command::Mount(args) = cli.command else { panic!("not mount") };
+            assert_eq!(Transport::from(args.options.transport), want);
+        }
+        let bad = ["sysvisor-fs", "serve", "--transport", "splice"];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod queue;
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
+use io_uring::{cqueue, squeue, IoUring};
 
 use super::worker::{RequestStats, Shared};
 use queue::{QueueContext, Ring};
@@ -60,7 +61,7 @@ pub enum UringError {
     Init(String),
     #[error("the kernel did not offer FUSE over io_uring in INIT")]
     NotOffered,
-    #[error("the kernel refused to register an io_uring queue")]
+    #[error("an io_uring queue could not be registered")]
     Register(#[source] io::Error),
     #[error("a queue thread did not register within {REGISTER_TIMEOUT:?}")]
     RegisterTimeout,
@@ -160,6 +161,10 @@ impl Queues {
                 }
             }
         }
+        if outcome.is_err() {
+            // A queue that never registers would hold every request back for good.
+            abandon(device);
+        }
         Ok((queues, outcome))
     }
 
@@ -186,6 +191,28 @@ impl Queues {
             }
         }
         stats
+    }
+}
+
+/// Makes the kernel give io_uring up for the connection of `device`, so that requests it
+/// holds back until every queue is registered go to /dev/fuse instead: a REGISTER it must
+/// refuse (a queue id out of range), upon which it falls back and wakes them.
+fn abandon(device: &File) {
+    let refused = (|| -> io::Result<i32> {
+        let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder().build(2)?;
+        let no_buffers = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2];
+        let sqe = abi::register_sqe(device.as_raw_fd(), u16::MAX, no_buffers.as_ptr(), 0);
+        // SAFETY: the kernel refuses the queue id before it reads the (empty) iovecs, which
+        // live until after the completion is reaped anyway.
+        unsafe { ring.submission().push(&sqe) }.map_err(|_| io::Error::other("queue full"))?;
+        ring.submit_and_wait(1)?;
+        let res = ring.completion().next().map_or(0, |c| c.result());
+        Ok(res)
+    })();
+    match refused {
+        Ok(res) if res < 0 => tracing::warn!("FUSE over io_uring given up; serving /dev/fuse"),
+        Ok(_) => tracing::error!("the kernel accepted a REGISTER meant to be refused"),
+        Err(err) => tracing::error!(error = %err, "cannot make the kernel give io_uring up"),
     }
 }
 

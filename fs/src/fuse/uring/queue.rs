@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::abi::{self, Fetched, IN_HEADER_LEN, OP_IN, OUT_HEADER_LEN};
 use super::capture::{self, Sink};
@@ -184,15 +185,11 @@ fn run<F: FileSystem + Sync>(
     let fd = cx.device.as_raw_fd();
     // Makes this thread the ring's only submitter (see `Ring::new`).
     if let Err(err) = ring.submitter().register_enable_rings() {
-        let _ = cx.registered.send(Err(err));
-        return End::Failed;
+        return refused(cx, err);
     }
     let sink = match Sink::open() {
         Ok(sink) => sink,
-        Err(err) => {
-            let _ = cx.registered.send(Err(err));
-            return End::Failed;
-        }
+        Err(err) => return refused(cx, err),
     };
     let stop_fd = cx.stop.as_raw_fd();
     let stop =
@@ -203,8 +200,7 @@ fn run<F: FileSystem + Sync>(
     push(ring, &stop.into());
     let mut done: Vec<(u64, i32)> = Vec::with_capacity(ENTRIES + 1);
     if let Err(err) = ring.submit() {
-        let _ = cx.registered.send(Err(err));
-        return End::Failed;
+        return refused(cx, err);
     }
     // A REGISTER that fails does so at once (the kernel then falls back to /dev/fuse for
     // the whole connection); accepted ones complete only when a request arrives.
@@ -264,6 +260,23 @@ fn run<F: FileSystem + Sync>(
             }
         }
         done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+    }
+}
+
+/// The queue cannot start: says so (the main thread then makes the kernel use /dev/fuse
+/// instead) and waits to be stopped, so that its exit is not taken for an unmount.
+fn refused<F: FileSystem + Sync>(cx: &QueueContext<F>, err: io::Error) -> End {
+    let _ = cx.registered.send(Err(err));
+    let mut fds = [PollFd::new(cx.stop.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) if fds[0].revents().is_some_and(|r| !r.is_empty()) => return End::Stopped,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "cannot wait for the stop eventfd");
+                return End::Failed;
+            }
+        }
     }
 }
 
