@@ -516,6 +516,19 @@ fn json_number(log: &str, key: &str) -> u64 {
 }
 
 #[test]
+fn auto_transport_picks_uring_where_the_kernel_has_it() {
+    if !can_mount() || !kernel_has_uring() {
+        return;
+    }
+    let mut daemon = Daemon::start(&["--transport", "auto", "--log-format", "json"]);
+    assert!(!fs::read(daemon.path("proc/uptime")).unwrap().is_empty());
+    let status = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", daemon.stderr());
+    assert!(daemon.stderr().contains(r#""transport":"uring""#), "{}", daemon.stderr());
+    assert!(json_number(&daemon.stderr(), "via_uring") > 0, "{}", daemon.stderr());
+}
+
+#[test]
 fn epoll_transport_is_used_when_asked() {
     if !can_mount() {
         return;

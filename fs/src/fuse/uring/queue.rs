@@ -205,12 +205,12 @@ fn run<F: FileSystem + Sync>(
     // A REGISTER that fails does so at once (the kernel then falls back to /dev/fuse for
     // the whole connection); accepted ones complete only when a request arrives.
     done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
-    let refused = done.iter().find(|&&(ud, res)| ud != STOP && res < 0);
-    let _ = cx.registered.send(match refused {
+    let refusal = done.iter().find(|&&(ud, res)| ud != STOP && res < 0);
+    let _ = cx.registered.send(match refusal {
         Some(&(_, res)) => Err(io::Error::from_raw_os_error(-res)),
         None => Ok(()),
     });
-    let mut live = if refused.is_some() { 0 } else { entries.len() };
+    let mut live = if refusal.is_some() { 0 } else { entries.len() };
     let registered = live > 0;
     let mut request = Vec::new();
     loop {
