@@ -492,7 +492,7 @@ fn validate_id(id: &str) -> Result<(), RegistryError> {
 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the
 /// new one: a temp file in the same directory, fsynced, renamed over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
