@@ -83,13 +83,17 @@ impl Format {
         match *self {
             Format::Ints { len, min, max } => {
                 let mut values = ints_of(current, len);
-                let conv = |neg: bool, v: u64, _: usize| int_conv(neg, v).filter(|x| (min..=max).contains(x));
+                let conv = |neg: bool, v: u64, _: usize| {
+                    int_conv(neg, v).filter(|x| (min..=max).contains(x))
+                };
                 vector_write(&mut values, input, offset, conv)
             }
             Format::IntLocked { min, max, lock } => {
                 let mut values = ints_of(current, 1);
                 let min = if values[0] == lock { lock } else { min };
-                let conv = |neg: bool, v: u64, _: usize| int_conv(neg, v).filter(|x| (min..=max).contains(x));
+                let conv = |neg: bool, v: u64, _: usize| {
+                    int_conv(neg, v).filter(|x| (min..=max).contains(x))
+                };
                 vector_write(&mut values, input, offset, conv)
             }
             Format::Jiffies => {
@@ -127,8 +131,8 @@ pub fn kernel_hz() -> u64 {
     static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *HZ.get_or_init(|| {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let config = std::fs::read_to_string(format!("/boot/config-{}", release.trim()))
-            .unwrap_or_default();
+        let config =
+            std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
         hz_from_config(&config).unwrap_or(250)
     })
 }
@@ -318,13 +322,7 @@ fn uint_write(input: &[u8], offset: u64, min: u64, max: u64) -> Written {
 }
 
 /// `_proc_do_string` (strict) into a `maxlen` buffer, then the name check.
-fn name_write(
-    current: &str,
-    input: &[u8],
-    offset: u64,
-    maxlen: usize,
-    names: &[&str],
-) -> Written {
+fn name_write(current: &str, input: &[u8], offset: u64, maxlen: usize, names: &[&str]) -> Written {
     let count = input.len();
     let mut data: Vec<u8> = current.as_bytes().to_vec();
     data.truncate(maxlen.saturating_sub(1));
@@ -430,7 +428,12 @@ mod tests {
         ];
         for (input, value, result) in cases {
             let got = w(SOMAXCONN, "4096", input);
-            assert_eq!(got, (value.map(str::to_string), *result), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got,
+                (value.map(str::to_string), *result),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

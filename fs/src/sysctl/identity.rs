@@ -31,7 +31,7 @@ pub struct ContainerRef {
 }
 
 /// Where registered containers are looked up (the daemon's registry).
-pub trait Containers: Send + Sync {
+pub trait Containers: Send + Sync + std::fmt::Debug {
     /// The live container whose init is in pid namespace `pid_ns` (nsfs inode).
     fn by_pid_ns(&self, pid_ns: u64) -> Option<ContainerRef>;
 }
@@ -106,7 +106,8 @@ impl Identities {
             return Err(libc::ESRCH);
         }
         let identity = Arc::new(Identity { pid, ns, container });
-        self.entries.insert(pid, Cached { identity: identity.clone(), pidfd, checked: Instant::now() });
+        self.entries
+            .insert(pid, Cached { identity: identity.clone(), pidfd, checked: Instant::now() });
         Ok(identity)
     }
 
@@ -198,7 +199,8 @@ mod tests {
     fn the_host_is_in_no_container_and_hits_are_cached() {
         let me = pidns::pid_ns_of(std::process::id()).unwrap();
         // Even a registry that claims the host's namespace is not asked for it.
-        let ids = Identities::new(Duration::from_secs(60), Some(Arc::new(Only(me, container("x")))));
+        let ids =
+            Identities::new(Duration::from_secs(60), Some(Arc::new(Only(me, container("x")))));
         let a = ids.resolve(std::process::id()).unwrap();
         assert_eq!(a.container, None);
         assert_eq!(a.ns, NsKey::of_pid(std::process::id()).unwrap());

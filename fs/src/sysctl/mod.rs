@@ -110,6 +110,10 @@ enum Access {
     Host(PathBuf),
     /// The file as the caller's namespaces show it.
     Real(PathBuf),
+    /// As `Real`, written with the file's owner as effective user: the kernel lets only
+    /// the root of an IPC namespace's user namespace write its sysctls (`ipc_permissions`,
+    /// `mq_permissions` compare the euid, not capabilities).
+    RealAsOwner(PathBuf),
     /// ping_group_range in the caller's network namespace, ids through its gid map.
     GidRange(PathBuf),
     /// Per container: `key` in the store, the host's file for the initial value.
@@ -203,7 +207,7 @@ impl Mirrors {
         content: bool,
     ) -> Result<Found, Errno> {
         let spec = MIRRORS.get(mirror).ok_or(libc::ENOENT)?;
-        let varies = rules::namespace_of(spec, path).is_some();
+        let varies = rules::varies(spec, path);
         let who = self.who(asker)?;
         let Some((attr, access)) = self.resolve(&who, asker, mirror, path)? else {
             return Ok(Found { attr: None, varies, content: None });
@@ -240,7 +244,8 @@ impl Mirrors {
                 if entries.iter().any(|e| e.name == name) || !self.emulated_exists(mirror, rule) {
                     continue;
                 }
-                let is_dir = rule.path.len() > path.len() + name.len() + usize::from(!path.is_empty());
+                let is_dir =
+                    rule.path.len() > path.len() + name.len() + usize::from(!path.is_empty());
                 let typ = if is_dir { NodeType::Dir } else { NodeType::File };
                 entries.push(Listed { name: name.to_string(), typ });
             }
@@ -256,7 +261,10 @@ impl Mirrors {
         match self.resolve(&who, asker, mirror, path)? {
             Some((attr, Some(access))) if attr.writable => Ok(Target { who, access }),
             Some((attr, _)) if attr.typ == NodeType::Dir => Err(libc::EISDIR),
-            Some(_) => Err(libc::EACCES),
+            Some((attr, _)) => {
+                tracing::debug!(pid = asker.pid, uid = asker.uid, path, ?attr, container = ?who.container, "write refused");
+                Err(libc::EACCES)
+            }
             None => Err(libc::ENOENT),
         }
     }
@@ -277,6 +285,10 @@ impl Mirrors {
             Access::Real(path) => {
                 let (path, data) = (path.clone(), data.to_vec());
                 self.in_namespaces(who, move || write_file(&path, &data, offset))?
+            }
+            Access::RealAsOwner(path) => {
+                let (path, data) = (path.clone(), data.to_vec());
+                self.in_namespaces(who, move || write_file_as_owner(&path, &data, offset))?
             }
             Access::GidRange(path) => self.write_gid_range(who, path, data, offset),
             Access::Emulated { key, format, host } => {
@@ -303,7 +315,9 @@ impl Mirrors {
         let who = self.who(asker)?;
         let host = self.host_path(mirror, path);
         self.in_view(&who, spec, path, move || {
-            std::fs::read_link(&host).map(|t| t.into_os_string().into_encoded_bytes()).map_err(io_errno)
+            std::fs::read_link(&host)
+                .map(|t| t.into_os_string().into_encoded_bytes())
+                .map_err(io_errno)
         })?
     }
 
@@ -405,7 +419,14 @@ impl Mirrors {
         match stat.typ {
             NodeType::Dir => return Ok(Some((dir(Some(stat)), None))),
             NodeType::Symlink => {
-                let attr = NodeAttr { typ: NodeType::Symlink, mode: 0o777, uid: stat.uid, gid: stat.gid, view: 0, writable: false };
+                let attr = NodeAttr {
+                    typ: NodeType::Symlink,
+                    mode: 0o777,
+                    uid: stat.uid,
+                    gid: stat.gid,
+                    view: 0,
+                    writable: false,
+                };
                 return Ok(Some((attr, None)));
             }
             NodeType::File => {}
@@ -413,10 +434,18 @@ impl Mirrors {
         if kind == Kind::EmptyDir {
             return Ok(None);
         }
-        let real_access = || if per_ns { Access::Real(host.clone()) } else { Access::Host(host.clone()) };
+        let real_access =
+            || if per_ns { Access::Real(host.clone()) } else { Access::Host(host.clone()) };
         let (attr, access) = match (kind, container) {
-            (Kind::Namespaced(_), Some(c)) => (owned(c, stat.mode, true), Access::Real(host.clone())),
-            (Kind::GidRange, Some(c)) => (owned(c, stat.mode, true), Access::GidRange(host.clone())),
+            (Kind::Namespaced(rules::Ns::Ipc), Some(c)) => {
+                (owned(c, stat.mode, true), Access::RealAsOwner(host.clone()))
+            }
+            (Kind::Namespaced(_), Some(c)) => {
+                (owned(c, stat.mode, true), Access::Real(host.clone()))
+            }
+            (Kind::GidRange, Some(c)) => {
+                (owned(c, stat.mode, true), Access::GidRange(host.clone()))
+            }
             (Kind::Namespaced(_), None) => (read_only(stat, view), Access::Real(host.clone())),
             (Kind::GidRange, None) => (read_only(stat, view), Access::GidRange(host.clone())),
             _ => (read_only(stat, if per_ns { view } else { 0 }), real_access()),
@@ -439,7 +468,13 @@ impl Mirrors {
     /// `host`'s metadata as the caller sees it: in its namespaces for paths whose
     /// existence depends on them, else the host's. Other file systems mounted below the
     /// root are shown as empty directories.
-    fn real_stat(&self, who: &Identity, spec: &Mirror, path: &str, host: &Path) -> Result<Option<Stat>, Errno> {
+    fn real_stat(
+        &self,
+        who: &Identity,
+        spec: &Mirror,
+        path: &str,
+        host: &Path,
+    ) -> Result<Option<Stat>, Errno> {
         let owned = host.to_path_buf();
         let stat = self.in_view(who, spec, path, move || host_stat(&owned))??;
         Ok(stat)
@@ -483,7 +518,7 @@ impl Mirrors {
     fn read(&self, who: &Arc<Identity>, access: &Access) -> Result<Vec<u8>, Errno> {
         match access {
             Access::Host(path) => read_file(path),
-            Access::Real(path) => {
+            Access::Real(path) | Access::RealAsOwner(path) => {
                 let path = path.clone();
                 self.in_namespaces(who, move || read_file(&path))?
             }
@@ -512,14 +547,25 @@ impl Mirrors {
         let map = gid_map(who.pid)?;
         let mut ids = format::value_of(&text)
             .split_ascii_whitespace()
-            .map(|g| g.parse::<u64>().ok().and_then(|g| identity::map_to_inside(&map, g)).unwrap_or(OVERFLOW_ID))
+            .map(|g| {
+                g.parse::<u64>()
+                    .ok()
+                    .and_then(|g| identity::map_to_inside(&map, g))
+                    .unwrap_or(OVERFLOW_ID)
+            })
             .collect::<Vec<_>>()
             .into_iter();
         Ok((ids.next().unwrap_or(OVERFLOW_ID), ids.next().unwrap_or(OVERFLOW_ID)))
     }
 
     /// `ipv4_ping_group_range` for a write: the caller's ids, checked against its gid map.
-    fn write_gid_range(&self, who: &Identity, path: &Path, data: &[u8], offset: u64) -> Result<usize, Errno> {
+    fn write_gid_range(
+        &self,
+        who: &Identity,
+        path: &Path,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
         let (low, high) = self.gid_range(who, path)?;
         let range = Format::Ints { len: 2, min: 0, max: i32::MAX as i64 };
         let written = range.write(&format!("{low}\t{high}"), data, offset);
@@ -544,7 +590,14 @@ impl Mirrors {
 
 /// Attributes of a read-only file.
 fn read_only(stat: Stat, view: u64) -> NodeAttr {
-    NodeAttr { typ: NodeType::File, mode: stat.mode & !0o222, uid: stat.uid, gid: stat.gid, view, writable: false }
+    NodeAttr {
+        typ: NodeType::File,
+        mode: stat.mode & !0o222,
+        uid: stat.uid,
+        gid: stat.gid,
+        view,
+        writable: false,
+    }
 }
 
 /// The store key of `path` of `mirror`: the path below the mount point.
@@ -581,7 +634,13 @@ fn host_stat(path: &Path) -> Result<Option<Stat>, Errno> {
             } else {
                 return Ok(None); // sockets and fifos are not mirrored
             };
-            Ok(Some(Stat { typ, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), dev: meta.dev() }))
+            Ok(Some(Stat {
+                typ,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                dev: meta.dev(),
+            }))
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
         Err(e) => Err(io_errno(e)),
@@ -620,6 +679,37 @@ fn write_file(path: &Path, data: &[u8], offset: u64) -> Result<usize, Errno> {
     file.write_at(data, offset).map_err(io_errno)
 }
 
+/// `write_file` with the calling thread's effective uid and gid switched to the file's
+/// owner's for the write (and back). Raw setres[ug]id: they change the calling thread
+/// only (glibc's wrappers would change every thread of the daemon). Only namespace workers
+/// get here with an owner other than root: the daemon's own IPC namespace is root's.
+fn write_file_as_owner(path: &Path, data: &[u8], offset: u64) -> Result<usize, Errno> {
+    let meta = std::fs::metadata(path).map_err(io_errno)?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 && gid == 0 {
+        return write_file(path, data, offset);
+    }
+    let keep = libc::c_long::from(-1i32);
+    // SAFETY: setresgid/setresuid take three ids (-1 = unchanged) and touch no memory.
+    let switched = unsafe {
+        libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid as i32), keep) == 0
+            && libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid as i32), keep) == 0
+    };
+    let result = if switched { write_file(path, data, offset) } else { Err(libc::EPERM) };
+    // SAFETY: as above; the real and saved ids stayed 0, so switching back is allowed.
+    let restored = unsafe {
+        libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep) == 0
+            && libc::syscall(libc::SYS_setresgid, keep, 0 as libc::c_long, keep) == 0
+    };
+    if !restored {
+        // A worker that cannot become root again must not serve anyone else: it stops.
+        tracing::error!(path = %path.display(), "a namespace worker cannot restore its credentials");
+        nsworker::retire_current_worker();
+        return Err(libc::EIO);
+    }
+    result
+}
+
 /// A container's DMI product UUID: 128 bits hashed from its id (two FNV-1a 64 passes with
 /// different offsets), laid out as an RFC 9562 version 8 (custom) UUID, lower case as the
 /// kernel prints SMBIOS 2.6+ UUIDs. The same id always gives the same UUID.
@@ -644,4 +734,3 @@ pub fn container_uuid(id: &str) -> String {
         lo & 0xffff_ffff_ffff
     )
 }
-

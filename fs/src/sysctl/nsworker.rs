@@ -118,6 +118,17 @@ impl NsError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+thread_local! {
+    /// Set by a job that left its worker unfit to serve (see [`retire_current_worker`]).
+    static RETIRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the worker running the current job stop after it: for a job that could not undo
+/// a change to the thread (its credentials). No effect outside a worker.
+pub fn retire_current_worker() {
+    RETIRED.with(|r| r.set(true));
+}
+
 struct Worker {
     id: u64,
     jobs: mpsc::Sender<Job>,
@@ -225,13 +236,14 @@ impl NsWorkers {
                     // The spawner may be a FUSE worker pinned to one CPU.
                     let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
                 }
-                let joined = fds.join().map_err(NsError::Join).and_then(|()| {
-                    match NsKey::of_current_thread() {
-                        Ok(now) if now == key => Ok(()),
-                        Ok(_) => Err(NsError::Moved),
-                        Err(e) => Err(NsError::Join(e)),
-                    }
-                });
+                let joined =
+                    fds.join().map_err(NsError::Join).and_then(
+                        |()| match NsKey::of_current_thread() {
+                            Ok(now) if now == key => Ok(()),
+                            Ok(_) => Err(NsError::Moved),
+                            Err(e) => Err(NsError::Join(e)),
+                        },
+                    );
                 drop(fds);
                 let ok = joined.is_ok();
                 let _ = ready_tx.send(joined);
@@ -255,6 +267,14 @@ fn serve(inner: &Inner, key: NsKey, id: u64, queue: &mpsc::Receiver<Job>) {
         }
     };
     loop {
+        if RETIRED.with(|r| r.get()) {
+            let mut workers = inner.workers.lock();
+            if workers.get(&key).is_some_and(|w| w.id == id) {
+                workers.remove(&key);
+            }
+            tracing::warn!(net = key.net, "namespace worker retired");
+            return;
+        }
         match queue.recv_timeout(inner.idle) {
             Ok(job) => run(job),
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -321,6 +341,29 @@ mod tests {
         let err = workers.run(wrong, || Err(io::Error::from_raw_os_error(libc::ENOENT)), || ());
         assert!(matches!(err, Err(NsError::Open(_))));
         assert!(workers.is_empty());
+    }
+
+    #[test]
+    fn a_retired_worker_is_replaced() {
+        let workers = NsWorkers::new(Duration::from_secs(10), 4);
+        let pid = std::process::id();
+        let first = workers.run(
+            me(),
+            || NsFds::open(pid),
+            || {
+                retire_current_worker();
+                nix::unistd::gettid().as_raw()
+            },
+        );
+        // (Jobs sent to it while it retires get no answer: a retirement is for a failure
+        // that should never happen.)
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !workers.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the retired worker stays");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let second = workers.run(me(), || NsFds::open(pid), || nix::unistd::gettid().as_raw());
+        assert_ne!(first.unwrap(), second.unwrap());
     }
 
     #[test]

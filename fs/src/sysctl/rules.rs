@@ -77,7 +77,12 @@ pub static MIRRORS: &[Mirror] = &[
         per_namespace: &[("net", Ns::Net)],
         rules: PROC_SYS,
     },
-    Mirror { path: "sys/kernel", host: HostRoot::Sys("kernel"), per_namespace: &[], rules: SYS_KERNEL },
+    Mirror {
+        path: "sys/kernel",
+        host: HostRoot::Sys("kernel"),
+        per_namespace: &[],
+        rules: SYS_KERNEL,
+    },
     Mirror {
         path: "sys/devices/virtual/dmi/id",
         host: HostRoot::Sys("devices/virtual/dmi/id"),
@@ -107,10 +112,40 @@ const ULONG: Format = Format::Ulongs { len: 1, min: 0, max: i64::MAX as u64 };
 /// Queueing disciplines a default may name (`qdisc_lookup_default` finds any registered
 /// one; these are the kernel's built-ins and its sch_* modules).
 pub const QDISCS: &[&str] = &[
-    "bfifo", "cake", "cbs", "choke", "codel", "drr", "dualpi2", "etf", "ets", "fq",
-    "fq_codel", "fq_pie", "gred", "hfsc", "hhf", "htb", "mq", "mqprio", "multiq", "netem",
-    "noqueue", "pfifo", "pfifo_fast", "pfifo_head_drop", "pie", "plug", "prio", "qfq", "red",
-    "sfb", "sfq", "skbprio", "taprio", "tbf",
+    "bfifo",
+    "cake",
+    "cbs",
+    "choke",
+    "codel",
+    "drr",
+    "dualpi2",
+    "etf",
+    "ets",
+    "fq",
+    "fq_codel",
+    "fq_pie",
+    "gred",
+    "hfsc",
+    "hhf",
+    "htb",
+    "mq",
+    "mqprio",
+    "multiq",
+    "netem",
+    "noqueue",
+    "pfifo",
+    "pfifo_fast",
+    "pfifo_head_drop",
+    "pie",
+    "plug",
+    "prio",
+    "qfq",
+    "red",
+    "sfb",
+    "sfq",
+    "skbprio",
+    "taprio",
+    "tbf",
 ];
 
 /// `/proc/sys`.
@@ -155,7 +190,10 @@ pub static PROC_SYS: &[Rule] = &[
     Rule { path: "fs/protected_hardlinks", kind: Kind::Emulated(int_range(0, 1)) },
     Rule { path: "fs/protected_symlinks", kind: Kind::Emulated(int_range(0, 1)) },
     Rule { path: "net/netfilter/nf_conntrack_max", kind: Kind::NetOrEmulated(NON_NEGATIVE) },
-    Rule { path: "net/netfilter/nf_conntrack_generic_timeout", kind: Kind::NetOrEmulated(Format::Jiffies) },
+    Rule {
+        path: "net/netfilter/nf_conntrack_generic_timeout",
+        kind: Kind::NetOrEmulated(Format::Jiffies),
+    },
     Rule {
         path: "net/netfilter/nf_conntrack_tcp_be_liberal",
         kind: Kind::NetOrEmulated(Format::Uint { min: 0, max: 1 }),
@@ -245,6 +283,17 @@ pub fn namespace_of(mirror: &Mirror, path: &str) -> Option<Ns> {
     })
 }
 
+/// Whether `path` of `mirror` may be something else for another caller (exist or not,
+/// another inode, other attributes): what the kernel caches of it must not outlive the
+/// request. Only entries that are the host's for everyone, read-only, may be cached.
+pub fn varies(mirror: &Mirror, path: &str) -> bool {
+    // (A directory holding emulated entries is the host's: they exist only where the
+    // host has them, so the host has their directory; those outside `net`, which varies
+    // anyway, are the same for everyone.)
+    namespace_of(mirror, path).is_some()
+        || !matches!(kind_of(mirror.rules, path), Kind::ReadOnly | Kind::EmptyDir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +328,12 @@ mod tests {
         let paths: Vec<&str> = MIRRORS.iter().map(|m| m.path).collect();
         assert_eq!(
             paths,
-            ["proc/sys", "sys/kernel", "sys/devices/virtual/dmi/id", "sys/module/nf_conntrack/parameters"]
+            [
+                "proc/sys",
+                "sys/kernel",
+                "sys/devices/virtual/dmi/id",
+                "sys/module/nf_conntrack/parameters"
+            ]
         );
     }
 
@@ -300,7 +354,9 @@ mod tests {
             };
             assert!(format.accepts("0", value), "{path} refuses {value}");
         }
-        assert!(!matches!(kind_of(PROC_SYS, "kernel/pid_max"), Kind::Emulated(f) if f.accepts("0", "300")));
+        assert!(
+            !matches!(kind_of(PROC_SYS, "kernel/pid_max"), Kind::Emulated(f) if f.accepts("0", "300"))
+        );
     }
 
     #[test]
@@ -316,5 +372,12 @@ mod tests {
         assert_eq!(namespace_of(mirror, "netx"), None);
         assert_eq!(namespace_of(mirror, ""), None);
         assert_eq!(namespace_of(&MIRRORS[1], "debug"), None);
+        assert!(varies(mirror, "net/ipv4/conf"));
+        assert!(varies(mirror, "kernel/panic"));
+        assert!(!varies(mirror, "kernel/yama"));
+        assert!(!varies(mirror, "kernel/ostype"));
+        assert!(!varies(mirror, "vm"));
+        assert!(!varies(&MIRRORS[1], "debug"));
+        assert!(varies(&MIRRORS[2], "product_uuid"));
     }
 }

@@ -40,7 +40,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("file", &self.file).field("containers", &self.values.len()).finish()
+        f.debug_struct("Store")
+            .field("file", &self.file)
+            .field("containers", &self.values.len())
+            .finish()
     }
 }
 
@@ -53,7 +56,8 @@ impl Store {
     /// The store saved in `dir/sysctl.json`, loaded from it if it exists.
     pub fn open(dir: &Path) -> Store {
         let path = dir.join(STATE_FILE);
-        let store = Store { values: DashMap::new(), file: Some(path.clone()), writer: Mutex::new(()) };
+        let store =
+            Store { values: DashMap::new(), file: Some(path.clone()), writer: Mutex::new(()) };
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
                 Ok(file) if file.version == STATE_VERSION => {
@@ -66,7 +70,9 @@ impl Store {
                 Err(e) => set_aside(&path, &e.to_string()),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot read the emulated sysctls; starting with none"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the emulated sysctls; starting with none")
+            }
         }
         store
     }
@@ -135,16 +141,17 @@ impl Store {
     fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.values
             .iter()
-            .map(|e| (e.key().clone(), e.value().iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+            .map(|e| {
+                (e.key().clone(), e.value().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            })
             .collect()
     }
 
     fn save(&self, all: &BTreeMap<String, BTreeMap<String, String>>) -> Result<(), Errno> {
         let Some(path) = &self.file else { return Ok(()) };
         let file = StateFile { version: STATE_VERSION, containers: all.clone() };
-        let result = serde_json::to_vec_pretty(&file)
-            .map_err(io::Error::other)
-            .and_then(|mut bytes| {
+        let result =
+            serde_json::to_vec_pretty(&file).map_err(io::Error::other).and_then(|mut bytes| {
                 bytes.push(b'\n');
                 crate::daemon::registry::write_atomically(path, &bytes)
             });
@@ -190,7 +197,8 @@ mod tests {
         assert_eq!(Store::open(dir.path()).containers(), ["b"]);
         reloaded.retain(|_| false);
         assert!(Store::open(dir.path()).containers().is_empty());
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [STATE_FILE], "no temp file left");
     }
 
@@ -206,11 +214,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(store.get("a", "k"), None);
         store.update("a", "k", host, set("3")).unwrap();
-        store.update("a", "k", || panic!("host not read again"), |cur| {
-            seen.push(cur.to_string());
-            Written { value: None, result: Ok(0) }
-        })
-        .unwrap();
+        store
+            .update(
+                "a",
+                "k",
+                || panic!("host not read again"),
+                |cur| {
+                    seen.push(cur.to_string());
+                    Written { value: None, result: Ok(0) }
+                },
+            )
+            .unwrap();
         assert_eq!(seen, ["10", "3"]);
         let err = store.update("a", "j", || Err(libc::ENOENT), set("1"));
         assert_eq!(err, Err(libc::ENOENT));
