@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod idrange;
 pub mod lifecycle;
 pub mod log;
+pub mod mirrors;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
