@@ -9,19 +9,25 @@
 //!   ([`ANNOTATION`]), for the parents the container mounts (procfs at `/proc`, sysfs at
 //!   `/sys`) and where the user did not mount something of their own; it takes
 //!   `/proc/sys` out of `readonlyPaths` (runc would remount our tree read-only) and drops
-//!   the masks that would hide a mirror;
+//!   the masks that would hide a mirror. It also moves the spec's `sysctl` entries (Docker's
+//!   `ip_unprivileged_port_start`, `--sysctl`) there: runc writes them after the hooks, as
+//!   the container's root, when the container is not registered with sysvisor-fs yet, so
+//!   through our tree they would be refused;
 //! - the lifecycle adds a `createContainer` hook running this binary ([`HOOK_COMMAND`],
 //!   [`add_hook`]): runc runs it inside the container's namespaces, as the container's
 //!   root, after its mounts and before `pivot_root` and `readonlyPaths`. The hook
-//!   ([`attach`]) clones each source with `open_tree`, sets its mount flags, and moves it
-//!   onto its target, resolved inside the rootfs (`openat2` with `RESOLVE_IN_ROOT`). A
-//!   target that does not exist in the container (no DMI table, nf_conntrack not loaded)
-//!   is skipped: the container's sysfs shows what the host kernel has.
+//!   ([`attach`]) first writes the sysctls to the container's own procfs, as runc would
+//!   have (same process, same credentials, same namespaces), then clones each source with
+//!   `open_tree`, sets its mount flags, and moves it onto its target, resolved inside the
+//!   rootfs (`openat2` with `RESOLVE_IN_ROOT`). A target that does not exist in the
+//!   container (no DMI table, nf_conntrack not loaded) is skipped: the container's sysfs
+//!   shows what the host kernel has.
 //!
 //! The hook acts with the container's own credentials in its own mount namespace: it can do
 //! nothing the container's root could not.
 
-use std::io;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rootfs::sys;
 
-/// Annotation holding the mounts to make (JSON list of [`MirrorMount`]).
+/// Annotation holding what the hook does (JSON of a [`Plan`]).
 pub const ANNOTATION: &str = "io.sysvisor.mirrors";
 
 /// The argument that makes this binary the `createContainer` hook.
@@ -56,6 +62,15 @@ pub struct MirrorMount {
     pub writable: bool,
 }
 
+/// What the hook does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub mounts: Vec<MirrorMount>,
+    /// The spec's sysctls, written before the mounts.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error("sysvisor-runc mirror hook: usage: {HOOK_COMMAND} ROOTFS")]
@@ -65,6 +80,15 @@ pub enum MirrorError {
     #[error("sysvisor-runc mirror hook: cannot open the rootfs {path}: {source}")]
     Rootfs {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "sysvisor-runc mirror hook: cannot set sysctl {key}={value:?} in the container: {source}"
+    )]
+    Sysctl {
+        key: String,
+        value: String,
         #[source]
         source: io::Error,
     },
@@ -98,13 +122,19 @@ pub fn plan(spec: &Spec, fs_mountpoint: &Path) -> Vec<MirrorMount> {
         .collect()
 }
 
-/// Records [`plan`]'s mounts in the spec (see the module doc).
+/// Records [`plan`]'s mounts, and the sysctls, in the spec (see the module doc).
 pub fn add_to_spec(spec: &mut Spec, fs_mountpoint: &Path) {
     let planned = plan(spec, fs_mountpoint);
     if planned.is_empty() {
         return;
     }
+    let mut sysctl = BTreeMap::new();
     if let Some(linux) = spec.linux_mut() {
+        if planned.iter().any(|m| m.target == Path::new("/proc/sys")) {
+            if let Some(entries) = linux.sysctl_mut().take() {
+                sysctl.extend(entries);
+            }
+        }
         let hidden = |path: &String| planned.iter().any(|m| m.target.starts_with(path));
         if let Some(masked) = linux.masked_paths_mut() {
             masked.retain(|path| !hidden(path));
@@ -117,7 +147,8 @@ pub fn add_to_spec(spec: &mut Spec, fs_mountpoint: &Path) {
             });
         }
     }
-    let json = serde_json::to_string(&planned).expect("mirror mounts serialize");
+    let plan = Plan { mounts: planned, sysctl };
+    let json = serde_json::to_string(&plan).expect("a plan serializes");
     spec.annotations_mut().get_or_insert_with(Default::default).insert(ANNOTATION.into(), json);
 }
 
@@ -146,22 +177,31 @@ pub fn hook(args: &[String], state: &[u8]) -> Result<Vec<PathBuf>, MirrorError> 
     let [rootfs] = args else { return Err(MirrorError::Usage) };
     let state: serde_json::Value =
         serde_json::from_slice(state).map_err(|e| MirrorError::State(e.to_string()))?;
-    let planned = match state["annotations"][ANNOTATION].as_str() {
-        Some(json) => serde_json::from_str::<Vec<MirrorMount>>(json)
+    let plan = match state["annotations"][ANNOTATION].as_str() {
+        Some(json) => serde_json::from_str::<Plan>(json)
             .map_err(|e| MirrorError::State(format!("{ANNOTATION}: {e}")))?,
         None => return Ok(Vec::new()),
     };
-    attach(Path::new(rootfs), &planned)
+    attach(Path::new(rootfs), &plan)
 }
 
-/// Makes the mounts `planned` below `rootfs`, in the calling process's mount namespace;
-/// skips targets that do not exist. Returns the targets mounted.
-pub fn attach(rootfs: &Path, planned: &[MirrorMount]) -> Result<Vec<PathBuf>, MirrorError> {
+/// Writes the sysctls of `plan` into the container's procfs below `rootfs`, then makes
+/// its mounts, in the calling process's mount namespace; skips targets that do not exist.
+/// Returns the targets mounted.
+pub fn attach(rootfs: &Path, plan: &Plan) -> Result<Vec<PathBuf>, MirrorError> {
     let root: OwnedFd = std::fs::File::open(rootfs)
         .map_err(|source| MirrorError::Rootfs { path: rootfs.to_path_buf(), source })?
         .into();
+    // As runc's writeSystemProperty: /proc/sys/ + the key with dots as slashes.
+    for (key, value) in &plan.sysctl {
+        let rel = Path::new("proc/sys").join(key.replace('.', "/"));
+        let err = |source| MirrorError::Sysctl { key: key.clone(), value: value.clone(), source };
+        let fd =
+            sys::open_in_root(root.as_fd(), &rel, libc::O_WRONLY | libc::O_TRUNC).map_err(err)?;
+        std::fs::File::from(fd).write_all(value.as_bytes()).map_err(err)?;
+    }
     let mut done = Vec::new();
-    for m in planned {
+    for m in &plan.mounts {
         let err = |step, source| MirrorError::Mount {
             source_path: m.source.clone(),
             target: m.target.clone(),
@@ -197,7 +237,7 @@ mod tests {
         assert!(matches!(hook(&["/r".into()], b"nonsense"), Err(MirrorError::State(_))));
         // No plan: nothing to do.
         assert_eq!(hook(&["/r".into()], br#"{"annotations":{}}"#).unwrap(), Vec::<PathBuf>::new());
-        let bad = format!(r#"{{"annotations":{{"{ANNOTATION}":"[1]"}}}}"#);
+        let bad = format!(r#"{{"annotations":{{"{ANNOTATION}":"{{\"mounts\":1}}"}}}}"#);
         assert!(matches!(hook(&["/r".into()], bad.as_bytes()), Err(MirrorError::State(_))));
     }
 }

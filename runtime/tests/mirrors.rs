@@ -9,11 +9,11 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use sysvisor_runc::mirrors::{MirrorMount, ANNOTATION, HOOK_COMMAND};
+use sysvisor_runc::mirrors::{MirrorMount, Plan, ANNOTATION, HOOK_COMMAND};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sysvisor-runc");
 
-fn state(plan: &[MirrorMount]) -> String {
+fn state(plan: &Plan) -> String {
     let plan = serde_json::to_string(plan).unwrap();
     serde_json::json!({
         "ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 1, "bundle": "/b",
@@ -24,7 +24,7 @@ fn state(plan: &[MirrorMount]) -> String {
 
 /// Runs the hook on `rootfs` with `plan` in a new mount namespace, then `script` there;
 /// returns (hook succeeded, script output).
-fn run_hook(rootfs: &Path, plan: &[MirrorMount], script: &str) -> (bool, String) {
+fn run_hook(rootfs: &Path, plan: &Plan, script: &str) -> (bool, String) {
     let full = format!(
         "{BIN} {HOOK_COMMAND} {root} < \"$STATE\" || {{ echo hook-failed; exit 0; }}\n{script}",
         root = rootfs.display()
@@ -68,12 +68,19 @@ fn the_hook_mounts_each_tree_with_its_flags_inside_the_rootfs() {
     // A target that does not exist (no DMI table) is skipped; one reached through a symlink
     // pointing out of the rootfs resolves inside it (and so does not exist either).
     symlink("/etc", rootfs.join("sys/module")).unwrap();
-    let plan = [
-        mount(&src.join("proc/sys"), "/proc/sys", true),
-        mount(&src.join("sys/kernel"), "/sys/kernel", false),
-        mount(&src.join("sys/kernel"), "/sys/devices/virtual/dmi/id", false),
-        mount(&src.join("sys/kernel"), "/sys/module/nf_conntrack/parameters", true),
-    ];
+    // The sysctls are written before the mounts, into what is there then (here a file
+    // standing for the container's procfs entry, which the mount then covers).
+    fs::create_dir_all(rootfs.join("proc/sys/net/ipv4")).unwrap();
+    fs::write(rootfs.join("proc/sys/net/ipv4/ip_unprivileged_port_start"), "1024\n").unwrap();
+    let plan = Plan {
+        mounts: vec![
+            mount(&src.join("proc/sys"), "/proc/sys", true),
+            mount(&src.join("sys/kernel"), "/sys/kernel", false),
+            mount(&src.join("sys/kernel"), "/sys/devices/virtual/dmi/id", false),
+            mount(&src.join("sys/kernel"), "/sys/module/nf_conntrack/parameters", true),
+        ],
+        sysctl: [("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())].into(),
+    };
     let root = rootfs.display();
     let script = format!(
         "cat {root}/proc/sys/marker {root}/sys/kernel/marker\n\
@@ -95,6 +102,8 @@ fn the_hook_mounts_each_tree_with_its_flags_inside_the_rootfs() {
     // Nothing happened outside the mount namespace, nor in /etc.
     assert!(!Path::new("/etc/nf_conntrack").exists());
     assert!(src.join("proc/sys/new").exists(), "the rw tree took the write");
+    let written = fs::read_to_string(rootfs.join("proc/sys/net/ipv4/ip_unprivileged_port_start"));
+    assert_eq!(written.unwrap(), "0", "the sysctl was written before the mount");
 }
 
 #[test]
@@ -106,11 +115,19 @@ fn a_missing_source_fails_the_hook_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = tmp.path().join("rootfs");
     fs::create_dir_all(rootfs.join("proc/sys")).unwrap();
-    let plan = [mount(&tmp.path().join("nope/proc/sys"), "/proc/sys", true)];
+    let plan = Plan {
+        mounts: vec![mount(&tmp.path().join("nope/proc/sys"), "/proc/sys", true)],
+        ..Plan::default()
+    };
     let (ok, out) = run_hook(&rootfs, &plan, "true");
     assert!(!ok);
     assert!(out.contains("cannot mount") && out.contains("clone the source"), "{out}");
-    // No plan at all: nothing to do, success.
-    let (ok, _) = run_hook(&rootfs, &[], "true");
+    // A sysctl the container does not have: runc's error, from the hook.
+    let plan = Plan { sysctl: [("kernel.nope".into(), "1".into())].into(), ..Plan::default() };
+    let (ok, out) = run_hook(&rootfs, &plan, "true");
+    assert!(!ok);
+    assert!(out.contains("cannot set sysctl kernel.nope=\"1\""), "{out}");
+    // Nothing to do: success.
+    let (ok, _) = run_hook(&rootfs, &Plan::default(), "true");
     assert!(ok);
 }

@@ -233,8 +233,9 @@ fn everything_else_is_left_as_docker_wrote_it() {
         for key in ["namespaces", "uidMappings", "gidMappings", "seccomp"] {
             linux.remove(key);
         }
-        linux["sysctl"].as_object_mut().unwrap().remove("net.ipv4.ping_group_range");
-        // /proc/sys is sysvisor-fs's, read-write (see mirrors_are_planned...).
+        // The sysctls go to the mirror hook (see mirrors_are_planned...), and /proc/sys is
+        // sysvisor-fs's, read-write.
+        linux.remove("sysctl");
         linux["readonlyPaths"].as_array_mut().unwrap().retain(|p| p != "/proc/sys");
     }
     // hooks (libnetwork-setkey), sysctls, resources (-m 256m --cpus 1), devices, masked and
@@ -248,9 +249,17 @@ fn everything_else_is_left_as_docker_wrote_it() {
 fn dockers_ping_group_range_is_cut_to_the_mapped_groups() {
     let before = json_of(&fixture("docker-run.json"));
     assert_eq!(before["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 2147483647");
-    let after = json_of(&transformed("docker-run.json"));
-    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 65535");
-    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"], "0");
+    // (Written by the mirror hook: see mirrors_are_planned...)
+    let after = transformed("docker-run.json");
+    let plan: mirrors::Plan =
+        serde_json::from_str(&after.annotations().as_ref().unwrap()[mirrors::ANNOTATION]).unwrap();
+    assert_eq!(plan.sysctl["net.ipv4.ping_group_range"], "0 65535");
+    assert_eq!(plan.sysctl["net.ipv4.ip_unprivileged_port_start"], "0");
+    // Without /proc mirrored (no procfs), they stay runc's.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/proc");
+    let out = json_of(&to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap());
+    assert_eq!(out["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 65535");
 }
 
 #[test]
@@ -396,7 +405,7 @@ fn a_host_without_capabilities_gives_none() {
 /// The planned mounts of sysvisor-fs's dynamic trees, from the annotation.
 fn mirror_plan(spec: &Spec) -> Vec<mirrors::MirrorMount> {
     match spec.annotations().as_ref().and_then(|a| a.get(mirrors::ANNOTATION)) {
-        Some(json) => serde_json::from_str(json).unwrap(),
+        Some(json) => serde_json::from_str::<mirrors::Plan>(json).unwrap().mounts,
         None => Vec::new(),
     }
 }
@@ -427,6 +436,13 @@ fn mirrors_are_planned_and_proc_sys_leaves_the_read_only_paths() {
     let after = out.linux().as_ref().unwrap().readonly_paths().clone().unwrap();
     let expected: Vec<String> = readonly.into_iter().filter(|p| p != "/proc/sys").collect();
     assert_eq!(after, expected);
+    // The sysctls go to the hook (runc would write them through our tree before the
+    // container is registered), Docker's ping_group_range cut to the mapped groups.
+    assert!(out.linux().as_ref().unwrap().sysctl().is_none());
+    let annotation = &out.annotations().as_ref().unwrap()[mirrors::ANNOTATION];
+    let sysctl = serde_json::from_str::<mirrors::Plan>(annotation).unwrap().sysctl;
+    assert_eq!(sysctl["net.ipv4.ping_group_range"], "0 65535");
+    assert_eq!(sysctl["net.ipv4.ip_unprivileged_port_start"], "0");
     // They are not OCI mounts: runc refuses mounts inside /proc.
     let dests: Vec<_> =
         out.mounts().as_ref().unwrap().iter().map(|m| m.destination().clone()).collect();

@@ -19,9 +19,11 @@
 //!   runtime has just opened with O_PATH to bind-mount the view into a container (runc's
 //!   mount then fails with ENOENT). Open always renders for the actual caller; the cost is
 //!   the caveat in docs/design.md: sendfile readers of different cgroups may share pages;
-//! - dynamic files whose content depends on the caller get an inode per caller view and an
-//!   entry timeout of 0 (every path walk looks them up again and gets its own inode): no
-//!   one bind-mounts them one by one, so containers never share their page cache;
+//! - dynamic files whose content depends on the caller get an inode per caller view and
+//!   calling thread, and an entry timeout of 0 (every path walk looks them up again and
+//!   gets its own inode): no one bind-mounts them one by one, so no two threads share their
+//!   page cache (another container's, or a writer of the same file, which changes its
+//!   length under a reader's feet);
 //! - `st_size` is the exact length of the caller's current content, and the attributes of
 //!   files are not cached (timeout 0): with `default_permissions` the kernel asks for them
 //!   (GETATTR) in the permission check of every open, by the opener, bind mount or not. A
@@ -430,7 +432,13 @@ impl<S: ContentSource> VirtualFs<S> {
         let Some(attr) = found.attr else {
             return Ok(negative(if found.varies { Duration::ZERO } else { DYN_TTL }));
         };
-        let node = self.dyn_inodes.lookup(mirror, &path, attr.typ, attr.view);
+        // A file whose content depends on the caller: an inode per calling thread (see the
+        // module doc: a sendfile reader's page cache is then its own).
+        let view = match attr.typ {
+            NodeType::File if attr.view != 0 => thread_view(attr.view, caller_pid(ctx)),
+            _ => attr.view,
+        };
+        let node = self.dyn_inodes.lookup(mirror, &path, attr.typ, view);
         let per_caller = found.varies || attr.view != 0;
         let (attr_timeout, entry_timeout) = match attr.typ {
             NodeType::File => (FILE_ATTR_TTL, if per_caller { Duration::ZERO } else { DYN_TTL }),
@@ -561,6 +569,11 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
+/// The inode view of caller view `view` for thread `tid`.
+fn thread_view(view: u64, tid: u32) -> u64 {
+    (view ^ u64::from(tid).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+}
+
 /// A `d_ino` for a dynamic directory entry (readdir does not count lookups, so it cannot
 /// hand out inode numbers): a stable hash of the path, in 31 bits.
 fn pseudo_ino(mirror: usize, dir: &str, name: &str) -> u64 {
@@ -688,12 +701,18 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         if valid.contains(SetattrValid::SIZE) && attr.st_size != 0 {
             return Err(errno(libc::EINVAL));
         }
-        let (found, _) = self.found(ctx, &node, false)?;
+        let (found, content) = self.found(ctx, &node, true)?;
         if node.typ != NodeType::File || !found.writable {
             tracing::debug!(pid = ctx.pid, uid = ctx.uid, path = %node.path, ?found, "setattr refused");
             return Err(errno(if node.typ == NodeType::Dir { libc::EISDIR } else { libc::EACCES }));
         }
-        Ok((self.dyn_attr(&node, &found, 0), FILE_ATTR_TTL))
+        // The size of the content, not 0: the kernel takes the reply's size as the file's,
+        // and a sendfile reader of this inode would read nothing.
+        let size = match content {
+            Some(Ok(data)) => i64::try_from(data.len()).unwrap_or(i64::MAX),
+            _ => FILE_SIZE,
+        };
+        Ok((self.dyn_attr(&node, &found, size), FILE_ATTR_TTL))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -1479,12 +1498,14 @@ mod tests {
         assert_eq!(kernel.attr.st_mode, libc::S_IFDIR | 0o555);
         assert_eq!((kernel.entry_timeout, kernel.attr_timeout), (DYN_TTL, DYN_TTL));
         assert_eq!(lookup(&fs, 2, root, "kernel").inode, kernel.inode, "shared by every caller");
-        // A per-view file: an inode per view, never cached.
+        // A per-view file: an inode per view and thread, never cached.
         let a = lookup(&fs, 1, kernel.inode, "panic");
         let b = lookup(&fs, 150, kernel.inode, "panic");
-        let a2 = lookup(&fs, 2, kernel.inode, "panic");
+        let a2 = lookup(&fs, 1, kernel.inode, "panic");
+        let other_thread = lookup(&fs, 2, kernel.inode, "panic");
         assert_ne!(a.inode, b.inode);
         assert_eq!(a.inode, a2.inode);
+        assert_ne!(a.inode, other_thread.inode, "the same view, another thread");
         assert_eq!((a.entry_timeout, a.attr_timeout), (Duration::ZERO, FILE_ATTR_TTL));
         assert_eq!(a.attr.st_mode, libc::S_IFREG | 0o644);
         assert_ne!(a.attr.st_ino, kernel.attr.st_ino);
@@ -1503,11 +1524,14 @@ mod tests {
         let err = fs.lookup(&ctx(1), a.inode, &CString::new("x").unwrap()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
         assert_eq!(lookup(&fs, 1, root, "..").inode, 0);
-        // kernel x2, panic x3 (2 inodes), ro, net: 5 inodes held.
-        assert_eq!(fs.dynamic_inodes(), 5);
+        // kernel x2, panic x4 (3 inodes), ro, net: 6 inodes held.
+        assert_eq!(fs.dynamic_inodes(), 6);
         fs.forget(&ctx(1), kernel.inode, 1);
         assert!(fs.getattr(&ctx(1), kernel.inode, None).is_ok(), "one lookup left");
-        fs.batch_forget(&ctx(1), vec![(kernel.inode, 1), (a.inode, 2), (b.inode, 1)]);
+        fs.batch_forget(
+            &ctx(1),
+            vec![(kernel.inode, 1), (a.inode, 2), (b.inode, 1), (other_thread.inode, 1)],
+        );
         assert_eq!(fs.dynamic_inodes(), 2);
         let err = fs.getattr(&ctx(1), a.inode, None).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
@@ -1533,7 +1557,7 @@ mod tests {
         let (mut st, _) = fs.getattr(&ctx(1), panic, None).unwrap();
         st.st_size = 0;
         let (st, _) = fs.setattr(&ctx(1), panic, st, None, SetattrValid::SIZE).unwrap();
-        assert_eq!(st.st_size, 0);
+        assert_eq!(st.st_size, 3, "the content's size: the kernel takes it as the file's");
         let flags = (libc::O_WRONLY | libc::O_TRUNC) as u32;
         let (fh, opts, _) = fs.open(&ctx(1), panic, flags, 0).unwrap();
         assert!(opts.contains(OpenOptions::DIRECT_IO));

@@ -325,13 +325,13 @@ impl NsInit {
         reader.arg("--")
     }
 
-    /// Kills the init (and so its `unshare`) now.
+    /// Kills the init now, and waits for its `unshare` to reap it and exit (so that the
+    /// init is gone, not a zombie, when this returns); then the namespace holder.
     pub fn kill(&mut self) {
         if self.pid != 0 {
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         }
-        for mut child in [self.unshare.take(), self.holder.take()].into_iter().flatten() {
-            let _ = child.kill();
+        let wait_exit = |child: &mut Child| {
             let deadline = Instant::now() + Duration::from_secs(5);
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
@@ -341,6 +341,13 @@ impl NsInit {
                 }
                 thread::sleep(Duration::from_millis(10));
             }
+        };
+        if let Some(mut unshare) = self.unshare.take() {
+            wait_exit(&mut unshare);
+        }
+        if let Some(mut holder) = self.holder.take() {
+            let _ = holder.kill();
+            wait_exit(&mut holder);
         }
     }
 }

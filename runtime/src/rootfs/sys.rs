@@ -169,9 +169,14 @@ struct OpenHow {
 /// Opens directory `rel` below `root` with O_PATH, resolving it as if `root` were `/`
 /// (symlinks, `..` and absolute paths cannot leave it; no magic links).
 pub fn open_dir_in_root(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY)
+}
+
+/// As [`open_dir_in_root`] with open `flags` (O_CLOEXEC is added).
+pub fn open_in_root(root: BorrowedFd<'_>, rel: &Path, flags: c_int) -> io::Result<OwnedFd> {
     let p = cpath(rel)?;
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
