@@ -97,6 +97,12 @@ impl Sys {
     }
 }
 
+/// Stops the daemon (cleanly: it must exit 0 and leave nothing) and checks its log.
+fn finish(daemon: &mut Daemon, site: &Site) {
+    daemon.terminate();
+    assert!(!site.log().contains("panicked"), "{}", site.log());
+}
+
 fn parse_io(out: &str) -> Result<String, i32> {
     if let Some(rest) = out.strip_prefix("ok ") {
         return Ok(rest.to_string());
@@ -186,8 +192,7 @@ fn namespaced_sysctls_are_the_callers_own() {
             .map(|p| host_file(&format!("/proc/sys/{p}")))
             .collect();
     assert_eq!(host_after, host_before);
-    daemon.terminate();
-    assert!(!site.log().contains("panicked"), "{}", site.log());
+    finish(&mut daemon, &site);
 }
 
 #[test]
@@ -233,6 +238,25 @@ fn emulated_sysctls_are_per_container_checked_and_kept_across_restarts() {
         assert_eq!(b.read(&max), Ok(host_max.clone()));
         assert_eq!(a.write(0, &max, "-1\n"), Err(libc::EINVAL));
     }
+    // What the kernel hides in a container's network namespace is emulated where the host
+    // has it: the default neighbour thresholds, the default qdisc.
+    if Path::new("/proc/sys/net/ipv4/neigh/default/gc_thresh3").exists() {
+        let gc = sys.join("net/ipv4/neigh/default/gc_thresh3");
+        assert_eq!(a.read(&gc), Ok(host_file("/proc/sys/net/ipv4/neigh/default/gc_thresh3")));
+        assert_eq!(a.write(0, &gc, "4096\n"), Ok(5));
+        assert_eq!(a.read(&gc).as_deref(), Ok("4096\n"));
+        let neigh = sys.join("net/ipv4/neigh");
+        assert_eq!(a.sh(&format!("ls {}", neigh.display())), "default\nlo\n");
+        let listed = a.sh(&format!("ls {}", neigh.join("default").display()));
+        assert_eq!(listed, "gc_thresh1\ngc_thresh2\ngc_thresh3\n");
+    }
+    if Path::new("/proc/sys/net/core/default_qdisc").exists() {
+        let qdisc = sys.join("net/core/default_qdisc");
+        assert_eq!(a.write(0, &qdisc, "fq\n"), Ok(3));
+        assert_eq!(a.read(&qdisc).as_deref(), Ok("fq\n"));
+        assert_eq!(a.write(0, &qdisc, "bogus\n"), Err(libc::ENOENT));
+        assert_eq!(b.read(&qdisc), Ok(host_file("/proc/sys/net/core/default_qdisc")));
+    }
     // Read-only entries refuse writes; non-root users write nothing.
     for ro in ["kernel/ngroups_max", "kernel/cap_last_cap", "kernel/random/uuid", "vm/swappiness"] {
         assert_eq!(a.write(0, &sys.join(ro), "1\n"), Err(libc::EACCES), "{ro}");
@@ -261,8 +285,7 @@ fn emulated_sysctls_are_per_container_checked_and_kept_across_restarts() {
     assert_eq!(b.read(&panic).as_deref(), Ok("7\n"));
     assert_eq!(host_file("/proc/sys/kernel/panic"), host_panic);
     assert_eq!(host_file("/proc/sys/net/netfilter/nf_conntrack_max"), host_max);
-    daemon.terminate();
-    assert!(!site.log().contains("panicked"), "{}", site.log());
+    finish(&mut daemon, &site);
 }
 
 #[test]
@@ -318,8 +341,7 @@ fn sys_trees_hide_kernel_internals_and_give_each_container_its_own_ids() {
         assert_eq!(a.write(0, &hashsize, "12 \n"), Err(libc::EINVAL));
         assert_eq!(host_file("/sys/module/nf_conntrack/parameters/hashsize"), host);
     }
-    daemon.terminate();
-    assert!(!site.log().contains("panicked"), "{}", site.log());
+    finish(&mut daemon, &site);
 }
 
 #[test]

@@ -38,6 +38,15 @@ const WATCHED: &[&str] = &[
     "net.ipv4.ip_forward",
 ];
 
+/// Removes the containers and checks that nothing of them is left.
+fn remove_all(e: &Engine, containers: Vec<Container>) {
+    let ids: Vec<String> = containers.iter().map(Container::id).collect();
+    drop(containers);
+    for id in ids {
+        e.assert_no_leaks(&id, None);
+    }
+}
+
 fn host_values() -> Vec<(String, String)> {
     WATCHED
         .iter()
@@ -81,11 +90,7 @@ fn five_containers_keep_their_own_sysctls_and_the_host_its_own() {
         }
     }
     assert_eq!(host_values(), host_before, "the host's sysctls changed");
-    let ids: Vec<String> = containers.iter().map(Container::id).collect();
-    drop(containers);
-    for id in ids {
-        e.assert_no_leaks(&id, None);
-    }
+    remove_all(&e, containers);
 }
 
 #[test]
@@ -132,11 +137,7 @@ fn sysctl_a_completes_and_ip_forward_is_the_containers_own() {
     assert_eq!(out.out(), "sysctl-host");
     assert_ne!(b.exec(&["hostname"]).expect_success().out(), "sysctl-host");
     assert_eq!(host_values(), host_before, "the host's sysctls changed");
-    let ids = [a.id(), b.id()];
-    drop((a, b));
-    for id in ids {
-        e.assert_no_leaks(&id, None);
-    }
+    remove_all(&e, vec![a, b]);
 }
 
 #[test]
@@ -179,9 +180,7 @@ fn invalid_values_and_read_only_entries_are_refused() {
         }
     }
     assert_eq!(host_values(), host_before, "the host's sysctls changed");
-    let id = c.id();
-    drop(c);
-    e.assert_no_leaks(&id, None);
+    remove_all(&e, vec![c]);
 }
 
 #[test]
@@ -220,11 +219,7 @@ echo done
         }
     });
     assert_eq!(host_values(), host_before, "the host's sysctls changed");
-    let ids: Vec<String> = containers.iter().map(Container::id).collect();
-    drop(containers);
-    for id in ids {
-        e.assert_no_leaks(&id, None);
-    }
+    remove_all(&e, containers);
 }
 
 #[test]
@@ -256,9 +251,5 @@ fn a_restart_of_the_fs_daemon_keeps_the_containers_values() {
     // A container started now gets the new daemon's trees, and the host's values.
     let fresh = e.start_system(&[]);
     assert_eq!(sysctl(&fresh, "kernel.panic"), host_panic);
-    let ids = [c.id(), fresh.id()];
-    drop((c, fresh));
-    for id in ids {
-        e.assert_no_leaks(&id, None);
-    }
+    remove_all(&e, vec![c, fresh]);
 }

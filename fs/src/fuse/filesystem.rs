@@ -229,6 +229,9 @@ struct SizedRendering {
     data: Vec<u8>,
 }
 
+/// A dynamic node as one caller sees it, with its content if asked for.
+type FoundNode = (NodeAttr, Option<Result<Vec<u8>, i32>>);
+
 /// What an open handle holds.
 pub enum Handle<T> {
     /// A file's content at open, and where its writes go if opened for writing.
@@ -457,12 +460,7 @@ impl<S: ContentSource> VirtualFs<S> {
     }
 
     /// What dynamic node `node` is now for the caller (ENOENT when gone), with content.
-    fn found(
-        &self,
-        ctx: &Context,
-        node: &DynNode,
-        content: bool,
-    ) -> io::Result<(NodeAttr, Option<Result<Vec<u8>, i32>>)> {
+    fn found(&self, ctx: &Context, node: &DynNode, content: bool) -> io::Result<FoundNode> {
         let found =
             self.source.lookup_dyn(asker(ctx), node.mirror, &node.path, content).map_err(errno)?;
         match found.attr {

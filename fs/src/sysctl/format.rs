@@ -83,32 +83,27 @@ impl Format {
         match *self {
             Format::Ints { len, min, max } => {
                 let mut values = ints_of(current, len);
-                let conv = |neg: bool, v: u64, _: usize| {
-                    int_conv(neg, v).filter(|x| (min..=max).contains(x))
-                };
+                let conv = |neg: bool, v: u64| int_conv(neg, v).filter(|x| (min..=max).contains(x));
                 vector_write(&mut values, input, offset, conv)
             }
             Format::IntLocked { min, max, lock } => {
                 let mut values = ints_of(current, 1);
                 let min = if values[0] == lock { lock } else { min };
-                let conv = |neg: bool, v: u64, _: usize| {
-                    int_conv(neg, v).filter(|x| (min..=max).contains(x))
-                };
+                let conv = |neg: bool, v: u64| int_conv(neg, v).filter(|x| (min..=max).contains(x));
                 vector_write(&mut values, input, offset, conv)
             }
             Format::Jiffies => {
                 let mut values = ints_of(current, 1);
                 let limit = i32::MAX as u64 / kernel_hz();
-                let conv = |neg: bool, v: u64, _: usize| {
+                let conv = |neg: bool, v: u64| {
                     (v <= limit).then(|| if neg { -(v as i64) } else { v as i64 })
                 };
                 vector_write(&mut values, input, offset, conv)
             }
             Format::Ulongs { len, min, max } => {
                 let mut values = ints_of(current, len);
-                let conv = |neg: bool, v: u64, _: usize| {
-                    (!neg && (min..=max).contains(&v)).then_some(v as i64)
-                };
+                let conv =
+                    |neg: bool, v: u64| (!neg && (min..=max).contains(&v)).then_some(v as i64);
                 // Unsigned longs above i64::MAX do not occur in the entries emulated.
                 vector_write(&mut values, input, offset, conv)
             }
@@ -261,7 +256,7 @@ fn vector_write(
     values: &mut [i64],
     input: &[u8],
     offset: u64,
-    conv: impl Fn(bool, u64, usize) -> Option<i64>,
+    conv: impl Fn(bool, u64) -> Option<i64>,
 ) -> Written {
     let count = input.len();
     if offset != 0 {
@@ -269,7 +264,7 @@ fn vector_write(
     }
     let mut buf = &input[..count.min(PAGE_SIZE - 1)];
     let (mut first, mut err, mut stored) = (true, None, false);
-    for i in 0..values.len() {
+    for slot in values.iter_mut() {
         if buf.is_empty() {
             break;
         }
@@ -277,9 +272,9 @@ fn vector_write(
         if buf.is_empty() {
             break;
         }
-        match get_long(&mut buf).ok().and_then(|(neg, v)| conv(neg, v, i)) {
+        match get_long(&mut buf).ok().and_then(|(neg, v)| conv(neg, v)) {
             Some(x) => {
-                values[i] = x;
+                *slot = x;
                 stored = true;
             }
             None => {
@@ -400,7 +395,8 @@ mod tests {
     /// (`proc_dointvec_minmax`, min 0) in a fresh network namespace.
     #[test]
     fn ints_parse_like_proc_dointvec_minmax() {
-        let cases: &[(&[u8], Option<&str>, Result<usize, Errno>)] = &[
+        type Case<'a> = (&'a [u8], Option<&'a str>, Result<usize, Errno>);
+        let cases: &[Case] = &[
             (b"7", Some("7"), Ok(1)),
             (b"0x10", Some("16"), Ok(4)),
             (b"0X1f", Some("31"), Ok(4)),

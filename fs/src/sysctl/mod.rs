@@ -29,7 +29,9 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use format::{Errno, Format};
 use identity::{Containers, Identities, Identity};
@@ -152,6 +154,11 @@ pub struct Mirrors {
     workers: NsWorkers,
     store: Arc<Store>,
     own_ns: Option<NsKey>,
+    /// Metadata read in callers' namespaces, by (namespaces, host path), for `stat_ttl`:
+    /// a path walk (or `sysctl -a`) asks for the same directories over and over, and each
+    /// answer costs a hop to a namespace worker.
+    stats: DashMap<(NsKey, PathBuf), (Instant, Option<Stat>)>,
+    stat_ttl: Duration,
 }
 
 fn io_errno(e: std::io::Error) -> Errno {
@@ -175,6 +182,8 @@ impl Mirrors {
             workers: NsWorkers::new(WORKER_IDLE, MAX_WORKERS),
             store: config.store,
             own_ns: NsKey::of_current_thread().ok(),
+            stats: DashMap::new(),
+            stat_ttl: config.identity_ttl,
         }
     }
 
@@ -188,9 +197,10 @@ impl Mirrors {
         (self.identities.len(), self.workers.len())
     }
 
-    /// Drops what exited processes left (called periodically).
+    /// Drops what exited processes left, and stale metadata (called periodically).
     pub fn sweep(&self) {
         self.identities.sweep();
+        self.stats.retain(|_, (at, _)| at.elapsed() < self.stat_ttl);
     }
 
     fn who(&self, asker: Asker) -> Result<Arc<Identity>, Errno> {
@@ -475,8 +485,20 @@ impl Mirrors {
         path: &str,
         host: &Path,
     ) -> Result<Option<Stat>, Errno> {
+        if rules::namespace_of(spec, path).is_none() || Some(who.ns) == self.own_ns {
+            return host_stat(host);
+        }
+        let key = (who.ns, host.to_path_buf());
+        if let Some(entry) = self.stats.get(&key) {
+            if entry.0.elapsed() < self.stat_ttl {
+                return Ok(entry.1);
+            }
+        }
         let owned = host.to_path_buf();
-        let stat = self.in_view(who, spec, path, move || host_stat(&owned))??;
+        let stat = self.in_namespaces(who, move || host_stat(&owned))??;
+        if self.stat_ttl > Duration::ZERO {
+            self.stats.insert(key, (Instant::now(), stat));
+        }
         Ok(stat)
     }
 
@@ -624,14 +646,7 @@ fn gid_map(pid: u32) -> Result<Vec<(u64, u64, u64)>, Errno> {
 fn host_stat(path: &Path) -> Result<Option<Stat>, Errno> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
-            let ft = meta.file_type();
-            let typ = if ft.is_dir() {
-                NodeType::Dir
-            } else if ft.is_symlink() {
-                NodeType::Symlink
-            } else if ft.is_file() || ft.is_char_device() || ft.is_block_device() {
-                NodeType::File
-            } else {
+            let Some(typ) = node_type(meta.file_type()) else {
                 return Ok(None); // sockets and fifos are not mirrored
             };
             Ok(Some(Stat {
@@ -647,21 +662,25 @@ fn host_stat(path: &Path) -> Result<Option<Stat>, Errno> {
     }
 }
 
+/// What a host file type is mirrored as (sockets and fifos are not).
+fn node_type(ft: std::fs::FileType) -> Option<NodeType> {
+    if ft.is_dir() {
+        Some(NodeType::Dir)
+    } else if ft.is_symlink() {
+        Some(NodeType::Symlink)
+    } else if ft.is_file() || ft.is_char_device() || ft.is_block_device() {
+        Some(NodeType::File)
+    } else {
+        None
+    }
+}
+
 fn list_dir(path: &Path) -> Vec<Listed> {
     let Ok(dir) = std::fs::read_dir(path) else { return Vec::new() };
     dir.flatten()
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            let ft = entry.file_type().ok()?;
-            let typ = if ft.is_dir() {
-                NodeType::Dir
-            } else if ft.is_symlink() {
-                NodeType::Symlink
-            } else if ft.is_file() || ft.is_char_device() || ft.is_block_device() {
-                NodeType::File
-            } else {
-                return None;
-            };
+            let typ = node_type(entry.file_type().ok()?)?;
             Some(Listed { name, typ })
         })
         .collect()
