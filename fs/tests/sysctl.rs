@@ -328,6 +328,12 @@ fn sys_trees_hide_kernel_internals_and_give_each_container_its_own_ids() {
     assert_eq!(a.sh(&format!("stat -c '%u %a' {}", uuid.display())), "0 400\n");
     assert_eq!(a.io(1000, &["r", uuid.to_str().unwrap()]), Err(libc::EACCES));
     assert_eq!(a.write(0, &uuid, "x"), Err(libc::EACCES));
+    // Listed for the container (whatever the host has), the host's own for the host.
+    let id_dir = site.path("sys/devices/virtual/dmi/id");
+    assert!(a.sh(&format!("ls {}", id_dir.display())).lines().any(|l| l == "product_uuid"));
+    let host_dmi = Path::new("/sys/devices/virtual/dmi/id");
+    let host_names = if host_dmi.exists() { names(host_dmi) } else { BTreeSet::new() };
+    assert_eq!(names(&id_dir), host_names);
 
     // nf_conntrack's hashsize: per container, rounded like the kernel's hash table.
     let hashsize = site.path("sys/module/nf_conntrack/parameters/hashsize");

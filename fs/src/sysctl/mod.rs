@@ -236,6 +236,9 @@ impl Mirrors {
         match self.resolve(&who, asker, mirror, path)? {
             Some((attr, _)) if attr.typ == NodeType::Dir => {}
             Some(_) => return Err(libc::ENOTDIR),
+            // A mirror's own directory always exists (the host may lack what it mirrors:
+            // no DMI table); then it is empty but for emulated entries.
+            None if path.is_empty() => {}
             None => return Err(libc::ENOENT),
         }
         if rules::kind_of(spec.rules, path) == Kind::EmptyDir {
