@@ -187,16 +187,6 @@ impl Mirrors {
         }
     }
 
-    /// The store of emulated values.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
-    /// (cached identities, namespace workers).
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.identities.len(), self.workers.len())
-    }
-
     /// Drops what exited processes left, and stale metadata (called periodically).
     pub fn sweep(&self) {
         self.identities.sweep();
@@ -279,15 +269,6 @@ impl Mirrors {
                 Err(libc::EACCES)
             }
             None => Err(libc::ENOENT),
-        }
-    }
-
-    /// The content of file `path` for `asker`.
-    pub fn read_file(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<u8>, Errno> {
-        match self.lookup(asker, mirror, path, true)? {
-            Found { content: Some(content), .. } => content,
-            Found { attr: Some(_), .. } => Err(libc::EISDIR),
-            Found { attr: None, .. } => Err(libc::ENOENT),
         }
     }
 
