@@ -14,7 +14,10 @@
 //! `docker stop` + `docker start` does): its persistent upper layer holds files owned by that
 //! range. A range goes back to the pool only through [`Allocator::release`] or
 //! [`Allocator::reclaim`], which frees the ranges of containers gone for good: none of the
-//! paths recorded at allocation still exists (see [`Allocator::allocate`]).
+//! paths recorded at allocation still exists (see [`Allocator::allocate`]). The runtime's
+//! reclaim ([`Allocator::reclaim_with`]) then removes, under the same lock, the upper layer
+//! and volumes of every id that holds no range: those of the containers just freed, and any
+//! an earlier removal could not finish (a mount still there), so nothing stays orphaned.
 
 mod state;
 mod subid;
@@ -139,6 +142,23 @@ pub fn valid_container_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'))
 }
 
+/// The names in `dir` that are container ids (the per-container directories of
+/// [`crate::rootfs`] and [`crate::volumes`]); none when `dir` does not exist.
+pub fn container_ids_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        if let Some(name) = entry?.file_name().to_str().filter(|n| valid_container_id(n)) {
+            ids.push(name.to_string());
+        }
+    }
+    Ok(ids)
+}
+
 /// Hands out and records the ranges. Cheap to create; holds no lock between calls.
 #[derive(Debug, Clone)]
 pub struct Allocator {
@@ -233,12 +253,25 @@ impl Allocator {
     /// and returns their ids, so the caller can also drop what else they left
     /// (`rootfs::forget`).
     pub fn reclaim(&self) -> Result<Vec<String>, IdRangeError> {
+        self.reclaim_with(|_, _| {})
+    }
+
+    /// [`reclaim`](Self::reclaim), then, still under the lock (no `create` can allocate
+    /// meanwhile), `cleanup(freed, holds_range)`: the caller drops what the freed containers
+    /// left, and what any id that holds no range left (an earlier cleanup that failed after
+    /// its range was freed leaves such orphans; nothing else does, since a container's
+    /// directories are only made after its range is recorded).
+    pub fn reclaim_with(
+        &self,
+        cleanup: impl FnOnce(&[String], &dyn Fn(&str) -> bool),
+    ) -> Result<Vec<String>, IdRangeError> {
         let _lock = state::Lock::acquire(&self.state_dir)?;
         let mut st = state::load(&self.state_dir)?;
         let freed = state::reclaim(&mut st);
         if !freed.is_empty() {
             state::save(&self.state_dir, &st)?;
         }
+        cleanup(&freed, &|id| st.ranges.contains_key(id));
         Ok(freed)
     }
 

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 use sysvisor_proto::Container;
+use sysvisor_runc::cgroups::{self, Layout};
 use sysvisor_runc::cli::{self, Command, Invocation};
 use sysvisor_runc::daemon::{self, Daemon};
 use sysvisor_runc::idrange::{self, Allocator, IdRange};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
+use sysvisor_runc::volumes::{self, Volumes};
 use sysvisor_runc::{caps, mirrors, rootfs};
 
 /// Environment variables pointing the id range allocator elsewhere.
@@ -233,13 +235,31 @@ impl Host for SystemHost {
     }
 
     fn reclaim_ranges(&self) -> Result<(), HostError> {
-        for id in self.allocator()?.reclaim()? {
-            self.log.debug(&format!("container {id} is gone for good: its id range is free again"));
-            if let Err(e) = rootfs::forget(&id) {
-                self.log
-                    .warn(&format!("cannot remove the upper layer of removed container {id}: {e}"));
+        let log = &self.log;
+        self.allocator()?.reclaim_with(|freed, holds_range| {
+            for id in freed {
+                log.debug(&format!("container {id} is gone for good: its id range is free again"));
             }
-        }
+            let mut leftovers = freed.to_vec();
+            for dir in [Path::new(rootfs::SYSTEM_LIB_DIR), Path::new(volumes::SYSTEM_DIR)] {
+                match idrange::container_ids_in(dir) {
+                    Ok(ids) => leftovers.extend(ids.into_iter().filter(|id| !holds_range(id))),
+                    Err(e) => log.warn(&format!("listing {}: {e}", dir.display())),
+                }
+            }
+            leftovers.sort();
+            leftovers.dedup();
+            for id in &leftovers {
+                if let Err(e) = rootfs::forget(id) {
+                    log.warn(&format!(
+                        "cannot remove the upper layer of removed container {id}: {e}"
+                    ));
+                }
+                if let Err(e) = Volumes::system().remove(id) {
+                    log.warn(&format!("cannot remove the volumes of removed container {id}: {e}"));
+                }
+            }
+        })?;
         Ok(())
     }
 
@@ -270,6 +290,38 @@ impl Host for SystemHost {
 
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         Ok(rootfs::unshift(id)?)
+    }
+
+    fn volumes_dir(&self, id: &str) -> Option<PathBuf> {
+        Volumes::system().dir(id).ok()
+    }
+
+    fn ensure_volumes(
+        &self,
+        id: &str,
+        range: &IdRange,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError> {
+        Ok(Volumes::system().ensure(id, range, sources)?)
+    }
+
+    fn cgroup_layout(&self) -> Layout {
+        cgroups::host_layout()
+    }
+
+    fn delegate_cgroups(&self, pid: u32, ids: Ids) -> Result<(), HostError> {
+        match cgroups::delegate(pid, ids.uid_base, ids.gid_base) {
+            Ok(paths) => {
+                self.log.debug(&format!("cgroups of {pid} given to {}: {paths:?}", ids.uid_base));
+                Ok(())
+            }
+            // A host without (known) cgroup mounts: nothing to delegate.
+            Err(e @ cgroups::CgroupError::NotFound { .. }) => {
+                self.log.warn(&e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn register(&self, container: Container) -> Result<(), HostError> {

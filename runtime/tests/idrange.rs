@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use sysvisor_runc::idrange::{ensure_subid_entries, Allocator, IdRange, IdRangeError, RANGE_SIZE};
+use sysvisor_runc::idrange::{
+    container_ids_in, ensure_subid_entries, Allocator, IdRange, IdRangeError, RANGE_SIZE,
+};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -388,4 +390,33 @@ fn ensure_subid_entries_keeps_mode() {
     assert_eq!(fs::metadata(&g).unwrap().permissions().mode() & 0o777, 0o644);
     // No temp file left behind.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+/// The orphan sweep's inputs: under the lock, the ids freed now and which ids still hold a
+/// range; directories named like container ids are listed, others ignored.
+#[test]
+fn reclaim_with_tells_freed_ids_and_who_still_holds_a_range() {
+    let env = Env::new(4);
+    let a = env.alloc();
+    a.allocate("kept", &env.bundle("kept")).unwrap();
+    let gone = env.bundle("gone");
+    a.allocate("gone", &gone).unwrap();
+    fs::remove_dir_all(&gone).unwrap();
+    let mut seen = None;
+    let freed = a
+        .reclaim_with(|freed, holds| {
+            seen = Some((freed.to_vec(), holds("kept"), holds("gone"), holds("orphan")));
+        })
+        .unwrap();
+    assert_eq!(freed, vec!["gone".to_string()]);
+    assert_eq!(seen, Some((vec!["gone".to_string()], true, false, false)));
+
+    let dir = env.path("uppers");
+    assert!(container_ids_in(&dir).unwrap().is_empty(), "a missing directory lists nothing");
+    for name in ["orphan", "kept", "not an id", ".."] {
+        fs::create_dir_all(dir.join(name)).ok();
+    }
+    let mut ids = container_ids_in(&dir).unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["kept".to_string(), "orphan".to_string()]);
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
 use serde_json::{json, Value};
+use sysvisor_runc::cgroups::Layout;
+use sysvisor_runc::nesting::NestingInputs;
 use sysvisor_runc::transform::{
     self, to_system_container, validate, TransformError, TransformInputs, VIEWS,
 };
@@ -41,6 +43,7 @@ fn inputs() -> TransformInputs {
         seccomp_listener: None,
         host_cpus: vec![0, 1],
         cpu_spread: 0,
+        nesting: NestingInputs::default(),
     }
 }
 
@@ -130,14 +133,19 @@ fn docker_run_gets_the_views_after_proc_and_sys_and_keeps_its_own_mounts() {
     assert_eq!(after.len(), before.len() + VIEWS.len());
 
     // Docker's mounts, bind mounts of /etc/hosts & co and the volume included, unchanged
-    // and in their order.
+    // and in their order, but the cgroups, now read-write (see `nesting` below).
     let views: Vec<_> = VIEWS.iter().map(|v| format!("/{v}")).collect();
     let kept: Vec<_> = after
         .iter()
         .filter(|m| !views.contains(&m["destination"].as_str().unwrap().to_string()))
         .cloned()
         .collect();
-    assert_eq!(kept, before);
+    let mut expected = before.clone();
+    for m in expected.iter_mut().filter(|m| m["destination"] == "/sys/fs/cgroup") {
+        assert_eq!(m["options"], json!(["ro", "nosuid", "noexec", "nodev"]));
+        m["options"] = json!(["rw", "nosuid", "noexec", "nodev"]);
+    }
+    assert_eq!(kept, expected);
     for dest in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/data"] {
         assert!(kept.iter().any(|m| m["destination"] == dest), "{dest}");
     }
@@ -490,4 +498,52 @@ fn the_mirror_hook_is_added_only_with_a_plan() {
     let mut plain = fixture("docker-run.json");
     mirrors::add_hook(&mut plain, Path::new("/usr/bin/sysvisor-runc"), Path::new("/r/root"));
     assert!(json_of(&plain)["hooks"].get("createContainer").is_none());
+}
+
+#[test]
+fn nesting_adds_volumes_the_unified_hierarchy_and_systemds_needs() {
+    let mut inputs = inputs();
+    inputs.nesting = NestingInputs {
+        volumes_dir: Some(PathBuf::from("/var/lib/sysvisor/volumes/c1")),
+        cgroup_layout: Layout::Hybrid,
+        systemd: true,
+    };
+    let out = to_system_container(fixture("docker-run.json"), &inputs).unwrap();
+    let v = json_of(&out);
+    let mounts = v["mounts"].as_array().unwrap();
+    let dests: Vec<&str> = mounts.iter().map(|m| m["destination"].as_str().unwrap()).collect();
+    let at =
+        |d: &str| dests.iter().position(|x| *x == d).unwrap_or_else(|| panic!("{d}: {dests:?}"));
+    assert_eq!(at("/sys/fs/cgroup/unified"), at("/sys/fs/cgroup") + 1);
+    assert_eq!(mounts[at("/sys/fs/cgroup/unified")]["type"], "cgroup2");
+    for (name, dest) in [
+        ("docker", "/var/lib/docker"),
+        ("containerd", "/var/lib/containerd"),
+        ("kubelet", "/var/lib/kubelet"),
+    ] {
+        assert_eq!(
+            mounts[at(dest)],
+            json!({"destination": dest, "type": "bind",
+                   "source": format!("/var/lib/sysvisor/volumes/c1/{name}"), "options": ["rbind", "rw"]})
+        );
+    }
+    assert_eq!(mounts[at("/run")]["type"], "tmpfs");
+    assert_eq!(mounts[at("/run/lock")]["type"], "tmpfs");
+    assert!(v["process"]["env"].as_array().unwrap().contains(&json!("container=sysvisor")));
+    assert_eq!(v["annotations"]["io.sysvisor.init"], "systemd");
+
+    // A v2 host: its cgroup2 mount at /sys/fs/cgroup is all there is; no volumes without a
+    // directory; not systemd: nothing of it.
+    inputs.nesting = NestingInputs { cgroup_layout: Layout::Unified, ..NestingInputs::default() };
+    let v = json_of(&to_system_container(fixture("docker-run.json"), &inputs).unwrap());
+    let dests: Vec<&str> = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    for absent in ["/sys/fs/cgroup/unified", "/var/lib/docker", "/run"] {
+        assert!(!dests.contains(&absent), "{absent}: {dests:?}");
+    }
+    assert!(v["annotations"].get("io.sysvisor.init").is_none());
 }
