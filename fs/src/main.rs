@@ -22,6 +22,8 @@ use sysvisor_fs::fuse::{
 };
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::service::{Service, ServiceConfig};
+use sysvisor_fs::sysctl::identity::Containers;
+use sysvisor_fs::sysctl::store::Store;
 
 /// Serves each process a virtual view of /proc and /sys shaped by its own cgroup limits.
 #[derive(Debug, Parser)]
@@ -163,6 +165,8 @@ fn mount(args: &MountArgs) -> anyhow::Result<()> {
         cache_ttl: Duration::from_millis(options.cache_ttl_ms),
         host: HostProc::system(),
         registry: None,
+        containers: None,
+        sysctl_store: Arc::new(Store::in_memory()),
     })
     .context("cannot start the service")?;
     let fs = VirtualFs::new(tree, Arc::clone(&service));
@@ -188,11 +192,21 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     // Before any other thread exists (the service's included), so all inherit the mask.
     let signals = ShutdownSignals::block()?;
 
+    // The emulated sysctls of the containers still registered; from now on a container's
+    // values go when its registration ends (or a new one begins).
+    let store = Arc::new(Store::open(&args.state_dir));
+    store.retain(|id| registry.contains(id));
+    let hook_store = Arc::clone(&store);
+    registry.on_reset(move |id| hook_store.drop_container(id));
+
     let ns_starts: Arc<dyn NsStartTimes> = registry.clone();
+    let containers: Arc<dyn Containers> = registry.clone();
     let service = Service::new(ServiceConfig {
         cache_ttl: Duration::from_millis(options.cache_ttl_ms),
         host: HostProc::system(),
         registry: Some(ns_starts),
+        containers: Some(containers),
+        sysctl_store: store,
     })
     .context("cannot start the service")?;
     let fs = VirtualFs::new(tree, Arc::clone(&service));

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{geteuid, Pid};
+use sysvisor_fs::sysctl::rules::MIRRORS;
 use sysvisor_fs::views::TABLE;
 use tempfile::TempDir;
 
@@ -144,12 +145,13 @@ impl Drop for Daemon {
     }
 }
 
-/// Every directory implied by the table, with the names it must list.
+/// Every static directory implied by the view and mirror tables, with the names it must
+/// list (the mirror directories themselves are dynamic: tests/sysctl.rs covers them).
 fn expected_dirs() -> BTreeMap<String, BTreeSet<String>> {
     let mut dirs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     dirs.entry(String::new()).or_default();
-    for spec in TABLE {
-        let parts: Vec<&str> = spec.path.split('/').collect();
+    for path in TABLE.iter().map(|s| s.path).chain(MIRRORS.iter().map(|m| m.path)) {
+        let parts: Vec<&str> = path.split('/').collect();
         for i in 0..parts.len() {
             dirs.entry(parts[..i].join("/")).or_default().insert(parts[i].to_string());
         }

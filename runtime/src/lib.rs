@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod idrange;
 pub mod lifecycle;
 pub mod log;
+pub mod mirrors;
 pub mod nesting;
 pub mod rootfs;
 pub mod runc;

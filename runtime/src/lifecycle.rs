@@ -7,8 +7,9 @@
 //!
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
-//! rootfs first) -> make the volume directories -> shift the rootfs -> save the config ->
-//! runc -> register -> delegate the cgroups (for `run`, the last two from a hook). A
+//! rootfs first) -> make the volume directories -> shift the rootfs -> add the hook that
+//! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
+//! register -> delegate the cgroups (for `run`, the last two from a hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
 //! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
@@ -437,9 +438,9 @@ fn prepare<H: Host>(
         nesting,
     };
     let mut rewritten = transform::to_system_container(original.spec.clone(), &inputs)?;
+    let exe =
+        host.self_exe().map_err(|source| LifecycleError::Register { id: id.into(), source })?;
     if hook {
-        let exe =
-            host.self_exe().map_err(|source| LifecycleError::Register { id: id.into(), source })?;
         add_register_hook(&mut rewritten, &exe, &host.daemon_socket());
     }
     let volumes_dir = inputs.nesting.volumes_dir.as_deref();
@@ -456,6 +457,10 @@ fn prepare<H: Host>(
             host.warn(&format!("cannot undo the partial rootfs shift of container {id}: {undo}"));
         }
         return Err(e);
+    }
+    // The dynamic trees' hook, given the (shifted) rootfs it mounts below.
+    if let Some(root) = rewritten.root().as_ref().map(|r| absolute(&bundle, r.path())) {
+        crate::mirrors::add_hook(&mut rewritten, &exe, &root);
     }
     if let Err(e) = spec::save_transformed(&bundle, &original, &rewritten) {
         undo_prepare(host, id, &bundle);

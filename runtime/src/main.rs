@@ -19,7 +19,7 @@ use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
 use sysvisor_runc::volumes::Volumes;
-use sysvisor_runc::{caps, rootfs};
+use sysvisor_runc::{caps, mirrors, rootfs};
 
 /// Environment variables pointing the id range allocator elsewhere.
 const ENV_SUBUID: &str = "SYSVISOR_SUBUID";
@@ -30,6 +30,11 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == lifecycle::HOOK_COMMAND) {
         exit(hook());
+    }
+    if args.first().is_some_and(|a| a == mirrors::HOOK_COMMAND) {
+        let rest: Vec<String> =
+            args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        exit(mirror_hook(&rest));
     }
     if args.first().is_some_and(|a| a == lifecycle::RECLAIM_COMMAND) {
         exit(reclaim_after_delete(args.get(1).and_then(|id| id.to_str()).unwrap_or("")));
@@ -101,6 +106,23 @@ fn hook() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             log.error(&e.to_string());
+            1
+        }
+    }
+}
+
+/// The `createContainer` hook that mounts sysvisor-fs's dynamic trees (runc runs it in the
+/// container's namespaces with the state on stdin, and shows its stderr if it fails).
+fn mirror_hook(args: &[String]) -> i32 {
+    let mut state = Vec::new();
+    let result = std::io::stdin()
+        .read_to_end(&mut state)
+        .map_err(|e| mirrors::MirrorError::State(e.to_string()))
+        .and_then(|_| mirrors::hook(args, &state));
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{e}");
             1
         }
     }

@@ -39,7 +39,7 @@
 //! only, never recursively, so nothing still mounted can lose files.
 
 pub mod mountinfo;
-mod sys;
+pub(crate) mod sys;
 
 use std::fs;
 use std::io;

@@ -19,6 +19,11 @@
 //!   users' `-v`) wins over ours;
 //! - drops `maskedPaths` entries that would hide a view (the path itself or a parent);
 //!   every other masked or read-only path stays;
+//! - plans sysvisor-fs's dynamic trees (`/proc/sys` read-write, `/sys/kernel`,
+//!   `/sys/devices/virtual/dmi/id`, `/sys/module/nf_conntrack/parameters`), which a
+//!   `createContainer` hook mounts (runc refuses such mounts inside /proc): see
+//!   [`crate::mirrors::add_to_spec`]; `/proc/sys` leaves `readonlyPaths`, and the
+//!   container's `sysctl` entries go to that hook, which writes them first;
 //! - gives the process every capability of its user namespace that the host's bounding set
 //!   has (see [`capabilities_for`]);
 //! - replaces the seccomp profile with [`crate::seccomp::system_container_profile`];
@@ -218,6 +223,8 @@ pub fn to_system_container(
     if let Some(process) = spec.process_mut() {
         process.set_capabilities(Some(capabilities));
     }
+
+    crate::mirrors::add_to_spec(&mut spec, &inputs.fs_mountpoint);
 
     let annotations = spec.annotations_mut().get_or_insert_with(HashMap::new);
     annotations.insert(ANNOTATION_UID_BASE.into(), inputs.uid_base.to_string());

@@ -598,6 +598,30 @@ fn run_registers_through_a_create_runtime_hook_and_detached_stays() {
 }
 
 #[test]
+fn create_and_run_mount_the_dynamic_trees_through_a_create_container_hook() {
+    for detach in [false, true] {
+        let bundle = Bundle::new("docker-run.json");
+        let host = Fake::new();
+        if detach {
+            assert_eq!(run(&host, &bundle, "-d").unwrap(), 0);
+        } else {
+            create(&host, &bundle).unwrap();
+        }
+        let config = bundle.config_json();
+        // Given the shifted rootfs the container really gets.
+        assert_eq!(
+            config["hooks"]["createContainer"],
+            serde_json::json!([{
+                "path": "/usr/bin/sysvisor-runc",
+                "args": ["sysvisor-runc", sysvisor_runc::mirrors::HOOK_COMMAND, "/run/sysvisor/rootfs/c1/root"],
+            }])
+        );
+        assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
+        assert!(config["annotations"][sysvisor_runc::mirrors::ANNOTATION].is_string());
+    }
+}
+
+#[test]
 fn the_hook_registers_from_the_state_runc_passes() {
     let host = Fake::new();
     let state = serde_json::json!({
