@@ -10,6 +10,7 @@
 //! - [`host`]: the host's own /proc and /sys files.
 //! - [`loadavg`]: per-cgroup load averages, sampled in the background.
 //! - [`daemon`]: daemon mode (`serve`): the registry of containers and the control socket.
+//! - [`mounttrap`]: proc and sysfs mounts inside containers (seccomp user notification).
 
 pub mod cache;
 pub mod caller;
@@ -18,5 +19,6 @@ pub mod daemon;
 pub mod fuse;
 pub mod host;
 pub mod loadavg;
+pub mod mounttrap;
 pub mod service;
 pub mod views;

@@ -34,9 +34,23 @@
 //! `reboot`: the container always has its own pid namespace, where `reboot` only ends the
 //! container (that is how `systemctl poweroff` inside stops it).
 //!
+//! The mount family (`mount`, `umount2`, `umount`, `fsopen`, `open_tree`, `move_mount`,
+//! `mount_setattr`: [`sysvisor_proto::MOUNT_TRAP_SYSCALLS`]) goes to the sysvisor-fs daemon
+//! instead (`SCMP_ACT_NOTIFY`, with `listenerPath` set to the daemon's seccomp socket): it
+//! performs proc and sysfs mounts itself with the virtual views on them, refuses to unmount
+//! a view, and lets every other call continue as if nothing had trapped it (see
+//! docs/mounttrap.md). Every other system call runs without any round trip.
+//!
+//! Every system container gets this profile, whatever the container asked for: Docker's
+//! default profile is replaced, and a container without one (`--privileged`,
+//! `--security-opt seccomp=unconfined`) gets it too, so that its views are served and
+//! protected and module loading stays blocked.
+//!
 //! The filter covers x86_64 with its 32-bit and x32 ABIs, and aarch64 with 32-bit arm, so
 //! a deny rule cannot be bypassed through another ABI. runc skips names that do not exist
 //! on the host's architecture.
+
+use std::path::Path;
 
 use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
 
@@ -96,6 +110,27 @@ pub fn system_container_profile() -> LinuxSeccomp {
     profile
 }
 
+/// The rule that sends the mount family to the seccomp listener.
+pub fn mount_trap_rule() -> LinuxSyscall {
+    let mut rule = LinuxSyscall::default();
+    rule.set_names(sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().map(|n| n.to_string()).collect());
+    rule.set_action(LinuxSeccompAction::ScmpActNotify);
+    rule
+}
+
+/// The profile of a system container: [`system_container_profile`], plus the mount trap
+/// when the daemon's seccomp socket `listener` is given.
+pub fn profile(listener: Option<&Path>) -> LinuxSeccomp {
+    let mut profile = system_container_profile();
+    if let Some(listener) = listener {
+        let mut rules = profile.syscalls().clone().unwrap_or_default();
+        rules.push(mount_trap_rule());
+        profile.set_syscalls(Some(rules));
+        profile.set_listener_path(Some(listener.to_path_buf()));
+    }
+    profile
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +176,30 @@ mod tests {
             "adjtimex",
         ] {
             assert!(!names.contains(&name), "{name} must stay allowed");
+        }
+    }
+
+    #[test]
+    fn the_mount_family_goes_to_the_listener() {
+        assert_eq!(profile(None), system_container_profile());
+        let p = profile(Some(Path::new("/run/sysvisor/seccomp.sock")));
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["listenerPath"], "/run/sysvisor/seccomp.sock");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        let rules = json["syscalls"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["action"], "SCMP_ACT_ERRNO");
+        assert_eq!(rules[1]["action"], "SCMP_ACT_NOTIFY");
+        let trapped: Vec<&str> =
+            rules[1]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        assert_eq!(trapped, sysvisor_proto::MOUNT_TRAP_SYSCALLS);
+        // Nothing is both trapped and denied, and the ordinary calls are in neither list.
+        let denied = blocked_names();
+        for name in &trapped {
+            assert!(!denied.contains(name), "{name}");
+        }
+        for name in ["getpid", "read", "write", "openat", "unshare", "clone", "pivot_root"] {
+            assert!(!trapped.contains(&name) && !denied.contains(&name), "{name}");
         }
     }
 

@@ -21,7 +21,8 @@
 //!   every other masked or read-only path stays;
 //! - gives the process every capability of its user namespace that the host's bounding set
 //!   has (see [`capabilities_for`]);
-//! - replaces the seccomp profile with [`crate::seccomp::system_container_profile`];
+//! - replaces the seccomp profile with [`crate::seccomp::profile`]: the system container
+//!   profile, and the mount trap served by sysvisor-fs when a listener socket is given;
 //! - cuts Docker's `net.ipv4.ping_group_range` sysctl (`0 2147483647`) to the groups the
 //!   user namespace maps, which the kernel otherwise refuses;
 //! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).
@@ -83,7 +84,8 @@ pub struct TransformInputs {
     pub fs_mountpoint: PathBuf,
     /// The host's capability bounding set (names like `CAP_SYS_ADMIN`).
     pub host_capabilities: Vec<String>,
-    /// Socket of a seccomp notify agent. Unused for now.
+    /// The sysvisor-fs daemon's seccomp listener socket: the container's mount-family
+    /// calls go there (see [`crate::seccomp::profile`]). `None`: no mount trap.
     pub seccomp_listener: Option<PathBuf>,
     /// The host's online CPUs, ascending.
     pub host_cpus: Vec<u32>,
@@ -188,7 +190,7 @@ pub fn to_system_container(
         });
     }
 
-    linux.set_seccomp(Some(seccomp::system_container_profile()));
+    linux.set_seccomp(Some(seccomp::profile(inputs.seccomp_listener.as_deref())));
 
     if let Some(value) = linux.sysctl_mut().as_mut().and_then(|s| s.get_mut(PING_GROUP_RANGE)) {
         *value = clamp_group_range(value, inputs.id_count);

@@ -252,7 +252,7 @@ impl Drop for ControlServer {
 }
 
 /// Binds a socket that is mode 0600 from the moment it has its name.
-fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
+pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
     let bind_error = |source| ControlError::Bind { path: path.to_path_buf(), source };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));

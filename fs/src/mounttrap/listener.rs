@@ -1,0 +1,177 @@
+//! The seccomp listener socket runc connects to (`linux.seccomp.listenerPath`).
+//!
+//! One thread accepts and registers connections one after the other: read runc's state and
+//! the notify fd (bounded in size and time), load the container's overlays from its
+//! bundle, lock the container's `/proc` and `/sys` if the fd is its init's, then hand the
+//! fd to the dispatcher. runc does not wait for any of this (it only connects and sends),
+//! and the container's mount-family calls simply wait in the kernel until their fd is
+//! served. The socket is root-only (0600), like the control socket.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::dispatch::Dispatcher;
+use super::handler::Source;
+use super::lock;
+use super::overlays::Overlays;
+use super::state::{self, ProcessState};
+use super::MountTrapError;
+use crate::daemon::control;
+
+/// How long runc may take to send its message.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Listener {
+    path: PathBuf,
+    socket_file: (u64, u64),
+    stop: Arc<AtomicBool>,
+    waker: UnixStream,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    pub fn start(
+        path: &Path,
+        dispatcher: Arc<Dispatcher>,
+        fs_mountpoint: PathBuf,
+    ) -> Result<Listener, MountTrapError> {
+        let socket_error = |source| MountTrapError::Socket { path: path.to_path_buf(), source };
+        control::check_socket(path).map_err(|e| MountTrapError::Control(Box::new(e)))?;
+        let listener = control::bind_private(path).map_err(|e| MountTrapError::Control(Box::new(e)))?;
+        let meta = fs::symlink_metadata(path).map_err(socket_error)?;
+        listener.set_nonblocking(true).map_err(socket_error)?;
+        let (waker, wake_rx) = UnixStream::pair().map_err(socket_error)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut server = Listener {
+            path: path.to_path_buf(),
+            socket_file: (meta.dev(), meta.ino()),
+            stop: stop.clone(),
+            waker,
+            accept: None,
+        };
+        let handle = thread::Builder::new()
+            .name("mounttrap-listen".into())
+            .spawn(move || accept_loop(&listener, &wake_rx, &stop, &dispatcher, &fs_mountpoint))
+            .map_err(socket_error)?;
+        server.accept = Some(handle);
+        Ok(server)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = (&self.waker).write_all(b"x");
+        if let Some(handle) = self.accept.take() {
+            if handle.join().is_err() {
+                tracing::error!("the seccomp listener thread panicked");
+            }
+        }
+        // Only the socket file this listener made (another daemon may have replaced it).
+        if fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.socket_file) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    wake: &UnixStream,
+    stop: &AtomicBool,
+    dispatcher: &Dispatcher,
+    fs_mountpoint: &Path,
+) {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "poll on the seccomp listener failed");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(err) = register(&stream, dispatcher, fs_mountpoint) {
+                        tracing::warn!(error = %err, "refused a seccomp notify fd");
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot accept a seccomp listener connection");
+                    thread::sleep(Duration::from_millis(50));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Registers one connection's notify fd.
+fn register(stream: &UnixStream, dispatcher: &Dispatcher, fs_mountpoint: &Path) -> Result<(), String> {
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let (data, mut fds) = state::receive(stream.as_fd(), RECEIVE_TIMEOUT).map_err(|e| format!("cannot read runc's message: {e}"))?;
+    let state = ProcessState::parse(&data).map_err(|e| format!("bad state from runc: {e}"))?;
+    let index = state.seccomp_fd_index().ok_or("no seccompFd in the message")?;
+    if index >= fds.len() {
+        return Err(format!("container {}: no fd attached", state.state.id));
+    }
+    let fd: OwnedFd = fds.swap_remove(index);
+    drop(fds);
+    if !state::is_seccomp_notify_fd(fd.as_fd()) {
+        return Err(format!("container {}: the fd is not a seccomp notify fd", state.state.id));
+    }
+    let id = state.state.id.clone();
+    let overlays = match Overlays::from_bundle(&state.state.bundle) {
+        Ok(overlays) => overlays,
+        Err(err) => {
+            tracing::warn!(container = %id, error = %err, "using the default overlays");
+            Overlays::defaults(fs_mountpoint)
+        }
+    };
+    let pid = state.pid as u32;
+    if state.is_init() {
+        match lock::lock_container(dispatcher.context(), pid, &overlays) {
+            Ok(locked) => {
+                let names: Vec<&str> = locked.iter().map(|fs| fs.container_path()).collect();
+                tracing::info!(container = %id, pid, locked = ?names, "views locked");
+            }
+            Err(err) => tracing::warn!(
+                container = %id,
+                pid,
+                error = %err,
+                "cannot lock the views; only the trap's checks protect them"
+            ),
+        }
+    }
+    let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays) };
+    dispatcher.add(source).map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;
+    tracing::debug!(container = %id, pid, init = state.is_init(), "serving a notify fd");
+    Ok(())
+}
