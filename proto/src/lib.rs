@@ -189,7 +189,10 @@ mod tests {
             seccomp_socket_for(Path::new(DEFAULT_SOCKET)),
             Path::new("/run/sysvisor/seccomp.sock")
         );
-        assert_eq!(seccomp_socket_for(Path::new("/tmp/x/c.sock")), Path::new("/tmp/x/seccomp.sock"));
+        assert_eq!(
+            seccomp_socket_for(Path::new("/tmp/x/c.sock")),
+            Path::new("/tmp/x/seccomp.sock")
+        );
     }
 
     #[test]

@@ -159,9 +159,8 @@ pub fn send(fd: BorrowedFd<'_>, id: u64, answer: Answer) -> io::Result<()> {
     };
     let mut resp = libc::seccomp_notif_resp { id, val: 0, error, flags };
     // SAFETY: the ioctl reads one seccomp_notif_resp from memory we own.
-    let rc = unsafe {
-        libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp as *mut _)
-    };
+    let rc =
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp as *mut _) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -83,10 +83,8 @@ impl Dispatcher {
     }
 
     fn ctl(&self, op: libc::c_int, fd: libc::c_int, key: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-            u64: key,
-        };
+        let mut event =
+            libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, u64: key };
         // SAFETY: epoll_ctl on our epoll fd with an event struct we own.
         let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
         if rc < 0 {
@@ -132,7 +130,9 @@ impl Dispatcher {
                     Ok(notif) => self.serve(&source, &notif),
                     // The caller was killed between the event and the receive.
                     Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-                    Err(err) => tracing::warn!(container = %source.container, error = %err, "cannot receive a notification"),
+                    Err(err) => {
+                        tracing::warn!(container = %source.container, error = %err, "cannot receive a notification")
+                    }
                 }
             } else if event.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 self.remove(key);
@@ -146,7 +146,9 @@ impl Dispatcher {
             Ok(()) => {}
             // The caller is gone or was interrupted: nobody waits for this answer.
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(err) => tracing::warn!(container = %source.container, error = %err, "cannot answer a notification"),
+            Err(err) => {
+                tracing::warn!(container = %source.container, error = %err, "cannot answer a notification")
+            }
         }
     }
 
@@ -167,8 +169,9 @@ impl Workers {
         let mut workers = Workers { dispatcher, handles: Vec::new() };
         for i in 0..count.max(1) {
             let dispatcher = workers.dispatcher.clone();
-            let handle =
-                thread::Builder::new().name(format!("mounttrap-{i}")).spawn(move || dispatcher.work())?;
+            let handle = thread::Builder::new()
+                .name(format!("mounttrap-{i}"))
+                .spawn(move || dispatcher.work())?;
             workers.handles.push(handle);
         }
         Ok(workers)

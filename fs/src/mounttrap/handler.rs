@@ -73,7 +73,12 @@ pub fn handle(ctx: &Context, source: &Source, notif: &Notification) -> Answer {
 /// `umount2` of a protected mount: EPERM. Anything else continues (if the lexical lookup
 /// misses a protected mount, say through a symlink, the kernel still refuses: the overlays
 /// are locked mounts).
-fn check_umount(source: &Source, notif: &Notification, dir: BorrowedFd<'_>, target: &str) -> Answer {
+fn check_umount(
+    source: &Source,
+    notif: &Notification,
+    dir: BorrowedFd<'_>,
+    target: &str,
+) -> Answer {
     let Ok(text) = process::read_text(dir, "mountinfo") else {
         return Answer::Continue;
     };
@@ -102,7 +107,8 @@ fn check_umount(source: &Source, notif: &Notification, dir: BorrowedFd<'_>, targ
 /// `/proc/self/fd/N`): the rest of the path below `/proc/TID`. The helper's own
 /// /proc/self would be the helper, so such targets are opened by the daemon instead.
 pub fn self_relative(target: &str) -> Option<&str> {
-    let rest = target.strip_prefix("/proc/self/").or_else(|| target.strip_prefix("/proc/thread-self/"))?;
+    let rest =
+        target.strip_prefix("/proc/self/").or_else(|| target.strip_prefix("/proc/thread-self/"))?;
     let clean = !rest.is_empty() && rest.split('/').all(|c| !matches!(c, "" | "." | ".."));
     clean.then_some(rest)
 }
@@ -127,12 +133,10 @@ fn new_mount(
         Err(err) => return fail("cannot read the caller's status", &err),
     };
     let target_fd = match self_relative(&mount.target) {
-        Some(rest) => {
-            match process::open_at(dir, rest, libc::O_PATH) {
-                Ok(fd) => Some(fd),
-                Err(err) => return Answer::Errno(err.raw_os_error().unwrap_or(libc::ENOENT)),
-            }
-        }
+        Some(rest) => match process::open_at(dir, rest, libc::O_PATH) {
+            Ok(fd) => Some(fd),
+            Err(err) => return Answer::Errno(err.raw_os_error().unwrap_or(libc::ENOENT)),
+        },
         None => None,
     };
     // Only now that everything is open: the pid still names the caller.

@@ -133,11 +133,17 @@ pub struct JobFds<'a> {
 
 /// Runs `job` in a helper process (`exe` with [`HELPER_ARG`]) and waits for it at most
 /// `timeout`.
-pub fn run(exe: &Path, job: &Job, fds: &JobFds<'_>, timeout: Duration) -> Result<Outcome, HelperError> {
+pub fn run(
+    exe: &Path,
+    job: &Job,
+    fds: &JobFds<'_>,
+    timeout: Duration,
+) -> Result<Outcome, HelperError> {
     // Duplicates above the range 3..=9 first, so that the child's dup2 calls cannot
     // overwrite one of them with another.
     let mut high = Vec::new();
-    for fd in [fds.user, fds.mnt, fds.pid, fds.net, fds.root, fds.cwd].into_iter().chain(fds.target) {
+    for fd in [fds.user, fds.mnt, fds.pid, fds.net, fds.root, fds.cwd].into_iter().chain(fds.target)
+    {
         // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd or -1.
         let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64) };
         if dup < 0 {
@@ -220,17 +226,18 @@ fn wait_a_little(pid: u32) {
 /// whenever an outcome was printed.
 pub fn main() -> i32 {
     let mut input = String::new();
-    let job: Job = match io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
-        Ok(Ok(job)) => job,
-        Ok(Err(err)) => {
-            eprintln!("bad job: {err}");
-            return 2;
-        }
-        Err(err) => {
-            eprintln!("cannot read the job: {err}");
-            return 2;
-        }
-    };
+    let job: Job =
+        match io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
+            Ok(Ok(job)) => job,
+            Ok(Err(err)) => {
+                eprintln!("bad job: {err}");
+                return 2;
+            }
+            Err(err) => {
+                eprintln!("cannot read the job: {err}");
+                return 2;
+            }
+        };
     match perform(&job) {
         Ok(()) => report(&Outcome { errno: 0, step: None }),
         Err(failure) => {
@@ -275,7 +282,8 @@ fn cstring(s: &str, step: &str) -> Step<CString> {
 
 fn path_cstring(p: &Path, step: &str) -> Step<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Failure { step: step.to_string(), errno: libc::EINVAL })
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Failure { step: step.to_string(), errno: libc::EINVAL })
 }
 
 fn sys_mount(
@@ -289,7 +297,13 @@ fn sys_mount(
     let ptr = |s: Option<&CString>| s.map_or(std::ptr::null(), |s| s.as_ptr());
     // SAFETY: mount(2) with NUL-terminated strings that live across the call (or null).
     let rc = unsafe {
-        libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags as libc::c_ulong, ptr(data).cast())
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags as libc::c_ulong,
+            ptr(data).cast(),
+        )
     };
     check(rc as libc::c_long, step).map(drop)
 }
@@ -396,7 +410,14 @@ fn in_pid_namespace(job: &Job) -> Step<()> {
 /// The swap of [`Job::replace`].
 fn replace(tree: BorrowedFd<'_>, path: &str, carry: &[String]) -> Step<()> {
     let at_cwd = cwd_fd();
-    move_mount(tree, None, at_cwd, Some(path), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_BENEATH, "beneath")?;
+    move_mount(
+        tree,
+        None,
+        at_cwd,
+        Some(path),
+        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_BENEATH,
+        "beneath",
+    )?;
     // On a failure from here on the old mount stays on top: the container keeps what it
     // had, and the new tree stays hidden beneath it.
     for rel in carry {
@@ -468,7 +489,14 @@ fn apply(stage: &Path, overlay: &Overlay) -> Step<()> {
         OverlayKind::Mask if meta.is_dir() => {
             let tmpfs = cstring("tmpfs", &step)?;
             let options = cstring("size=0,mode=0555", &step)?;
-            sys_mount(Some(&tmpfs), &target, Some(&tmpfs), libc::MS_RDONLY | keep, Some(&options), &step)
+            sys_mount(
+                Some(&tmpfs),
+                &target,
+                Some(&tmpfs),
+                libc::MS_RDONLY | keep,
+                Some(&options),
+                &step,
+            )
         }
         OverlayKind::Mask => {
             let null = cstring("/dev/null", &step)?;

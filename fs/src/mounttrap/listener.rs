@@ -47,7 +47,8 @@ impl Listener {
     ) -> Result<Listener, MountTrapError> {
         let socket_error = |source| MountTrapError::Socket { path: path.to_path_buf(), source };
         control::check_socket(path).map_err(|e| MountTrapError::Control(Box::new(e)))?;
-        let listener = control::bind_private(path).map_err(|e| MountTrapError::Control(Box::new(e)))?;
+        let listener =
+            control::bind_private(path).map_err(|e| MountTrapError::Control(Box::new(e)))?;
         let meta = fs::symlink_metadata(path).map_err(socket_error)?;
         listener.set_nonblocking(true).map_err(socket_error)?;
         let (waker, wake_rx) = UnixStream::pair().map_err(socket_error)?;
@@ -134,9 +135,14 @@ fn accept_loop(
 }
 
 /// Registers one connection's notify fd.
-fn register(stream: &UnixStream, dispatcher: &Dispatcher, fs_mountpoint: &Path) -> Result<(), String> {
+fn register(
+    stream: &UnixStream,
+    dispatcher: &Dispatcher,
+    fs_mountpoint: &Path,
+) -> Result<(), String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    let (data, mut fds) = state::receive(stream.as_fd(), RECEIVE_TIMEOUT).map_err(|e| format!("cannot read runc's message: {e}"))?;
+    let (data, mut fds) = state::receive(stream.as_fd(), RECEIVE_TIMEOUT)
+        .map_err(|e| format!("cannot read runc's message: {e}"))?;
     let state = ProcessState::parse(&data).map_err(|e| format!("bad state from runc: {e}"))?;
     let index = state.seccomp_fd_index().ok_or("no seccompFd in the message")?;
     if index >= fds.len() {
@@ -171,7 +177,9 @@ fn register(stream: &UnixStream, dispatcher: &Dispatcher, fs_mountpoint: &Path) 
         }
     }
     let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays) };
-    dispatcher.add(source).map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;
+    dispatcher
+        .add(source)
+        .map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;
     tracing::debug!(container = %id, pid, init = state.is_init(), "serving a notify fd");
     Ok(())
 }

@@ -78,7 +78,11 @@ pub fn plan(entries: &[MountEntry], fs: FsKind, overlays: &Overlays) -> Option<S
 }
 
 /// Locks `/proc` and `/sys` of the container whose init is `pid`; returns what was swapped.
-pub fn lock_container(ctx: &Context, pid: u32, overlays: &Overlays) -> Result<Vec<FsKind>, LockError> {
+pub fn lock_container(
+    ctx: &Context,
+    pid: u32,
+    overlays: &Overlays,
+) -> Result<Vec<FsKind>, LockError> {
     let inspect = |source| LockError::Inspect { pid, source };
     let pidfd = PidFd::open(pid).map_err(inspect)?;
     let dir = process::proc_dir(pid).map_err(inspect)?;
@@ -147,7 +151,8 @@ mod tests {
 ";
 
     fn overlays() -> Overlays {
-        let view = OverlayKind::Bind { source: "/m/proc/meminfo".into(), recursive: true, flags: 0 };
+        let view =
+            OverlayKind::Bind { source: "/m/proc/meminfo".into(), recursive: true, flags: 0 };
         Overlays::new(
             vec![Overlay { rel: "meminfo".into(), kind: view }],
             vec![Overlay { rel: "firmware".into(), kind: OverlayKind::Mask }],
@@ -158,7 +163,10 @@ mod tests {
     fn plans_keep_flags_and_carry_what_is_not_an_overlay() {
         let entries = mountinfo::parse(CONTAINER);
         let proc = plan(&entries, FsKind::Proc, &overlays()).unwrap();
-        assert_eq!(proc.flags, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME);
+        assert_eq!(
+            proc.flags,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME
+        );
         assert!(proc.carry.is_empty());
         let sys = plan(&entries, FsKind::Sysfs, &overlays()).unwrap();
         assert!(sys.flags & libc::MS_RDONLY != 0);
@@ -171,8 +179,9 @@ mod tests {
         assert_eq!(plan(&entries, FsKind::Proc, &Overlays::default()), None);
         let no_proc = mountinfo::parse("115 62 0:43 / / rw - overlay none rw\n");
         assert_eq!(plan(&no_proc, FsKind::Proc, &overlays()), None);
-        let tmpfs_on_proc =
-            mountinfo::parse("115 62 0:43 / / rw - overlay none rw\n116 115 0:9 / /proc rw - tmpfs t rw\n");
+        let tmpfs_on_proc = mountinfo::parse(
+            "115 62 0:43 / / rw - overlay none rw\n116 115 0:9 / /proc rw - tmpfs t rw\n",
+        );
         assert_eq!(plan(&tmpfs_on_proc, FsKind::Proc, &overlays()), None);
     }
 }

@@ -69,7 +69,8 @@ pub fn absolute(cwd: &str, target: &str) -> Option<String> {
     if target.is_empty() {
         return None;
     }
-    let joined = if target.starts_with('/') { target.to_string() } else { format!("{cwd}/{target}") };
+    let joined =
+        if target.starts_with('/') { target.to_string() } else { format!("{cwd}/{target}") };
     let mut parts: Vec<&str> = Vec::new();
     for part in joined.split('/') {
         match part {
@@ -259,7 +260,11 @@ mod tests {
     fn flags_from_options() {
         assert_eq!(
             mount_flags("ro,nosuid,nodev,noexec,relatime"),
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME
+            libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC
+                | libc::MS_RELATIME
         );
         assert_eq!(mount_flags("rw,relatime,idmapped"), libc::MS_RELATIME);
     }

@@ -142,7 +142,8 @@ impl Overlays {
                 continue;
             };
             let recursive = options.iter().any(|o| o == "rbind");
-            let kind = OverlayKind::Bind { source: source.into(), recursive, flags: bind_flags(options) };
+            let kind =
+                OverlayKind::Bind { source: source.into(), recursive, flags: bind_flags(options) };
             overlays.push(&mount.destination, kind);
         }
         let linux = config.linux.unwrap_or_default();
@@ -302,7 +303,11 @@ mod tests {
         let view = o.of(FsKind::Proc).iter().find(|o| o.rel == "meminfo").unwrap();
         assert_eq!(
             view.kind,
-            OverlayKind::Bind { source: "/m/proc/meminfo".into(), recursive: false, flags: VIEW_FLAGS }
+            OverlayKind::Bind {
+                source: "/m/proc/meminfo".into(),
+                recursive: false,
+                flags: VIEW_FLAGS
+            }
         );
     }
 

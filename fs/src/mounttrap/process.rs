@@ -14,7 +14,8 @@ use super::policy::{Strings, MAX_STRING};
 
 /// Opens `path` below the directory `dir` (O_CLOEXEC plus `flags`).
 pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c_path = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c_path =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: openat with a valid directory fd and a NUL-terminated path; it returns a new
     // fd or -1.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c_path.as_ptr(), flags | libc::O_CLOEXEC) };

@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(s.state.id, "abc");
         assert!(s.is_init());
         assert_eq!(s.seccomp_fd_index(), Some(0));
-        assert_eq!(s.state.bundle, PathBuf::from("/run/containerd/io.containerd.runtime.v2.task/moby/abc"));
+        assert_eq!(
+            s.state.bundle,
+            PathBuf::from("/run/containerd/io.containerd.runtime.v2.task/moby/abc")
+        );
 
         let exec = INIT.replace(r#""pid":4242,"metadata""#, r#""pid":4300,"metadata""#);
         let s = ProcessState::parse(exec.as_bytes()).unwrap();
@@ -187,7 +190,8 @@ mod tests {
         let sender = std::thread::spawn(move || {
             let raw = passed.as_raw_fd();
             let payload = INIT.as_bytes();
-            let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() };
+            let mut iov =
+                libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() };
             let mut control = [0u64; 4];
             // SAFETY: building one SCM_RIGHTS message in buffers owned by this test.
             unsafe {
