@@ -1,9 +1,11 @@
 //! The seccomp listener socket runc connects to (`linux.seccomp.listenerPath`).
 //!
-//! One thread accepts and registers connections one after the other: read runc's state and
-//! the notify fd (bounded in size and time), load the container's overlays from its
-//! bundle, lock the container's `/proc` and `/sys` if the fd is its init's, then hand the
-//! fd to the dispatcher. runc does not wait for any of this (it only connects and sends),
+//! One thread accepts; each connection is registered by a short-lived thread of its own (at
+//! most [`MAX_REGISTERING`] at once; beyond that the accepting thread registers it itself,
+//! which slows accepting down instead of dropping anything): read runc's state and the
+//! notify fd (bounded in size and time), load the container's overlays from its bundle,
+//! lock the container's `/proc` and `/sys` if the fd is its init's, then hand the fd to the
+//! dispatcher. A client that sends nothing ties up its own thread for [`RECEIVE_TIMEOUT`]. runc does not wait for any of this (it only connects and sends),
 //! and the container's mount-family calls simply wait in the kernel until their fd is
 //! served. The socket is root-only (0600), like the control socket.
 
@@ -13,7 +15,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -29,7 +31,9 @@ use super::MountTrapError;
 use crate::daemon::control;
 
 /// How long runc may take to send its message.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections registered at once by threads of their own.
+pub const MAX_REGISTERING: usize = 16;
 
 pub struct Listener {
     path: PathBuf,
@@ -62,7 +66,7 @@ impl Listener {
         };
         let handle = thread::Builder::new()
             .name("mounttrap-listen".into())
-            .spawn(move || accept_loop(&listener, &wake_rx, &stop, &dispatcher, &fs_mountpoint))
+            .spawn(move || accept_loop(&listener, &wake_rx, &stop, dispatcher, fs_mountpoint))
             .map_err(socket_error)?;
         server.accept = Some(handle);
         Ok(server)
@@ -97,9 +101,11 @@ fn accept_loop(
     listener: &UnixListener,
     wake: &UnixStream,
     stop: &AtomicBool,
-    dispatcher: &Dispatcher,
-    fs_mountpoint: &Path,
+    dispatcher: Arc<Dispatcher>,
+    fs_mountpoint: PathBuf,
 ) {
+    let fs_mountpoint = Arc::new(fs_mountpoint);
+    let busy = Arc::new(AtomicUsize::new(0));
     loop {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -118,9 +124,7 @@ fn accept_loop(
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(err) = register(&stream, dispatcher, fs_mountpoint) {
-                        tracing::warn!(error = %err, "refused a seccomp notify fd");
-                    }
+                    spawn_registration(stream, &dispatcher, &fs_mountpoint, &busy);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -131,6 +135,45 @@ fn accept_loop(
                 }
             }
         }
+    }
+}
+
+/// Registers a connection in a thread of its own, or here when too many run already (or a
+/// thread cannot be started).
+fn spawn_registration(
+    stream: UnixStream,
+    dispatcher: &Arc<Dispatcher>,
+    fs_mountpoint: &Arc<PathBuf>,
+    busy: &Arc<AtomicUsize>,
+) {
+    if busy.fetch_add(1, Ordering::SeqCst) < MAX_REGISTERING {
+        // A second handle on the same socket: if the thread cannot start, the message is
+        // still there to be read through it.
+        if let Ok(spare) = stream.try_clone() {
+            let (d, m, b) = (dispatcher.clone(), fs_mountpoint.clone(), busy.clone());
+            let spawned =
+                thread::Builder::new().name("mounttrap-register".into()).spawn(move || {
+                    register_logged(&stream, &d, &m);
+                    b.fetch_sub(1, Ordering::SeqCst);
+                });
+            match spawned {
+                Ok(_) => return,
+                Err(err) => {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(error = %err, "cannot start a registration thread");
+                    register_logged(&spare, dispatcher, fs_mountpoint);
+                    return;
+                }
+            }
+        }
+    }
+    busy.fetch_sub(1, Ordering::SeqCst);
+    register_logged(&stream, dispatcher, fs_mountpoint);
+}
+
+fn register_logged(stream: &UnixStream, dispatcher: &Dispatcher, fs_mountpoint: &Path) {
+    if let Err(err) = register(stream, dispatcher, fs_mountpoint) {
+        tracing::warn!(error = %err, "refused a seccomp notify fd");
     }
 }
 

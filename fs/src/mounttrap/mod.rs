@@ -76,6 +76,9 @@ pub struct MountTrapOptions {
     pub workers: usize,
     /// How long a helper may take.
     pub helper_timeout: Duration,
+    /// The binary run as the helper: the daemon's own (`/proc/self/exe`, which stays the
+    /// running version even if the file is replaced by an upgrade).
+    pub helper_exe: PathBuf,
 }
 
 impl MountTrapOptions {
@@ -87,6 +90,7 @@ impl MountTrapOptions {
             fs_mountpoint,
             workers: 4,
             helper_timeout: Duration::from_secs(10),
+            helper_exe: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -97,12 +101,13 @@ pub struct MountTrap {
     listener: Option<Listener>,
     workers: Option<Workers>,
     dispatcher: Arc<Dispatcher>,
+    stage: PathBuf,
 }
 
 impl MountTrap {
     pub fn start(options: &MountTrapOptions) -> Result<MountTrap, MountTrapError> {
         prepare_stage(&options.stage)?;
-        let exe = PathBuf::from("/proc/self/exe");
+        let exe = options.helper_exe.clone();
         let ctx = Context::new(exe, options.stage.clone(), options.helper_timeout)
             .map_err(MountTrapError::Start)?;
         let dispatcher = Arc::new(Dispatcher::new(ctx).map_err(MountTrapError::Start)?);
@@ -110,7 +115,12 @@ impl MountTrap {
             Workers::start(dispatcher.clone(), options.workers).map_err(MountTrapError::Start)?;
         let listener =
             Listener::start(&options.socket, dispatcher.clone(), options.fs_mountpoint.clone())?;
-        Ok(MountTrap { listener: Some(listener), workers: Some(workers), dispatcher })
+        Ok(MountTrap {
+            listener: Some(listener),
+            workers: Some(workers),
+            dispatcher,
+            stage: options.stage.clone(),
+        })
     }
 
     pub fn socket(&self) -> Option<&Path> {
@@ -127,6 +137,8 @@ impl Drop for MountTrap {
     fn drop(&mut self) {
         drop(self.listener.take());
         drop(self.workers.take());
+        // Empty unless a helper is still being killed; then it stays for the next start.
+        let _ = fs::remove_dir(&self.stage);
     }
 }
 
