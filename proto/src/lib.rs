@@ -32,6 +32,16 @@ pub const SECCOMP_SOCKET_NAME: &str = "seccomp.sock";
 pub const MOUNT_TRAP_SYSCALLS: &[&str] =
     &["mount", "umount", "umount2", "fsopen", "open_tree", "move_mount", "mount_setattr"];
 
+/// mount(2) flags that keep a `mount` call from being trapped at all: remounts
+/// (`MS_REMOUNT`) and propagation changes (`MS_SHARED`, `MS_PRIVATE`, `MS_SLAVE`,
+/// `MS_UNBINDABLE`). The daemon would only let them continue (the kernel refuses whatever
+/// would touch a locked view), so the filter lets them through without the round trip.
+/// Binds and moves stay trapped: before a new container's views are locked they must wait
+/// for the lock (see sysvisor-fs' `mounttrap::lock`).
+pub const MOUNT_FLAGS_NOT_TRAPPED: u64 =
+    32 /* MS_REMOUNT */ | 1 << 17 /* MS_UNBINDABLE */ | 1 << 18 /* MS_PRIVATE */
+    | 1 << 19 /* MS_SLAVE */ | 1 << 20 /* MS_SHARED */;
+
 /// The seccomp listener socket that goes with the control socket `control`.
 pub fn seccomp_socket_for(control: &Path) -> std::path::PathBuf {
     control.with_file_name(SECCOMP_SOCKET_NAME)

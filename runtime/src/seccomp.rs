@@ -52,7 +52,10 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator,
+    LinuxSyscall,
+};
 
 /// The system calls the profile refuses, with the reason (see the module doc).
 pub const BLOCKED: &[(&[&str], &str)] = &[
@@ -110,12 +113,27 @@ pub fn system_container_profile() -> LinuxSeccomp {
     profile
 }
 
-/// The rule that sends the mount family to the seccomp listener.
-pub fn mount_trap_rule() -> LinuxSyscall {
-    let mut rule = LinuxSyscall::default();
-    rule.set_names(sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().map(|n| n.to_string()).collect());
-    rule.set_action(LinuxSeccompAction::ScmpActNotify);
-    rule
+/// The rules that send the mount family to the seccomp listener: `mount` unless its flags
+/// hold one of [`sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED`] (remounts and propagation
+/// changes run without the round trip), and every other call of the family always.
+pub fn mount_trap_rules() -> Vec<LinuxSyscall> {
+    let notify = |names: Vec<String>| {
+        let mut rule = LinuxSyscall::default();
+        rule.set_names(names);
+        rule.set_action(LinuxSeccompAction::ScmpActNotify);
+        rule
+    };
+    let flags = LinuxSeccompArgBuilder::default()
+        .index(3usize)
+        .value(sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED)
+        .value_two(0u64)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .expect("every field of the argument is set");
+    let mut mount = notify(vec!["mount".into()]);
+    mount.set_args(Some(vec![flags]));
+    let others = sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().filter(|n| **n != "mount");
+    vec![mount, notify(others.map(|n| n.to_string()).collect())]
 }
 
 /// The profile of a system container: [`system_container_profile`], plus the mount trap
@@ -124,7 +142,7 @@ pub fn profile(listener: Option<&Path>) -> LinuxSeccomp {
     let mut profile = system_container_profile();
     if let Some(listener) = listener {
         let mut rules = profile.syscalls().clone().unwrap_or_default();
-        rules.push(mount_trap_rule());
+        rules.extend(mount_trap_rules());
         profile.set_syscalls(Some(rules));
         profile.set_listener_path(Some(listener.to_path_buf()));
     }
@@ -187,12 +205,33 @@ mod tests {
         assert_eq!(json["listenerPath"], "/run/sysvisor/seccomp.sock");
         assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
         let rules = json["syscalls"].as_array().unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
         assert_eq!(rules[0]["action"], "SCMP_ACT_ERRNO");
+        // mount: notified unless a remount or a propagation change.
         assert_eq!(rules[1]["action"], "SCMP_ACT_NOTIFY");
-        let trapped: Vec<&str> =
-            rules[1]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-        assert_eq!(trapped, sysvisor_proto::MOUNT_TRAP_SYSCALLS);
+        assert_eq!(rules[1]["names"], serde_json::json!(["mount"]));
+        let arg = &rules[1]["args"][0];
+        assert_eq!(arg["index"], 3);
+        assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(arg["valueTwo"], 0);
+        let skipped = arg["value"].as_u64().unwrap();
+        assert_eq!(
+            skipped,
+            libc::MS_REMOUNT
+                | libc::MS_SHARED
+                | libc::MS_PRIVATE
+                | libc::MS_SLAVE
+                | libc::MS_UNBINDABLE
+        );
+        assert_eq!(skipped & (libc::MS_BIND | libc::MS_MOVE), 0, "binds and moves stay trapped");
+        assert_eq!(rules[2]["action"], "SCMP_ACT_NOTIFY");
+        let mut trapped: Vec<&str> =
+            rules[2]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        trapped.push("mount");
+        trapped.sort();
+        let mut all = sysvisor_proto::MOUNT_TRAP_SYSCALLS.to_vec();
+        all.sort();
+        assert_eq!(trapped, all);
         // Nothing is both trapped and denied, and the ordinary calls are in neither list.
         let denied = blocked_names();
         for name in &trapped {

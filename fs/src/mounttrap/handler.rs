@@ -25,18 +25,22 @@ pub struct Context {
     /// the trap never touches them.
     pub own_userns: (u64, u64),
     pub own_mntns: (u64, u64),
+    /// `/proc`, kept open.
+    pub proc: Arc<OwnedFd>,
 }
 
 impl Context {
     pub fn new(exe: PathBuf, stage: PathBuf, helper_timeout: Duration) -> std::io::Result<Context> {
         let dir = process::proc_dir(std::process::id())?;
         let fds = ProcessFds::open(dir.as_fd())?;
+        let proc = OwnedFd::from(std::fs::File::open("/proc")?);
         Ok(Context {
             exe,
             stage,
             helper_timeout,
             own_userns: process::ns_id(fds.user.as_fd())?,
             own_mntns: process::ns_id(fds.mnt.as_fd())?,
+            proc: Arc::new(proc),
         })
     }
 }
@@ -54,7 +58,7 @@ pub struct Source {
 /// Decides and carries out one notification; returns the answer to send.
 pub fn handle(ctx: &Context, source: &Source, notif: &Notification) -> Answer {
     // A caller that is gone cannot be answered anyway (the send fails with ENOENT).
-    let Ok(dir) = process::proc_dir(notif.pid) else {
+    let Ok(dir) = process::proc_dir_in(ctx.proc.as_fd(), notif.pid) else {
         return Answer::Continue;
     };
     let Ok(mut memory) = Memory::open(dir.as_fd()) else {
@@ -79,13 +83,18 @@ fn check_umount(
     dir: BorrowedFd<'_>,
     target: &str,
 ) -> Answer {
+    let cwd = if target.starts_with('/') {
+        String::from("/")
+    } else {
+        match std::fs::read_link(format!("/proc/{}/cwd", notif.pid)) {
+            Ok(cwd) => cwd.to_string_lossy().into_owned(),
+            Err(_) => return Answer::Continue,
+        }
+    };
+    let Some(path) = mountinfo::absolute(&cwd, target) else {
+        return Answer::Continue;
+    };
     let Ok(text) = process::read_text(dir, "mountinfo") else {
-        return Answer::Continue;
-    };
-    let Ok(cwd) = std::fs::read_link(format!("/proc/{}/cwd", notif.pid)) else {
-        return Answer::Continue;
-    };
-    let Some(path) = mountinfo::absolute(&cwd.to_string_lossy(), target) else {
         return Answer::Continue;
     };
     let entries = mountinfo::parse(&text);

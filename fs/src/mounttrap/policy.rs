@@ -238,6 +238,20 @@ mod tests {
     }
 
     #[test]
+    fn what_the_filter_lets_through_would_continue_anyway() {
+        // The profile does not trap these mount flags (sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED):
+        // that must change nothing but speed.
+        let skipped = sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED;
+        assert_eq!(skipped & NOT_A_NEW_MOUNT, skipped);
+        for bit in 0..64 {
+            let flag = 1u64 << bit;
+            if skipped & flag != 0 {
+                assert_eq!(decide(&mount(0x60, 0x20, 0x10, flag, 0), &mut memory()), CONTINUE);
+            }
+        }
+    }
+
+    #[test]
     fn umounts_are_checked() {
         let mut n = mount(0x20, 2, 0, 0, 0);
         n.nr = 166;

@@ -6,7 +6,7 @@
 //! pending ([`super::abi::id_valid`]): then the pid still names the blocked caller.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
@@ -29,7 +29,12 @@ pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> io::Resul
 /// `/proc/PID` as a directory handle.
 pub fn proc_dir(pid: u32) -> io::Result<OwnedFd> {
     let proc = File::open("/proc")?;
-    open_at(proc.as_fd(), &pid.to_string(), libc::O_PATH | libc::O_DIRECTORY)
+    proc_dir_in(proc.as_fd(), pid)
+}
+
+/// `PID` below an open `/proc`: one syscall for the trap's every notification.
+pub fn proc_dir_in(proc: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
+    open_at(proc, &pid.to_string(), libc::O_PATH | libc::O_DIRECTORY)
 }
 
 /// A process's namespaces, root and working directory.
@@ -57,10 +62,20 @@ impl ProcessFds {
     }
 }
 
-/// Reads a small text file below `dir`.
+/// Reads a small text file below `dir` (plain reads: /proc files have no size to ask for).
 pub fn read_text(dir: BorrowedFd<'_>, path: &str) -> io::Result<String> {
-    let file = File::from(open_at(dir, path, libc::O_RDONLY)?);
-    io::read_to_string(file)
+    let mut file = File::from(open_at(dir, path, libc::O_RDONLY)?);
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The capability number of CAP_SYS_ADMIN (linux/capability.h).

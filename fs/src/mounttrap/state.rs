@@ -1,6 +1,8 @@
 //! What runc sends to the seccomp listener: the OCI `ContainerProcessState` as JSON, with the
-//! seccomp notify fd attached (SCM_RIGHTS) to the same message, then it closes the
-//! connection. runc 1.1 does that for the container's init (state `creating`, `pid` =
+//! seccomp notify fd attached (SCM_RIGHTS) to the same message. runc 1.1 closes only a
+//! duplicate of its end, so the connection stays open as long as that runc process lives
+//! (a foreground `runc run`: the container's whole life): the message ends where the JSON
+//! value ends, not at EOF. runc 1.1 does that for the container's init (state `creating`, `pid` =
 //! `state.pid`) and for every `runc exec` process (state `running`, `pid` = the new process).
 
 use std::io;
@@ -65,8 +67,17 @@ impl ProcessState {
     }
 }
 
-/// Reads the whole message of a connection (until the peer closes it, at most
-/// [`MAX_STATE`] bytes, within `timeout`) and every fd attached to it.
+/// Whether `data` holds a whole JSON value (or something that can never become one, which
+/// the parser then reports): runc's message is complete.
+pub fn is_complete(data: &[u8]) -> bool {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+        Ok(_) => true,
+        Err(err) => !err.is_eof(),
+    }
+}
+
+/// Reads a connection's message (until [`is_complete`] or EOF, at most [`MAX_STATE`] bytes,
+/// within `timeout`) and every fd attached to it.
 pub fn receive(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let deadline = Instant::now() + timeout;
     let mut data = Vec::new();
@@ -97,6 +108,9 @@ pub fn receive(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<(Vec<u8>, Ve
         data.extend_from_slice(&buf[..n]);
         if data.len() > MAX_STATE {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "state too large"));
+        }
+        if is_complete(&data) {
+            return Ok((data, fds));
         }
     }
 }
@@ -184,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn receives_data_and_fds_until_close() {
+    fn receives_the_state_and_its_fd() {
         let (a, b) = UnixStream::pair().unwrap();
         let passed = std::fs::File::open("/dev/null").unwrap();
         let sender = std::thread::spawn(move || {
@@ -212,10 +226,25 @@ mod tests {
         });
         let (data, fds) = receive(b.as_fd(), Duration::from_secs(5)).unwrap();
         sender.join().unwrap();
-        assert_eq!(data.len(), INIT.len() + 1);
+        assert_eq!(data.len(), INIT.len(), "the trailing byte is not waited for");
         assert_eq!(fds.len(), 1);
         assert!(!is_seccomp_notify_fd(fds[0].as_fd()));
         assert!(ProcessState::parse(&data).is_ok());
+    }
+
+    #[test]
+    fn the_message_ends_with_its_json_value() {
+        assert!(is_complete(INIT.as_bytes()));
+        assert!(!is_complete(&INIT.as_bytes()[..20]));
+        assert!(!is_complete(b""));
+        assert!(is_complete(b"{\"a\": nonsense"), "a syntax error is final");
+        // runc keeps its end open: the state alone must do.
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(INIT.as_bytes()).unwrap();
+        let (data, fds) = receive(b.as_fd(), Duration::from_secs(5)).unwrap();
+        assert_eq!(data, INIT.as_bytes());
+        assert!(fds.is_empty());
+        drop(a);
     }
 
     #[test]
