@@ -361,17 +361,34 @@ fn ordinary_mounts_work_as_without_the_trap() {
 }
 
 #[test]
-fn exec_and_unconfined_containers_are_served_too() {
+fn exec_unconfined_and_no_new_privileges_containers_are_served_too() {
     let Some(e) = Engine::get() else { return };
-    let c = e.start_system(&["-m", "256m", "--security-opt", "seccomp=unconfined"]);
-    // `docker exec` processes get their own notify fd from runc.
-    let out = c
-        .exec(&["unshare", "-fmp", "--mount-proc", "head", "-1", "/proc/meminfo"])
-        .expect_success();
-    assert!(out.out().contains(LIMIT_KB), "{out}");
-    let out = c.sh("mkdir -p /p && mount -t proc proc /p && head -1 /p/meminfo").expect_success();
-    assert!(out.out().contains(LIMIT_KB), "{out}");
-    remove(&e, c);
+    for option in ["seccomp=unconfined", "no-new-privileges"] {
+        // The container's own process (its init's filter) and `docker exec` processes (a
+        // notify fd each, from runc) alike.
+        let script =
+            "mkdir -p /p && mount -t proc proc /p && head -1 /p/meminfo > /init.out 2>&1; \
+                      exec sleep 3600";
+        let c = e.start(
+            &["--runtime", sysvisor_e2e::RUNTIME, "-m", "256m", "--security-opt", option],
+            &["sh", "-c", script],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let init = loop {
+            let out = c.exec(&["cat", "/init.out"]);
+            if out.success() && !out.out().is_empty() {
+                break out;
+            }
+            assert!(Instant::now() < deadline, "{option}: the init's mount did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(init.out().contains(LIMIT_KB), "{option}: {init}");
+        let out = c
+            .exec(&["unshare", "-fmp", "--mount-proc", "head", "-1", "/proc/meminfo"])
+            .expect_success();
+        assert!(out.out().contains(LIMIT_KB), "{option}: {out}");
+        remove(&e, c);
+    }
 }
 
 #[test]

@@ -94,6 +94,9 @@ fn check_umount(
     let Some(path) = mountinfo::absolute(&cwd, target) else {
         return Answer::Continue;
     };
+    if !source.overlays.may_cover_path(&path) {
+        return Answer::Continue;
+    }
     let Ok(text) = process::read_text(dir, "mountinfo") else {
         return Answer::Continue;
     };

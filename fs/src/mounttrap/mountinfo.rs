@@ -129,7 +129,9 @@ fn strip_dir<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
 /// Whether `entry` is an overlay that keeps something of a proc or sysfs mount hidden or
 /// read-only: it sits directly on a proc or sysfs mount, at a path the container's overlay
 /// list names, or it is one of sysvisor-fs' views. Unmounting it would uncover the host's
-/// file (or make it writable).
+/// file (or make it writable). (The trap only asks for paths that
+/// [`Overlays::may_cover_path`], so a view at a path the list lacks is left to the kernel's
+/// lock.)
 pub fn is_protected(entries: &[MountEntry], entry: &MountEntry, overlays: &Overlays) -> bool {
     let Some(parent) = parent_of(entries, entry) else {
         return false;
