@@ -174,15 +174,7 @@ fn new_mount(
         stage: ctx.stage.clone(),
         replace: None,
     };
-    let job_fds = JobFds {
-        user: fds.user.as_fd(),
-        mnt: fds.mnt.as_fd(),
-        pid: fds.pid.as_fd(),
-        net: fds.net.as_fd(),
-        root: fds.root.as_fd(),
-        cwd: fds.cwd.as_fd(),
-        target: target_fd.as_ref().map(|fd| fd.as_fd()),
-    };
+    let job_fds = JobFds::of(&fds, target_fd.as_ref().map(|fd| fd.as_fd()));
     match helper::run(&ctx.exe, &job, &job_fds, ctx.helper_timeout) {
         Ok(outcome) if outcome.errno == 0 => {
             tracing::debug!(

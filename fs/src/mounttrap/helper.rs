@@ -131,6 +131,21 @@ pub struct JobFds<'a> {
     pub target: Option<BorrowedFd<'a>>,
 }
 
+impl<'a> JobFds<'a> {
+    /// A process's descriptors, with an optional target directory.
+    pub fn of(fds: &'a super::process::ProcessFds, target: Option<BorrowedFd<'a>>) -> JobFds<'a> {
+        JobFds {
+            user: fds.user.as_fd(),
+            mnt: fds.mnt.as_fd(),
+            pid: fds.pid.as_fd(),
+            net: fds.net.as_fd(),
+            root: fds.root.as_fd(),
+            cwd: fds.cwd.as_fd(),
+            target,
+        }
+    }
+}
+
 /// Runs `job` in a helper process (`exe` with [`HELPER_ARG`]) and waits for it at most
 /// `timeout`.
 pub fn run(

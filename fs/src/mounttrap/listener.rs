@@ -10,17 +10,15 @@
 //! served. The socket is root-only (0600), like the control socket.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::dispatch::Dispatcher;
 use super::handler::Source;
@@ -66,7 +64,13 @@ impl Listener {
         };
         let handle = thread::Builder::new()
             .name("mounttrap-listen".into())
-            .spawn(move || accept_loop(&listener, &wake_rx, &stop, dispatcher, fs_mountpoint))
+            .spawn(move || {
+                let fs_mountpoint = Arc::new(fs_mountpoint);
+                let busy = Arc::new(AtomicUsize::new(0));
+                control::accept_loop(&listener, &wake_rx, &stop, "seccomp listener", |stream| {
+                    spawn_registration(stream, &dispatcher, &fs_mountpoint, &busy)
+                })
+            })
             .map_err(socket_error)?;
         server.accept = Some(handle);
         Ok(server)
@@ -94,47 +98,6 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn accept_loop(
-    listener: &UnixListener,
-    wake: &UnixStream,
-    stop: &AtomicBool,
-    dispatcher: Arc<Dispatcher>,
-    fs_mountpoint: PathBuf,
-) {
-    let fs_mountpoint = Arc::new(fs_mountpoint);
-    let busy = Arc::new(AtomicUsize::new(0));
-    loop {
-        let mut fds = [
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::from(1000u16)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(err) => {
-                tracing::error!(error = %err, "poll on the seccomp listener failed");
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    spawn_registration(stream, &dispatcher, &fs_mountpoint, &busy);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot accept a seccomp listener connection");
-                    thread::sleep(Duration::from_millis(50));
-                    break;
-                }
-            }
-        }
     }
 }
 

@@ -113,15 +113,7 @@ pub fn lock_container(
             stage: ctx.stage.clone(),
             replace: Some(plan.carry),
         };
-        let job_fds = JobFds {
-            user: fds.user.as_fd(),
-            mnt: fds.mnt.as_fd(),
-            pid: fds.pid.as_fd(),
-            net: fds.net.as_fd(),
-            root: fds.root.as_fd(),
-            cwd: fds.root.as_fd(),
-            target: None,
-        };
+        let job_fds = JobFds::of(&fds, None);
         let outcome = helper::run(&ctx.exe, &job, &job_fds, ctx.helper_timeout)?;
         if outcome.errno != 0 {
             return Err(LockError::Failed {
