@@ -12,6 +12,7 @@
 //! - [`sysctl`]: the dynamic trees (`proc/sys`, parts of `sys/`): namespaced, emulated and
 //!   read-only entries, by the caller's namespaces and container.
 //! - [`daemon`]: daemon mode (`serve`): the registry of containers and the control socket.
+//! - [`mounttrap`]: proc and sysfs mounts inside containers (seccomp user notification).
 
 pub mod cache;
 pub mod caller;
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod fuse;
 pub mod host;
 pub mod loadavg;
+pub mod mounttrap;
 pub mod service;
 pub mod sysctl;
 pub mod views;

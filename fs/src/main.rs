@@ -21,6 +21,7 @@ use sysvisor_fs::fuse::{
     session, ActiveTransport, Mount, ShutdownSignals, StopReason, Transport, Tree, VirtualFs,
 };
 use sysvisor_fs::host::HostProc;
+use sysvisor_fs::mounttrap::{self, MountTrap, MountTrapOptions};
 use sysvisor_fs::service::{Service, ServiceConfig};
 use sysvisor_fs::sysctl::identity::Containers;
 use sysvisor_fs::sysctl::store::Store;
@@ -117,6 +118,10 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    // The mount trap's helper process (see sysvisor_fs::mounttrap::helper): not a command.
+    if std::env::args_os().nth(1).is_some_and(|a| a == mounttrap::helper::HELPER_ARG) {
+        return ExitCode::from(mounttrap::helper::main() as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => {
@@ -216,13 +221,19 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
         let control =
             ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
         let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
+        let trap = MountTrap::start(&MountTrapOptions::new(
+            sysvisor_proto::seccomp_socket_for(&args.socket),
+            mountpoint.clone(),
+        ))?;
         tracing::info!(
             socket = %args.socket.display(),
+            seccomp = %trap.socket().unwrap_or(Path::new("")).display(),
             state = %registry.state_path().display(),
             containers = registry.len(),
             "listening"
         );
-        Ok((control, housekeeper))
+        // Dropped in order: the control socket, housekeeping, then the trap.
+        Ok((control, housekeeper, trap))
     });
     service.shutdown();
     result

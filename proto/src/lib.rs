@@ -21,6 +21,32 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/sysvisor/fs";
 /// The longest request line the daemon reads (newline included); longer ones are refused.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The file name of the daemon's seccomp listener socket, beside its control socket: runc
+/// hands it each container's seccomp notify fd (the OCI `linux.seccomp.listenerPath`).
+pub const SECCOMP_SOCKET_NAME: &str = "seccomp.sock";
+
+/// The system calls a system container's seccomp profile sends to the daemon
+/// (`SCMP_ACT_NOTIFY`): the mount family, so that the daemon can perform proc and sysfs
+/// mounts with the virtual views on them (see sysvisor-fs' `mounttrap`). Names that do not
+/// exist on an architecture (`umount` on x86_64) are skipped by runc.
+pub const MOUNT_TRAP_SYSCALLS: &[&str] =
+    &["mount", "umount", "umount2", "fsopen", "open_tree", "move_mount", "mount_setattr"];
+
+/// mount(2) flags that keep a `mount` call from being trapped at all: remounts
+/// (`MS_REMOUNT`) and propagation changes (`MS_SHARED`, `MS_PRIVATE`, `MS_SLAVE`,
+/// `MS_UNBINDABLE`). The daemon would only let them continue (the kernel refuses whatever
+/// would touch a locked view), so the filter lets them through without the round trip.
+/// Binds and moves stay trapped: before a new container's views are locked they must wait
+/// for the lock (see sysvisor-fs' `mounttrap::lock`).
+pub const MOUNT_FLAGS_NOT_TRAPPED: u64 =
+    32 /* MS_REMOUNT */ | 1 << 17 /* MS_UNBINDABLE */ | 1 << 18 /* MS_PRIVATE */
+    | 1 << 19 /* MS_SLAVE */ | 1 << 20 /* MS_SHARED */;
+
+/// The seccomp listener socket that goes with the control socket `control`.
+pub fn seccomp_socket_for(control: &Path) -> std::path::PathBuf {
+    control.with_file_name(SECCOMP_SOCKET_NAME)
+}
+
 /// A system container as the daemon knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
@@ -165,6 +191,18 @@ mod tests {
             assert_eq!(json["op"], *op);
             assert_eq!(request.op(), *op);
         }
+    }
+
+    #[test]
+    fn seccomp_socket_sits_beside_the_control_socket() {
+        assert_eq!(
+            seccomp_socket_for(Path::new(DEFAULT_SOCKET)),
+            Path::new("/run/sysvisor/seccomp.sock")
+        );
+        assert_eq!(
+            seccomp_socket_for(Path::new("/tmp/x/c.sock")),
+            Path::new("/tmp/x/seccomp.sock")
+        );
     }
 
     #[test]

@@ -432,7 +432,7 @@ fn prepare<H: Host>(
         id_count: ids.count,
         fs_mountpoint: host.fs_mountpoint(),
         host_capabilities,
-        seccomp_listener: None,
+        seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
         host_cpus: host.online_cpus(),
         cpu_spread: ids.uid_base / ids.count.max(1),
         nesting,

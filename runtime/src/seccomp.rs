@@ -34,11 +34,28 @@
 //! `reboot`: the container always has its own pid namespace, where `reboot` only ends the
 //! container (that is how `systemctl poweroff` inside stops it).
 //!
+//! The mount family (`mount`, `umount2`, `umount`, `fsopen`, `open_tree`, `move_mount`,
+//! `mount_setattr`: [`sysvisor_proto::MOUNT_TRAP_SYSCALLS`]) goes to the sysvisor-fs daemon
+//! instead (`SCMP_ACT_NOTIFY`, with `listenerPath` set to the daemon's seccomp socket): it
+//! performs proc and sysfs mounts itself with the virtual views on them, refuses to unmount
+//! a view, and lets every other call continue as if nothing had trapped it (see
+//! docs/mounttrap.md). Every other system call runs without any round trip.
+//!
+//! Every system container gets this profile, whatever the container asked for: Docker's
+//! default profile is replaced, and a container without one (`--privileged`,
+//! `--security-opt seccomp=unconfined`) gets it too, so that its views are served and
+//! protected and module loading stays blocked.
+//!
 //! The filter covers x86_64 with its 32-bit and x32 ABIs, and aarch64 with 32-bit arm, so
 //! a deny rule cannot be bypassed through another ABI. runc skips names that do not exist
 //! on the host's architecture.
 
-use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSyscall};
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator,
+    LinuxSyscall,
+};
 
 /// The system calls the profile refuses, with the reason (see the module doc).
 pub const BLOCKED: &[(&[&str], &str)] = &[
@@ -108,6 +125,42 @@ pub fn system_container_profile() -> LinuxSeccomp {
     profile
 }
 
+/// The rules that send the mount family to the seccomp listener: `mount` unless its flags
+/// hold one of [`sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED`] (remounts and propagation
+/// changes run without the round trip), and every other call of the family always.
+pub fn mount_trap_rules() -> Vec<LinuxSyscall> {
+    let notify = |names: Vec<String>| {
+        let mut rule = LinuxSyscall::default();
+        rule.set_names(names);
+        rule.set_action(LinuxSeccompAction::ScmpActNotify);
+        rule
+    };
+    let flags = LinuxSeccompArgBuilder::default()
+        .index(3usize)
+        .value(sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED)
+        .value_two(0u64)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .expect("every field of the argument is set");
+    let mut mount = notify(vec!["mount".into()]);
+    mount.set_args(Some(vec![flags]));
+    let others = sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().filter(|n| **n != "mount");
+    vec![mount, notify(others.map(|n| n.to_string()).collect())]
+}
+
+/// The profile of a system container: [`system_container_profile`], plus the mount trap
+/// when the daemon's seccomp socket `listener` is given.
+pub fn profile(listener: Option<&Path>) -> LinuxSeccomp {
+    let mut profile = system_container_profile();
+    if let Some(listener) = listener {
+        let mut rules = profile.syscalls().clone().unwrap_or_default();
+        rules.extend(mount_trap_rules());
+        profile.set_syscalls(Some(rules));
+        profile.set_listener_path(Some(listener.to_path_buf()));
+    }
+    profile
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +209,51 @@ mod tests {
             "adjtimex",
         ] {
             assert!(!names.contains(&name), "{name} must stay allowed");
+        }
+    }
+
+    #[test]
+    fn the_mount_family_goes_to_the_listener() {
+        assert_eq!(profile(None), system_container_profile());
+        let p = profile(Some(Path::new("/run/sysvisor/seccomp.sock")));
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["listenerPath"], "/run/sysvisor/seccomp.sock");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
+        let rules = json["syscalls"].as_array().unwrap();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0]["action"], "SCMP_ACT_ERRNO");
+        // mount: notified unless a remount or a propagation change.
+        assert_eq!(rules[1]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(rules[1]["names"], serde_json::json!(["mount"]));
+        let arg = &rules[1]["args"][0];
+        assert_eq!(arg["index"], 3);
+        assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(arg["valueTwo"], 0);
+        let skipped = arg["value"].as_u64().unwrap();
+        assert_eq!(
+            skipped,
+            libc::MS_REMOUNT
+                | libc::MS_SHARED
+                | libc::MS_PRIVATE
+                | libc::MS_SLAVE
+                | libc::MS_UNBINDABLE
+        );
+        assert_eq!(skipped & (libc::MS_BIND | libc::MS_MOVE), 0, "binds and moves stay trapped");
+        assert_eq!(rules[2]["action"], "SCMP_ACT_NOTIFY");
+        let mut trapped: Vec<&str> =
+            rules[2]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        trapped.push("mount");
+        trapped.sort();
+        let mut all = sysvisor_proto::MOUNT_TRAP_SYSCALLS.to_vec();
+        all.sort();
+        assert_eq!(trapped, all);
+        // Nothing is both trapped and denied, and the ordinary calls are in neither list.
+        let denied = blocked_names();
+        for name in &trapped {
+            assert!(!denied.contains(name), "{name}");
+        }
+        for name in ["getpid", "read", "write", "openat", "unshare", "clone", "pivot_root"] {
+            assert!(!trapped.contains(&name) && !denied.contains(&name), "{name}");
         }
     }
 

@@ -26,7 +26,8 @@
 //!   container's `sysctl` entries go to that hook, which writes them first;
 //! - gives the process every capability of its user namespace that the host's bounding set
 //!   has (see [`capabilities_for`]);
-//! - replaces the seccomp profile with [`crate::seccomp::system_container_profile`];
+//! - replaces the seccomp profile with [`crate::seccomp::profile`]: the system container
+//!   profile, and the mount trap served by sysvisor-fs when a listener socket is given;
 //! - for system software inside, applies [`crate::nesting`] (read-write cgroups, the
 //!   unified hierarchy of a hybrid host, host-backed `/var/lib/docker` & co) and, when the
 //!   process is systemd, [`crate::systemd::prepare`] (tmpfs `/run`, `container=`, the
@@ -93,7 +94,8 @@ pub struct TransformInputs {
     pub fs_mountpoint: PathBuf,
     /// The host's capability bounding set (names like `CAP_SYS_ADMIN`).
     pub host_capabilities: Vec<String>,
-    /// Socket of a seccomp notify agent. Unused for now.
+    /// The sysvisor-fs daemon's seccomp listener socket: the container's mount-family
+    /// calls go there (see [`crate::seccomp::profile`]). `None`: no mount trap.
     pub seccomp_listener: Option<PathBuf>,
     /// The host's online CPUs, ascending.
     pub host_cpus: Vec<u32>,
@@ -203,7 +205,7 @@ pub fn to_system_container(
         });
     }
 
-    linux.set_seccomp(Some(seccomp::system_container_profile()));
+    linux.set_seccomp(Some(seccomp::profile(inputs.seccomp_listener.as_deref())));
 
     if let Some(value) = linux.sysctl_mut().as_mut().and_then(|s| s.get_mut(PING_GROUP_RANGE)) {
         *value = clamp_group_range(value, inputs.id_count);

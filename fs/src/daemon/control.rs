@@ -172,7 +172,9 @@ impl ControlServer {
             thread::Builder::new()
                 .name("control-accept".into())
                 .spawn(move || {
-                    accept_loop(&listener, &wake_rx, &stop, &active, &registry, &options)
+                    accept_loop(&listener, &wake_rx, &stop, "control", |stream| {
+                        dispatch(stream, &active, &registry, &options)
+                    })
                 })
                 .map_err(ControlError::Spawn)
         };
@@ -252,7 +254,7 @@ impl Drop for ControlServer {
 }
 
 /// Binds a socket that is mode 0600 from the moment it has its name.
-fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
+pub(crate) fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
     let bind_error = |source| ControlError::Bind { path: path.to_path_buf(), source };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
@@ -267,13 +269,15 @@ fn bind_private(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-fn accept_loop(
+/// Accepts on a non-blocking `listener` until `stop` is set (and `wake` is written to), and
+/// hands each connection to `on_connection`. `what` names the socket in logs. Shared with
+/// the mount trap's listener.
+pub(crate) fn accept_loop(
     listener: &UnixListener,
     wake: &UnixStream,
     stop: &AtomicBool,
-    active: &Arc<Active>,
-    registry: &Arc<Registry>,
-    options: &ControlOptions,
+    what: &str,
+    mut on_connection: impl FnMut(UnixStream),
 ) {
     loop {
         let mut fds = [
@@ -283,7 +287,7 @@ fn accept_loop(
         match poll(&mut fds, PollTimeout::from(1000u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(err) => {
-                tracing::error!(error = %err, "poll on the control socket failed");
+                tracing::error!(error = %err, socket = what, "poll on a socket failed");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -292,12 +296,12 @@ fn accept_loop(
         }
         loop {
             match listener.accept() {
-                Ok((stream, _)) => dispatch(stream, active, registry, options),
+                Ok((stream, _)) => on_connection(stream),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     // Out of descriptors or memory: let it pass instead of spinning.
-                    tracing::warn!(error = %err, "cannot accept a control connection");
+                    tracing::warn!(error = %err, socket = what, "cannot accept a connection");
                     thread::sleep(Duration::from_millis(50));
                     break;
                 }

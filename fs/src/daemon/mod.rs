@@ -10,8 +10,9 @@
 //!
 //! The binary puts them together: check the socket (no other daemon), prepare the mount
 //! point, load the registry, mount (same transport as `mount`, the service given the
-//! registry), start the control server and housekeeping, wait for SIGINT/SIGTERM, then stop
-//! accepting, remove the socket and unmount.
+//! registry), start the control server, housekeeping and the mount trap
+//! ([`crate::mounttrap`]), wait for SIGINT/SIGTERM, then stop accepting, remove the sockets
+//! and unmount.
 
 pub mod clock;
 pub mod control;

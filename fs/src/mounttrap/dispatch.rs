@@ -1,0 +1,194 @@
+//! Serving the notify fds: one epoll set over all of them, a fixed pool of worker threads.
+//!
+//! Each fd is registered one-shot: the worker that gets its event receives one
+//! notification, re-arms the fd at once (so that the container's other threads are served
+//! by the other workers meanwhile) and handles it. A slow notification (a proc mount runs
+//! a helper, bounded by its timeout) ties up one worker only. An fd whose filter has no
+//! process left polls as hung up and is dropped.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use parking_lot::Mutex;
+
+use super::abi;
+use super::handler::{self, Context, Source};
+
+/// How long a worker waits for an event before it checks whether to stop.
+const WAIT_MS: libc::c_int = 200;
+
+pub struct Dispatcher {
+    epoll: OwnedFd,
+    sources: Mutex<HashMap<u64, Arc<Source>>>,
+    next: AtomicU64,
+    stop: AtomicBool,
+    ctx: Context,
+}
+
+impl Dispatcher {
+    pub fn new(ctx: Context) -> io::Result<Dispatcher> {
+        // SAFETY: epoll_create1 returns a new fd or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Dispatcher {
+            // SAFETY: the kernel just returned this fd.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            sources: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            ctx,
+        })
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Starts serving `source`.
+    pub fn add(&self, source: Source) -> io::Result<()> {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let fd = source.fd.as_raw_fd();
+        self.sources.lock().insert(key, Arc::new(source));
+        if let Err(err) = self.ctl(libc::EPOLL_CTL_ADD, fd, key) {
+            self.sources.lock().remove(&key);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// How many notify fds are served.
+    pub fn len(&self) -> usize {
+        self.sources.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The containers served, with their number of notify fds.
+    pub fn containers(&self) -> Vec<(String, usize)> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for source in self.sources.lock().values() {
+            *counts.entry(source.container.clone()).or_default() += 1;
+        }
+        let mut list: Vec<_> = counts.into_iter().collect();
+        list.sort();
+        list
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: libc::c_int, key: u64) -> io::Result<()> {
+        let mut event =
+            libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, u64: key };
+        // SAFETY: epoll_ctl on our epoll fd with an event struct we own.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: u64) {
+        if let Some(source) = self.sources.lock().remove(&key) {
+            // SAFETY: epoll_ctl DEL on our epoll fd; the event argument is ignored.
+            unsafe {
+                libc::epoll_ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    source.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+            tracing::debug!(container = %source.container, pid = source.pid, "a notify fd has no process left");
+        }
+    }
+
+    /// One worker's loop, until [`Dispatcher::stop`].
+    fn work(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let mut event = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: epoll_wait for one event into memory we own.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut event, 1, WAIT_MS) };
+            if n <= 0 {
+                continue; // timeout, or EINTR
+            }
+            let key = event.u64;
+            let Some(source) = self.sources.lock().get(&key).cloned() else {
+                continue;
+            };
+            if event.events & libc::EPOLLIN as u32 != 0 {
+                let received = abi::recv(source.fd.as_fd());
+                if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, source.fd.as_raw_fd(), key) {
+                    tracing::error!(container = %source.container, error = %err, "cannot re-arm a notify fd");
+                }
+                match received {
+                    Ok(notif) => self.serve(&source, &notif),
+                    // The caller was killed between the event and the receive.
+                    Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(err) => {
+                        tracing::warn!(container = %source.container, error = %err, "cannot receive a notification")
+                    }
+                }
+            } else if event.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                self.remove(key);
+            }
+        }
+    }
+
+    fn serve(&self, source: &Source, notif: &abi::Notification) {
+        let answer = handler::handle(&self.ctx, source, notif);
+        match abi::send(source.fd.as_fd(), notif.id, answer) {
+            Ok(()) => {}
+            // The caller is gone or was interrupted: nobody waits for this answer.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) => {
+                tracing::warn!(container = %source.container, error = %err, "cannot answer a notification")
+            }
+        }
+    }
+
+    /// Makes the workers return (within [`WAIT_MS`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The worker threads of a dispatcher. Dropping it stops and joins them.
+pub struct Workers {
+    dispatcher: Arc<Dispatcher>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(dispatcher: Arc<Dispatcher>, count: usize) -> io::Result<Workers> {
+        let mut workers = Workers { dispatcher, handles: Vec::new() };
+        for i in 0..count.max(1) {
+            let dispatcher = workers.dispatcher.clone();
+            let handle = thread::Builder::new()
+                .name(format!("mounttrap-{i}"))
+                .spawn(move || dispatcher.work())?;
+            workers.handles.push(handle);
+        }
+        Ok(workers)
+    }
+
+    fn shutdown(&mut self) {
+        self.dispatcher.stop();
+        for handle in self.handles.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a mount trap worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

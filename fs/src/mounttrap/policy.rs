@@ -1,0 +1,278 @@
+//! What to do with a trapped system call: pure decisions over its decoded arguments.
+//!
+//! | call | decision |
+//! | --- | --- |
+//! | `mount` of a new `proc` or `sysfs` | performed by the trap ([`Decision::NewMount`]) |
+//! | any other `mount` (bind, remount, move, propagation, other file systems) | continued |
+//! | `umount2`/`umount` | checked against the protected mounts ([`Decision::CheckUmount`]) |
+//! | `fsopen("proc")`, `fsopen("sysfs")` | `ENOSYS`, so that tools fall back to `mount(2)` |
+//! | any other `fsopen`; `open_tree`, `move_mount`, `mount_setattr` | continued |
+//!
+//! Continuing is safe because the kernel then runs the call in the caller's own context,
+//! with every check it always makes; the views and masks are locked mounts (see `lock`), so
+//! no continued call can uncover what they hide.
+
+use super::abi::{self, Notification, Syscall};
+
+/// The file systems the trap mounts itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    Proc,
+    Sysfs,
+}
+
+impl FsKind {
+    pub fn from_name(name: &str) -> Option<FsKind> {
+        match name {
+            "proc" => Some(FsKind::Proc),
+            "sysfs" => Some(FsKind::Sysfs),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Proc => "proc",
+            FsKind::Sysfs => "sysfs",
+        }
+    }
+
+    /// Where a system container has this file system mounted.
+    pub fn container_path(self) -> &'static str {
+        match self {
+            FsKind::Proc => "/proc",
+            FsKind::Sysfs => "/sys",
+        }
+    }
+}
+
+/// mount(2) flags that make a call something else than a new mount.
+const NOT_A_NEW_MOUNT: u64 = libc::MS_REMOUNT
+    | libc::MS_BIND
+    | libc::MS_MOVE
+    | libc::MS_SHARED
+    | libc::MS_PRIVATE
+    | libc::MS_SLAVE
+    | libc::MS_UNBINDABLE;
+
+/// The flags of a new mount the trap passes on (per-mount and superblock flags that mean
+/// something for proc and sysfs); the rest (MS_REC, MS_SILENT, ...) changes nothing for a
+/// new mount and is dropped.
+pub const PASSED_FLAGS: u64 = libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_SYNCHRONOUS
+    | libc::MS_DIRSYNC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME
+    | libc::MS_STRICTATIME
+    | libc::MS_LAZYTIME;
+
+/// The longest path or option string read from a caller (the kernel's own limits: PATH_MAX
+/// for paths, a page for mount data).
+pub const MAX_STRING: usize = 4096;
+
+/// A new proc or sysfs mount the trap performs for its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMount {
+    pub fs: FsKind,
+    /// As the caller wrote it (relative to its cwd, or absolute in its root).
+    pub target: String,
+    /// [`PASSED_FLAGS`] of the caller's flags.
+    pub flags: u64,
+    /// The option string (`hidepid=2`, ...), if any.
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer at once.
+    Answer(abi::Answer),
+    /// Perform this mount in the caller's namespaces.
+    NewMount(NewMount),
+    /// Refuse if `target` is a protected mount, else continue.
+    CheckUmount { target: String },
+}
+
+const CONTINUE: Decision = Decision::Answer(abi::Answer::Continue);
+
+/// What the decision needs to read from the caller's memory: the string at an address.
+/// `None` when it cannot be read (a bad pointer: the continued call then fails with EFAULT
+/// by itself).
+pub trait Strings {
+    fn string(&mut self, address: u64) -> Option<String>;
+}
+
+/// Decides about one notification.
+pub fn decide(notif: &Notification, strings: &mut impl Strings) -> Decision {
+    let Some(call) = Syscall::decode(notif.arch, notif.nr) else {
+        return CONTINUE;
+    };
+    let arg = |i: usize| abi::arg(notif.arch, notif.nr, notif.args[i]);
+    match call {
+        Syscall::Mount => {
+            let flags = abi::mount_flags(arg(3));
+            if flags & NOT_A_NEW_MOUNT != 0 {
+                return CONTINUE;
+            }
+            let Some(fs) = strings.string(arg(2)).as_deref().and_then(FsKind::from_name) else {
+                return CONTINUE;
+            };
+            let Some(target) = strings.string(arg(1)) else {
+                return CONTINUE;
+            };
+            let data = match arg(4) {
+                0 => None,
+                address => match strings.string(address) {
+                    Some(data) => Some(data).filter(|d| !d.is_empty()),
+                    None => return CONTINUE,
+                },
+            };
+            Decision::NewMount(NewMount { fs, target, flags: flags & PASSED_FLAGS, data })
+        }
+        Syscall::Umount2 | Syscall::Umount => match strings.string(arg(0)) {
+            Some(target) => Decision::CheckUmount { target },
+            None => CONTINUE,
+        },
+        Syscall::Fsopen => match strings.string(arg(0)).as_deref().and_then(FsKind::from_name) {
+            Some(_) => Decision::Answer(abi::Answer::Errno(libc::ENOSYS)),
+            None => CONTINUE,
+        },
+        Syscall::OpenTree | Syscall::MoveMount | Syscall::MountSetattr => CONTINUE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mounttrap::abi::{Answer, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+    use std::collections::HashMap;
+
+    /// Caller memory: strings at addresses.
+    struct Memory(HashMap<u64, &'static str>);
+
+    impl Strings for Memory {
+        fn string(&mut self, address: u64) -> Option<String> {
+            self.0.get(&address).map(|s| s.to_string())
+        }
+    }
+
+    fn memory() -> Memory {
+        Memory(HashMap::from([
+            (0x10, "proc"),
+            (0x20, "/mnt"),
+            (0x30, "sysfs"),
+            (0x40, "tmpfs"),
+            (0x50, "hidepid=2"),
+            (0x60, "none"),
+            (0x70, ""),
+        ]))
+    }
+
+    fn mount(source: u64, target: u64, fstype: u64, flags: u64, data: u64) -> Notification {
+        Notification {
+            id: 1,
+            pid: 100,
+            nr: 165,
+            arch: AUDIT_ARCH_X86_64,
+            args: [source, target, fstype, flags, data, 0],
+        }
+    }
+
+    #[test]
+    fn new_proc_and_sysfs_mounts_are_performed() {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_REC;
+        let d = decide(&mount(0x60, 0x20, 0x10, flags, 0x50), &mut memory());
+        assert_eq!(
+            d,
+            Decision::NewMount(NewMount {
+                fs: FsKind::Proc,
+                target: "/mnt".into(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: Some("hidepid=2".into()),
+            })
+        );
+        let d = decide(&mount(0, 0x20, 0x30, 0xc0ed_0000 | libc::MS_RDONLY, 0x70), &mut memory());
+        assert_eq!(
+            d,
+            Decision::NewMount(NewMount {
+                fs: FsKind::Sysfs,
+                target: "/mnt".into(),
+                flags: libc::MS_RDONLY,
+                data: None,
+            })
+        );
+    }
+
+    #[test]
+    fn everything_else_continues() {
+        let m = &mut memory();
+        // Other file systems.
+        assert_eq!(decide(&mount(0x60, 0x20, 0x40, 0, 0), m), CONTINUE);
+        // Binds, remounts, moves and propagation changes of proc: the kernel judges them.
+        for flags in [
+            libc::MS_BIND | libc::MS_REC,
+            libc::MS_REMOUNT | libc::MS_RDONLY,
+            libc::MS_MOVE,
+            libc::MS_PRIVATE | libc::MS_REC,
+            libc::MS_SHARED,
+        ] {
+            assert_eq!(decide(&mount(0x60, 0x20, 0x10, flags, 0), m), CONTINUE, "{flags:#x}");
+        }
+        // Unreadable arguments: the kernel's EFAULT.
+        assert_eq!(decide(&mount(0x60, 0x20, 0x999, 0, 0), m), CONTINUE);
+        assert_eq!(decide(&mount(0x60, 0x999, 0x10, 0, 0), m), CONTINUE);
+        assert_eq!(decide(&mount(0x60, 0x20, 0x10, 0, 0x999), m), CONTINUE);
+        // Calls that are not trapped at all.
+        let mut getpid = mount(0, 0, 0, 0, 0);
+        getpid.nr = 39;
+        assert_eq!(decide(&getpid, m), CONTINUE);
+        for nr in [428, 429, 442] {
+            let mut other = mount(0x10, 0, 0, 0, 0);
+            other.nr = nr;
+            assert_eq!(decide(&other, m), CONTINUE, "{nr}");
+        }
+    }
+
+    #[test]
+    fn what_the_filter_lets_through_would_continue_anyway() {
+        // The profile does not trap these mount flags (sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED):
+        // that must change nothing but speed.
+        let skipped = sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED;
+        assert_eq!(skipped & NOT_A_NEW_MOUNT, skipped);
+        for bit in 0..64 {
+            let flag = 1u64 << bit;
+            if skipped & flag != 0 {
+                assert_eq!(decide(&mount(0x60, 0x20, 0x10, flag, 0), &mut memory()), CONTINUE);
+            }
+        }
+    }
+
+    #[test]
+    fn umounts_are_checked() {
+        let mut n = mount(0x20, 2, 0, 0, 0);
+        n.nr = 166;
+        assert_eq!(decide(&n, &mut memory()), Decision::CheckUmount { target: "/mnt".into() });
+        // i386 umount(target), with garbage in the upper half of the pointer.
+        n.arch = AUDIT_ARCH_I386;
+        n.nr = 22;
+        n.args[0] = 0xffff_ffff_0000_0020;
+        assert_eq!(decide(&n, &mut memory()), Decision::CheckUmount { target: "/mnt".into() });
+        n.args[0] = 0x999;
+        assert_eq!(decide(&n, &mut memory()), CONTINUE);
+    }
+
+    #[test]
+    fn fsopen_of_proc_and_sysfs_falls_back_to_mount() {
+        let mut n = mount(0x10, 0, 0, 0, 0);
+        n.nr = 430;
+        assert_eq!(decide(&n, &mut memory()), Decision::Answer(Answer::Errno(libc::ENOSYS)));
+        n.args[0] = 0x30;
+        assert_eq!(decide(&n, &mut memory()), Decision::Answer(Answer::Errno(libc::ENOSYS)));
+        n.args[0] = 0x40;
+        assert_eq!(decide(&n, &mut memory()), CONTINUE);
+    }
+}
