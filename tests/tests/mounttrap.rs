@@ -136,6 +136,8 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         echo keys_bytes=$(wc -c < /p/keys)
         echo acpi_entries=$(ls /p/acpi | wc -l)
         t sysctl_write sh -c 'echo 1 > /p/sys/kernel/printk_ratelimit'
+        t sysctl_emulated sh -c 'echo 7 > /p/sys/kernel/panic'
+        echo panic=$(cat /proc/sys/kernel/panic)
         t umount_view umount /p/meminfo
         t umount_mask umount /p/keys
         t umount_ro umount /p/sys
@@ -159,7 +161,11 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
     assert_eq!(field(&f, "mem"), LIMIT_KB, "{f:#?}");
     assert_eq!(field(&f, "keys_bytes"), "0", "/proc/keys masked: {f:#?}");
     assert_eq!(field(&f, "acpi_entries"), "0", "/proc/acpi masked: {f:#?}");
-    assert_refused(&f, "sysctl_write", "Read-only file system");
+    // The new proc's sys/ is sysvisor-fs's /proc/sys tree, as in the container's own /proc:
+    // host-wide sysctls are read-only there, emulated ones are the container's own.
+    assert_refused(&f, "sysctl_write", "Permission denied");
+    assert_ok(&f, "sysctl_emulated");
+    assert_eq!(field(&f, "panic"), "7", "an emulated sysctl written through the new proc: {f:#?}");
     assert_refused(&f, "umount_view", "Operation not permitted");
     assert_refused(&f, "umount_mask", "Operation not permitted");
     assert_refused(&f, "umount_ro", "Operation not permitted");
@@ -210,8 +216,8 @@ fn escape_attempts_fail() {
         echo rbind_mem=$(head -1 /y/meminfo | tr -s " " | cut -d" " -f2)
         umount -l /y
         # Writable again: refused.
-        t remount_ro_path mount -o remount,rw /proc/sys
-        t remount_ro_bind mount -o remount,bind,rw /proc/sys
+        t remount_ro_path mount -o remount,rw /proc/bus
+        t remount_ro_bind mount -o remount,bind,rw /proc/bus
         t remount_view mount -o remount,bind,rw /proc/meminfo
         t remount_sysfs mount -o remount,rw /sys
         t remount_mask mount -o remount,rw /sys/firmware
