@@ -92,9 +92,9 @@ impl Server {
         &self.mnt
     }
 
-    /// The temporary directory holding the mount point (and the server's other files).
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The control socket of a daemon started by [`start_sysvisor_fs_daemon`].
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("fs.sock")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -157,6 +157,114 @@ pub fn start_lxcfs(bin: &Path) -> Result<Server> {
 /// Starts `sysvisor-fs mount <mnt>`.
 pub fn start_sysvisor_fs(bin: &Path) -> Result<Server> {
     Server::start("sysvisor-fs", bin, |_, mnt| vec!["mount".into(), mnt.display().to_string()])
+}
+
+/// Starts the daemon, `sysvisor-fs serve`, on a temporary mount point, control socket
+/// ([`Server::socket`]) and state directory, and waits for its socket.
+pub fn start_sysvisor_fs_daemon(bin: &Path) -> Result<Server> {
+    let srv = Server::start("sysvisor-fs", bin, |root, mnt| {
+        vec![
+            "serve".into(),
+            "--mountpoint".into(),
+            mnt.display().to_string(),
+            "--socket".into(),
+            root.join("fs.sock").display().to_string(),
+            "--state-dir".into(),
+            root.join("state").display().to_string(),
+        ]
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.socket().exists() {
+        if Instant::now() > deadline {
+            bail!("no control socket at {}", srv.socket().display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(srv)
+}
+
+/// Which file systems a scenario reads, and their binaries.
+#[derive(clap::Args, Clone)]
+pub struct TargetArgs {
+    /// Targets, comma-separated: native, lxcfs, sysvisor-fs.
+    #[arg(long, value_delimiter = ',', default_value = "native,lxcfs,sysvisor-fs")]
+    pub targets: Vec<String>,
+    /// The sysvisor-fs binary (default: next to this binary, i.e. target/<profile>/).
+    #[arg(long)]
+    pub sysvisor_fs: Option<PathBuf>,
+    /// The lxcfs binary.
+    #[arg(long, default_value = "lxcfs")]
+    pub lxcfs: String,
+    /// Fail instead of skipping a target that cannot be started (e.g. lxcfs not installed).
+    #[arg(long)]
+    pub require_all: bool,
+}
+
+impl TargetArgs {
+    pub fn sysvisor_fs_bin(&self) -> PathBuf {
+        self.sysvisor_fs.clone().unwrap_or_else(|| crate::report::sibling_binary("sysvisor-fs"))
+    }
+
+    /// The versions of the servers, for the report.
+    pub fn versions(&self) -> Vec<(&'static str, String)> {
+        let lxcfs = match which(&self.lxcfs) {
+            Some(b) => crate::report::binary_version(&b),
+            None => "not installed".into(),
+        };
+        vec![
+            ("sysvisor_fs", crate::report::binary_version(&self.sysvisor_fs_bin())),
+            ("lxcfs", lxcfs),
+        ]
+    }
+}
+
+/// The targets of a run: (name, root under which `proc/FILE` is read), the servers behind
+/// them (stopped and unmounted on drop) and the targets skipped, with why.
+pub struct Servers {
+    pub roots: Vec<(String, PathBuf)>,
+    pub skipped: Vec<String>,
+    servers: Vec<Server>,
+}
+
+impl Servers {
+    /// Starts the FUSE servers of `a.targets`; sysvisor-fs as the daemon (`serve`, with a
+    /// control socket) if `daemon`, else as `sysvisor-fs mount`. A target that cannot be
+    /// started is skipped (and listed) unless `a.require_all`.
+    pub fn start(a: &TargetArgs, daemon: bool) -> Result<Servers> {
+        let mut s = Servers { roots: Vec::new(), skipped: Vec::new(), servers: Vec::new() };
+        for t in &a.targets {
+            let started = match t.as_str() {
+                "native" => {
+                    s.roots.push((t.clone(), PathBuf::from("/")));
+                    continue;
+                }
+                "lxcfs" => match which(&a.lxcfs) {
+                    Some(b) => start_lxcfs(&b),
+                    None => Err(anyhow::anyhow!("{} not found (apt-get install lxcfs)", a.lxcfs)),
+                },
+                "sysvisor-fs" if daemon => start_sysvisor_fs_daemon(&a.sysvisor_fs_bin()),
+                "sysvisor-fs" => start_sysvisor_fs(&a.sysvisor_fs_bin()),
+                other => bail!("unknown target {other:?} (native, lxcfs, sysvisor-fs)"),
+            };
+            match started {
+                Ok(srv) => {
+                    s.roots.push((t.clone(), srv.mnt().to_path_buf()));
+                    s.servers.push(srv);
+                }
+                Err(e) if !a.require_all => {
+                    eprintln!("sysvisor-bench: skipping {t}: {e:#}");
+                    s.skipped.push(format!("{t}: {e:#}"));
+                }
+                Err(e) => return Err(e.context(format!("starting {t}"))),
+            }
+        }
+        Ok(s)
+    }
+
+    /// The server behind target `name`, if it is one the harness started.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
 }
 
 /// `program`'s path: itself if it has a slash, else looked up in PATH.
