@@ -12,6 +12,7 @@
 //!    under sysvisor-runc, the host's MemTotal under runc.
 
 use crate::chart::{self, Bar, Chart};
+use crate::procstat;
 use crate::read::met;
 use crate::report::{self, Header};
 use anyhow::{bail, Context, Result};
@@ -97,6 +98,9 @@ struct Report {
     docker_run_met: bool,
     /// The same for the time to the first read of /proc/meminfo.
     first_read_ratio: f64,
+    /// The machine's CPU busy fraction before each round of both runtimes (each round waits
+    /// for a quiet machine, see procstat::wait_quiet), docker runs then first reads.
+    host_cpu_busy_before_rounds: Vec<f64>,
     /// The MemTotal line each runtime's container saw (the last run; every run is checked).
     memtotal_seen: Vec<(String, String)>,
 }
@@ -131,7 +135,9 @@ pub fn run(a: LifecycleArgs) -> Result<()> {
             .to_vec()
     };
     let mut run_ms: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut busy_before = Vec::new();
     for i in 0..a.warmup + a.runs {
+        busy_before.push(procstat::wait_quiet());
         for k in order(i) {
             let ms = docker_timed(&engine, &run_args(RUNTIMES[k]))?;
             if i >= a.warmup {
@@ -151,6 +157,7 @@ pub fn run(a: LifecycleArgs) -> Result<()> {
     let mut seen: Vec<(String, String)> = Vec::new();
     let first_runs = a.first_read_runs.unwrap_or(a.runs);
     for i in 0..a.warmup + first_runs {
+        busy_before.push(procstat::wait_quiet());
         for k in order(i) {
             let (ms, line) = first_read(&engine, &fifo, RUNTIMES[k], a.memory_mib)?;
             if memtotal_kb(&line) != expected[k] {
@@ -214,6 +221,7 @@ pub fn run(a: LifecycleArgs) -> Result<()> {
         docker_run_ratio,
         docker_run_met: docker_run_ratio <= 1.25,
         first_read_ratio,
+        host_cpu_busy_before_rounds: busy_before,
         memtotal_seen: seen,
     };
     if let Some(p) = &a.json {

@@ -25,6 +25,10 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "sysvisor-bench", version, about = "sysvisor-fs vs LXCFS vs native /proc")]
 struct Cli {
+    /// Before each measurement, wait at most this many seconds for the machine's CPUs to be
+    /// at most 10% busy (other work on a shared machine skews every figure); 0: never wait.
+    #[arg(long, global = true, default_value_t = 120.0)]
+    quiet_wait: f64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -63,6 +67,7 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    procstat::set_quiet_wait(std::time::Duration::from_secs_f64(cli.quiet_wait.max(0.0)));
     let r = match cli.cmd {
         Cmd::Read(a) => read::run(a),
         Cmd::Many(a) => many::run(a),

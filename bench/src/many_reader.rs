@@ -5,6 +5,7 @@
 //! the reads that failed, including reads whose content does not match its own cgroup's
 //! limits (MemTotal, CPU count) or its own age (uptime).
 
+use crate::procstat;
 use crate::worker::one;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,11 @@ pub struct JobResult {
     pub ops: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Every read made for the job, warm-up reads and failures included (what the server
+    /// served, for its CPU time per read).
+    pub attempts: u64,
+    /// This reader's CPU time (user + system) for the job, seconds.
+    pub cpu_s: f64,
     /// Latencies (ns) of the successful reads, per file of the job (same order).
     pub lat_ns: Vec<Vec<u32>>,
 }
@@ -93,6 +99,13 @@ fn read_checked(
 }
 
 fn run_job(job: &Job, index: usize, expect: Expect, born: Instant) -> JobResult {
+    let cpu0 = procstat::self_cpu_seconds();
+    let mut r = measure(job, index, expect, born);
+    r.cpu_s = procstat::self_cpu_seconds() - cpu0;
+    r
+}
+
+fn measure(job: &Job, index: usize, expect: Expect, born: Instant) -> JobResult {
     let mut r = JobResult { lat_ns: vec![Vec::new(); job.files.len()], ..Default::default() };
     if job.files.is_empty() {
         return r;
@@ -105,6 +118,7 @@ fn run_job(job: &Job, index: usize, expect: Expect, born: Instant) -> JobResult 
     };
     // Warm-up (outside the window): one checked read of each file.
     for (f, p) in job.files.iter().zip(&paths) {
+        r.attempts += 1;
         if let Err(e) = read_checked(job, f, p, &mut buf, expect, born) {
             fail(&mut r, e);
         }
@@ -135,6 +149,7 @@ fn run_job(job: &Job, index: usize, expect: Expect, born: Instant) -> JobResult 
         }
         let i = (index + k as usize) % job.files.len();
         let res = read_checked(job, &job.files[i], &paths[i], &mut buf, expect, born);
+        r.attempts += 1;
         let ns = from.elapsed().as_nanos().min(u32::MAX as u128) as u32;
         match res {
             Ok(()) => {

@@ -5,7 +5,7 @@
 
 use crate::chart::{self, Bar, Chart};
 use crate::report::{self, Header};
-use crate::{cgroup, targets, worker};
+use crate::{cgroup, procstat, targets, worker};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{self, Write};
@@ -56,6 +56,8 @@ struct Cell {
     threads: usize,
     #[serde(flatten)]
     r: worker::WorkerResult,
+    /// The machine's CPU busy fraction just before the cell (see procstat::wait_quiet).
+    host_cpu_busy_before: f64,
 }
 
 #[derive(Serialize)]
@@ -167,6 +169,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
         for &threads in &a.threads {
             for (target, root) in &servers.roots {
                 let path = root.join("proc").join(file);
+                let host_cpu_busy_before = procstat::wait_quiet();
                 let r = run_cell(&cg, &path, threads, a.seconds)
                     .with_context(|| format!("{target} {file} {threads} threads"))?;
                 println!(
@@ -185,7 +188,13 @@ pub fn run(a: ReadArgs) -> Result<()> {
                     println!("    first error: {e}");
                 }
                 let _ = io::stdout().flush();
-                results.push(Cell { target: target.clone(), file: file.clone(), threads, r });
+                results.push(Cell {
+                    target: target.clone(),
+                    file: file.clone(),
+                    threads,
+                    r,
+                    host_cpu_busy_before,
+                });
             }
         }
     }

@@ -2,6 +2,7 @@
 //! kernel and the versions of what is measured. Printed as the header of the table on stdout
 //! and kept (flattened) at the top of the scenario's JSON; plus writing the JSON and SVG files.
 
+use crate::procstat::HostCpu;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,6 +25,11 @@ pub struct Header {
     pub machine: Machine,
     /// What was measured, e.g. `sysvisor_fs_git`, `lxcfs`, `docker`: one line each.
     pub versions: BTreeMap<String, String>,
+    /// How busy the machine's CPUs were (0-1, all processes) in the second before the run:
+    /// other work on the machine (another build) skews every figure.
+    pub host_cpu_busy_before: f64,
+    /// /proc/loadavg then.
+    pub loadavg_before: String,
 }
 
 impl Header {
@@ -43,7 +49,14 @@ impl Header {
         for (k, val) in versions {
             v.insert(k.to_string(), val.clone());
         }
+        let busy = HostCpu::now();
+        std::thread::sleep(std::time::Duration::from_secs(1));
         Header {
+            host_cpu_busy_before: busy.busy_fraction_since(),
+            loadavg_before: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
             scenario,
             command: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
             date_unix: std::time::SystemTime::now()
@@ -66,6 +79,11 @@ impl Header {
             m.cpu_model,
             m.mem_total_kb / 1024,
             m.kernel
+        );
+        println!(
+            "host before the run: CPUs {:.0}% busy (1 s), loadavg {}",
+            self.host_cpu_busy_before * 100.0,
+            self.loadavg_before
         );
         println!("versions:");
         for (k, v) in &self.versions {

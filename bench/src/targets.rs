@@ -261,6 +261,11 @@ impl Servers {
         Ok(s)
     }
 
+    /// The pids of every server started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().filter_map(Server::pid).collect()
+    }
+
     /// The server behind target `name`, if it is one the harness started.
     pub fn server(&self, name: &str) -> Option<&Server> {
         self.servers.iter().find(|s| s.name == name)
