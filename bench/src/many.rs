@@ -38,7 +38,7 @@ pub struct ManyArgs {
     rates: Vec<f64>,
     #[command(flatten)]
     targets: targets::TargetArgs,
-    /// Times a window is taken again when other processes used more than 0.1 CPUs during
+    /// Times a window is taken again when other processes used more than 0.15 CPUs during
     /// it (a shared machine); the cleanest is kept.
     #[arg(long, default_value_t = 3)]
     retries: u32,
@@ -91,7 +91,7 @@ struct Row {
     host_cpu_busy: f64,
     /// CPU used in the window by other processes than the harness, its readers and its
     /// servers (in CPUs; kernel threads and interrupts included): what the window is
-    /// taken again for when above 0.1.
+    /// taken again for when above 0.15.
     other_cpus: f64,
     /// Windows taken for this row (the one with the least `other_cpus` is kept).
     tries: u32,
@@ -323,7 +323,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The most CPU (in CPUs) other processes may use during a window before it is taken again.
-const MAX_OTHER_CPUS: f64 = 0.10;
+const MAX_OTHER_CPUS: f64 = 0.15;
 
 /// Our processes in a window: the readers (by their answers), the servers and the harness.
 struct Accounting<'a> {

@@ -51,42 +51,46 @@ pub fn self_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// The machine's CPU time so far (all CPUs, from the first line of /proc/stat), in ticks.
+/// The machine's idle time so far (all CPUs, idle + iowait from the first line of
+/// /proc/stat, in ticks), and when it was read. Busy time is the wall time of every CPU
+/// minus the idle time: on a tickless kernel the idle figure is measured exactly, while the
+/// user and system figures are sampled at each tick and miss short bursts that start just
+/// after one (readers woken by timers do exactly that).
 #[derive(Debug, Clone, Copy)]
 pub struct HostCpu {
-    busy: u64,
-    total: u64,
+    idle: u64,
+    at: Instant,
 }
 
 impl HostCpu {
     pub fn now() -> HostCpu {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        parse_cpu_line(stat.lines().next().unwrap_or_default())
-    }
-
-    /// The fraction of CPU time (0-1) spent busy since `self` was taken.
-    pub fn busy_fraction_since(&self) -> f64 {
-        let now = HostCpu::now();
-        let total = now.total.saturating_sub(self.total);
-        if total == 0 {
-            return 0.0;
-        }
-        now.busy.saturating_sub(self.busy) as f64 / total as f64
+        HostCpu { idle: idle_ticks(stat.lines().next().unwrap_or_default()), at: Instant::now() }
     }
 
     /// CPU-seconds spent busy, all CPUs together, since `self` was taken.
     pub fn busy_seconds_since(&self) -> f64 {
-        HostCpu::now().busy.saturating_sub(self.busy) as f64 / clock_ticks_per_s()
+        let now = HostCpu::now();
+        let wall =
+            now.at.duration_since(self.at).as_secs_f64() * crate::report::online_cpus() as f64;
+        let idle = now.idle.saturating_sub(self.idle) as f64 / clock_ticks_per_s();
+        (wall - idle).max(0.0)
+    }
+
+    /// The fraction of CPU time (0-1) spent busy since `self` was taken.
+    pub fn busy_fraction_since(&self) -> f64 {
+        let wall = self.at.elapsed().as_secs_f64() * crate::report::online_cpus() as f64;
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        (self.busy_seconds_since() / wall).clamp(0.0, 1.0)
     }
 }
 
-/// `cpu  user nice system idle iowait irq softirq steal ...`: idle and iowait are idle.
-fn parse_cpu_line(line: &str) -> HostCpu {
+/// `cpu  user nice system idle iowait irq softirq steal ...`: idle + iowait.
+fn idle_ticks(line: &str) -> u64 {
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    HostCpu { busy: total.saturating_sub(idle), total }
+    v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0)
 }
 
 /// The machine is quiet when its CPUs are at most this busy (0-1) over [`QUIET_SAMPLE`].
@@ -143,7 +147,7 @@ mod tests {
 
     #[test]
     fn cpu_line_idle_and_iowait_are_idle() {
-        let t = super::parse_cpu_line("cpu  100 5 50 800 40 0 5 0 0 0");
-        assert_eq!((t.busy, t.total), (160, 1000));
+        assert_eq!(super::idle_ticks("cpu  100 5 50 800 40 0 5 0 0 0"), 840);
+        assert_eq!(super::idle_ticks("cpu"), 0);
     }
 }
