@@ -102,11 +102,14 @@ pub fn svg(c: &Chart) -> String {
     }
     let axis =
         Axis::new(c.log, c.bars.iter().map(|b| b.value).chain(c.reference.iter().map(|r| r.0)));
-    let (left, top, bottom, bar_w, gap, plot_h) = (70.0, 50.0, 110.0, 14.0, 16.0, 320.0);
+    let (left, top, bar_w, gap, plot_h) = (70.0, 50.0, 14.0, 16.0, 320.0);
+    // Group labels slant at 45 degrees: about 4.5 px down and right per character.
+    let longest = groups.iter().map(|g| g.chars().count()).max().unwrap_or(0) as f64;
+    let bottom = 30.0 + 4.6 * longest;
     let group_w = bar_w * series.len().max(1) as f64 + gap;
-    // Room on the right for the last group's slanted label.
     let right = (left + group_w * groups.len() as f64).max(left + 120.0 * series.len() as f64);
-    let width = right + 90.0;
+    let width =
+        (right + (4.6 * longest).max(40.0)).max(left + 7.0 * c.title.chars().count() as f64 + 20.0);
     let height = top + plot_h + bottom;
     let y = |v: f64| top + plot_h - axis.frac(v) * plot_h;
     let mut s = String::new();
