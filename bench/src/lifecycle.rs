@@ -43,12 +43,8 @@ pub struct LifecycleArgs {
     /// Memory limit (MiB) of the first-read containers: sysvisor-runc must show it.
     #[arg(long, default_value_t = 256)]
     memory_mib: u64,
-    /// Write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write an SVG chart of the medians and p90s here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    out: report::OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -224,28 +220,7 @@ pub fn run(a: LifecycleArgs) -> Result<()> {
         host_cpu_busy_before_rounds: busy_before,
         memtotal_seen: seen,
     };
-    if let Some(p) = &a.json {
-        report::write_json(p, &report)?;
-    }
-    if let Some(p) = &a.svg {
-        let mut bars = Vec::new();
-        for t in &report.results {
-            let short = if t.measure == RUN { "run --rm true" } else { "to first read" };
-            bars.push(Bar::new(format!("{short} median"), &t.runtime, t.median_ms));
-            bars.push(Bar::new(format!("{short} p90"), &t.runtime, t.p90_ms));
-        }
-        let chart = Chart {
-            title: format!(
-                "Container lifecycle (ms), private dockerd, {} CPUs, kernel {}",
-                report.header.machine.nproc, report.header.machine.kernel
-            ),
-            y_label: "ms".into(),
-            log: false,
-            bars,
-            reference: None,
-        };
-        report::write_svg(p, &chart::svg(&chart))?;
-    }
+    a.out.write(&report, || chart::svg(&lifecycle_chart(&report)))?;
     Ok(())
 }
 
@@ -416,4 +391,24 @@ fn daemon_warning(engine: &Engine) -> Option<String> {
             ours.display()
         )
     })
+}
+
+/// Medians and p90s per measure, one bar per runtime, linear.
+fn lifecycle_chart(report: &Report) -> Chart {
+    let mut bars = Vec::new();
+    for t in &report.results {
+        let short = if t.measure == RUN { "run --rm true" } else { "to first read" };
+        bars.push(Bar::new(format!("{short} median"), &t.runtime, t.median_ms));
+        bars.push(Bar::new(format!("{short} p90"), &t.runtime, t.p90_ms));
+    }
+    Chart {
+        title: format!(
+            "Container lifecycle (ms), private dockerd, {} CPUs, kernel {}",
+            report.header.machine.nproc, report.header.machine.kernel
+        ),
+        y_label: "ms".into(),
+        log: false,
+        bars,
+        reference: None,
+    }
 }

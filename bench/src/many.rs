@@ -14,7 +14,6 @@ use crate::{cgroup::BenchCgroup, pidns, procstat, read::met, targets};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -45,12 +44,8 @@ pub struct ManyArgs {
     /// Memory limit of container i: this + i MiB.
     #[arg(long, default_value_t = 64)]
     memory_mib: u64,
-    /// Write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write an SVG chart of the latency percentiles here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    out: report::OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -276,12 +271,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
         results: rows,
         targets: checks,
     };
-    if let Some(p) = &a.json {
-        report::write_json(p, &report)?;
-    }
-    if let Some(p) = &a.svg {
-        report::write_svg(p, &chart::svg(&latency_chart(&report)))?;
-    }
+    a.out.write(&report, || chart::svg(&latency_chart(&report)))?;
     let errors: u64 =
         report.results.iter().filter(|r| r.target == "sysvisor-fs").map(|r| r.errors).sum();
     if errors > 0 {

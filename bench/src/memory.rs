@@ -23,12 +23,8 @@ pub struct MemoryArgs {
     /// The sysvisor-fs binary (default: next to this binary).
     #[arg(long)]
     sysvisor_fs: Option<PathBuf>,
-    /// Write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write an SVG chart of RSS against the target here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    out: report::OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -90,30 +86,7 @@ pub fn run(a: MemoryArgs) -> Result<()> {
     }
     println!();
     let report = Report { header, results: points };
-    if let Some(path) = &a.json {
-        report::write_json(path, &report)?;
-    }
-    if let Some(path) = &a.svg {
-        let mut bars = Vec::new();
-        for p in &report.results {
-            bars.push(Bar::new(
-                format!("{} containers", p.containers),
-                "daemon RSS",
-                p.rss_kb as f64,
-            ));
-            bars.push(Bar::new(
-                format!("{} containers", p.containers),
-                "target",
-                p.target_kb as f64,
-            ));
-        }
-        let title = format!(
-            "sysvisor-fs serve RSS (kB) with N registered containers, kernel {}",
-            report.header.machine.kernel
-        );
-        let chart = Chart { title, y_label: "kB".into(), log: false, bars, reference: None };
-        report::write_svg(path, &chart::svg(&chart))?;
-    }
+    a.out.write(&report, || chart::svg(&rss_chart(&report)))?;
     Ok(())
 }
 
@@ -142,4 +115,24 @@ fn measure(sysvisor_fs: &Path, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
     drop(inits);
     drop(srv);
     Ok(out)
+}
+
+/// RSS and its target per number of containers, linear.
+fn rss_chart(report: &Report) -> Chart {
+    let mut bars = Vec::new();
+    for p in &report.results {
+        let group = format!("{} containers", p.containers);
+        bars.push(Bar::new(&group, "daemon RSS", p.rss_kb as f64));
+        bars.push(Bar::new(group, "target", p.target_kb as f64));
+    }
+    Chart {
+        title: format!(
+            "sysvisor-fs serve RSS (kB) with N registered containers, kernel {}",
+            report.header.machine.kernel
+        ),
+        y_label: "kB".into(),
+        log: false,
+        bars,
+        reference: None,
+    }
 }

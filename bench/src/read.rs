@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,8 @@ pub struct ReadArgs {
     /// CPU limit (CFS quota) of the readers' cgroup, in CPUs (default: the number of CPUs).
     #[arg(long)]
     cpus: Option<f64>,
-    /// Write the results as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write an SVG chart of ops/s here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    out: report::OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -227,27 +223,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
         results,
         targets: checks,
     };
-    if let Some(p) = &a.json {
-        report::write_json(p, &report)?;
-    }
-    if let Some(p) = &a.svg {
-        let title = format!(
-            "open+read+close ops/s, {} CPUs, kernel {}, {} s per cell",
-            report.header.machine.nproc, report.header.machine.kernel, report.seconds_per_cell
-        );
-        let chart = Chart {
-            title,
-            y_label: "ops/s (log)".into(),
-            log: true,
-            bars: report
-                .results
-                .iter()
-                .map(|c| Bar::new(format!("{} {}t", c.file, c.threads), &c.target, c.r.ops_per_s))
-                .collect(),
-            reference: None,
-        };
-        report::write_svg(p, &chart::svg(&chart))?;
-    }
+    a.out.write(&report, || chart::svg(&ops_chart(&report)))?;
     let errors: u64 = report.results.iter().map(|c| c.r.errors).sum();
     if errors > 0 {
         bail!("{errors} reads failed");
@@ -288,4 +264,22 @@ fn check_targets(results: &[Cell]) -> Vec<TargetCheck> {
         });
     }
     out
+}
+
+/// ops/s per (file, threads), one bar per target, log scale.
+fn ops_chart(report: &Report) -> Chart {
+    Chart {
+        title: format!(
+            "open+read+close ops/s, {} CPUs, kernel {}, {} s per cell",
+            report.header.machine.nproc, report.header.machine.kernel, report.seconds_per_cell
+        ),
+        y_label: "ops/s (log)".into(),
+        log: true,
+        bars: report
+            .results
+            .iter()
+            .map(|c| Bar::new(format!("{} {}t", c.file, c.threads), &c.target, c.r.ops_per_s))
+            .collect(),
+        reference: None,
+    }
 }

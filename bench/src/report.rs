@@ -92,6 +92,30 @@ impl Header {
     }
 }
 
+/// Where a scenario writes its results besides the table on stdout.
+#[derive(clap::Args, Clone)]
+pub struct OutputArgs {
+    /// Write the results (and the run's header) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the scenario's SVG chart here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Writes the JSON and the chart (made only if asked for).
+    pub fn write(&self, report: &impl Serialize, chart: impl FnOnce() -> String) -> Result<()> {
+        if let Some(p) = &self.json {
+            write_json(p, report)?;
+        }
+        if let Some(p) = &self.svg {
+            write_svg(p, &chart())?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes `report` as pretty JSON to `path` and says so on stdout.
 pub fn write_json(path: &Path, report: &impl Serialize) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
