@@ -38,14 +38,7 @@ impl Header {
     pub fn new(scenario: &'static str, versions: &[(&str, String)]) -> Header {
         let mut v = BTreeMap::new();
         v.insert("sysvisor_bench".to_string(), env!("CARGO_PKG_VERSION").to_string());
-        v.insert(
-            "git".to_string(),
-            cmd_output(
-                "git",
-                &["describe", "--always", "--dirty", "--tags"],
-                Some(&workspace_root()),
-            ),
-        );
+        v.insert("git".to_string(), git_state());
         for (k, val) in versions {
             v.insert(k.to_string(), val.clone());
         }
@@ -152,6 +145,25 @@ pub fn cmd_output(program: &str, args: &[&str], dir: Option<&Path>) -> String {
             }
         }
         Err(e) => format!("unknown ({program}: {e})"),
+    }
+}
+
+/// `git describe` of the tree, `-dirty` when a tracked file differs from the commit, the
+/// results directory excepted (a run writes its own results there).
+fn git_state() -> String {
+    let root = workspace_root();
+    let describe = cmd_output("git", &["describe", "--always", "--tags"], Some(&root));
+    let changed = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"])
+        .current_dir(&root)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if changed {
+        format!("{describe}-dirty")
+    } else {
+        describe
     }
 }
 
