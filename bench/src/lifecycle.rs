@@ -356,6 +356,14 @@ fn versions(engine: &Engine) -> Vec<(&'static str, String)> {
             fs_daemon()
                 .map_or("not found".into(), |(pid, exe)| format!("pid {pid}, {}", exe.display())),
         ),
+        (
+            "sysvisor_fs_daemon transport",
+            // The engine's daemon logs there (appending: the last start-up line is its own).
+            std::fs::read_to_string(Path::new(sysvisor_e2e::RUN_DIR).join("sysvisor-fs.log"))
+                .ok()
+                .and_then(|log| crate::targets::transport_in_log(&log))
+                .unwrap_or_else(|| "unknown".into()),
+        ),
     ]
 }
 

@@ -133,10 +133,11 @@ pub fn run(a: ManyArgs) -> Result<()> {
     if a.count == 0 || a.files.is_empty() || a.rates.is_empty() {
         bail!("--count, --files and --rates must not be empty");
     }
-    let header = Header::new("many", &a.targets.versions());
+    let mut header = Header::new("many", &a.targets.versions());
     let nproc = header.machine.nproc;
     // Dropped in reverse order, also on failure: readers, then cgroups, then servers.
     let servers = targets::Servers::start(&a.targets, true)?;
+    header.versions.extend(servers.transports());
     let mut cgroups: Vec<(BenchCgroup, u64, usize)> = Vec::new();
     for i in 0..a.count {
         let mib = a.memory_mib + i as u64;
@@ -176,7 +177,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
     if let Some(bad) = ready.iter().find(|l| l.as_str() != "ready") {
         bail!("a reader said {bad:?} instead of ready");
     }
-    if let Some(daemon) = servers.server("sysvisor-fs") {
+    for daemon in servers.sysvisor_fs() {
         for (i, r) in readers.iter().enumerate() {
             register(&daemon.socket(), format!("sysvisor-bench-many-{i:03}"), r._init.pid, i)?;
         }
@@ -199,7 +200,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
     }
     println!();
     println!(
-        "{:>5} {:<28} {:<12} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>9}",
+        "{:>5} {:<28} {:<17} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>9} {:>6}",
         "rate",
         "files",
         "target",
@@ -209,7 +210,8 @@ pub fn run(a: ManyArgs) -> Result<()> {
         "p999 us",
         "errors",
         "srv us/op",
-        "srv RSS"
+        "srv RSS",
+        "other"
     );
     let all_servers = servers.pids();
     let mut rows = Vec::new();
@@ -272,8 +274,12 @@ pub fn run(a: ManyArgs) -> Result<()> {
         targets: checks,
     };
     a.out.write(&report, || chart::svg(&latency_chart(&report)))?;
-    let errors: u64 =
-        report.results.iter().filter(|r| r.target == "sysvisor-fs").map(|r| r.errors).sum();
+    let errors: u64 = report
+        .results
+        .iter()
+        .filter(|r| r.target.starts_with("sysvisor-fs"))
+        .map(|r| r.errors)
+        .sum();
     if errors > 0 {
         bail!("{errors} sysvisor-fs reads failed");
     }
@@ -433,7 +439,7 @@ fn window_once(
 
 fn print_row(r: &Row) {
     println!(
-        "{:>5} {:<28} {:<12} {:>8.0} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>10} {:>9} {:>6.2}",
+        "{:>5} {:<28} {:<17} {:>8.0} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>10} {:>9} {:>6.2}",
         r.rate,
         r.files,
         r.target,

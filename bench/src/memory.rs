@@ -76,10 +76,16 @@ pub fn run(a: MemoryArgs) -> Result<()> {
         bail!("needs root (FUSE mount, pid namespaces)");
     }
     let bin = a.sysvisor_fs.clone().unwrap_or_else(|| report::sibling_binary("sysvisor-fs"));
-    let header = Header::new("memory", &[("sysvisor_fs", report::binary_version(&bin))]);
+    let mut header = Header::new("memory", &[("sysvisor_fs", report::binary_version(&bin))]);
+    // Stopped, unmounted and removed when dropped, also on failure.
+    let srv = targets::start_sysvisor_fs_daemon(&bin, "sysvisor-fs")?;
+    if let Some(t) = srv.transport() {
+        header.versions.insert("sysvisor-fs transport".into(), t);
+    }
     header.print();
     println!();
-    let points = measure(&bin, &a.containers)?;
+    let points = measure(&srv, &a.containers)?;
+    drop(srv);
     println!("{:>10} {:>10} {:>12} (20 MB + 50 KB each)", "containers", "RSS kB", "target kB");
     for p in &points {
         println!("{:>10} {:>10} {:>12} {}", p.containers, p.rss_kb, p.target_kb, met(Some(p.met)));
@@ -90,8 +96,7 @@ pub fn run(a: MemoryArgs) -> Result<()> {
     Ok(())
 }
 
-fn measure(sysvisor_fs: &Path, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
-    let srv = targets::start_sysvisor_fs_daemon(sysvisor_fs)?;
+fn measure(srv: &targets::Server, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
     let socket = srv.socket();
     let pid = srv.pid().context("daemon pid")?;
     let mut inits: Vec<pidns::NsInit> = Vec::new();
@@ -113,7 +118,6 @@ fn measure(sysvisor_fs: &Path, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
         out.push(MemoryPoint { containers: n, rss_kb: rss, target_kb, met: rss <= target_kb });
     }
     drop(inits);
-    drop(srv);
     Ok(out)
 }
 

@@ -133,12 +133,13 @@ pub fn run(a: ReadArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root (cgroups and FUSE mounts)");
     }
-    let header = Header::new("read", &a.targets.versions());
+    let mut header = Header::new("read", &a.targets.versions());
     let cpus = a.cpus.unwrap_or(header.machine.nproc as f64);
     let memory = a.memory_mib << 20;
 
     // Started outside the cgroup; stopped and unmounted when dropped, whatever happens.
     let servers = targets::Servers::start(&a.targets, false)?;
+    header.versions.extend(servers.transports());
     let cg = cgroup::BenchCgroup::new(memory, cpus)?;
     let cgroup_info = CgroupInfo {
         version: cg.version,
@@ -157,7 +158,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
     }
     println!();
     println!(
-        "{:<12} {:<8} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
+        "{:<17} {:<8} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
         "target", "file", "thr", "ops/s", "p50 us", "p99 us", "p999 us", "errors", "MemTotal"
     );
     let mut results = Vec::new();
@@ -169,7 +170,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
                 let r = run_cell(&cg, &path, threads, a.seconds)
                     .with_context(|| format!("{target} {file} {threads} threads"))?;
                 println!(
-                    "{:<12} {:<8} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>14}",
+                    "{:<17} {:<8} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>14}",
                     target,
                     file,
                     threads,
