@@ -66,10 +66,13 @@ else
 fi
 
 # ---- bench smoke -----------------------------------------------------------------------
-# One short pass of the benchmark harness (bench/, docs/benchmarks.md) so it cannot rot:
-# every "read" cell for 0.2 s against native /proc, LXCFS (installed when missing) and
-# sysvisor-fs, and "memory" with 0 and 5 registered containers. Asserts no timings, only
-# that it runs and every read succeeds. Needs root and /dev/fuse; SYSVISOR_BENCH=skip skips.
+# One short pass of each scenario of the benchmark harness (bench/, docs/benchmarks.md) so
+# it cannot rot: every "read" cell for 0.2 s against native /proc, LXCFS (installed when
+# missing) and sysvisor-fs; "many" with 5 containers for 0.5 s per window; "lifecycle" with
+# 2 runs per runtime on the e2e crate's private dockerd (skipped with SYSVISOR_E2E=skip);
+# "memory" with 0 and 5 registered containers. Asserts no timings, only that each runs and
+# every read and container succeeds (about 40 s). Needs root and /dev/fuse;
+# SYSVISOR_BENCH=skip skips it.
 bench_smoke() {
     if [ "${SYSVISOR_BENCH:-}" = skip ] || [ "$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then
         echo "== bench smoke: skipped (SYSVISOR_BENCH=skip, not root or no /dev/fuse)"
@@ -77,10 +80,24 @@ bench_smoke() {
     fi
     command -v lxcfs >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q lxcfs >/dev/null 2>&1 \
         || echo "== bench smoke: lxcfs not installable; its cells are skipped"
-    echo "== bench smoke: sysvisor-bench read --seconds 0.2; memory --containers 0,5"
-    cargo build -q -p sysvisor-fs -p sysvisor-bench && \
-        timeout 120 target/debug/sysvisor-bench read --seconds 0.2 && \
-        timeout 60 target/debug/sysvisor-bench memory --containers 0,5 || failed+=("bench smoke")
+    if ! cargo build -q -p sysvisor-fs -p sysvisor-runc -p sysvisor-bench; then
+        failed+=("bench smoke build")
+        return 0
+    fi
+    # No waiting for a quiet machine, no retaken windows: a smoke pass measures nothing.
+    local bench=(target/debug/sysvisor-bench --quiet-wait 0)
+    echo "== bench smoke: read --seconds 0.2"
+    timeout 120 "${bench[@]}" read --seconds 0.2 || failed+=("bench smoke read")
+    echo "== bench smoke: many --count 5 --seconds 0.5"
+    timeout 120 "${bench[@]}" many --count 5 --seconds 0.5 --retries 0 || failed+=("bench smoke many")
+    if [ "${SYSVISOR_E2E:-}" = skip ]; then
+        echo "== bench smoke: lifecycle skipped (SYSVISOR_E2E=skip)"
+    else
+        echo "== bench smoke: lifecycle --runs 2"
+        timeout 300 "${bench[@]}" lifecycle --runs 2 || failed+=("bench smoke lifecycle")
+    fi
+    echo "== bench smoke: memory --containers 0,5"
+    timeout 60 "${bench[@]}" memory --containers 0,5 || failed+=("bench smoke memory")
 }
 bench_smoke
 # ---- end of bench smoke ----------------------------------------------------------------

@@ -3,9 +3,13 @@
 //! SIGKILLed first). Same layout detection as fs/tests/common/mod.rs.
 
 use anyhow::{bail, Context, Result};
+use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -56,9 +60,15 @@ pub struct BenchCgroup {
 }
 
 impl BenchCgroup {
-    /// Makes the cgroup and sets `memory` bytes and a CFS quota of `cpus` CPUs.
+    /// Makes the cgroup `sysvisor-bench-<pid>` and sets `memory` bytes and a CFS quota of
+    /// `cpus` CPUs.
     pub fn new(memory: u64, cpus: f64) -> Result<BenchCgroup> {
-        let name = format!("sysvisor-bench-{}", std::process::id());
+        BenchCgroup::named(&format!("sysvisor-bench-{}", std::process::id()), memory, cpus)
+    }
+
+    /// As [`BenchCgroup::new`], named `name` (below the root of each hierarchy). What was
+    /// made before a failure is removed again (by the drop of the half-made value).
+    pub fn named(name: &str, memory: u64, cpus: f64) -> Result<BenchCgroup> {
         let mut cg = BenchCgroup { dirs: Vec::new(), version: 2 };
         match detect() {
             Layout::V2(root) => {
@@ -75,7 +85,7 @@ impl BenchCgroup {
                         write(&root.join("cgroup.subtree_control"), &format!("+{c}"))?;
                     }
                 }
-                let dir = root.join(&name);
+                let dir = root.join(name);
                 fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
                 cg.dirs.push((String::new(), dir));
             }
@@ -97,7 +107,7 @@ impl BenchCgroup {
                         .map(|(c, _)| c.as_str())
                         .collect::<Vec<_>>()
                         .join(",");
-                    let dir = root.join(&name);
+                    let dir = root.join(name);
                     fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
                     cg.dirs.push((label.clone(), dir.clone()));
                     if label.split(',').any(|c| c == "cpuset") {
@@ -134,6 +144,35 @@ impl BenchCgroup {
     /// The `cgroup.procs` files a process writes itself into to join the cgroup.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
+    }
+
+    /// Makes `cmd`'s process join this cgroup between fork and exec, so that everything it
+    /// runs (and forks) is inside from its first instruction.
+    pub fn join_on_spawn(&self, cmd: &mut Command) {
+        let procs: Vec<CString> = self
+            .procs_files()
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()).expect("cgroup path with NUL"))
+            .collect();
+        // SAFETY: the closure only makes raw syscalls (open/write/close) on data prepared
+        // before fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let err = io::Error::last_os_error();
+                    libc::close(fd);
+                    if n != 1 {
+                        return Err(err);
+                    }
+                }
+                Ok(())
+            });
+        }
     }
 
     /// The directory names, for the report.

@@ -1,17 +1,31 @@
 //! Scenario "memory": RSS of `sysvisor-fs serve` with N registered containers. Each
-//! container is a `unshare --pid --fork sleep infinity` (its init in a pid namespace of its
-//! own, as the daemon requires), registered over the control socket (sysvisor-proto).
-//! Everything (holders, daemon, mount, temp dirs) is removed at the end, also on failure.
+//! container is a `sleep infinity` that is the init of a pid namespace of its own (as the
+//! daemon requires), registered over the control socket (sysvisor-proto). Everything
+//! (inits, daemon, mount, temp dirs) is removed at the end, also on failure.
 
-use crate::targets::Server;
+use crate::chart::{self, Bar, Chart};
+use crate::report::{self, Header};
+use crate::{pidns, procstat, read::met, targets};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use sysvisor_proto::{Container, Request};
+
+#[derive(clap::Args, Clone)]
+pub struct MemoryArgs {
+    /// Numbers of registered containers, comma-separated (each is a process in a pid
+    /// namespace of its own).
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000")]
+    containers: Vec<usize>,
+    /// The sysvisor-fs binary (default: next to this binary).
+    #[arg(long)]
+    sysvisor_fs: Option<PathBuf>,
+    #[command(flatten)]
+    out: report::OutputArgs,
+}
 
 #[derive(Serialize)]
 pub struct MemoryPoint {
@@ -22,116 +36,107 @@ pub struct MemoryPoint {
     pub met: bool,
 }
 
-/// Holders of pid namespaces, killed (with their process groups) on drop.
-struct Holders(Vec<Child>);
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: Header,
+    results: Vec<MemoryPoint>,
+}
 
-impl Drop for Holders {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        for c in &mut self.0 {
-            let _ = c.wait();
-        }
+/// The RSS bound for a daemon with `n` registered containers, kB (20 MB + 50 KB
+/// each, taken as 20,000 kB + 50 kB x n).
+pub fn rss_target_kb(n: usize) -> u64 {
+    20_000 + 50 * n as u64
+}
+
+/// Registers the init `pid` as container `id` with the daemon behind `socket`.
+pub fn register(socket: &Path, id: String, pid: u32, index: usize) -> Result<()> {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let container = Container {
+        uid_base: 100_000 + (index as u32) * 65_536,
+        gid_base: 100_000 + (index as u32) * 65_536,
+        id_count: 65_536,
+        cgroup: None,
+        created_unix_ms: now_ms,
+        init_pid: pid,
+        id,
+    };
+    let id = container.id.clone();
+    let r =
+        sysvisor_proto::call(socket, &Request::Register { container }, Duration::from_secs(10))?;
+    if !r.ok {
+        bail!("registration of {id} refused: {}", r.error.unwrap_or_default());
     }
+    Ok(())
 }
 
-/// The pid of `unshare`'s child (the namespace's init), once it is there.
-fn init_of(unshare: u32) -> Result<u32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
-            .unwrap_or_default();
-        if let Some(p) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
-            // Wait for the exec, so that the identity the daemon records is final.
-            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-            if comm.trim() == "sleep" {
-                return Ok(p);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("unshare {unshare} has no child after 10 s");
-        }
-        thread::sleep(Duration::from_millis(2));
+pub fn run(a: MemoryArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("needs root (FUSE mount, pid namespaces)");
     }
+    let bin = a.sysvisor_fs.clone().unwrap_or_else(|| report::sibling_binary("sysvisor-fs"));
+    let mut header = Header::new("memory", &[("sysvisor_fs", report::binary_version(&bin))]);
+    // Stopped, unmounted and removed when dropped, also on failure.
+    let srv = targets::start_sysvisor_fs_daemon(&bin, "sysvisor-fs")?;
+    if let Some(t) = srv.transport() {
+        header.versions.insert("sysvisor-fs transport".into(), t);
+    }
+    header.print();
+    println!();
+    let points = measure(&srv, &a.containers)?;
+    drop(srv);
+    println!("{:>10} {:>10} {:>12} (20 MB + 50 KB each)", "containers", "RSS kB", "target kB");
+    for p in &points {
+        println!("{:>10} {:>10} {:>12} {}", p.containers, p.rss_kb, p.target_kb, met(Some(p.met)));
+    }
+    println!();
+    let report = Report { header, results: points };
+    a.out.write(&report, || chart::svg(&rss_chart(&report)))?;
+    Ok(())
 }
 
-fn rss_kb(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .context("no VmRSS")
-}
-
-pub fn run(sysvisor_fs: &Path, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
-    let srv = Server::start("sysvisor-fs-serve", sysvisor_fs, |root, mnt| {
-        vec![
-            "serve".into(),
-            "--mountpoint".into(),
-            mnt.display().to_string(),
-            "--socket".into(),
-            root.join("fs.sock").display().to_string(),
-            "--state-dir".into(),
-            root.join("state").display().to_string(),
-        ]
-    })?;
-    let socket = srv.root().join("fs.sock");
+fn measure(srv: &targets::Server, counts: &[usize]) -> Result<Vec<MemoryPoint>> {
+    let socket = srv.socket();
     let pid = srv.pid().context("daemon pid")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            bail!("no control socket at {}", socket.display());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let mut holders = Holders(Vec::new());
+    let mut inits: Vec<pidns::NsInit> = Vec::new();
     let mut sorted = counts.to_vec();
     sorted.sort_unstable();
     let mut out = Vec::new();
-    let now_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     for n in sorted {
-        while holders.0.len() < n {
-            let i = holders.0.len();
-            let child = Command::new("unshare")
-                .args(["--pid", "--fork", "sleep", "infinity"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .context("cannot start unshare")?;
-            let unshare = child.id();
-            holders.0.push(child);
-            let init_pid = init_of(unshare)?;
-            let container = Container {
-                id: format!("sysvisor-bench-{i:04}"),
-                init_pid,
-                uid_base: 100_000 + (i as u32) * 65_536,
-                gid_base: 100_000 + (i as u32) * 65_536,
-                id_count: 65_536,
-                cgroup: None,
-                created_unix_ms: now_ms,
-            };
-            let r = sysvisor_proto::call(
-                &socket,
-                &Request::Register { container },
-                Duration::from_secs(10),
-            )?;
-            if !r.ok {
-                bail!("registration {i} refused: {}", r.error.unwrap_or_default());
-            }
+        while inits.len() < n {
+            let i = inits.len();
+            let mut cmd = pidns::command("sleep");
+            cmd.arg("infinity").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            let init = pidns::NsInit::spawn(cmd, "sleep")?;
+            register(&socket, format!("sysvisor-bench-{i:04}"), init.pid, i)?;
+            inits.push(init);
         }
         thread::sleep(Duration::from_millis(300));
-        let rss = rss_kb(pid)?;
-        let target_kb = 20_000 + 50 * n as u64;
+        let rss = procstat::rss(pid)?.rss_kb;
+        let target_kb = rss_target_kb(n);
         out.push(MemoryPoint { containers: n, rss_kb: rss, target_kb, met: rss <= target_kb });
     }
-    drop(holders);
-    drop(srv);
+    drop(inits);
     Ok(out)
+}
+
+/// RSS and its target per number of containers, linear.
+fn rss_chart(report: &Report) -> Chart {
+    let mut bars = Vec::new();
+    for p in &report.results {
+        let group = format!("{} containers", p.containers);
+        bars.push(Bar::new(&group, "daemon RSS", p.rss_kb as f64));
+        bars.push(Bar::new(group, "target", p.target_kb as f64));
+    }
+    Chart {
+        title: format!(
+            "sysvisor-fs serve RSS (kB) with N registered containers, kernel {}",
+            report.header.machine.kernel
+        ),
+        y_label: "kB".into(),
+        log: false,
+        bars,
+        reference: None,
+    }
 }

@@ -40,7 +40,7 @@ fn mount_points(fuse_only: bool) -> Vec<PathBuf> {
 
 /// A FUSE server started by the harness on `<tmp>/mnt`.
 pub struct Server {
-    pub name: &'static str,
+    pub name: String,
     root: PathBuf,
     mnt: PathBuf,
     log: PathBuf,
@@ -51,7 +51,7 @@ impl Server {
     /// Starts `program args.. <mnt>` (the mount point is appended by `args`' builder) and
     /// waits until `<mnt>/proc/meminfo` is there.
     pub fn start(
-        name: &'static str,
+        name: &str,
         program: &Path,
         args: impl FnOnce(&Path, &Path) -> Vec<String>,
     ) -> Result<Server> {
@@ -63,7 +63,13 @@ impl Server {
         let mnt = root.join("mnt");
         let log = root.join("server.log");
         let logf = fs::File::create(&log)?;
-        let mut srv = Server { name, root: root.clone(), mnt: mnt.clone(), log, child: None };
+        let mut srv = Server {
+            name: name.to_string(),
+            root: root.clone(),
+            mnt: mnt.clone(),
+            log,
+            child: None,
+        };
         let child = Command::new(program)
             .args(args(&root, &mnt))
             .stdin(Stdio::null())
@@ -92,9 +98,9 @@ impl Server {
         &self.mnt
     }
 
-    /// The temporary directory holding the mount point (and the server's other files).
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The control socket of a daemon started by [`start_sysvisor_fs_daemon`].
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("fs.sock")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -103,6 +109,21 @@ impl Server {
 
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The FUSE transport sysvisor-fs says it serves with (`transport="uring" queues=2` in
+    /// its start-up line), waiting a moment for the line; `None` for other servers.
+    pub fn transport(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(t) = transport_in_log(&self.log()) {
+                return Some(t);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -154,9 +175,179 @@ pub fn start_lxcfs(bin: &Path) -> Result<Server> {
     })
 }
 
-/// Starts `sysvisor-fs mount <mnt>`.
-pub fn start_sysvisor_fs(bin: &Path) -> Result<Server> {
-    Server::start("sysvisor-fs", bin, |_, mnt| vec!["mount".into(), mnt.display().to_string()])
+/// The transport named by the last start-up line of a sysvisor-fs log
+/// (`... mounted ... transport="uring" queues=2 ...`): `uring (2 queues)` or `epoll`.
+pub fn transport_in_log(log: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains(" transport="))?;
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|v| v.trim_matches('"').to_string())
+    };
+    let t = field("transport=")?;
+    Some(match field("queues=").filter(|q| q != "0") {
+        Some(q) => format!("{t} ({q} queues)"),
+        None => t,
+    })
+}
+
+/// The `--transport` of a sysvisor-fs target: `sysvisor-fs` takes the server's default
+/// (auto), `sysvisor-fs-uring` and `sysvisor-fs-epoll` force one, so that both transports
+/// can be compared in one run.
+fn transport_args(target: &str) -> Vec<String> {
+    match target.strip_prefix("sysvisor-fs-") {
+        Some(t) => vec!["--transport".into(), t.into()],
+        None => Vec::new(),
+    }
+}
+
+/// Starts `sysvisor-fs mount <mnt>` as target `target`.
+pub fn start_sysvisor_fs(bin: &Path, target: &str) -> Result<Server> {
+    Server::start(target, bin, |_, mnt| {
+        let mut args = vec!["mount".to_string(), mnt.display().to_string()];
+        args.extend(transport_args(target));
+        args
+    })
+}
+
+/// Starts the daemon, `sysvisor-fs serve`, as target `target` on a temporary mount point,
+/// control socket ([`Server::socket`]) and state directory, and waits for its socket.
+pub fn start_sysvisor_fs_daemon(bin: &Path, target: &str) -> Result<Server> {
+    let srv = Server::start(target, bin, |root, mnt| {
+        let mut args = vec![
+            "serve".into(),
+            "--mountpoint".into(),
+            mnt.display().to_string(),
+            "--socket".into(),
+            root.join("fs.sock").display().to_string(),
+            "--state-dir".into(),
+            root.join("state").display().to_string(),
+        ];
+        args.extend(transport_args(target));
+        args
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.socket().exists() {
+        if Instant::now() > deadline {
+            bail!("no control socket at {}", srv.socket().display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(srv)
+}
+
+/// Which file systems a scenario reads, and their binaries.
+#[derive(clap::Args, Clone)]
+pub struct TargetArgs {
+    /// Targets, comma-separated: native, lxcfs, sysvisor-fs (its default transport),
+    /// sysvisor-fs-uring, sysvisor-fs-epoll (FUSE over io_uring or /dev/fuse, forced).
+    #[arg(long, value_delimiter = ',', default_value = "native,lxcfs,sysvisor-fs")]
+    pub targets: Vec<String>,
+    /// The sysvisor-fs binary (default: next to this binary, i.e. target/<profile>/).
+    #[arg(long)]
+    pub sysvisor_fs: Option<PathBuf>,
+    /// The lxcfs binary.
+    #[arg(long, default_value = "lxcfs")]
+    pub lxcfs: String,
+    /// Fail instead of skipping a target that cannot be started (e.g. lxcfs not installed).
+    #[arg(long)]
+    pub require_all: bool,
+}
+
+impl TargetArgs {
+    pub fn sysvisor_fs_bin(&self) -> PathBuf {
+        self.sysvisor_fs.clone().unwrap_or_else(|| crate::report::sibling_binary("sysvisor-fs"))
+    }
+
+    /// The versions of the servers, for the report.
+    pub fn versions(&self) -> Vec<(&'static str, String)> {
+        let lxcfs = match which(&self.lxcfs) {
+            Some(b) => crate::report::binary_version(&b),
+            None => "not installed".into(),
+        };
+        vec![
+            ("sysvisor_fs", crate::report::binary_version(&self.sysvisor_fs_bin())),
+            ("lxcfs", lxcfs),
+        ]
+    }
+}
+
+/// The targets of a run: (name, root under which `proc/FILE` is read), the servers behind
+/// them (stopped and unmounted on drop) and the targets skipped, with why.
+pub struct Servers {
+    pub roots: Vec<(String, PathBuf)>,
+    pub skipped: Vec<String>,
+    servers: Vec<Server>,
+}
+
+impl Servers {
+    /// Starts the FUSE servers of `a.targets`; sysvisor-fs as the daemon (`serve`, with a
+    /// control socket) if `daemon`, else as `sysvisor-fs mount`. A target that cannot be
+    /// started is skipped (and listed) unless `a.require_all`.
+    pub fn start(a: &TargetArgs, daemon: bool) -> Result<Servers> {
+        let mut s = Servers { roots: Vec::new(), skipped: Vec::new(), servers: Vec::new() };
+        for t in &a.targets {
+            let started = match t.as_str() {
+                "native" => {
+                    s.roots.push((t.clone(), PathBuf::from("/")));
+                    continue;
+                }
+                "lxcfs" => match which(&a.lxcfs) {
+                    Some(b) => start_lxcfs(&b),
+                    None => Err(anyhow::anyhow!("{} not found (apt-get install lxcfs)", a.lxcfs)),
+                },
+                "sysvisor-fs" | "sysvisor-fs-uring" | "sysvisor-fs-epoll" if daemon => {
+                    start_sysvisor_fs_daemon(&a.sysvisor_fs_bin(), t)
+                }
+                "sysvisor-fs" | "sysvisor-fs-uring" | "sysvisor-fs-epoll" => {
+                    start_sysvisor_fs(&a.sysvisor_fs_bin(), t)
+                }
+                other => bail!(
+                    "unknown target {other:?} (native, lxcfs, sysvisor-fs, sysvisor-fs-uring, \
+                     sysvisor-fs-epoll)"
+                ),
+            };
+            match started {
+                Ok(srv) => {
+                    s.roots.push((t.clone(), srv.mnt().to_path_buf()));
+                    s.servers.push(srv);
+                }
+                Err(e) if !a.require_all => {
+                    eprintln!("sysvisor-bench: skipping {t}: {e:#}");
+                    s.skipped.push(format!("{t}: {e:#}"));
+                }
+                Err(e) => return Err(e.context(format!("starting {t}"))),
+            }
+        }
+        Ok(s)
+    }
+
+    /// The transport each sysvisor-fs target serves with, for the report:
+    /// (`<target> transport`, what its log says).
+    pub fn transports(&self) -> Vec<(String, String)> {
+        self.servers
+            .iter()
+            .filter(|s| s.name.starts_with("sysvisor-fs"))
+            .map(|s| {
+                (format!("{} transport", s.name), s.transport().unwrap_or_else(|| "unknown".into()))
+            })
+            .collect()
+    }
+
+    /// The sysvisor-fs servers started (one per sysvisor-fs target).
+    pub fn sysvisor_fs(&self) -> impl Iterator<Item = &Server> {
+        self.servers.iter().filter(|s| s.name.starts_with("sysvisor-fs"))
+    }
+
+    /// The pids of every server started.
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().filter_map(Server::pid).collect()
+    }
+
+    /// The server behind target `name`, if it is one the harness started.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
 }
 
 /// `program`'s path: itself if it has a slash, else looked up in PATH.
@@ -170,4 +361,17 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transport_from_the_last_start_up_line() {
+        let log = "2026 INFO mounted mountpoint=/a threads=2 transport=\"epoll\" queues=0 fstype=x\n\
+                   2026 INFO mounted mountpoint=/a threads=2 transport=\"uring\" queues=2 fstype=x\n\
+                   2026 INFO shutting down signal=SIGTERM\n";
+        assert_eq!(super::transport_in_log(log).as_deref(), Some("uring (2 queues)"));
+        assert_eq!(super::transport_in_log(&log[..70]).as_deref(), Some("epoll"));
+        assert_eq!(super::transport_in_log("nothing\n"), None);
+    }
 }

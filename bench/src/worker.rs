@@ -2,11 +2,12 @@
 //! EOF + close on one path in a loop for a fixed time, recording each iteration's latency.
 //! It runs inside the benchmark cgroup and prints one JSON object on stdout.
 
+use crate::report::Percentiles;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,10 +24,8 @@ pub struct WorkerResult {
     /// Wall time of the measurement, seconds.
     pub elapsed_s: f64,
     pub ops_per_s: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
+    #[serde(flatten)]
+    pub latency: Percentiles,
     /// Size of the first successful read (bytes).
     pub bytes: usize,
     /// The first error seen, if any.
@@ -44,7 +43,8 @@ struct ThreadOut {
     sample: Option<Vec<u8>>,
 }
 
-fn one(path: &PathBuf, buf: &mut [u8]) -> std::io::Result<usize> {
+/// One open + read to EOF + close of `path`: the number of bytes read.
+pub fn one(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut f = File::open(path)?;
     let mut total = 0;
     loop {
@@ -55,14 +55,6 @@ fn one(path: &PathBuf, buf: &mut [u8]) -> std::io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
-}
-
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1000.0
 }
 
 /// Runs the measurement and returns its result.
@@ -130,10 +122,7 @@ pub fn run(path: PathBuf, threads: usize, seconds: f64) -> Result<WorkerResult> 
         errors: 0,
         elapsed_s: elapsed,
         ops_per_s: 0.0,
-        p50_us: 0.0,
-        p99_us: 0.0,
-        p999_us: 0.0,
-        max_us: 0.0,
+        latency: Percentiles::default(),
         bytes: 0,
         first_error: None,
         memtotal: None,
@@ -159,24 +148,6 @@ pub fn run(path: PathBuf, threads: usize, seconds: f64) -> Result<WorkerResult> 
     }
     lat.sort_unstable();
     r.ops_per_s = r.ops as f64 / elapsed.max(1e-9);
-    r.p50_us = percentile(&lat, 0.50);
-    r.p99_us = percentile(&lat, 0.99);
-    r.p999_us = percentile(&lat, 0.999);
-    r.max_us = lat.last().map_or(0.0, |&v| v as f64 / 1000.0);
+    r.latency = Percentiles::of_sorted(&lat);
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<u32> = (1..=1000).map(|i| i * 1000).collect();
-        assert_eq!(percentile(&v, 0.50), 500.0);
-        assert_eq!(percentile(&v, 0.99), 990.0);
-        assert_eq!(percentile(&v, 0.999), 999.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-        assert_eq!(percentile(&[7000], 0.999), 7.0);
-    }
 }

@@ -735,15 +735,19 @@ fn which(tool: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
-/// The binaries under test: `target/<profile>/{sysvisor-runc,sysvisor-fs}` next to the
-/// test executable's `deps/` directory, unless overridden by the environment.
+/// The binaries under test: `target/<profile>/{sysvisor-runc,sysvisor-fs}`, i.e. next to
+/// the test executable's `deps/` directory, or next to the executable itself when it is not
+/// in `deps/` (the benchmark harness `target/<profile>/sysvisor-bench`), unless overridden
+/// by the environment.
 fn binaries() -> Result<(PathBuf, PathBuf), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("test executable has no target dir")?
-        .to_path_buf();
+    let exe_dir = exe.parent().ok_or("test executable has no directory")?;
+    let profile_dir = if exe_dir.file_name().is_some_and(|n| n == "deps") {
+        exe_dir.parent().ok_or("test executable has no target dir")?
+    } else {
+        exe_dir
+    }
+    .to_path_buf();
     let pick = |var: &str, name: &str| -> PathBuf {
         std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| profile_dir.join(name))
     };

@@ -19,9 +19,10 @@
 //!    containerd (under the exec root), its own bridge `sve2e0` (172.30.254.1/24), and no
 //!    iptables, ip-forward or masquerading changes: it never touches a user's Docker (nor
 //!    docker0 nor the host firewall). The runtime `sysvisor-runc` points at the workspace's
-//!    `target/<profile>/sysvisor-runc` (the binary next to the test's own `deps/` directory;
-//!    override with `SYSVISOR_E2E_RUNC`). A private engine is always started, also when the
-//!    host runs its own Docker.
+//!    `target/<profile>/sysvisor-runc` (the binary next to the test's own `deps/` directory,
+//!    or next to the executable itself when it is not in `deps/`, as for the benchmark
+//!    harness `target/<profile>/sysvisor-bench`; override with `SYSVISOR_E2E_RUNC`). A
+//!    private engine is always started, also when the host runs its own Docker.
 //! 6. Uses the `sysvisor-fs` daemon on the default socket if one answers; otherwise starts
 //!    `target/<profile>/sysvisor-fs serve` (override with `SYSVISOR_E2E_FS`) with the default
 //!    socket and mount point, and owns it.

@@ -1,0 +1,286 @@
+//! Scenario "read": open + read to EOF + close in a loop on each virtual file, with 1, 2
+//! and 8 reader threads, from a process inside a cgroup with a memory and a CPU limit.
+//! Each (target, file, threads) cell runs in a fresh `sysvisor-bench read-worker` process
+//! placed in the cgroup; the FUSE servers run outside it, as they would on a host.
+
+use crate::chart::{self, Bar, Chart};
+use crate::report::{self, Header};
+use crate::{cgroup, procstat, targets, worker};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct ReadArgs {
+    /// Measurement time per cell, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Reader thread counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,8")]
+    threads: Vec<usize>,
+    /// Files below proc/, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "meminfo,cpuinfo,stat,uptime")]
+    files: Vec<String>,
+    #[command(flatten)]
+    targets: targets::TargetArgs,
+    /// Memory limit of the readers' cgroup, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u64,
+    /// CPU limit (CFS quota) of the readers' cgroup, in CPUs (default: the number of CPUs).
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[command(flatten)]
+    out: report::OutputArgs,
+}
+
+#[derive(Serialize)]
+struct CgroupInfo {
+    version: u8,
+    dirs: String,
+    memory_limit_bytes: u64,
+    cpu_limit_cpus: f64,
+}
+
+#[derive(Serialize)]
+struct Cell {
+    target: String,
+    file: String,
+    threads: usize,
+    #[serde(flatten)]
+    r: worker::WorkerResult,
+    /// The machine's CPU busy fraction just before the cell (see procstat::wait_quiet).
+    host_cpu_busy_before: f64,
+}
+
+#[derive(Serialize)]
+struct TargetCheck {
+    file: String,
+    threads: usize,
+    /// sysvisor-fs ops/s divided by LXCFS ops/s; goal >= 10.
+    ops_ratio_vs_lxcfs: Option<f64>,
+    /// sysvisor-fs p50 divided by native /proc p50; goal <= 5.
+    p50_ratio_vs_native: Option<f64>,
+    /// Each half of the target; `None` when a reference target was not measured.
+    ops_met: Option<bool>,
+    p50_met: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: Header,
+    cgroup: CgroupInfo,
+    seconds_per_cell: f64,
+    skipped: Vec<String>,
+    results: Vec<Cell>,
+    targets: Vec<TargetCheck>,
+}
+
+/// Runs one cell: a `read-worker` process inside the cgroup.
+fn run_cell(
+    cg: &cgroup::BenchCgroup,
+    path: &Path,
+    threads: usize,
+    seconds: f64,
+) -> Result<worker::WorkerResult> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("read-worker")
+        .arg("--path")
+        .arg(path)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--seconds")
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cg.join_on_spawn(&mut cmd);
+    let mut child = cmd.spawn().context("cannot start the reader process")?;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds) + Duration::from_secs(60);
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            bail!("reader on {} hung (killed)", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "reader on {} failed with {}: {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reader output")
+}
+
+pub fn run(a: ReadArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("needs root (cgroups and FUSE mounts)");
+    }
+    let mut header = Header::new("read", &a.targets.versions());
+    let cpus = a.cpus.unwrap_or(header.machine.nproc as f64);
+    let memory = a.memory_mib << 20;
+
+    // Started outside the cgroup; stopped and unmounted when dropped, whatever happens.
+    let servers = targets::Servers::start(&a.targets, false)?;
+    header.versions.extend(servers.transports());
+    let cg = cgroup::BenchCgroup::new(memory, cpus)?;
+    let cgroup_info = CgroupInfo {
+        version: cg.version,
+        dirs: cg.describe(),
+        memory_limit_bytes: memory,
+        cpu_limit_cpus: cpus,
+    };
+
+    header.print();
+    println!(
+        "readers: cgroup v{} with memory {} MiB, CPU quota {cpus} CPUs; {} s per cell",
+        cg.version, a.memory_mib, a.seconds
+    );
+    for s in &servers.skipped {
+        println!("skipped: {s}");
+    }
+    println!();
+    println!(
+        "{:<17} {:<8} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
+        "target", "file", "thr", "ops/s", "p50 us", "p99 us", "p999 us", "errors", "MemTotal"
+    );
+    let mut results = Vec::new();
+    for file in &a.files {
+        for &threads in &a.threads {
+            for (target, root) in &servers.roots {
+                let path = root.join("proc").join(file);
+                let host_cpu_busy_before = procstat::wait_quiet();
+                let r = run_cell(&cg, &path, threads, a.seconds)
+                    .with_context(|| format!("{target} {file} {threads} threads"))?;
+                println!(
+                    "{:<17} {:<8} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>14}",
+                    target,
+                    file,
+                    threads,
+                    r.ops_per_s,
+                    r.latency.p50_us,
+                    r.latency.p99_us,
+                    r.latency.p999_us,
+                    r.errors,
+                    r.memtotal.clone().unwrap_or_default()
+                );
+                if let Some(e) = &r.first_error {
+                    println!("    first error: {e}");
+                }
+                let _ = io::stdout().flush();
+                results.push(Cell {
+                    target: target.clone(),
+                    file: file.clone(),
+                    threads,
+                    r,
+                    host_cpu_busy_before,
+                });
+            }
+        }
+    }
+    drop(cg);
+    let skipped = servers.skipped.clone();
+    drop(servers);
+
+    let checks = check_targets(&results);
+    println!();
+    println!("targets (1 and 2 threads): sysvisor-fs ops/s >= 10 x LXCFS, p50 <= 5 x native");
+    for c in &checks {
+        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "  {:<8} {} thr: ops/s vs lxcfs x{:>6} ({:<7})  p50 vs native x{:>6} ({})",
+            c.file,
+            c.threads,
+            f(c.ops_ratio_vs_lxcfs),
+            met(c.ops_met),
+            f(c.p50_ratio_vs_native),
+            met(c.p50_met),
+        );
+    }
+    println!();
+
+    let report = Report {
+        header,
+        cgroup: cgroup_info,
+        seconds_per_cell: a.seconds,
+        skipped,
+        results,
+        targets: checks,
+    };
+    a.out.write(&report, || chart::svg(&ops_chart(&report)))?;
+    let errors: u64 = report.results.iter().map(|c| c.r.errors).sum();
+    if errors > 0 {
+        bail!("{errors} reads failed");
+    }
+    Ok(())
+}
+
+/// "met", "NOT met" or "n/a", for the target lines of every scenario.
+pub fn met(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "n/a",
+    }
+}
+
+fn check_targets(results: &[Cell]) -> Vec<TargetCheck> {
+    let find = |t: &str, f: &str, n: usize| {
+        results.iter().find(|c| c.target == t && c.file == f && c.threads == n)
+    };
+    let mut out = Vec::new();
+    for c in
+        results.iter().filter(|c| c.target == "sysvisor-fs" && (c.threads == 1 || c.threads == 2))
+    {
+        let ops = find("lxcfs", &c.file, c.threads)
+            .filter(|l| l.r.ops_per_s > 0.0)
+            .map(|l| c.r.ops_per_s / l.r.ops_per_s);
+        let p50 = find("native", &c.file, c.threads)
+            .filter(|n| n.r.latency.p50_us > 0.0)
+            .map(|n| c.r.latency.p50_us / n.r.latency.p50_us);
+        out.push(TargetCheck {
+            file: c.file.clone(),
+            threads: c.threads,
+            ops_ratio_vs_lxcfs: ops,
+            p50_ratio_vs_native: p50,
+            ops_met: ops.map(|o| o >= 10.0),
+            p50_met: p50.map(|p| p <= 5.0),
+        });
+    }
+    out
+}
+
+/// ops/s per (file, threads), one bar per target, log scale.
+fn ops_chart(report: &Report) -> Chart {
+    Chart {
+        title: format!(
+            "open+read+close ops/s, {} CPUs, kernel {}, {} s per cell",
+            report.header.machine.nproc, report.header.machine.kernel, report.seconds_per_cell
+        ),
+        y_label: "ops/s (log)".into(),
+        log: true,
+        bars: report
+            .results
+            .iter()
+            .map(|c| Bar::new(format!("{} {}t", c.file, c.threads), &c.target, c.r.ops_per_s))
+            .collect(),
+        reference: None,
+    }
+}
