@@ -140,7 +140,7 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         t umount_mask umount /p/keys
         t umount_ro umount /p/sys
         echo mem_after=$(head -1 /p/meminfo | tr -s " " | cut -d" " -f2)
-        t umount_whole umount -l /p
+        t umount_whole umount /p
         echo p_mounts=$(grep -cE " /p(/| )" /proc/self/mountinfo)
         t proc_options mount -t proc -o ro,hidepid=2 proc /p
         echo p_options=$(grep " /p " /proc/self/mountinfo | cut -d" " -f6)
@@ -151,7 +151,7 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         echo own_online=$(cat /sys/devices/system/cpu/online)
         echo firmware_entries=$(ls /s/firmware | wc -l)
         t umount_sys_view umount /s/devices/system/cpu/online
-        t umount_sys_whole umount -l /s
+        t umount_sys_whole umount /s
         echo s_mounts=$(grep -cE " /s(/| )" /proc/self/mountinfo)
         "#,
     );

@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use crate::caller::pidfd::PidFd;
 
 use super::handler::Context;
-use super::helper::{self, Job, JobFds, Target};
+use super::helper::{self, Job, JobFds, Target, Task};
 use super::mountinfo::{self, MountEntry};
 use super::overlays::Overlays;
 use super::policy::FsKind;
@@ -114,7 +114,7 @@ pub fn lock_container(
             replace: Some(plan.carry),
         };
         let job_fds = JobFds::of(&fds, None);
-        let outcome = helper::run(&ctx.exe, &job, &job_fds, ctx.helper_timeout)?;
+        let outcome = helper::run(&ctx.exe, &Task::Mount(job), &job_fds, ctx.helper_timeout)?;
         if outcome.errno != 0 {
             return Err(LockError::Failed {
                 fs: fs.name(),
