@@ -177,6 +177,9 @@ fn register(
                 let names: Vec<&str> = locked.iter().map(|fs| fs.container_path()).collect();
                 tracing::info!(container = %id, pid, locked = ?names, "views locked");
             }
+            Err(lock::LockError::Gone(_)) => {
+                tracing::debug!(container = %id, pid, "the init is gone: nothing to lock")
+            }
             Err(err) => tracing::warn!(
                 container = %id,
                 pid,

@@ -83,7 +83,11 @@ pub fn lock_container(
     pid: u32,
     overlays: &Overlays,
 ) -> Result<Vec<FsKind>, LockError> {
-    let inspect = |source| LockError::Inspect { pid, source };
+    // A container whose init is already gone (`docker run IMAGE true`) has nothing to lock.
+    let inspect = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::ESRCH | libc::ENOENT) => LockError::Gone(pid),
+        _ => LockError::Inspect { pid, source },
+    };
     let pidfd = PidFd::open(pid).map_err(inspect)?;
     let dir = process::proc_dir(pid).map_err(inspect)?;
     let fds = ProcessFds::open(dir.as_fd()).map_err(inspect)?;
