@@ -98,8 +98,10 @@ impl Site {
         let mut options = MountTrapOptions::new(dir.join("seccomp.sock"), dir.join("no-fs"));
         options.helper_exe = PathBuf::from(BIN);
         options.workers = 2;
-        let trap = MountTrap::start(&options).unwrap_or_else(|e| panic!("start: {e}"));
-        Site { dir, trap: Some(trap) }
+        // The site first: if the start fails, dropping it removes the directory.
+        let mut site = Site { dir, trap: None };
+        site.trap = Some(MountTrap::start(&options).unwrap_or_else(|e| panic!("start: {e}")));
+        site
     }
 
     fn socket(&self) -> PathBuf {
