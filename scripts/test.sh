@@ -35,6 +35,15 @@ fi
 echo "== cargo test --workspace"
 cargo test --workspace --exclude sysvisor-e2e --no-fail-fast "$@" || failed+=("cargo test")
 
+# That pass served the fs integration tests over the default transport (auto: FUSE over
+# io_uring where the kernel has it, which transport.rs also checks explicitly). Where it
+# does, the /dev/fuse transport gets its own pass so both stay tested.
+if [ "$(id -u)" = 0 ] && [ -e /sys/module/fuse/parameters/enable_uring ]; then
+    echo "== cargo test -p sysvisor-fs, fs integration tests over /dev/fuse (SYSVISOR_FS_TRANSPORT=epoll)"
+    SYSVISOR_FS_TRANSPORT=epoll cargo test -p sysvisor-fs --test transport --test limits \
+        --test robustness --test daemon --no-fail-fast "$@" || failed+=("cargo test (epoll transport)")
+fi
+
 # ---- e2e -------------------------------------------------------------------------------
 # End-to-end tests against a real Docker engine (tests/, crate sysvisor-e2e): as root they
 # install docker.io and busybox-static when missing and run a private dockerd (its own

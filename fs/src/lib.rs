@@ -9,6 +9,8 @@
 //! - [`views`]: one module per virtual file, each a pure renderer plus its inputs.
 //! - [`host`]: the host's own /proc and /sys files.
 //! - [`loadavg`]: per-cgroup load averages, sampled in the background.
+//! - [`sysctl`]: the dynamic trees (`proc/sys`, parts of `sys/`): namespaced, emulated and
+//!   read-only entries, by the caller's namespaces and container.
 //! - [`daemon`]: daemon mode (`serve`): the registry of containers and the control socket.
 //! - [`mounttrap`]: proc and sysfs mounts inside containers (seccomp user notification).
 
@@ -21,4 +23,5 @@ pub mod host;
 pub mod loadavg;
 pub mod mounttrap;
 pub mod service;
+pub mod sysctl;
 pub mod views;

@@ -17,10 +17,14 @@ use tracing_subscriber::EnvFilter;
 
 use sysvisor_fs::caller::NsStartTimes;
 use sysvisor_fs::daemon::{self, ControlOptions, ControlServer, Housekeeper, Registry};
-use sysvisor_fs::fuse::{session, Mount, ShutdownSignals, StopReason, Tree, VirtualFs};
+use sysvisor_fs::fuse::{
+    session, ActiveTransport, Mount, ShutdownSignals, StopReason, Transport, Tree, VirtualFs,
+};
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::mounttrap::{self, MountTrap, MountTrapOptions};
 use sysvisor_fs::service::{Service, ServiceConfig};
+use sysvisor_fs::sysctl::identity::Containers;
+use sysvisor_fs::sysctl::store::Store;
 
 /// Serves each process a virtual view of /proc and /sys shaped by its own cgroup limits.
 #[derive(Debug, Parser)]
@@ -78,9 +82,33 @@ struct ServerOptions {
     #[arg(long, default_value_t = 100)]
     cache_ttl_ms: u64,
 
+    /// How requests reach the server: FUSE over io_uring (one queue per CPU, served on the
+    /// caller's CPU), /dev/fuse (epoll workers), or auto: io_uring when the kernel has it
+    /// (CONFIG_FUSE_IO_URING; the fuse module's enable_uring parameter is turned on), else
+    /// /dev/fuse.
+    #[arg(long, value_enum, env = "SYSVISOR_FS_TRANSPORT", default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+
     /// Log format (logs go to stderr; filter with RUST_LOG, default "info").
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Transport {
+        match arg {
+            TransportArg::Auto => Transport::Auto,
+            TransportArg::Uring => Transport::Uring,
+            TransportArg::Epoll => Transport::Epoll,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,10 +170,13 @@ fn mount(args: &MountArgs) -> anyhow::Result<()> {
         cache_ttl: Duration::from_millis(options.cache_ttl_ms),
         host: HostProc::system(),
         registry: None,
+        containers: None,
+        sysctl_store: Arc::new(Store::in_memory()),
     })
     .context("cannot start the service")?;
     let fs = VirtualFs::new(tree, Arc::clone(&service));
-    let result = serve(&mountpoint, fs, &cpus, threads, &signals, || Ok(()));
+    let result =
+        serve(&mountpoint, fs, &cpus, threads, options.transport.into(), &signals, || Ok(()));
     service.shutdown();
     result
 }
@@ -166,17 +197,27 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     // Before any other thread exists (the service's included), so all inherit the mask.
     let signals = ShutdownSignals::block()?;
 
+    // The emulated sysctls of the containers still registered; from now on a container's
+    // values go when its registration ends (or a new one begins).
+    let store = Arc::new(Store::open(&args.state_dir));
+    store.retain(|id| registry.contains(id));
+    let hook_store = Arc::clone(&store);
+    registry.on_reset(move |id| hook_store.drop_container(id));
+
     let ns_starts: Arc<dyn NsStartTimes> = registry.clone();
+    let containers: Arc<dyn Containers> = registry.clone();
     let service = Service::new(ServiceConfig {
         cache_ttl: Duration::from_millis(options.cache_ttl_ms),
         host: HostProc::system(),
         registry: Some(ns_starts),
+        containers: Some(containers),
+        sysctl_store: store,
     })
     .context("cannot start the service")?;
     let fs = VirtualFs::new(tree, Arc::clone(&service));
     // The socket appears only once the mount is up: a runtime that can register can also
     // bind-mount the views. It goes away first at the end.
-    let result = serve(&mountpoint, fs, &cpus, threads, &signals, || {
+    let result = serve(&mountpoint, fs, &cpus, threads, options.transport.into(), &signals, || {
         let control =
             ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
         let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
@@ -205,16 +246,27 @@ fn serve<A>(
     fs: VirtualFs<Arc<Service>>,
     cpus: &[usize],
     threads: usize,
+    transport: Transport,
     signals: &ShutdownSignals,
     attach: impl FnOnce() -> anyhow::Result<A>,
 ) -> anyhow::Result<()> {
-    let mount = Mount::start(mountpoint, fs, cpus, threads, signals)?;
+    let mount = Mount::start(mountpoint, fs, cpus, threads, signals, transport)?;
+    let active = mount.transport();
+    let queues = match active {
+        ActiveTransport::Uring { queues } => *queues,
+        ActiveTransport::Epoll { .. } => 0,
+    };
     tracing::info!(
         mountpoint = %mountpoint.display(),
         threads,
+        transport = active.name(),
+        queues,
         fstype = %format_args!("fuse.{}", session::SUBTYPE),
         "mounted"
     );
+    if let ActiveTransport::Epoll { fallback: Some(why) } = active {
+        tracing::info!(reason = %why, "FUSE over io_uring not used; serving /dev/fuse");
+    }
     if session::in_host_pid_namespace() == Some(false) {
         tracing::warn!("not in the host pid namespace: callers outside it are seen as pid 0");
     }
@@ -233,6 +285,7 @@ fn serve<A>(
     tracing::info!(
         mountpoint = %mountpoint.display(),
         requests = stats.total(),
+        via_uring = stats.via_uring(),
         by_opcode = %stats.summary(),
         "unmounted"
     );
@@ -260,6 +313,23 @@ mod tests {
         assert_eq!(args.options.threads, None);
         assert_eq!(args.options.cache_ttl_ms, 100);
         assert_eq!(args.options.log_format, LogFormat::Text);
+        if std::env::var_os("SYSVISOR_FS_TRANSPORT").is_none() {
+            assert_eq!(args.options.transport, TransportArg::Auto);
+        }
+    }
+
+    #[test]
+    fn transport_option() {
+        for (arg, want) in
+            [("auto", Transport::Auto), ("uring", Transport::Uring), ("epoll", Transport::Epoll)]
+        {
+            let cli =
+                Cli::try_parse_from(["sysvisor-fs", "mount", "/mnt", "--transport", arg]).unwrap();
+            let Command::Mount(args) = cli.command else { panic!("not mount") };
+            assert_eq!(Transport::from(args.options.transport), want);
+        }
+        let bad = ["sysvisor-fs", "serve", "--transport", "splice"];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]

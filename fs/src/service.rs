@@ -1,9 +1,10 @@
-//! Request service: "process PID reads view V" -> bytes.
+//! Request service: "process PID reads view V" -> bytes, and the dynamic trees.
 //!
-//! The path of one request: identify the caller (cached per pid), look for a fresh
+//! The path of one view request: identify the caller (cached per pid), look for a fresh
 //! rendering of the view for the caller's cgroups (cached per cgroup set), and on a miss
-//! run the view's generator. A housekeeping thread samples load averages and sweeps the
-//! caches of exited processes and stale renderings.
+//! run the view's generator. Requests below a mirror directory (`proc/sys`, ...) go to
+//! [`Mirrors`]. A housekeeping thread samples load averages and sweeps the caches of
+//! exited processes and stale renderings.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,6 +17,9 @@ use crate::caller::{Caller, CallerError, Callers, NsStartTimes};
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::host::HostProc;
 use crate::loadavg::{LoadavgTracker, SAMPLE_INTERVAL};
+use crate::sysctl::identity::Containers;
+use crate::sysctl::store::Store;
+use crate::sysctl::{Mirrors, MirrorsConfig};
 use crate::views::{Request, Scope, ViewError, ViewSpec, TABLE};
 
 /// How the service is set up.
@@ -29,12 +33,23 @@ pub struct ServiceConfig {
     /// registered container counts as started (its uptime). `None` (standalone `mount`):
     /// every pid namespace counts from its init.
     pub registry: Option<Arc<dyn NsStartTimes>>,
+    /// Daemon mode: the registered containers, whose processes the dynamic trees serve
+    /// read-write. `None` (standalone `mount`): every caller gets a read-only mirror.
+    pub containers: Option<Arc<dyn Containers>>,
+    /// The containers' emulated sysctls (saved in the state directory in daemon mode).
+    pub sysctl_store: Arc<Store>,
 }
 
 impl ServiceConfig {
     /// The running host's /proc and /sys, with the given TTL, no registry.
     pub fn new(cache_ttl: Duration) -> ServiceConfig {
-        ServiceConfig { cache_ttl, host: HostProc::system(), registry: None }
+        ServiceConfig {
+            cache_ttl,
+            host: HostProc::system(),
+            registry: None,
+            containers: None,
+            sysctl_store: Arc::new(Store::in_memory()),
+        }
     }
 }
 
@@ -59,6 +74,7 @@ pub struct Service {
     callers: Callers,
     views: ViewCache,
     loadavg: LoadavgTracker,
+    mirrors: Mirrors,
     stop: Mutex<bool>,
     wake: Condvar,
     housekeeper: Mutex<Option<JoinHandle<()>>>,
@@ -77,8 +93,15 @@ impl Service {
     ) -> Result<Arc<Service>, ServiceError> {
         raise_fd_limit();
         let cgroups = Arc::new(cgroups);
+        let mirrors = Mirrors::new(MirrorsConfig {
+            host: config.host.clone(),
+            containers: config.containers,
+            store: config.sysctl_store,
+            identity_ttl: config.cache_ttl,
+        });
         let service = Arc::new(Service {
             host: config.host,
+            mirrors,
             callers: Callers::with_ns_starts(config.cache_ttl, config.registry)?,
             views: ViewCache::new(config.cache_ttl),
             loadavg: LoadavgTracker::new(cgroups.clone()),
@@ -138,6 +161,11 @@ impl Service {
         Ok(self.callers.resolve_provisional(pid)?.cgroup_id)
     }
 
+    /// The dynamic trees.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
     /// Sizes of the caches: (callers, rendered views, load-tracked cgroups).
     pub fn cache_sizes(&self) -> (usize, usize, usize) {
         (self.callers.len(), self.views.len(), self.loadavg.len())
@@ -163,6 +191,7 @@ impl Service {
                 self.loadavg.sample_all();
                 self.callers.sweep();
                 self.views.sweep();
+                self.mirrors.sweep();
             });
         }
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{geteuid, Pid};
+use sysvisor_fs::sysctl::rules::MIRRORS;
 use sysvisor_fs::views::TABLE;
 use tempfile::TempDir;
 
@@ -144,12 +145,13 @@ impl Drop for Daemon {
     }
 }
 
-/// Every directory implied by the table, with the names it must list.
+/// Every static directory implied by the view and mirror tables, with the names it must
+/// list (the mirror directories themselves are dynamic: tests/sysctl.rs covers them).
 fn expected_dirs() -> BTreeMap<String, BTreeSet<String>> {
     let mut dirs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     dirs.entry(String::new()).or_default();
-    for spec in TABLE {
-        let parts: Vec<&str> = spec.path.split('/').collect();
+    for path in TABLE.iter().map(|s| s.path).chain(MIRRORS.iter().map(|m| m.path)) {
+        let parts: Vec<&str> = path.split('/').collect();
         for i in 0..parts.len() {
             dirs.entry(parts[..i].join("/")).or_default().insert(parts[i].to_string());
         }
@@ -381,22 +383,9 @@ fn concurrent_readers() {
     });
 }
 
-/// CPU lists (`Cpus_allowed_list`) of the daemon's worker threads, sorted.
+/// CPU lists (`Cpus_allowed_list`) of the daemon's /dev/fuse worker threads, sorted.
 fn worker_affinities(pid: Pid) -> Vec<String> {
-    let mut lists = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return lists };
-    for task in tasks.flatten() {
-        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("fuse-worker") {
-            continue;
-        }
-        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        if let Some(list) = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
-            lists.push(list.trim().to_string());
-        }
-    }
-    lists.sort();
-    lists
+    thread_affinities(pid, "fuse-worker")
 }
 
 #[test]
@@ -451,6 +440,107 @@ fn external_unmount_stops_the_daemon() {
     let status = daemon.wait_exit();
     assert!(status.success(), "{status}: {}", daemon.stderr());
     assert!(mounts_at(&daemon.mountpoint).is_empty());
+}
+
+/// Whether the kernel has FUSE over io_uring (else the io_uring tests print why and pass).
+fn kernel_has_uring() -> bool {
+    let has = Path::new(sysvisor_fs::fuse::uring::ENABLE_PARAM).exists();
+    if !has {
+        eprintln!("skipping: the kernel has no FUSE over io_uring");
+    }
+    has
+}
+
+/// CPU lists (`Cpus_allowed_list`) of the daemon's threads named `prefix*`, sorted.
+fn thread_affinities(pid: Pid, prefix: &str) -> Vec<String> {
+    let mut lists = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return lists };
+    for task in tasks.flatten() {
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(list) = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
+            lists.push(list.trim().to_string());
+        }
+    }
+    lists.sort();
+    lists
+}
+
+#[test]
+fn uring_serves_every_view_from_one_queue_per_cpu() {
+    if !can_mount() || !kernel_has_uring() {
+        return;
+    }
+    let mut daemon = Daemon::start(&["--transport", "uring", "--log-format", "json"]);
+    // Reads from every online CPU, each served by the queue of its CPU.
+    let cpus = sysvisor_fs::fuse::session::online_cpus().unwrap();
+    for &cpu in &cpus {
+        let paths: Vec<PathBuf> = TABLE.iter().map(|spec| daemon.path(spec.path)).collect();
+        thread::spawn(move || {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).unwrap();
+            nix::sched::sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+            for path in paths {
+                let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!data.is_empty(), "{} is empty", path.display());
+                assert_eq!(data.len() as u64, fs::metadata(&path).unwrap().len());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    let mut queues: Vec<String> = thread_affinities(daemon.pid(), "fuse-uring");
+    queues.retain(|list| cpus.iter().any(|c| c.to_string() == *list));
+    let want: BTreeSet<String> = cpus.iter().map(|c| c.to_string()).collect();
+    assert_eq!(queues.into_iter().collect::<BTreeSet<_>>(), want, "one pinned queue per CPU");
+    let status = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", daemon.stderr());
+    let log = daemon.stderr();
+    assert!(log.contains(r#""transport":"uring""#), "not served over io_uring: {log}");
+    let counts = request_counts(&log);
+    let opens = counts.get("OPEN").copied().unwrap_or(0);
+    assert!(opens >= (TABLE.len() * cpus.len()) as u64, "{counts:?}");
+    // All but INIT (and FORGETs, if any) come through the queues.
+    let total: u64 = counts.values().sum();
+    let via_uring = json_number(&log, "via_uring");
+    assert!(via_uring + 1 + counts.get("FORGET").copied().unwrap_or(0) >= total, "{log}");
+}
+
+/// The number in `"key":N` in a JSON log.
+fn json_number(log: &str, key: &str) -> u64 {
+    let pattern = format!("\"{key}\":");
+    let start = log.rfind(&pattern).unwrap_or_else(|| panic!("no {key} in {log}")) + pattern.len();
+    let digits: String = log[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("{key} is not a number in {log}"))
+}
+
+#[test]
+fn auto_transport_picks_uring_where_the_kernel_has_it() {
+    if !can_mount() || !kernel_has_uring() {
+        return;
+    }
+    let mut daemon = Daemon::start(&["--transport", "auto", "--log-format", "json"]);
+    assert!(!fs::read(daemon.path("proc/uptime")).unwrap().is_empty());
+    let status = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", daemon.stderr());
+    assert!(daemon.stderr().contains(r#""transport":"uring""#), "{}", daemon.stderr());
+    assert!(json_number(&daemon.stderr(), "via_uring") > 0, "{}", daemon.stderr());
+}
+
+#[test]
+fn epoll_transport_is_used_when_asked() {
+    if !can_mount() {
+        return;
+    }
+    let mut daemon = Daemon::start(&["--transport", "epoll", "--log-format", "json"]);
+    assert!(!fs::read(daemon.path("proc/meminfo")).unwrap().is_empty());
+    assert!(thread_affinities(daemon.pid(), "fuse-uring").is_empty(), "no io_uring queues");
+    let status = daemon.stop(Signal::SIGTERM);
+    assert!(status.success(), "{status}: {}", daemon.stderr());
+    assert!(daemon.stderr().contains(r#""transport":"epoll""#), "{}", daemon.stderr());
 }
 
 /// Per-opcode request counts from the daemon's final "unmounted" log line.

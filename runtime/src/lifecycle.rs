@@ -6,9 +6,12 @@
 //! binary's `SystemHost` (in `main.rs`) binds the trait to the real modules.
 //!
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
-//! container -> ping the daemon -> allocate the range -> transform -> shift the rootfs ->
-//! save the config -> runc -> register. A failure before runc leaves nothing behind but the
-//! range (kept for the container's next `create`, see [`crate::idrange`]); a failure of
+//! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
+//! rootfs first) -> make the volume directories -> shift the rootfs -> add the hook that
+//! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
+//! register -> delegate the cgroups (for `run`, the last two from a hook). A
+//! failure before runc leaves nothing behind but the range and the volume directories
+//! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
 //! the log. `delete`: runc delete -> unregister -> undo the shift -> restore the config.
 
@@ -18,11 +21,13 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Process;
 use sysvisor_proto::Container;
 
+use crate::cgroups::Layout;
 use crate::cli::{CreateArgs, DeleteArgs, ExecArgs, Invocation, KillArgs, RunArgs};
-use crate::daemon;
+use crate::nesting::{self, NestingInputs};
 use crate::runc::RuncState;
 use crate::spec::{self, SpecError};
 use crate::transform::{self, TransformError, TransformInputs};
+use crate::{daemon, systemd};
 
 /// An error of one of the [`Host`]'s side effects.
 pub type HostError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -80,6 +85,22 @@ pub trait Host {
         range: &Self::Range,
     ) -> Result<Option<PathBuf>, HostError>;
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError>;
+    /// The container's directory of host-backed volumes ([`crate::volumes`]); `None`: the
+    /// container gets none.
+    fn volumes_dir(&self, id: &str) -> Option<PathBuf>;
+    /// Creates the host directories `sources` of the container's volume mounts, owned by
+    /// its range (kept if they exist).
+    fn ensure_volumes(
+        &self,
+        id: &str,
+        range: &Self::Range,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError>;
+    /// How the host mounts its cgroups.
+    fn cgroup_layout(&self) -> Layout;
+    /// Gives the cgroups of the container's init `pid` to the container's root
+    /// ([`crate::cgroups::delegate`]).
+    fn delegate_cgroups(&self, pid: u32, ids: Ids) -> Result<(), HostError>;
     fn register(&self, container: Container) -> Result<(), HostError>;
     fn unregister(&self, id: &str) -> Result<(), HostError>;
     fn cgroup_of(&self, pid: u32) -> Option<String>;
@@ -140,6 +161,18 @@ pub enum LifecycleError {
         #[source]
         source: HostError,
     },
+    #[error("cannot create the volume directories of container {id}: {source}")]
+    Volumes {
+        id: String,
+        #[source]
+        source: HostError,
+    },
+    #[error("cannot delegate the cgroups of container {id} to its root: {source}")]
+    Cgroups {
+        id: String,
+        #[source]
+        source: HostError,
+    },
     #[error("cannot register container {id} with the sysvisor-fs daemon: {source}")]
     Register {
         id: String,
@@ -180,7 +213,16 @@ pub fn create<H: Host>(
     if let Err(e) = register(host, &args.id, pid, prepared.ids) {
         return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
     }
+    if let Err(e) = delegate_cgroups(host, &args.id, pid, prepared.ids) {
+        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
+    }
     Ok(code)
+}
+
+/// Gives the created container's cgroups to its root, before its first instruction.
+fn delegate_cgroups<H: Host>(host: &H, id: &str, pid: u32, ids: Ids) -> Result<(), LifecycleError> {
+    host.delegate_cgroups(pid, ids)
+        .map_err(|source| LifecycleError::Cgroups { id: id.into(), source })
 }
 
 /// `run`: like `create`, then runc starts the container, in the foreground unless
@@ -229,7 +271,8 @@ pub fn hook_register<H: Host>(host: &H, state: &[u8]) -> Result<(), LifecycleErr
         gid_base: annotation(transform::ANNOTATION_GID_BASE)?,
         count: annotation(transform::ANNOTATION_ID_COUNT)?,
     };
-    register(host, id, pid, ids)
+    register(host, id, pid, ids)?;
+    delegate_cgroups(host, id, pid, ids)
 }
 
 /// `delete`: runc first; then, if runc deleted the container (or never knew it), our part.
@@ -269,7 +312,9 @@ pub fn delete<H: Host>(
 }
 
 /// The arguments for runc `kill`: SIGTERM to a systemd init (without `--all`) becomes
-/// SIGRTMIN+3, systemd's "halt" (what `docker stop` should mean for it).
+/// SIGRTMIN+3, systemd's "halt" (what `docker stop` should mean for it). Whether the
+/// container runs systemd was recorded at `create` in its annotations
+/// ([`systemd::ANNOTATION_INIT`]), which `runc state` reports.
 pub fn kill_args<H: Host>(host: &H, inv: &Invocation, args: &KillArgs) -> Vec<OsString> {
     if args.all || !is_sigterm(args.signal.as_deref()) {
         return inv.args.clone();
@@ -277,29 +322,19 @@ pub fn kill_args<H: Host>(host: &H, inv: &Invocation, args: &KillArgs) -> Vec<Os
     let Ok(Some(state)) = host.runc_state(&args.id) else {
         return inv.args.clone();
     };
-    let config = spec::config_path(&state.bundle);
-    let Ok(spec) = spec::load(&config) else {
-        return inv.args.clone();
-    };
-    let Some(arg0) =
-        spec.process().as_ref().and_then(|p| p.args().as_ref()).and_then(|a| a.first()).cloned()
-    else {
-        return inv.args.clone();
-    };
-    let rootfs = spec.root().as_ref().map(|r| absolute(&state.bundle, r.path()));
-    if !is_systemd(rootfs.as_deref(), &arg0) {
+    if !systemd::runs_systemd(state.annotations.as_ref()) {
         return inv.args.clone();
     }
-    let rtmin3 = OsString::from((libc::SIGRTMIN() + 3).to_string());
-    host.debug(&format!("container {} runs systemd ({arg0}): SIGTERM becomes SIGRTMIN+3", args.id));
+    let halt = OsString::from(systemd::STOP_SIGNAL.to_string());
+    host.debug(&format!("container {} runs systemd: SIGTERM becomes SIGRTMIN+3", args.id));
     let mut out = inv.args.clone();
     match &args.signal {
         Some(signal) => {
             if let Some(pos) = out.iter().rposition(|a| a == signal.as_str()) {
-                out[pos] = rtmin3;
+                out[pos] = halt;
             }
         }
-        None => out.push(rtmin3),
+        None => out.push(halt),
     }
     out
 }
@@ -313,56 +348,6 @@ pub fn is_sigterm(signal: Option<&str>) -> bool {
             upper == "15" || upper == "TERM" || upper == "SIGTERM"
         }
     }
-}
-
-/// Whether a container's `args[0]` starts systemd: named `systemd`, or named `init` and
-/// (inside `rootfs`, when it can be read) a symlink chain ending at a file named `systemd`.
-pub fn is_systemd(rootfs: Option<&Path>, arg0: &str) -> bool {
-    let name =
-        |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let first = Path::new(arg0);
-    match name(first).as_str() {
-        "systemd" => return true,
-        "init" => {}
-        _ => return false,
-    }
-    let Some(rootfs) = rootfs else { return true };
-    // Follow the symlinks inside the rootfs (absolute targets are relative to it).
-    let mut inside = Path::new("/").join(first);
-    for _ in 0..16 {
-        let host_path = rootfs.join(inside.strip_prefix("/").unwrap_or(&inside));
-        match std::fs::symlink_metadata(&host_path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let Ok(target) = std::fs::read_link(&host_path) else {
-                    return true;
-                };
-                inside = if target.is_absolute() {
-                    target
-                } else {
-                    normalize(&inside.parent().unwrap_or(Path::new("/")).join(target))
-                };
-            }
-            Ok(_) => return name(&inside) == "systemd",
-            Err(_) => return true, // cannot tell: trust the name
-        }
-    }
-    true
-}
-
-/// `a/./b/../c` -> `a/c`, without touching the filesystem.
-fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Gives the process of an `exec` (its `--process` file) the capabilities of a system
@@ -433,6 +418,14 @@ fn prepare<H: Host>(
         ids.uid_base, ids.count, ids.gid_base, ids.count
     ));
 
+    let nesting = NestingInputs {
+        volumes_dir: host.volumes_dir(id),
+        cgroup_layout: host.cgroup_layout(),
+        systemd: systemd::is_systemd(&original.spec, &rootfs),
+    };
+    if nesting.systemd {
+        host.debug(&format!("container {id} runs systemd"));
+    }
     let inputs = TransformInputs {
         uid_base: ids.uid_base,
         gid_base: ids.gid_base,
@@ -442,20 +435,32 @@ fn prepare<H: Host>(
         seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
         host_cpus: host.online_cpus(),
         cpu_spread: ids.uid_base / ids.count.max(1),
+        nesting,
     };
     let mut rewritten = transform::to_system_container(original.spec.clone(), &inputs)?;
+    let exe =
+        host.self_exe().map_err(|source| LifecycleError::Register { id: id.into(), source })?;
     if hook {
-        let exe =
-            host.self_exe().map_err(|source| LifecycleError::Register { id: id.into(), source })?;
         add_register_hook(&mut rewritten, &exe, &host.daemon_socket());
     }
+    let volumes_dir = inputs.nesting.volumes_dir.as_deref();
+    if let Some(dir) = volumes_dir {
+        let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);
+        host.ensure_volumes(id, &range, &sources)
+            .map_err(|source| LifecycleError::Volumes { id: id.into(), source })?;
+    }
 
-    let result = shift(host, id, &rootfs, &range, &mut rewritten, &inputs.fs_mountpoint);
+    let keep = [Some(inputs.fs_mountpoint.as_path()), volumes_dir];
+    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep);
     if let Err(e) = result {
         if let Err(undo) = host.unshift_rootfs(id) {
             host.warn(&format!("cannot undo the partial rootfs shift of container {id}: {undo}"));
         }
         return Err(e);
+    }
+    // The dynamic trees' hook, given the (shifted) rootfs it mounts below.
+    if let Some(root) = rewritten.root().as_ref().map(|r| absolute(&bundle, r.path())) {
+        crate::mirrors::add_hook(&mut rewritten, &exe, &root);
     }
     if let Err(e) = spec::save_transformed(&bundle, &original, &rewritten) {
         undo_prepare(host, id, &bundle);
@@ -476,15 +481,16 @@ pub fn add_register_hook(spec: &mut oci_spec::runtime::Spec, exe: &Path, socket:
     hooks.set_create_runtime(Some(list));
 }
 
-/// Shifts the rootfs and the sources of the bind mounts (but sysvisor-fs' views), and
-/// points `spec` at the shifted paths.
+/// Shifts the rootfs and the sources of the bind mounts (but those below the `keep`
+/// directories: sysvisor-fs' views, the container's own volumes), and points `spec` at the
+/// shifted paths.
 fn shift<H: Host>(
     host: &H,
     id: &str,
     rootfs: &Path,
     range: &H::Range,
     spec: &mut oci_spec::runtime::Spec,
-    fs_mountpoint: &Path,
+    keep: &[Option<&Path>],
 ) -> Result<(), LifecycleError> {
     let root = host.shift_rootfs(id, rootfs, range).map_err(|source| LifecycleError::Shift {
         id: id.into(),
@@ -501,8 +507,10 @@ fn shift<H: Host>(
         let Some(source) = mount.source().clone() else {
             continue;
         };
-        if source.starts_with(fs_mountpoint) {
-            continue; // sysvisor-fs answers by the caller's ids itself
+        if keep.iter().flatten().any(|dir| source.starts_with(dir)) {
+            // sysvisor-fs answers by the caller's ids itself; the volumes belong to the
+            // range already.
+            continue;
         }
         let shifted = host.shift_bind_source(id, &source, range).map_err(|e| {
             LifecycleError::ShiftBind { id: id.into(), source_path: source.clone(), source: e }
@@ -610,41 +618,5 @@ mod tests {
         for s in [Some("9"), Some("KILL"), Some("SIGRTMIN+3"), Some("37")] {
             assert!(!is_sigterm(s), "{s:?}");
         }
-    }
-
-    #[test]
-    fn systemd_detection() {
-        assert!(is_systemd(None, "/lib/systemd/systemd"));
-        assert!(is_systemd(None, "/sbin/init"));
-        assert!(!is_systemd(None, "/sbin/docker-init"));
-        assert!(!is_systemd(None, "/bin/sh"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("sbin")).unwrap();
-        std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
-        std::fs::write(root.join("lib/systemd/systemd"), "").unwrap();
-        std::os::unix::fs::symlink("../lib/systemd/systemd", root.join("sbin/init")).unwrap();
-        assert!(is_systemd(Some(root), "/sbin/init"));
-        std::fs::remove_file(root.join("sbin/init")).unwrap();
-        std::os::unix::fs::symlink("/lib/systemd/systemd", root.join("sbin/init")).unwrap();
-        assert!(is_systemd(Some(root), "/sbin/init"));
-        std::fs::remove_file(root.join("sbin/init")).unwrap();
-        std::fs::write(root.join("sbin/init"), "busybox").unwrap();
-        assert!(!is_systemd(Some(root), "/sbin/init"));
-        std::fs::remove_file(root.join("sbin/init")).unwrap();
-        std::os::unix::fs::symlink("/bin/busybox", root.join("sbin/init")).unwrap();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("bin/busybox"), "").unwrap();
-        assert!(!is_systemd(Some(root), "/sbin/init"));
-    }
-
-    #[test]
-    fn normalize_paths() {
-        assert_eq!(
-            normalize(Path::new("/sbin/../lib/systemd/./systemd")),
-            PathBuf::from("/lib/systemd/systemd")
-        );
-        assert_eq!(normalize(Path::new("/../../x")), PathBuf::from("/x"));
     }
 }

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 use sysvisor_proto::Container;
+use sysvisor_runc::cgroups::{self, Layout};
 use sysvisor_runc::cli::{self, Command, Invocation};
 use sysvisor_runc::daemon::{self, Daemon};
 use sysvisor_runc::idrange::{self, Allocator, IdRange};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
-use sysvisor_runc::{caps, rootfs};
+use sysvisor_runc::volumes::Volumes;
+use sysvisor_runc::{caps, mirrors, rootfs};
 
 /// Environment variables pointing the id range allocator elsewhere.
 const ENV_SUBUID: &str = "SYSVISOR_SUBUID";
@@ -28,6 +30,11 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == lifecycle::HOOK_COMMAND) {
         exit(hook());
+    }
+    if args.first().is_some_and(|a| a == mirrors::HOOK_COMMAND) {
+        let rest: Vec<String> =
+            args[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        exit(mirror_hook(&rest));
     }
     if args.first().is_some_and(|a| a == lifecycle::RECLAIM_COMMAND) {
         exit(reclaim_after_delete(args.get(1).and_then(|id| id.to_str()).unwrap_or("")));
@@ -99,6 +106,23 @@ fn hook() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             log.error(&e.to_string());
+            1
+        }
+    }
+}
+
+/// The `createContainer` hook that mounts sysvisor-fs's dynamic trees (runc runs it in the
+/// container's namespaces with the state on stdin, and shows its stderr if it fails).
+fn mirror_hook(args: &[String]) -> i32 {
+    let mut state = Vec::new();
+    let result = std::io::stdin()
+        .read_to_end(&mut state)
+        .map_err(|e| mirrors::MirrorError::State(e.to_string()))
+        .and_then(|_| mirrors::hook(args, &state));
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{e}");
             1
         }
     }
@@ -217,6 +241,9 @@ impl Host for SystemHost {
                 self.log
                     .warn(&format!("cannot remove the upper layer of removed container {id}: {e}"));
             }
+            if let Err(e) = Volumes::system().remove(&id) {
+                self.log.warn(&format!("cannot remove the volumes of removed container {id}: {e}"));
+            }
         }
         Ok(())
     }
@@ -248,6 +275,38 @@ impl Host for SystemHost {
 
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         Ok(rootfs::unshift(id)?)
+    }
+
+    fn volumes_dir(&self, id: &str) -> Option<PathBuf> {
+        Volumes::system().dir(id).ok()
+    }
+
+    fn ensure_volumes(
+        &self,
+        id: &str,
+        range: &IdRange,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError> {
+        Ok(Volumes::system().ensure(id, range, sources)?)
+    }
+
+    fn cgroup_layout(&self) -> Layout {
+        cgroups::host_layout()
+    }
+
+    fn delegate_cgroups(&self, pid: u32, ids: Ids) -> Result<(), HostError> {
+        match cgroups::delegate(pid, ids.uid_base, ids.gid_base) {
+            Ok(paths) => {
+                self.log.debug(&format!("cgroups of {pid} given to {}: {paths:?}", ids.uid_base));
+                Ok(())
+            }
+            // A host without (known) cgroup mounts: nothing to delegate.
+            Err(e @ cgroups::CgroupError::NotFound { .. }) => {
+                self.log.warn(&e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn register(&self, container: Container) -> Result<(), HostError> {

@@ -38,8 +38,8 @@
 //! after a crash at any point. Directories are removed with rmdir/unlink of known names
 //! only, never recursively, so nothing still mounted can lose files.
 
-mod mountinfo;
-mod sys;
+pub mod mountinfo;
+pub(crate) mod sys;
 
 use std::fs;
 use std::io;

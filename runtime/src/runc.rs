@@ -144,6 +144,9 @@ pub struct RuncState {
     #[serde(default)]
     pub status: String,
     pub bundle: PathBuf,
+    /// The config's annotations (runc copies them into its state).
+    #[serde(default)]
+    pub annotations: Option<std::collections::HashMap<String, String>>,
 }
 
 /// `runc GLOBAL state ID`: `Ok(None)` when runc does not know the container.

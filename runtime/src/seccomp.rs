@@ -21,7 +21,7 @@
 //! | `iopl`, `ioperm` | raw I/O port access |
 //! | `nfsservctl`, `uselib`, `vm86`, `vm86old`, `lookup_dcookie` | obsolete interfaces with a history of bugs |
 //! | `open_by_handle_at` | opens files by handle past the mount namespace ("shocker"); `name_to_handle_at` alone is harmless and used by systemd, so it stays allowed |
-//! | `keyctl`, `add_key`, `request_key` | the kernel keyring is not fully namespaced (as in Docker's profile) |
+//! | `keyctl`, `add_key`, `request_key` | the kernel keyring is not fully namespaced (as in Docker's profile); refused with `ENOSYS`, not `EPERM` ([`ENOSYS_NAMES`]) |
 //! | `perf_event_open` | host-wide performance data and a large attack surface (as in Docker's profile) |
 //! | `bpf` | eBPF programs are a large attack surface; systemd copes with `EPERM` (as in Docker's profile) |
 //! | `userfaultfd` | a classic helper for kernel race exploits (as in Docker's profile) |
@@ -85,6 +85,12 @@ pub const BLOCKED: &[(&[&str], &str)] = &[
     (&["io_uring_setup", "io_uring_enter", "io_uring_register"], "attack surface"),
 ];
 
+/// Blocked calls refused with `ENOSYS` ("no such call here") instead of `EPERM`: programs
+/// take that as a kernel without keyrings and go on, where `EPERM` is fatal to them. runc
+/// inside (an inner `docker run`) fails with "unable to join session keyring: operation
+/// not permitted" otherwise; systemd copes with both.
+pub const ENOSYS_NAMES: &[&str] = &["keyctl", "add_key", "request_key"];
+
 /// The architectures the filter is built for.
 pub const ARCHES: &[Arch] = &[
     Arch::ScmpArchX86_64,
@@ -99,17 +105,23 @@ pub fn blocked_names() -> Vec<&'static str> {
     BLOCKED.iter().flat_map(|(names, _)| names.iter().copied()).collect()
 }
 
-/// The profile: allow by default, `EPERM` for [`BLOCKED`].
+/// The profile: allow by default, `EPERM` for [`BLOCKED`] (`ENOSYS` for those of
+/// [`ENOSYS_NAMES`]).
 pub fn system_container_profile() -> LinuxSeccomp {
-    let mut deny = LinuxSyscall::default();
-    deny.set_names(blocked_names().into_iter().map(String::from).collect());
-    deny.set_action(LinuxSeccompAction::ScmpActErrno);
-    deny.set_errno_ret(Some(libc::EPERM as u32));
+    let rule = |names: Vec<&str>, errno: i32| {
+        let mut deny = LinuxSyscall::default();
+        deny.set_names(names.into_iter().map(String::from).collect());
+        deny.set_action(LinuxSeccompAction::ScmpActErrno);
+        deny.set_errno_ret(Some(errno as u32));
+        deny
+    };
+    let (enosys, eperm): (Vec<&str>, Vec<&str>) =
+        blocked_names().into_iter().partition(|n| ENOSYS_NAMES.contains(n));
 
     let mut profile = LinuxSeccomp::default();
     profile.set_default_action(LinuxSeccompAction::ScmpActAllow);
     profile.set_architectures(Some(ARCHES.to_vec()));
-    profile.set_syscalls(Some(vec![deny]));
+    profile.set_syscalls(Some(vec![rule(eperm, libc::EPERM), rule(enosys, libc::ENOSYS)]));
     profile
 }
 
@@ -158,19 +170,22 @@ mod tests {
         let p = system_container_profile();
         assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActAllow);
         let rules = p.syscalls().as_ref().unwrap();
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2);
         assert_eq!(rules[0].action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(rules[0].errno_ret(), Some(1));
-        for name in [
-            "kexec_load",
-            "init_module",
-            "finit_module",
-            "delete_module",
-            "open_by_handle_at",
-            "keyctl",
-        ] {
+        for name in
+            ["kexec_load", "init_module", "finit_module", "delete_module", "open_by_handle_at"]
+        {
             assert!(rules[0].names().iter().any(|n| n == name), "{name} must be blocked");
         }
+        // The keyring calls: ENOSYS, which runc and systemd inside take as "no keyrings".
+        assert_eq!(rules[1].action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(rules[1].errno_ret(), Some(libc::ENOSYS as u32));
+        assert_eq!(
+            rules[1].names(),
+            &ENOSYS_NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+        );
+        assert!(!rules[0].names().iter().any(|n| n == "keyctl"));
     }
 
     #[test]

@@ -19,10 +19,19 @@
 //!   users' `-v`) wins over ours;
 //! - drops `maskedPaths` entries that would hide a view (the path itself or a parent);
 //!   every other masked or read-only path stays;
+//! - plans sysvisor-fs's dynamic trees (`/proc/sys` read-write, `/sys/kernel`,
+//!   `/sys/devices/virtual/dmi/id`, `/sys/module/nf_conntrack/parameters`), which a
+//!   `createContainer` hook mounts (runc refuses such mounts inside /proc): see
+//!   [`crate::mirrors::add_to_spec`]; `/proc/sys` leaves `readonlyPaths`, and the
+//!   container's `sysctl` entries go to that hook, which writes them first;
 //! - gives the process every capability of its user namespace that the host's bounding set
 //!   has (see [`capabilities_for`]);
 //! - replaces the seccomp profile with [`crate::seccomp::profile`]: the system container
 //!   profile, and the mount trap served by sysvisor-fs when a listener socket is given;
+//! - for system software inside, applies [`crate::nesting`] (read-write cgroups, the
+//!   unified hierarchy of a hybrid host, host-backed `/var/lib/docker` & co) and, when the
+//!   process is systemd, [`crate::systemd::prepare`] (tmpfs `/run`, `container=`, the
+//!   stop-signal record);
 //! - cuts Docker's `net.ipv4.ping_group_range` sysctl (`0 2147483647`) to the groups the
 //!   user namespace maps, which the kernel otherwise refuses;
 //! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).
@@ -41,7 +50,8 @@ use oci_spec::runtime::{
     LinuxNamespace, LinuxNamespaceType, Mount, Spec,
 };
 
-use crate::seccomp;
+use crate::nesting::{self, NestingInputs};
+use crate::{seccomp, systemd};
 
 /// Annotation recording the first host uid of the container's range.
 pub const ANNOTATION_UID_BASE: &str = "io.sysvisor.uid-base";
@@ -91,6 +101,8 @@ pub struct TransformInputs {
     pub host_cpus: Vec<u32>,
     /// Spreads pinned containers over the CPUs (the index of the container's id range).
     pub cpu_spread: u32,
+    /// Cgroups, volumes and systemd for system software inside ([`crate::nesting`]).
+    pub nesting: NestingInputs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,7 +194,10 @@ pub fn to_system_container(
     // The views must not be hidden by a masked parent.
     let mounts = spec.mounts().clone().unwrap_or_default();
     let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint);
-    spec.set_mounts(Some(mounts));
+    spec.set_mounts(Some(nesting::apply(mounts, &inputs.nesting)));
+    if inputs.nesting.systemd {
+        systemd::prepare(&mut spec);
+    }
     let linux = spec.linux_mut().as_mut().ok_or(TransformError::NoLinux)?;
     if let Some(masked) = linux.masked_paths_mut() {
         masked.retain(|path| {
@@ -210,6 +225,8 @@ pub fn to_system_container(
     if let Some(process) = spec.process_mut() {
         process.set_capabilities(Some(capabilities));
     }
+
+    crate::mirrors::add_to_spec(&mut spec, &inputs.fs_mountpoint);
 
     let annotations = spec.annotations_mut().get_or_insert_with(HashMap::new);
     annotations.insert(ANNOTATION_UID_BASE.into(), inputs.uid_base.to_string());
@@ -438,6 +455,7 @@ mod tests {
             seccomp_listener: None,
             host_cpus: vec![0, 1],
             cpu_spread: 0,
+            nesting: NestingInputs::default(),
         };
         assert_eq!(check_range(&inputs), Ok(()));
         inputs.uid_base = 0;

@@ -240,18 +240,23 @@ fn version_is_ours_then_runcs() {
 fn stopping_a_systemd_container_sends_sigrtmin_plus_3() {
     let env = Env::new();
     let bundle = env.bundle("docker-run.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap())
-            .unwrap();
-    config["process"]["args"] = serde_json::json!(["/usr/lib/systemd/systemd"]);
-    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
-    let state = serde_json::json!({"ociVersion": "1.0.2", "id": "c1", "pid": 77, "status": "running", "bundle": bundle});
-    std::fs::write(env.path("state.json"), state.to_string()).unwrap();
+    // runc state reports the annotations `create` recorded in the config.
+    let state = |annotations: Value| {
+        let state = serde_json::json!({"ociVersion": "1.0.2", "id": "c1", "pid": 77, "status": "running",
+            "bundle": bundle, "annotations": annotations});
+        std::fs::write(env.path("state.json"), state.to_string()).unwrap();
+    };
+    state(serde_json::json!({"io.sysvisor.init": "systemd", "io.sysvisor.uid-base": "165536"}));
     let out = env.run(&["--root", "/r", "kill", "c1", "15"]);
     assert!(out.status.success());
     let out = env.run(&["--root", "/r", "kill", "c1", "9"]);
     assert!(out.status.success());
     assert_eq!(env.calls(), ["--root /r state c1", "--root /r kill c1 37", "--root /r kill c1 9"]);
+
+    state(serde_json::json!({"io.sysvisor.uid-base": "165536"}));
+    let out = env.run(&["--root", "/r", "kill", "c1", "TERM"]);
+    assert!(out.status.success());
+    assert_eq!(env.calls()[3..], ["--root /r state c1", "--root /r kill c1 TERM"]);
 }
 
 #[test]

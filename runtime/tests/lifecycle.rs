@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sysvisor_proto::Container;
+use sysvisor_runc::cgroups::Layout;
 use sysvisor_runc::cli::{self, Command, Invocation};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids, LifecycleError};
 use sysvisor_runc::runc::RuncState;
@@ -23,6 +24,7 @@ struct Fake {
     shift_fails: bool,
     binds_unsupported: bool,
     register_fails: bool,
+    delegate_fails: bool,
     /// Exit code of the runc command (the first one; later ones exit 0).
     runc_code: i32,
     /// `runc state` answer.
@@ -99,6 +101,25 @@ impl Host for Fake {
     }
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         self.log(format!("unshift {id}"));
+        Ok(())
+    }
+    fn volumes_dir(&self, id: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(format!("/var/lib/sysvisor/volumes/{id}")))
+    }
+    fn ensure_volumes(&self, id: &str, _: &Ids, sources: &[PathBuf]) -> Result<(), HostError> {
+        let names: Vec<_> =
+            sources.iter().map(|s| s.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        self.log(format!("volumes {id} {}", names.join(",")));
+        Ok(())
+    }
+    fn cgroup_layout(&self) -> Layout {
+        Layout::Hybrid
+    }
+    fn delegate_cgroups(&self, pid: u32, ids: Ids) -> Result<(), HostError> {
+        self.log(format!("delegate {pid} {}", ids.uid_base));
+        if self.delegate_fails {
+            return Err("chown /sys/fs/cgroup/memory/docker/c1: read-only file system".into());
+        }
         Ok(())
     }
     fn register(&self, container: Container) -> Result<(), HostError> {
@@ -202,18 +223,20 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "shift", "bind", "bind", "bind", "bind", "runc",
-            "register"
+            "ping", "reclaim", "allocate", "volumes", "shift", "bind", "bind", "bind", "bind",
+            "runc", "register", "delegate"
         ]
     );
     let calls = host.calls();
     assert_eq!(calls[2], format!("allocate c1 {}", bundle.path().display()));
-    assert!(calls[3].ends_with(
+    assert_eq!(calls[3], "volumes c1 docker,containerd,kubelet");
+    assert!(calls[4].ends_with(
         "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
     ));
     // runc gets the shim's arguments unchanged.
-    assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
-    assert!(calls[8].ends_with("init.pid c1"));
+    assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
+    assert!(calls[9].ends_with("init.pid c1"));
+    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(
@@ -243,6 +266,11 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         .unwrap()
         .starts_with("/run/sysvisor/rootfs/c1/bind/var/lib/docker/containers/"));
     assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs/proc/meminfo");
+    // The volumes are bound as they are (they belong to the range already).
+    assert_eq!(source_of("/var/lib/docker"), "/var/lib/sysvisor/volumes/c1/docker");
+    // Not a systemd container: no /run tmpfs, no stop-signal record.
+    assert!(!mounts.iter().any(|m| m["destination"] == "/run"));
+    assert!(config["annotations"].get("io.sysvisor.init").is_none());
     assert_eq!(
         std::fs::read_to_string(bundle.path().join(spec::ORIGINAL_FILE)).unwrap(),
         bundle.original
@@ -329,7 +357,7 @@ fn a_failed_shift_is_undone_and_runc_never_runs() {
         "{err}"
     );
     assert!(err.to_string().ends_with("kernel lacks idmapped mounts"), "{err}");
-    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "shift", "unshift"]);
+    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "volumes", "shift", "unshift"]);
     assert!(bundle.untouched());
 }
 
@@ -376,7 +404,13 @@ fn a_second_create_starts_from_the_original() {
 }
 
 fn state_of(bundle: &Bundle) -> Option<RuncState> {
-    Some(RuncState { id: "c1".into(), pid: 4242, status: "stopped".into(), bundle: bundle.path() })
+    Some(RuncState {
+        id: "c1".into(),
+        pid: 4242,
+        status: "stopped".into(),
+        bundle: bundle.path(),
+        annotations: None,
+    })
 }
 
 fn delete(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
@@ -440,13 +474,63 @@ fn kill(host: &Fake, line: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sigterm_to_systemd_becomes_sigrtmin_plus_3() {
+/// A bundle whose process is systemd (by name: the fixture's rootfs does not exist here).
+fn systemd_bundle() -> Bundle {
     let bundle = Bundle::new("docker-run.json");
     let mut config: Value = serde_json::from_str(&bundle.original).unwrap();
     config["process"]["args"] = serde_json::json!(["/lib/systemd/systemd", "--log-level=info"]);
     std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
-    let host = Fake { state: state_of(&bundle), ..Fake::new() };
+    bundle
+}
+
+#[test]
+fn a_systemd_container_gets_run_tmpfs_env_and_its_init_recorded() {
+    let bundle = systemd_bundle();
+    create(&Fake::new(), &bundle).unwrap();
+    let config = bundle.config_json();
+    assert_eq!(config["annotations"]["io.sysvisor.init"], "systemd");
+    let mounts = config["mounts"].as_array().unwrap();
+    let run = mounts.iter().find(|m| m["destination"] == "/run").unwrap();
+    assert_eq!(run["type"], "tmpfs");
+    assert!(mounts.iter().any(|m| m["destination"] == "/run/lock"));
+    let env = config["process"]["env"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!("container=sysvisor")), "{env:?}");
+    // Writable cgroups and, on this hybrid host, the unified hierarchy.
+    let cgroup = mounts.iter().find(|m| m["destination"] == "/sys/fs/cgroup").unwrap();
+    assert!(!cgroup["options"].as_array().unwrap().contains(&serde_json::json!("ro")));
+    assert!(mounts.iter().any(|m| m["destination"] == "/sys/fs/cgroup/unified"));
+}
+
+#[test]
+fn a_failed_delegation_removes_the_created_container() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake { delegate_fails: true, ..Fake::new() };
+    let err = create(&host, &bundle).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot delegate the cgroups of container c1 to its root: chown /sys/fs/cgroup/memory/docker/c1: read-only file system"
+    );
+    let calls = host.calls();
+    assert_eq!(
+        calls[calls.len() - 4..],
+        [
+            format!("delegate 4242 {}", IDS.uid_base),
+            "runc --root /run/r delete --force c1".into(),
+            "unregister c1".into(),
+            "unshift c1".into()
+        ]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn sigterm_to_systemd_becomes_sigrtmin_plus_3() {
+    let bundle = systemd_bundle();
+    create(&Fake::new(), &bundle).unwrap();
+    // runc state reports the annotations of the running config.
+    let annotations = serde_json::from_value(bundle.config_json()["annotations"].clone()).unwrap();
+    let state = state_of(&bundle).map(|s| RuncState { annotations: Some(annotations), ..s });
+    let host = Fake { state, ..Fake::new() };
     let rtmin3 = (libc::SIGRTMIN() + 3).to_string();
     assert_eq!(rtmin3, "37");
     assert_eq!(kill(&host, "--root /r kill c1 15"), ["--root", "/r", "kill", "c1", "37"]);
@@ -459,7 +543,10 @@ fn sigterm_to_systemd_becomes_sigrtmin_plus_3() {
 #[test]
 fn sigterm_to_anything_else_stays() {
     let bundle = Bundle::new("docker-init.json"); // /sbin/docker-init
-    let host = Fake { state: state_of(&bundle), ..Fake::new() };
+    create(&Fake::new(), &bundle).unwrap();
+    let annotations = serde_json::from_value(bundle.config_json()["annotations"].clone()).unwrap();
+    let state = state_of(&bundle).map(|s| RuncState { annotations: Some(annotations), ..s });
+    let host = Fake { state, ..Fake::new() };
     assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
     let host = Fake { state: None, ..Fake::new() };
     assert_eq!(kill(&host, "kill c1 15"), ["kill", "c1", "15"]);
@@ -511,6 +598,30 @@ fn run_registers_through_a_create_runtime_hook_and_detached_stays() {
 }
 
 #[test]
+fn create_and_run_mount_the_dynamic_trees_through_a_create_container_hook() {
+    for detach in [false, true] {
+        let bundle = Bundle::new("docker-run.json");
+        let host = Fake::new();
+        if detach {
+            assert_eq!(run(&host, &bundle, "-d").unwrap(), 0);
+        } else {
+            create(&host, &bundle).unwrap();
+        }
+        let config = bundle.config_json();
+        // Given the shifted rootfs the container really gets.
+        assert_eq!(
+            config["hooks"]["createContainer"],
+            serde_json::json!([{
+                "path": "/usr/bin/sysvisor-runc",
+                "args": ["sysvisor-runc", sysvisor_runc::mirrors::HOOK_COMMAND, "/run/sysvisor/rootfs/c1/root"],
+            }])
+        );
+        assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
+        assert!(config["annotations"][sysvisor_runc::mirrors::ANNOTATION].is_string());
+    }
+}
+
+#[test]
 fn the_hook_registers_from_the_state_runc_passes() {
     let host = Fake::new();
     let state = serde_json::json!({
@@ -523,6 +634,8 @@ fn the_hook_registers_from_the_state_runc_passes() {
         (c.id.as_str(), c.init_pid, c.uid_base, c.gid_base, c.id_count),
         ("c9", 31337, 231072, 296608, 65536)
     );
+    // ...and gives the container's cgroups to its root, before its first instruction.
+    assert_eq!(host.calls().last().unwrap(), "delegate 31337 231072");
 
     let err = lifecycle::hook_register(&host, br#"{"id":"c9","pid":1}"#).unwrap_err();
     assert!(err.to_string().contains("io.sysvisor.uid-base"), "{err}");

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
 use serde_json::{json, Value};
-use sysvisor_runc::caps;
+use sysvisor_runc::cgroups::Layout;
+use sysvisor_runc::nesting::NestingInputs;
 use sysvisor_runc::transform::{
     self, to_system_container, validate, TransformError, TransformInputs, VIEWS,
 };
+use sysvisor_runc::{caps, mirrors};
 
 const UID_BASE: u32 = 231072;
 const GID_BASE: u32 = 296608;
@@ -41,6 +43,7 @@ fn inputs() -> TransformInputs {
         seccomp_listener: None,
         host_cpus: vec![0, 1],
         cpu_spread: 0,
+        nesting: NestingInputs::default(),
     }
 }
 
@@ -130,14 +133,19 @@ fn docker_run_gets_the_views_after_proc_and_sys_and_keeps_its_own_mounts() {
     assert_eq!(after.len(), before.len() + VIEWS.len());
 
     // Docker's mounts, bind mounts of /etc/hosts & co and the volume included, unchanged
-    // and in their order.
+    // and in their order, but the cgroups, now read-write (see `nesting` below).
     let views: Vec<_> = VIEWS.iter().map(|v| format!("/{v}")).collect();
     let kept: Vec<_> = after
         .iter()
         .filter(|m| !views.contains(&m["destination"].as_str().unwrap().to_string()))
         .cloned()
         .collect();
-    assert_eq!(kept, before);
+    let mut expected = before.clone();
+    for m in expected.iter_mut().filter(|m| m["destination"] == "/sys/fs/cgroup") {
+        assert_eq!(m["options"], json!(["ro", "nosuid", "noexec", "nodev"]));
+        m["options"] = json!(["rw", "nosuid", "noexec", "nodev"]);
+    }
+    assert_eq!(kept, expected);
     for dest in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname", "/data"] {
         assert!(kept.iter().any(|m| m["destination"] == dest), "{dest}");
     }
@@ -233,7 +241,10 @@ fn everything_else_is_left_as_docker_wrote_it() {
         for key in ["namespaces", "uidMappings", "gidMappings", "seccomp"] {
             linux.remove(key);
         }
-        linux["sysctl"].as_object_mut().unwrap().remove("net.ipv4.ping_group_range");
+        // The sysctls go to the mirror hook (see mirrors_are_planned...), and /proc/sys is
+        // sysvisor-fs's, read-write.
+        linux.remove("sysctl");
+        linux["readonlyPaths"].as_array_mut().unwrap().retain(|p| p != "/proc/sys");
     }
     // hooks (libnetwork-setkey), sysctls, resources (-m 256m --cpus 1), devices, masked and
     // read-only paths, cgroupsPath, root, hostname, env, user, oomScoreAdj, ...
@@ -246,9 +257,17 @@ fn everything_else_is_left_as_docker_wrote_it() {
 fn dockers_ping_group_range_is_cut_to_the_mapped_groups() {
     let before = json_of(&fixture("docker-run.json"));
     assert_eq!(before["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 2147483647");
-    let after = json_of(&transformed("docker-run.json"));
-    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 65535");
-    assert_eq!(after["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"], "0");
+    // (Written by the mirror hook: see mirrors_are_planned...)
+    let after = transformed("docker-run.json");
+    let plan: mirrors::Plan =
+        serde_json::from_str(&after.annotations().as_ref().unwrap()[mirrors::ANNOTATION]).unwrap();
+    assert_eq!(plan.sysctl["net.ipv4.ping_group_range"], "0 65535");
+    assert_eq!(plan.sysctl["net.ipv4.ip_unprivileged_port_start"], "0");
+    // Without /proc mirrored (no procfs), they stay runc's.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/proc");
+    let out = json_of(&to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap());
+    assert_eq!(out["linux"]["sysctl"]["net.ipv4.ping_group_range"], "0 65535");
 }
 
 #[test]
@@ -322,7 +341,10 @@ fn masked_paths_that_would_hide_a_view_are_dropped_and_others_kept() {
         "/sys/devices/system/cpu".to_string(),
         "/proc/uptimes".to_string(),
     ]);
-    let readonly_before = linux.readonly_paths().clone();
+    let mut readonly_before = linux.readonly_paths().clone();
+    if let Some(paths) = readonly_before.as_mut() {
+        paths.retain(|p| p != "/proc/sys");
+    }
     let out = to_system_container(spec, &inputs()).unwrap();
     let linux = out.linux().as_ref().unwrap();
     let masked = linux.masked_paths().as_ref().unwrap();
@@ -386,4 +408,142 @@ fn a_host_without_capabilities_gives_none() {
     let out = to_system_container(fixture("docker-run.json"), &none).unwrap();
     let caps = out.process().as_ref().unwrap().capabilities().as_ref().unwrap();
     assert!(caps.bounding().as_ref().unwrap().is_empty());
+}
+
+/// The planned mounts of sysvisor-fs's dynamic trees, from the annotation.
+fn mirror_plan(spec: &Spec) -> Vec<mirrors::MirrorMount> {
+    match spec.annotations().as_ref().and_then(|a| a.get(mirrors::ANNOTATION)) {
+        Some(json) => serde_json::from_str::<mirrors::Plan>(json).unwrap().mounts,
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn mirrors_are_planned_and_proc_sys_leaves_the_read_only_paths() {
+    let before = fixture("docker-run.json");
+    let readonly = before.linux().as_ref().unwrap().readonly_paths().clone().unwrap();
+    assert!(readonly.iter().any(|p| p == "/proc/sys"), "Docker makes /proc/sys read-only");
+    let out = transformed("docker-run.json");
+    let plan = mirror_plan(&out);
+    let expect = |path: &str, writable| mirrors::MirrorMount {
+        source: Path::new(MOUNTPOINT).join(path),
+        target: Path::new("/").join(path),
+        writable,
+    };
+    assert_eq!(
+        plan,
+        [
+            expect("proc/sys", true),
+            expect("sys/kernel", false),
+            expect("sys/devices/virtual/dmi/id", false),
+            expect("sys/module/nf_conntrack/parameters", true),
+        ]
+    );
+    // /proc/sys is no longer remounted read-only by runc (it would make ours read-only);
+    // every other read-only path stays.
+    let after = out.linux().as_ref().unwrap().readonly_paths().clone().unwrap();
+    let expected: Vec<String> = readonly.into_iter().filter(|p| p != "/proc/sys").collect();
+    assert_eq!(after, expected);
+    // The sysctls go to the hook (runc would write them through our tree before the
+    // container is registered), Docker's ping_group_range cut to the mapped groups.
+    assert!(out.linux().as_ref().unwrap().sysctl().is_none());
+    let annotation = &out.annotations().as_ref().unwrap()[mirrors::ANNOTATION];
+    let sysctl = serde_json::from_str::<mirrors::Plan>(annotation).unwrap().sysctl;
+    assert_eq!(sysctl["net.ipv4.ping_group_range"], "0 65535");
+    assert_eq!(sysctl["net.ipv4.ip_unprivileged_port_start"], "0");
+    // They are not OCI mounts: runc refuses mounts inside /proc.
+    let dests: Vec<_> =
+        out.mounts().as_ref().unwrap().iter().map(|m| m.destination().clone()).collect();
+    assert!(!dests.contains(&PathBuf::from("/proc/sys")));
+    assert!(!dests.contains(&PathBuf::from("/sys/kernel")));
+}
+
+#[test]
+fn mirrors_follow_the_containers_proc_and_sys_and_give_way_to_the_users_mounts() {
+    // No sysfs at /sys: only /proc/sys.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/sys");
+    let out = to_system_container(serde_json::from_value(v.clone()).unwrap(), &inputs()).unwrap();
+    let targets: Vec<PathBuf> = mirror_plan(&out).into_iter().map(|m| m.target).collect();
+    assert_eq!(targets, [PathBuf::from("/proc/sys")]);
+    // The user's own mount below a tree wins (and so does one on it).
+    v["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/proc/sys/kernel/ns_last_pid", "type": "bind", "source": "/x", "options": ["rbind"]
+    }));
+    let out = to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap();
+    assert!(mirror_plan(&out).is_empty());
+    assert!(!out.annotations().as_ref().unwrap().contains_key(mirrors::ANNOTATION));
+    // Masks that would hide a tree go; read-only parents stay.
+    let mut spec = fixture("docker-run.json");
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.masked_paths_mut().as_mut().unwrap().push("/sys/kernel".into());
+    linux.readonly_paths_mut().as_mut().unwrap().push("/proc".into());
+    let out = to_system_container(spec, &inputs()).unwrap();
+    let linux = out.linux().as_ref().unwrap();
+    assert!(!linux.masked_paths().as_ref().unwrap().iter().any(|p| p == "/sys/kernel"));
+    assert!(linux.readonly_paths().as_ref().unwrap().iter().any(|p| p == "/proc"));
+}
+
+#[test]
+fn the_mirror_hook_is_added_only_with_a_plan() {
+    let mut out = transformed("docker-run.json");
+    mirrors::add_hook(&mut out, Path::new("/usr/bin/sysvisor-runc"), Path::new("/r/root"));
+    let v = json_of(&out);
+    assert_eq!(
+        v["hooks"]["createContainer"],
+        json!([{"path": "/usr/bin/sysvisor-runc", "args": ["sysvisor-runc", mirrors::HOOK_COMMAND, "/r/root"]}])
+    );
+    // Docker's own hooks stay.
+    assert_eq!(v["hooks"]["prestart"][0]["args"][0], "libnetwork-setkey");
+    let mut plain = fixture("docker-run.json");
+    mirrors::add_hook(&mut plain, Path::new("/usr/bin/sysvisor-runc"), Path::new("/r/root"));
+    assert!(json_of(&plain)["hooks"].get("createContainer").is_none());
+}
+
+#[test]
+fn nesting_adds_volumes_the_unified_hierarchy_and_systemds_needs() {
+    let mut inputs = inputs();
+    inputs.nesting = NestingInputs {
+        volumes_dir: Some(PathBuf::from("/var/lib/sysvisor/volumes/c1")),
+        cgroup_layout: Layout::Hybrid,
+        systemd: true,
+    };
+    let out = to_system_container(fixture("docker-run.json"), &inputs).unwrap();
+    let v = json_of(&out);
+    let mounts = v["mounts"].as_array().unwrap();
+    let dests: Vec<&str> = mounts.iter().map(|m| m["destination"].as_str().unwrap()).collect();
+    let at =
+        |d: &str| dests.iter().position(|x| *x == d).unwrap_or_else(|| panic!("{d}: {dests:?}"));
+    assert_eq!(at("/sys/fs/cgroup/unified"), at("/sys/fs/cgroup") + 1);
+    assert_eq!(mounts[at("/sys/fs/cgroup/unified")]["type"], "cgroup2");
+    for (name, dest) in [
+        ("docker", "/var/lib/docker"),
+        ("containerd", "/var/lib/containerd"),
+        ("kubelet", "/var/lib/kubelet"),
+    ] {
+        assert_eq!(
+            mounts[at(dest)],
+            json!({"destination": dest, "type": "bind",
+                   "source": format!("/var/lib/sysvisor/volumes/c1/{name}"), "options": ["rbind", "rw"]})
+        );
+    }
+    assert_eq!(mounts[at("/run")]["type"], "tmpfs");
+    assert_eq!(mounts[at("/run/lock")]["type"], "tmpfs");
+    assert!(v["process"]["env"].as_array().unwrap().contains(&json!("container=sysvisor")));
+    assert_eq!(v["annotations"]["io.sysvisor.init"], "systemd");
+
+    // A v2 host: its cgroup2 mount at /sys/fs/cgroup is all there is; no volumes without a
+    // directory; not systemd: nothing of it.
+    inputs.nesting = NestingInputs { cgroup_layout: Layout::Unified, ..NestingInputs::default() };
+    let v = json_of(&to_system_container(fixture("docker-run.json"), &inputs).unwrap());
+    let dests: Vec<&str> = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["destination"].as_str().unwrap())
+        .collect();
+    for absent in ["/sys/fs/cgroup/unified", "/var/lib/docker", "/run"] {
+        assert!(!dests.contains(&absent), "{absent}: {dests:?}");
+    }
+    assert!(v["annotations"].get("io.sysvisor.init").is_none());
 }

@@ -34,6 +34,8 @@ pub struct Engine {
     /// The runtimes configured in the private daemon.json: name -> path.
     runtimes: Mutex<BTreeMap<String, PathBuf>>,
     image: OnceLock<Result<String, String>>,
+    /// The bookworm image with systemd and Docker ([`crate::images`]).
+    pub(crate) systemd_docker_image: OnceLock<Result<String, String>>,
     tests: RwLock<()>,
 }
 
@@ -113,6 +115,7 @@ impl Engine {
             fs_bin,
             runtimes: Mutex::new(runtimes),
             image: OnceLock::new(),
+            systemd_docker_image: OnceLock::new(),
             tests: RwLock::new(()),
         };
         // From here on anything we start is undone at exit.
@@ -399,11 +402,21 @@ impl Engine {
     /// the Created state) and the output of `docker run`.
     pub fn run_detached(&self, options: &[&str], command: &[&str]) -> (Container<'_>, Output) {
         let image = self.image().to_string();
+        self.run_image_detached(&image, options, command)
+    }
+
+    /// As [`Engine::run_detached`], of `image` (an empty `command` runs the image's own).
+    pub fn run_image_detached(
+        &self,
+        image: &str,
+        options: &[&str],
+        command: &[&str],
+    ) -> (Container<'_>, Output) {
         let name = unique_name();
         let label = format!("{LABEL}=1");
         let mut args = vec!["run", "-d", "--pull", "never", "--label", &label, "--name", &name];
         args.extend_from_slice(options);
-        args.push(&image);
+        args.push(image);
         args.extend_from_slice(command);
         let out = self.docker(&args);
         let container = Container::new(self, name);

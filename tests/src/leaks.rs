@@ -137,10 +137,12 @@ pub fn processes_in_range(range: IdMap, id: &str) -> Vec<String> {
 }
 
 /// Leftovers that the runtime removes lazily, when it next reclaims the ranges of containers
-/// gone for good (at the next `create`): the allocation record of the range and the
-/// persistent upper layer under /var/lib/sysvisor/rootfs.
+/// gone for good (at the next `create`): the allocation record of the range, the
+/// persistent upper layer under /var/lib/sysvisor/rootfs and the volume directories under
+/// /var/lib/sysvisor/volumes.
 pub fn is_pending_reclaim(leak: &str) -> bool {
     leak.starts_with(&format!("file: {SYSVISOR_LIB}/rootfs/"))
+        || leak.starts_with(&format!("file: {SYSVISOR_LIB}/volumes/"))
         || leak.starts_with(&format!("file mentions the id: {SYSVISOR_LIB}/idranges/"))
         || leak.starts_with(&format!("file mentions the id: {SYSVISOR_LIB}/rootfs/"))
 }

@@ -49,10 +49,12 @@
 
 pub mod cmd;
 mod engine;
+pub mod images;
 pub mod leaks;
 
 pub use cmd::Output;
 pub use engine::{Container, Engine, Guard};
+pub use images::SYSTEMD_DOCKER_IMAGE;
 pub use leaks::{parse_uid_map, IdMap};
 
 /// Everything the harness owns at run time lives under here.

@@ -453,18 +453,23 @@ fn rm_frees_the_range_and_leaves_nothing() {
     // At `runc delete` time Docker still holds the layer, so the runtime frees the range
     // from a short background watch that sees the layer go: within seconds, with no other
     // container created meanwhile.
+    wait_until_freed(Path::new("/var/lib/sysvisor/idranges"), &id);
+    e.assert_no_leaks_strict(&id, Some(range));
+}
+
+/// Waits (at most 20 s) until the allocation state in `state_dir` no longer names `id` and
+/// its upper layer is gone: what the runtime's background reclaim does after `docker rm`.
+fn wait_until_freed(state_dir: &Path, id: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let state = Path::new("/var/lib/sysvisor/idranges/state.json");
-    let upper = Path::new("/var/lib/sysvisor/rootfs").join(&id);
-    while std::fs::read_to_string(state).unwrap_or_default().contains(id.as_str()) || upper.exists()
-    {
+    let state = state_dir.join("state.json");
+    let upper = Path::new("/var/lib/sysvisor/rootfs").join(id);
+    while std::fs::read_to_string(&state).unwrap_or_default().contains(id) || upper.exists() {
         assert!(
             std::time::Instant::now() < deadline,
             "range of {id} not freed within 20 s of docker rm"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    e.assert_no_leaks_strict(&id, Some(range));
 }
 
 // ---- bad input ------------------------------------------------------------------------
@@ -570,6 +575,9 @@ fn exhausted_pool_is_a_clear_error_and_rm_frees_a_range() {
     e.assert_no_leaks_with(&first_id, None, &runtime);
     let third_id = third.id();
     assert!(third.remove().success());
+    // Before the tiny pool's state goes with the scratch dir: once it is gone, nothing
+    // would ever reclaim the third container's upper layer.
+    wait_until_freed(&state, &third_id);
     e.assert_no_leaks_with(&third_id, Some(range), &runtime);
 }
 

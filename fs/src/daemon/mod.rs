@@ -68,13 +68,18 @@ pub enum DaemonError {
 /// of a daemon that crashed lazily detached. Returns the canonical path, after the same
 /// checks as `mount` (a directory, not a mount point).
 ///
-/// A dead FUSE mount answers ENOTCONN to whatever reaches the (gone) server. `stat` of its
+/// A dead FUSE mount answers ENOTCONN (or, right after the crash of a daemon that used
+/// io_uring, ECONNABORTED) to whatever reaches the (gone) server. `stat` of its
 /// root usually does not: the kernel has the root's attributes cached (for a day, see
 /// `fuse::filesystem::TTL`); `statfs` always asks the server, so both are tried.
 pub fn prepare_mountpoint(dir: &Path) -> Result<PathBuf, DaemonError> {
     // Dead mounts can be stacked (several crashes); each detach uncovers the next.
     for _ in 0..16 {
-        let dead = |err: &io::Error| err.raw_os_error() == Some(libc::ENOTCONN);
+        // ECONNABORTED: a request that reached the dead daemon's io_uring queues just before
+        // the kernel tore them down (it aborts the connection once the rings are gone).
+        let dead = |err: &io::Error| {
+            matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+        };
         let status = fs::metadata(dir)
             .and_then(|_| nix::sys::statfs::statfs(dir).map(|_| ()).map_err(io::Error::from));
         match status {

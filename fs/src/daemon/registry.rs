@@ -26,6 +26,7 @@ use sysvisor_proto::Container;
 
 use super::clock;
 use crate::caller::{pidns, NsStartTimes};
+use crate::sysctl::identity::{ContainerRef, Containers};
 
 /// Name of the state file in the state directory.
 pub const STATE_FILE: &str = "containers.json";
@@ -147,12 +148,16 @@ struct Entry {
 }
 
 /// What the FUSE workers look up: a registered pid namespace.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct NsEntry {
     init_pid: u32,
     init_start_ticks: u64,
     start_ticks: u64,
+    container: ContainerRef,
 }
+
+/// Called with the id of a container whose registration began or ended.
+type ResetHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What [`Registry::open`] found in the state file.
 #[derive(Debug, Default)]
@@ -184,6 +189,8 @@ pub struct Registry {
     /// Held across every change and its save, so that the file always holds the latest
     /// state and the maps change only after the file did.
     writer: Mutex<()>,
+    /// See [`Registry::on_reset`].
+    reset_hooks: Mutex<Vec<ResetHook>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -221,6 +228,7 @@ impl Registry {
             boot_id: processes.boot_id(),
             processes,
             writer: Mutex::new(()),
+            reset_hooks: Mutex::new(Vec::new()),
         };
         let report = registry.load();
         Ok((registry, report))
@@ -339,25 +347,29 @@ impl Registry {
         let start_ticks = clock::unix_ms_to_boot_ticks(container.created_unix_ms);
         let record = Record { container, init_start_ticks: process.start_ticks, start_ticks };
 
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
         let mut records = self.records();
         records.retain(|r| r.container.id != id);
         records.push(record.clone());
         self.save(&records)?;
-        let previous = self.entries.insert(id, Entry { record, pid_ns: process.pid_ns });
+        let previous = self.entries.insert(id.clone(), Entry { record, pid_ns: process.pid_ns });
         if let Some(previous) = &previous {
             if previous.pid_ns != process.pid_ns {
                 self.reindex(previous.pid_ns);
             }
         }
         self.reindex(process.pid_ns);
+        drop(writer);
+        // A registration is a new life of the container (create, or start after stop):
+        // nothing of a previous one carries over.
+        self.reset(&id);
         Ok(if previous.is_some() { Registered::Replaced } else { Registered::New })
     }
 
     /// Forgets container `id`; `Ok(false)` if it was not registered (not an error: `delete`
     /// may run more than once).
     pub fn unregister(&self, id: &str) -> Result<bool, RegistryError> {
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
         if !self.entries.contains_key(id) {
             return Ok(false);
         }
@@ -367,7 +379,28 @@ impl Registry {
         if let Some((_, entry)) = self.entries.remove(id) {
             self.reindex(entry.pid_ns);
         }
+        drop(writer);
+        self.reset(id);
         Ok(true)
+    }
+
+    /// Runs `hook` with the id of every container whose registration begins (`register`)
+    /// or ends (`unregister`, sweeps, loads that drop it): the per-container state kept
+    /// elsewhere (emulated sysctls) must start afresh or go. Hooks run without the
+    /// registry's lock held.
+    pub fn on_reset(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.reset_hooks.lock().push(Box::new(hook));
+    }
+
+    fn reset(&self, id: &str) {
+        for hook in self.reset_hooks.lock().iter() {
+            hook(id);
+        }
+    }
+
+    /// Whether container `id` is registered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
     }
 
     /// Drops the containers whose init process is gone; returns their ids. The change is
@@ -387,7 +420,7 @@ impl Registry {
         if dead.is_empty() {
             return Vec::new();
         }
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
         let mut dropped = Vec::new();
         for (id, pid, start) in dead {
             // Unless re-registered (another init) in the meantime.
@@ -404,6 +437,10 @@ impl Registry {
             if let Err(err) = self.save(&self.records()) {
                 tracing::warn!("{err}");
             }
+        }
+        drop(writer);
+        for id in &dropped {
+            self.reset(id);
         }
         dropped
     }
@@ -440,6 +477,12 @@ impl Registry {
                 init_pid: e.record.container.init_pid,
                 init_start_ticks: e.record.init_start_ticks,
                 start_ticks: e.record.start_ticks,
+                container: ContainerRef {
+                    id: e.record.container.id.clone(),
+                    uid_base: e.record.container.uid_base,
+                    gid_base: e.record.container.gid_base,
+                    id_count: e.record.container.id_count,
+                },
             })
             .min_by_key(|n| n.start_ticks);
         match earliest {
@@ -470,9 +513,25 @@ impl NsStartTimes for Registry {
     /// is still the process that was registered (a namespace inode number is reused once the
     /// namespace is gone).
     fn ns_start_ticks(&self, pid_ns: u64) -> Option<u64> {
-        let entry = *self.by_ns.get(&pid_ns)?;
+        self.live_ns(pid_ns).map(|entry| entry.start_ticks)
+    }
+}
+
+impl Containers for Registry {
+    /// The registered container owning pid namespace `pid_ns` (the earliest, if several
+    /// share it), if its init is still the process that was registered.
+    fn by_pid_ns(&self, pid_ns: u64) -> Option<ContainerRef> {
+        self.live_ns(pid_ns).map(|entry| entry.container)
+    }
+}
+
+impl Registry {
+    /// The entry of pid namespace `pid_ns` if its init is still the registered process (a
+    /// namespace inode number is reused once the namespace is gone).
+    fn live_ns(&self, pid_ns: u64) -> Option<NsEntry> {
+        let entry = self.by_ns.get(&pid_ns)?.clone();
         let expected = ProcIdentity { start_ticks: entry.init_start_ticks, pid_ns };
-        (self.processes.identity(entry.init_pid) == Some(expected)).then_some(entry.start_ticks)
+        (self.processes.identity(entry.init_pid) == Some(expected)).then_some(entry)
     }
 }
 
@@ -492,7 +551,7 @@ fn validate_id(id: &str) -> Result<(), RegistryError> {
 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the
 /// new one: a temp file in the same directory, fsynced, renamed over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -817,6 +876,33 @@ pub(crate) mod tests {
         assert!(matches!(report.problem, Some(RegistryError::Read { .. })));
         // No temp file left behind.
         assert_eq!(files_in(dir.path()), [STATE_FILE]);
+    }
+
+    #[test]
+    fn containers_by_pid_namespace_and_reset_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeProcesses::new();
+        fake.spawn(10, 500, 100);
+        fake.spawn(20, 600, 200);
+        let (registry, _) = open(dir.path(), &fake);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        registry.on_reset(move |id| log.lock().push(id.to_string()));
+        registry.register(container("a", 10, 1000)).unwrap();
+        registry.register(container("b", 20, 1000)).unwrap();
+        let a = registry.by_pid_ns(100).expect("a by its pid namespace");
+        assert_eq!(
+            (a.id.as_str(), a.uid_base, a.gid_base, a.id_count),
+            ("a", 100_000, 100_000, 65536)
+        );
+        assert_eq!(registry.by_pid_ns(300), None);
+        assert!(registry.contains("a") && !registry.contains("c"));
+        registry.unregister("a").unwrap();
+        registry.unregister("a").unwrap();
+        fake.kill(20);
+        assert_eq!(registry.by_pid_ns(200), None, "a dead init is never matched");
+        registry.sweep();
+        assert_eq!(*seen.lock(), ["a", "b", "a", "b"]);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub enum FuseError {
     #[error("cannot read the CPU affinity")]
     Affinity(#[source] nix::Error),
 
+    /// FUSE over io_uring was required and cannot be used.
+    #[error("FUSE over io_uring")]
+    Uring(#[from] super::uring::UringError),
+
     /// Unmounting failed.
     #[error("cannot unmount {}", path.display())]
     Unmount {

@@ -1,6 +1,12 @@
-//! The FUSE operations (fuse-backend-rs [`FileSystem`]) on top of the static [`Tree`] and the
-//! [`HandleTable`]: directories 0555 and files 0444 owned by root, nothing writable (EACCES),
-//! every open file a fresh per-caller snapshot rendered by the service.
+//! The FUSE operations (fuse-backend-rs [`FileSystem`]) on top of the static [`Tree`], the
+//! [`DynInodes`] below mirror directories and the [`HandleTable`].
+//!
+//! - Static tree: directories 0555 and view files 0444 owned by root, nothing writable
+//!   (EACCES); every open file a fresh per-caller snapshot rendered by the service.
+//! - Below a mirror directory (`proc/sys`, `sys/kernel`, ...): what the source says the
+//!   path is for the caller ([`ContentSource::lookup_dyn`]): its type, mode, owner and
+//!   content; writable files take `open(O_WRONLY|O_TRUNC)` (a SETATTR of size 0, accepted
+//!   without effect), then WRITEs that go to the target chosen at open.
 //!
 //! # Files, inodes and the page cache
 //!
@@ -8,19 +14,24 @@
 //! But sendfile/splice (busybox `cat`) ignore `FOPEN_DIRECT_IO` on kernels 6.5 to 6.18: they
 //! read the inode's page cache (filled by READs on the handle of whoever reads first after
 //! an open, which empties it) and stop at the kernel's size of the file. Hence:
-//! - one inode per (file, cgroup set of the caller): LOOKUP resolves the caller and answers
-//!   [`file_ino`]`(node, cgroup)` with an entry timeout of 0, so every path walk looks the
-//!   file up again and gets the inode of its own cgroup set. Callers in different cgroups
-//!   never share a page cache; a container's bind mount (made from inside its cgroup) keeps
-//!   its inode without further lookups. Open still renders for the actual caller;
-//! - `st_size` is the exact length of the caller's current rendering, and the attributes of
+//! - view files have one inode for every caller ([`file_ino`]`(node, 0)`), entries cached
+//!   like directories: a lookup by another caller must never invalidate the dentry a
+//!   runtime has just opened with O_PATH to bind-mount the view into a container (runc's
+//!   mount then fails with ENOENT). Open always renders for the actual caller; the cost is
+//!   the caveat in docs/design.md: sendfile readers of different cgroups may share pages;
+//! - dynamic files whose content depends on the caller get an inode per caller view and
+//!   calling thread, and an entry timeout of 0 (every path walk looks them up again and
+//!   gets its own inode): no one bind-mounts them one by one, so no two threads share their
+//!   page cache (another container's, or a writer of the same file, which changes its
+//!   length under a reader's feet);
+//! - `st_size` is the exact length of the caller's current content, and the attributes of
 //!   files are not cached (timeout 0): with `default_permissions` the kernel asks for them
 //!   (GETATTR) in the permission check of every open, by the opener, bind mount or not. A
 //!   splice read thus stops exactly at the end of the content, however it grew or shrank
 //!   since the last open;
-//! - the open serves the very rendering whose length the opener's GETATTR (or LOOKUP) just
-//!   reported, kept briefly (`SIZED_TTL`) by (inode, thread) in `sized`, so a view
-//!   re-rendered in between cannot be cut.
+//! - the open serves the very content whose length the opener's GETATTR just reported,
+//!   kept briefly (`SIZED_TTL`) by (inode, thread) in `sized`, so content changed in
+//!   between cannot be cut.
 //!
 //! Measured on 6.18, and why not the alternatives: a `st_size` larger than the content
 //! relies on the short page-cache READ shrinking the kernel's size to find EOF, but the
@@ -31,33 +42,29 @@
 //! `FUSE_NOTIFY_STORE` to grow the size at open must lock a page that a queued READ may hold
 //! (it deadlocked a single worker).
 //!
-//! Left: callers of one cgroup set share the page cache, so two of them reading the same
-//! file at the moment its rendering changes length (the view cache expires) can see the
-//! other's length: one read cut or zero-padded, measured about once in 1000 reads with four
-//! busybox loops on /proc/stat. A process reading through another cgroup's inode (a bind
-//! mount made elsewhere, or after changing cgroup) gets its own view with read(2), but
-//! shares that inode's page cache with splice.
-//!
 //! # Round trips
 //!
-//! Kept to the minimum the kernel allows. `open + read-to-EOF + close` costs, through a bind
-//! mount (how containers read), GETATTR, OPEN, READ, READ (returns 0: direct I/O cannot know
-//! EOF otherwise; a splice reader stops at `st_size` instead) and an asynchronous RELEASE;
-//! through the path, a LOOKUP of the file first:
-//! - directory entries, negative entries and directory attributes are cached by the kernel
-//!   for a day (the tree never changes); with `default_permissions` (set by fuse-backend-rs)
-//!   ACCESS is never sent;
+//! Kept to the minimum the kernel allows. `open + read-to-EOF + close` of a view costs,
+//! through a bind mount (how containers read), GETATTR, OPEN, READ, READ (returns 0: direct
+//! I/O cannot know EOF otherwise; a splice reader stops at `st_size` instead) and an
+//! asynchronous RELEASE; through the path, a LOOKUP of the file first:
+//! - static directory entries, negative entries and directory attributes are cached by the
+//!   kernel for a day (the tree never changes); dynamic ones for [`DYN_TTL`], or not at all
+//!   where they depend on the caller's namespaces (`proc/sys/net`); with
+//!   `default_permissions` (set by fuse-backend-rs) ACCESS is never sent;
 //! - FLUSH, GETXATTR, LISTXATTR, LSEEK, POLL, FSYNC, STATX answer ENOSYS once and the kernel
 //!   stops asking (fuse-backend-rs 0.14 does not expose FOPEN_NOFLUSH, so the very first
 //!   close of the mount still costs one FLUSH);
-//! - directories: OPENDIR/RELEASEDIR are disabled (`ZERO_MESSAGE_OPENDIR`), which also makes
-//!   the kernel cache directory listings; READDIRPLUS fills the entry cache of directories
-//!   in one go (files are left out: they are looked up per caller anyway);
+//! - directories: OPENDIR of a static directory answers `CACHE_DIR | KEEP_CACHE`, so the
+//!   kernel keeps its listing; a dynamic directory's OPENDIR lists it for the caller into a
+//!   handle (never cached: the listing of `proc/sys/net/...` is the caller's network
+//!   namespace's). READDIRPLUS fills the entry cache of static directories in one go
+//!   (files and dynamic entries are left out: they are looked up per caller);
 //! - an fstat() of an open file costs a GETATTR (answered with that handle's length).
 
 use std::ffi::CStr;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,19 +76,20 @@ use fuse_backend_rs::api::filesystem::{
 };
 
 use super::handles::{HandleTable, Snapshot};
-use super::inode::{file_ino, file_st_ino, Ino, LookupError, Node, Tree};
+use super::inode::{file_ino, file_st_ino, DynInodes, DynNode, Ino, LookupError, Node, Tree};
 use crate::service::{Service, ServiceError};
+use crate::sysctl::{Asker, Found, Listed, NodeAttr, NodeType};
 
-/// How long the kernel may cache directory entries, negative entries and directory
-/// attributes: the tree is static for the lifetime of the mount.
+/// How long the kernel may cache static directory entries, negative entries and directory
+/// attributes: the static tree never changes for the lifetime of the mount.
 pub const TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Entry timeout of files: as long as directories'. A file has one inode for every caller:
-/// an inode per cgroup set would keep the page cache of sendfile readers apart (kernels
-/// 6.5-6.18 splice FOPEN_DIRECT_IO files through the page cache), but a lookup by another
-/// cgroup then invalidates the dentry a runtime has just opened with O_PATH to bind-mount it
-/// into a container, and that mount fails with ENOENT. Bind mounts must work; see
-/// docs/design.md for the sendfile caveat.
+/// Entry timeout of view files: as long as directories'. A file has one inode for every
+/// caller: an inode per cgroup set would keep the page cache of sendfile readers apart
+/// (kernels 6.5-6.18 splice FOPEN_DIRECT_IO files through the page cache), but a lookup by
+/// another cgroup then invalidates the dentry a runtime has just opened with O_PATH to
+/// bind-mount it into a container, and that mount fails with ENOENT. Bind mounts must
+/// work; see docs/design.md for the sendfile caveat.
 pub const FILE_ENTRY_TTL: Duration = TTL;
 
 /// Attribute timeout of files: 0, so the kernel asks again (GETATTR) before every open, by
@@ -90,7 +98,12 @@ pub const FILE_ENTRY_TTL: Duration = TTL;
 /// the size of the last caller's rendering.)
 pub const FILE_ATTR_TTL: Duration = Duration::ZERO;
 
-/// `st_size` of a file when the caller's view cannot be rendered (its open fails anyway).
+/// How long the kernel may cache dynamic entries (and the attributes of dynamic
+/// directories) that are the same for every caller: a module loaded on the host adds
+/// sysctls, which then appear within this time.
+pub const DYN_TTL: Duration = Duration::from_secs(1);
+
+/// `st_size` of a file when the caller's content cannot be rendered (its open fails anyway).
 pub const FILE_SIZE: i64 = 4096;
 
 /// How long a rendering sized by LOOKUP or GETATTR waits for the open of the same thread
@@ -104,24 +117,109 @@ const SIZED_SWEEP_EVERY: u64 = 256;
 /// render afresh).
 const SIZED_MAX: usize = 16384;
 
+/// The most bytes one WRITE may carry to a dynamic file (the kernel reads at most a page
+/// of a sysctl write).
+const MAX_WRITE: u32 = 1 << 16;
+
 const DIR_MODE: u32 = libc::S_IFDIR | 0o555;
 const FILE_MODE: u32 = libc::S_IFREG | 0o444;
 
-/// Where file contents come from: "process `pid` reads view `view`" -> bytes, and which
-/// cgroup set `pid` is in. Implemented by [`Service`]; tests plug in fakes.
+/// Where file contents come from: "process `pid` reads view `view`" -> bytes, and what the
+/// dynamic trees hold for a caller. Implemented by [`Service`]; tests plug in fakes.
 pub trait ContentSource: Send + Sync {
+    /// Where the writes of a dynamic file opened for writing go.
+    type Target: Send + Sync + 'static;
+
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
+
+    /// What `path` below mirror `mirror` is for `asker` (with its content, if asked and a
+    /// file). Errors are errnos.
+    fn lookup_dyn(
+        &self,
+        asker: Asker,
+        mirror: usize,
+        path: &str,
+        content: bool,
+    ) -> Result<Found, i32>;
+
+    /// The entries of directory `path` below mirror `mirror` for `asker`.
+    fn list_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<Listed>, i32>;
+
+    /// Opens file `path` for writing: EACCES unless `asker` may.
+    fn open_write_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Self::Target, i32>;
+
+    /// write(2) of `data` at `offset`.
+    fn write_dyn(&self, target: &Self::Target, offset: u64, data: &[u8]) -> Result<usize, i32>;
+
+    /// The target of symlink `path`.
+    fn readlink_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<u8>, i32>;
 }
 
 impl ContentSource for Service {
+    type Target = crate::sysctl::Target;
+
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         Service::content(self, view, pid)
+    }
+
+    fn lookup_dyn(
+        &self,
+        asker: Asker,
+        mirror: usize,
+        path: &str,
+        content: bool,
+    ) -> Result<Found, i32> {
+        self.mirrors().lookup(asker, mirror, path, content)
+    }
+
+    fn list_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<Listed>, i32> {
+        self.mirrors().list(asker, mirror, path)
+    }
+
+    fn open_write_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Self::Target, i32> {
+        self.mirrors().open_write(asker, mirror, path)
+    }
+
+    fn write_dyn(&self, target: &Self::Target, offset: u64, data: &[u8]) -> Result<usize, i32> {
+        self.mirrors().write(target, offset, data)
+    }
+
+    fn readlink_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<u8>, i32> {
+        self.mirrors().readlink(asker, mirror, path)
     }
 }
 
 impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
+    type Target = T::Target;
+
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         (**self).content(view, pid)
+    }
+
+    fn lookup_dyn(
+        &self,
+        asker: Asker,
+        mirror: usize,
+        path: &str,
+        content: bool,
+    ) -> Result<Found, i32> {
+        (**self).lookup_dyn(asker, mirror, path, content)
+    }
+
+    fn list_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<Listed>, i32> {
+        (**self).list_dyn(asker, mirror, path)
+    }
+
+    fn open_write_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Self::Target, i32> {
+        (**self).open_write_dyn(asker, mirror, path)
+    }
+
+    fn write_dyn(&self, target: &Self::Target, offset: u64, data: &[u8]) -> Result<usize, i32> {
+        (**self).write_dyn(target, offset, data)
+    }
+
+    fn readlink_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<u8>, i32> {
+        (**self).readlink_dyn(asker, mirror, path)
     }
 }
 
@@ -131,16 +229,44 @@ struct SizedRendering {
     data: Vec<u8>,
 }
 
+/// A dynamic node as one caller sees it, with its content if asked for.
+type FoundNode = (NodeAttr, Option<Result<Vec<u8>, i32>>);
+
+/// What an open handle holds.
+pub enum Handle<T> {
+    /// A file's content at open, and where its writes go if opened for writing.
+    File { snapshot: Snapshot, target: Option<T> },
+    /// A dynamic directory's entries at opendir.
+    Dir(Vec<Listed>),
+}
+
+/// An inode number the kernel gave us, resolved.
+enum Resolved<'a> {
+    Static(&'a Node),
+    Dyn(Arc<DynNode>),
+}
+
+/// A directory things can be looked up in.
+enum DirRef<'a> {
+    Static(&'a Node),
+    /// Mirror `mirror`'s directory `path` ("" = the mirror's own).
+    Mirror {
+        mirror: usize,
+        path: String,
+    },
+}
+
 /// The virtual file system served on the mount point.
-pub struct VirtualFs<S = Arc<Service>> {
+pub struct VirtualFs<S: ContentSource = Arc<Service>> {
     tree: Tree,
     /// Attributes of tree node `n` at index `n - 1`, computed once; for files a template
     /// completed per caller (inode number, size).
     attrs: Vec<stat64>,
-    handles: HandleTable,
+    dyn_inodes: DynInodes,
+    handles: HandleTable<Handle<S::Target>>,
     source: S,
-    /// The kernel agreed to `ZERO_MESSAGE_OPENDIR`: opendir may answer ENOSYS.
-    no_opendir: AtomicBool,
+    /// When the file system was made: the times of every inode.
+    born: Duration,
     /// The rendering last sized for (file inode, thread) by LOOKUP or GETATTR, taken by the
     /// open that follows.
     sized: DashMap<(u64, u32), SizedRendering>,
@@ -154,9 +280,10 @@ impl<S: ContentSource> VirtualFs<S> {
         VirtualFs {
             tree,
             attrs,
+            dyn_inodes: DynInodes::new(),
             handles: HandleTable::new(),
             source,
-            no_opendir: AtomicBool::new(false),
+            born: now,
             sized: DashMap::new(),
             sized_inserts: AtomicU64::new(0),
         }
@@ -166,7 +293,7 @@ impl<S: ContentSource> VirtualFs<S> {
         &self.tree
     }
 
-    /// Open file handles (snapshots) right now.
+    /// Open file and directory handles right now.
     pub fn open_handles(&self) -> usize {
         self.handles.len()
     }
@@ -174,6 +301,18 @@ impl<S: ContentSource> VirtualFs<S> {
     /// Renderings sized by LOOKUP or GETATTR and not opened yet.
     pub fn pending_sizes(&self) -> usize {
         self.sized.len()
+    }
+
+    /// Dynamic inodes the kernel holds.
+    pub fn dynamic_inodes(&self) -> usize {
+        self.dyn_inodes.len()
+    }
+
+    fn resolve(&self, ino: u64) -> Option<Resolved<'_>> {
+        match Ino::decode(ino) {
+            Ino::Dynamic(_) => self.dyn_inodes.get(ino).map(Resolved::Dyn),
+            _ => self.tree.resolve(ino).map(|(node, _)| Resolved::Static(node)),
+        }
     }
 
     fn node(&self, ino: u64) -> io::Result<&Node> {
@@ -188,6 +327,27 @@ impl<S: ContentSource> VirtualFs<S> {
             st.st_size = size;
             st.st_blocks = (size + 511) / 512;
         }
+        st
+    }
+
+    /// Attributes of dynamic node `node` as `attr` describes it for one caller.
+    fn dyn_attr(&self, node: &DynNode, attr: &NodeAttr, size: i64) -> stat64 {
+        let mut st = Entry::default().attr;
+        st.st_ino = node.st_ino();
+        st.st_mode = attr.mode & 0o7777
+            | match attr.typ {
+                NodeType::Dir => libc::S_IFDIR,
+                NodeType::File => libc::S_IFREG,
+                NodeType::Symlink => libc::S_IFLNK,
+            };
+        // 1: "unknown" for a directory, as for file systems that do not count subdirectories.
+        st.st_nlink = 1;
+        st.st_uid = attr.uid;
+        st.st_gid = attr.gid;
+        st.st_size = if attr.typ == NodeType::File { size } else { 0 };
+        st.st_blksize = 4096;
+        st.st_blocks = (st.st_size + 511) / 512;
+        set_times(&mut st, self.born);
         st
     }
 
@@ -223,10 +383,11 @@ impl<S: ContentSource> VirtualFs<S> {
         (sized.at.elapsed() < SIZED_TTL).then_some(sized.data)
     }
 
-    /// The entry of `node`. Files report [`FILE_SIZE`] here: their attributes expire at once,
-    /// so the kernel asks GETATTR, for the opener, before every open, and that answer carries
-    /// the opener's exact size. Lookups resolve no caller: a runtime looks the views up from a
-    /// process that then joins the container's cgroup under the same pid.
+    /// The entry of static node `node`. View files report [`FILE_SIZE`] here: their
+    /// attributes expire at once, so the kernel asks GETATTR, for the opener, before every
+    /// open, and that answer carries the opener's exact size. Lookups resolve no caller: a
+    /// runtime looks the views up from a process that then joins the container's cgroup
+    /// under the same pid.
     fn entry(&self, node: &Node) -> Entry {
         let (inode, size, attr_timeout, entry_timeout) = match node.view() {
             None => (node.ino, 0, TTL, TTL),
@@ -242,8 +403,74 @@ impl<S: ContentSource> VirtualFs<S> {
         }
     }
 
-    /// Walks the entries of directory `ino` from `offset` (0 = start; entry `i` has offset
-    /// `i + 1`) until `add` reports a full buffer (returns 0).
+    /// The directory inode `ino` names, for lookups and listings.
+    fn dir_ref(&self, ino: u64) -> io::Result<DirRef<'_>> {
+        match self.resolve(ino) {
+            Some(Resolved::Static(node)) => match node.mirror() {
+                Some(mirror) => Ok(DirRef::Mirror { mirror, path: String::new() }),
+                None if node.is_dir() => Ok(DirRef::Static(node)),
+                None => Err(errno(libc::ENOTDIR)),
+            },
+            Some(Resolved::Dyn(node)) if node.typ == NodeType::Dir => {
+                Ok(DirRef::Mirror { mirror: node.mirror, path: node.path.to_string() })
+            }
+            Some(Resolved::Dyn(_)) => Err(errno(libc::ENOTDIR)),
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
+    /// LOOKUP below a mirror.
+    fn lookup_dyn(
+        &self,
+        ctx: &Context,
+        mirror: usize,
+        dir: &str,
+        name: &[u8],
+    ) -> io::Result<Entry> {
+        let Some(name) = std::str::from_utf8(name).ok().filter(|n| valid_name(n)) else {
+            return Ok(negative(Duration::ZERO));
+        };
+        let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+        let found = self.source.lookup_dyn(asker(ctx), mirror, &path, false).map_err(errno)?;
+        let Some(attr) = found.attr else {
+            return Ok(negative(if found.varies { Duration::ZERO } else { DYN_TTL }));
+        };
+        // A file whose content depends on the caller: an inode per calling thread (see the
+        // module doc: a sendfile reader's page cache is then its own).
+        let view = match attr.typ {
+            NodeType::File if attr.view != 0 => thread_view(attr.view, caller_pid(ctx)),
+            _ => attr.view,
+        };
+        let node = self.dyn_inodes.lookup(mirror, &path, attr.typ, view);
+        let per_caller = found.varies || attr.view != 0;
+        let (attr_timeout, entry_timeout) = match attr.typ {
+            NodeType::File => (FILE_ATTR_TTL, if per_caller { Duration::ZERO } else { DYN_TTL }),
+            NodeType::Dir | NodeType::Symlink => {
+                (DYN_TTL, if per_caller { Duration::ZERO } else { DYN_TTL })
+            }
+        };
+        Ok(Entry {
+            inode: node.ino,
+            generation: 0,
+            attr: self.dyn_attr(&node, &attr, FILE_SIZE),
+            attr_flags: 0,
+            attr_timeout,
+            entry_timeout,
+        })
+    }
+
+    /// What dynamic node `node` is now for the caller (ENOENT when gone), with content.
+    fn found(&self, ctx: &Context, node: &DynNode, content: bool) -> io::Result<FoundNode> {
+        let found =
+            self.source.lookup_dyn(asker(ctx), node.mirror, &node.path, content).map_err(errno)?;
+        match found.attr {
+            Some(attr) => Ok((attr, found.content)),
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
+    /// Walks the entries of static directory `ino` from `offset` (0 = start; entry `i` has
+    /// offset `i + 1`) until `add` reports a full buffer (returns 0).
     fn list(
         &self,
         ino: u64,
@@ -268,16 +495,101 @@ impl<S: ContentSource> VirtualFs<S> {
         }
         Ok(())
     }
+
+    /// Walks the entries of dynamic directory `ino` (open as `handle`, or listed afresh)
+    /// like [`VirtualFs::list`].
+    fn list_dyn(
+        &self,
+        ctx: &Context,
+        ino: u64,
+        handle: u64,
+        offset: u64,
+        add: &mut dyn FnMut(DirEntry<'_>) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let DirRef::Mirror { mirror, path } = self.dir_ref(ino)? else {
+            return Err(errno(libc::EIO));
+        };
+        let listed = self.handles.with(handle, |h| match h {
+            Handle::Dir(entries) => Some(entries.clone()),
+            Handle::File { .. } => None,
+        });
+        let entries = match listed.flatten() {
+            Some(entries) => entries,
+            None => self.source.list_dyn(asker(ctx), mirror, &path).map_err(errno)?,
+        };
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        let dots = [(".", NodeType::Dir), ("..", NodeType::Dir)];
+        let all = dots
+            .iter()
+            .map(|(n, t)| (*n, *t))
+            .chain(entries.iter().map(|e| (e.name.as_str(), e.typ)));
+        for (i, (name, typ)) in all.enumerate().skip(skip) {
+            let dirent = DirEntry {
+                ino: pseudo_ino(mirror, &path, name),
+                offset: i as u64 + 1,
+                type_: u32::from(match typ {
+                    NodeType::Dir => libc::DT_DIR,
+                    NodeType::File => libc::DT_REG,
+                    NodeType::Symlink => libc::DT_LNK,
+                }),
+                name: name.as_bytes(),
+            };
+            if add(dirent)? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The pid (thread id) of the caller, in the mounter's (host) pid namespace; 0 if the caller
-/// is not visible there, which the service reports as an error.
+/// The asker of a FUSE request: its pid (thread id) in the mounter's (host) pid
+/// namespace, 0 if the caller is not visible there (the service reports that as an error),
+/// and its fsuid.
+fn asker(ctx: &Context) -> Asker {
+    Asker { pid: caller_pid(ctx), uid: ctx.uid }
+}
+
 fn caller_pid(ctx: &Context) -> u32 {
     u32::try_from(ctx.pid).unwrap_or(0)
 }
 
 fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
+}
+
+/// A negative entry the kernel may cache for `ttl`.
+fn negative(ttl: Duration) -> Entry {
+    Entry { inode: 0, entry_timeout: ttl, ..Entry::default() }
+}
+
+/// A name a dynamic directory may hold.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}
+
+/// The inode view of caller view `view` for thread `tid`.
+fn thread_view(view: u64, tid: u32) -> u64 {
+    (view ^ u64::from(tid).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+}
+
+/// A `d_ino` for a dynamic directory entry (readdir does not count lookups, so it cannot
+/// hand out inode numbers): a stable hash of the path, in 31 bits.
+fn pseudo_ino(mirror: usize, dir: &str, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ mirror as u64;
+    for b in dir.bytes().chain([b'/']).chain(name.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h & 0x7fff_ffff) | 0x4000_0000
+}
+
+fn set_times(st: &mut stat64, at: Duration) {
+    let (secs, nsecs) = (at.as_secs() as i64, i64::from(at.subsec_nanos()));
+    st.st_atime = secs;
+    st.st_atime_nsec = nsecs;
+    st.st_mtime = secs;
+    st.st_mtime_nsec = nsecs;
+    st.st_ctime = secs;
+    st.st_ctime_nsec = nsecs;
 }
 
 fn make_attr(tree: &Tree, node: &Node, now: Duration) -> stat64 {
@@ -296,13 +608,7 @@ fn make_attr(tree: &Tree, node: &Node, now: Duration) -> stat64 {
     st.st_size = FILE_SIZE;
     st.st_blksize = 4096;
     st.st_blocks = FILE_SIZE / 512;
-    let (secs, nsecs) = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
-    st.st_atime = secs;
-    st.st_atime_nsec = nsecs;
-    st.st_mtime = secs;
-    st.st_mtime_nsec = nsecs;
-    st.st_ctime = secs;
-    st.st_ctime_nsec = nsecs;
+    set_times(&mut st, now);
     st
 }
 
@@ -312,14 +618,15 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         // Not WRITEBACK_CACHE: the kernel would never shrink a file's size to the end of a
-        // short page-cache read, and splice would return zeroes up to `st_size`.
+        // short page-cache read, and splice would return zeroes up to `st_size`. Not
+        // ZERO_MESSAGE_OPENDIR: it makes the kernel keep the listing of every directory,
+        // and a dynamic directory's depends on the caller. Not ATOMIC_O_TRUNC: a truncating
+        // open of a sysctl comes as SETATTR (size 0), accepted without effect, then OPEN.
         let wanted = FsOptions::ASYNC_READ
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::DO_READDIRPLUS
             | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::ZERO_MESSAGE_OPENDIR
             | FsOptions::MAX_PAGES;
-        self.no_opendir.store(capable.contains(FsOptions::ZERO_MESSAGE_OPENDIR), Ordering::Relaxed);
         tracing::debug!(capable = ?capable, enabled = ?(capable & wanted), "FUSE init");
         Ok(wanted)
     }
@@ -327,20 +634,25 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
     fn destroy(&self) {
         self.handles.clear();
         self.sized.clear();
+        self.dyn_inodes.clear();
     }
 
-    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
-        let dir = match self.tree.resolve(parent) {
-            Some((dir, Ino::Dir(_))) => dir,
-            Some((_, Ino::File { .. })) => return Err(errno(libc::ENOTDIR)),
-            None => return Err(errno(libc::ENOENT)),
-        };
-        match self.tree.lookup(dir.ino, name.to_bytes()) {
-            Ok(Some(node)) => Ok(self.entry(node)),
-            // A negative entry the kernel may cache as long as a directory entry.
-            Ok(None) => Ok(Entry { inode: 0, entry_timeout: TTL, ..Entry::default() }),
-            Err(LookupError::NotADirectory) => Err(errno(libc::ENOTDIR)),
-            Err(LookupError::NoParent) => Err(errno(libc::ENOENT)),
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        match self.dir_ref(parent)? {
+            DirRef::Mirror { mirror, path } => self.lookup_dyn(ctx, mirror, &path, name.to_bytes()),
+            DirRef::Static(dir) => match self.tree.lookup(dir.ino, name.to_bytes()) {
+                Ok(Some(node)) => Ok(self.entry(node)),
+                // A negative entry the kernel may cache as long as a directory entry.
+                Ok(None) => Ok(negative(TTL)),
+                Err(LookupError::NotADirectory) => Err(errno(libc::ENOTDIR)),
+                Err(LookupError::NoParent) => Err(errno(libc::ENOENT)),
+            },
+        }
+    }
+
+    fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
+        if let Ino::Dynamic(ino) = Ino::decode(inode) {
+            self.dyn_inodes.forget(ino, count);
         }
     }
 
@@ -350,15 +662,19 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         inode: u64,
         handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
-        let node = self.node(inode)?;
+        let node = match self.resolve(inode) {
+            Some(Resolved::Static(node)) => node,
+            Some(Resolved::Dyn(node)) => return self.getattr_dyn(ctx, &node, handle),
+            None => return Err(errno(libc::ENOENT)),
+        };
         let Some(view) = node.view() else {
             return Ok((self.attr(node, inode, 0), TTL));
         };
         // fstat() of an open file: the length of its own snapshot. Otherwise (the permission
         // check of an open, stat) the caller's current rendering.
-        let open_size = handle.and_then(|fh| self.handles.with(fh, |s| s.data.len()));
+        let open_size = handle.and_then(|fh| self.open_size(fh));
         let size = match open_size {
-            Some(len) => i64::try_from(len).unwrap_or(i64::MAX),
+            Some(len) => len,
             None => self.size_for(inode, view, caller_pid(ctx)),
         };
         Ok((self.attr(node, inode, size), FILE_ATTR_TTL))
@@ -366,13 +682,45 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
 
     fn setattr(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _attr: stat64,
+        ctx: &Context,
+        inode: u64,
+        attr: stat64,
         _handle: Option<u64>,
-        _valid: SetattrValid,
+        valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
-        Err(errno(libc::EACCES))
+        let Some(Resolved::Dyn(node)) = self.resolve(inode) else {
+            return Err(errno(libc::EACCES));
+        };
+        // A truncating open of a writable file (O_TRUNC) or a time change: accepted,
+        // without effect, as procfs does. Owner and mode changes: EPERM, as procfs.
+        if valid.intersects(SetattrValid::MODE | SetattrValid::UID | SetattrValid::GID) {
+            return Err(errno(libc::EPERM));
+        }
+        if valid.contains(SetattrValid::SIZE) && attr.st_size != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let (found, content) = self.found(ctx, &node, true)?;
+        if node.typ != NodeType::File || !found.writable {
+            tracing::debug!(pid = ctx.pid, uid = ctx.uid, path = %node.path, ?found, "setattr refused");
+            return Err(errno(if node.typ == NodeType::Dir { libc::EISDIR } else { libc::EACCES }));
+        }
+        // The size of the content, not 0: the kernel takes the reply's size as the file's,
+        // and a sendfile reader of this inode would read nothing.
+        let size = match content {
+            Some(Ok(data)) => i64::try_from(data.len()).unwrap_or(i64::MAX),
+            _ => FILE_SIZE,
+        };
+        Ok((self.dyn_attr(&node, &found, size), FILE_ATTR_TTL))
+    }
+
+    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        match self.resolve(inode) {
+            Some(Resolved::Dyn(node)) if node.typ == NodeType::Symlink => {
+                self.source.readlink_dyn(asker(ctx), node.mirror, &node.path).map_err(errno)
+            }
+            Some(_) => Err(errno(libc::EINVAL)),
+            None => Err(errno(libc::ENOENT)),
+        }
     }
 
     fn symlink(&self, _: &Context, _: &CStr, _: u64, _: &CStr) -> io::Result<Entry> {
@@ -410,26 +758,24 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        let node = self.node(inode)?;
+        let node = match self.resolve(inode) {
+            Some(Resolved::Static(node)) => node,
+            Some(Resolved::Dyn(node)) => return self.open_dyn(ctx, &node, flags),
+            None => return Err(errno(libc::ENOENT)),
+        };
         let view = node.view().ok_or_else(|| errno(libc::EISDIR))?;
         if flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EACCES));
         }
-        // Always the caller's own view, whichever cgroup set's inode it opens: the rendering
-        // its LOOKUP or GETATTR just sized (the kernel's `st_size`), else a fresh one.
+        // Always the caller's own view: the rendering its LOOKUP or GETATTR just sized (the
+        // kernel's `st_size`), else a fresh one.
         let pid = caller_pid(ctx);
         let data = match self.take_sized(inode, pid) {
             Some(data) => Ok(data),
             None => self.source.content(view, pid),
         };
         match data {
-            Ok(data) => {
-                let handle = self.handles.insert(Snapshot::new(view, data));
-                // Direct I/O: every read(2) comes to us, served from this handle's snapshot.
-                // No FOPEN_KEEP_CACHE: the kernel empties the inode's page cache, so a splice
-                // reader (which ignores direct I/O) fills it afresh through this handle.
-                Ok((Some(handle), OpenOptions::DIRECT_IO, None))
-            }
+            Ok(data) => Ok((Some(self.open_file(data, None)), OpenOptions::DIRECT_IO, None)),
             Err(err) => {
                 tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
                 Err(errno(libc::EIO))
@@ -460,27 +806,38 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         _flags: u32,
     ) -> io::Result<usize> {
         self.handles
-            .with(handle, |snapshot| {
-                let part = snapshot.slice(offset, size as usize);
-                w.write_all(part).map(|()| part.len())
+            .with(handle, |h| match h {
+                Handle::File { snapshot, .. } => {
+                    let part = snapshot.slice(offset, size as usize);
+                    w.write_all(part).map(|()| part.len())
+                }
+                Handle::Dir(_) => Err(errno(libc::EISDIR)),
             })
             .unwrap_or_else(|| Err(errno(libc::EBADF)))
     }
 
     fn write(
         &self,
-        _: &Context,
-        _: u64,
-        _: u64,
-        _: &mut dyn ZeroCopyReader,
-        _: u32,
-        _: u64,
-        _: Option<u64>,
-        _: bool,
-        _: u32,
-        _: u32,
+        _ctx: &Context,
+        _inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _delayed_write: bool,
+        _flags: u32,
+        _fuse_flags: u32,
     ) -> io::Result<usize> {
-        Err(errno(libc::EACCES))
+        let mut data = vec![0u8; size.min(MAX_WRITE) as usize];
+        r.read_exact(&mut data)?;
+        let result = self.handles.with(handle, |h| match h {
+            Handle::File { target: Some(target), .. } => {
+                self.source.write_dyn(target, offset, &data).map_err(errno)
+            }
+            _ => Err(errno(libc::EBADF)),
+        });
+        result.unwrap_or_else(|| Err(errno(libc::EBADF)))
     }
 
     /// ENOSYS: the kernel then treats flush as a success and never sends it again.
@@ -508,65 +865,165 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
 
     fn opendir(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         _flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        if !self.node(inode)?.is_dir() {
-            return Err(errno(libc::ENOTDIR));
+        match self.dir_ref(inode)? {
+            // Static: the kernel may keep the listing.
+            DirRef::Static(_) => Ok((None, OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE)),
+            DirRef::Mirror { mirror, path } => {
+                let entries = self.source.list_dyn(asker(ctx), mirror, &path).map_err(errno)?;
+                Ok((Some(self.handles.insert(Handle::Dir(entries))), OpenOptions::empty()))
+            }
         }
-        if self.no_opendir.load(Ordering::Relaxed) {
-            // Taken as success; the kernel stops sending OPENDIR/RELEASEDIR and caches the
-            // listings of the (static) directories.
-            return Err(errno(libc::ENOSYS));
-        }
-        Ok((None, OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE))
     }
 
     fn readdir(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
-        _handle: u64,
+        handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.list(inode, offset, |dirent, _| add_entry(dirent))
+        match self.dir_ref(inode)? {
+            DirRef::Static(_) => self.list(inode, offset, |dirent, _| add_entry(dirent)),
+            DirRef::Mirror { .. } => self.list_dyn(ctx, inode, handle, offset, add_entry),
+        }
     }
 
     fn readdirplus(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
-        _handle: u64,
+        handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.list(inode, offset, |dirent, node| {
-            // Files: node id 0 tells the kernel to skip the entry part (files are looked up
-            // per caller anyway, and sizing them would render every view of the directory).
-            let entry = if node.is_dir() {
-                self.entry(node)
-            } else {
-                Entry { inode: 0, entry_timeout: FILE_ENTRY_TTL, ..Entry::default() }
-            };
-            add_entry(dirent, entry)
-        })
+        match self.dir_ref(inode)? {
+            DirRef::Static(_) => self.list(inode, offset, |dirent, node| {
+                // Static directories come with their entries. Files and mirror directories
+                // do not: node id 0 tells the kernel to skip the entry part (files are looked
+                // up per caller anyway, and sizing them would render every view of the
+                // directory).
+                let entry = if node.is_dir() && node.mirror().is_none() {
+                    self.entry(node)
+                } else {
+                    negative(FILE_ENTRY_TTL)
+                };
+                add_entry(dirent, entry)
+            }),
+            // Dynamic entries are looked up per caller: none given here (and so no lookup
+            // to count).
+            DirRef::Mirror { .. } => self.list_dyn(ctx, inode, handle, offset, &mut |dirent| {
+                add_entry(dirent, negative(Duration::ZERO))
+            }),
+        }
     }
 
-    fn releasedir(&self, _: &Context, _: u64, _: u32, _: u64) -> io::Result<()> {
+    fn releasedir(&self, _: &Context, _: u64, _: u32, handle: u64) -> io::Result<()> {
+        if handle != 0 {
+            self.handles.remove(handle);
+        }
         Ok(())
     }
 
     fn access(&self, _ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
-        let node = self.node(inode)?;
         let mask = mask as i32;
-        if mask & libc::W_OK != 0 || (mask & libc::X_OK != 0 && !node.is_dir()) {
+        let is_dir = match self.resolve(inode) {
+            Some(Resolved::Static(node)) => node.is_dir(),
+            Some(Resolved::Dyn(node)) => node.typ == NodeType::Dir,
+            None => return Err(errno(libc::ENOENT)),
+        };
+        if mask & libc::W_OK != 0 || (mask & libc::X_OK != 0 && !is_dir) {
             return Err(errno(libc::EACCES));
         }
         Ok(())
+    }
+}
+
+impl<S: ContentSource> VirtualFs<S> {
+    /// The length of open file `handle`'s snapshot.
+    fn open_size(&self, handle: u64) -> Option<i64> {
+        self.handles
+            .with(handle, |h| match h {
+                Handle::File { snapshot, .. } => {
+                    Some(i64::try_from(snapshot.data.len()).unwrap_or(i64::MAX))
+                }
+                Handle::Dir(_) => None,
+            })
+            .flatten()
+    }
+
+    /// Stores an open file and returns its handle. Direct I/O: every read(2) comes to us,
+    /// served from this handle's snapshot. No FOPEN_KEEP_CACHE: the kernel empties the
+    /// inode's page cache, so a splice reader (which ignores direct I/O) fills it afresh
+    /// through this handle.
+    fn open_file(&self, data: Vec<u8>, target: Option<S::Target>) -> u64 {
+        self.handles.insert(Handle::File { snapshot: Snapshot::new(data), target })
+    }
+
+    fn getattr_dyn(
+        &self,
+        ctx: &Context,
+        node: &DynNode,
+        handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        if node.typ != NodeType::File {
+            let (attr, _) = self.found(ctx, node, false)?;
+            return Ok((self.dyn_attr(node, &attr, 0), DYN_TTL));
+        }
+        if let Some(size) = handle.and_then(|fh| self.open_size(fh)) {
+            let (attr, _) = self.found(ctx, node, false)?;
+            return Ok((self.dyn_attr(node, &attr, size), FILE_ATTR_TTL));
+        }
+        let (attr, content) = self.found(ctx, node, true)?;
+        let pid = caller_pid(ctx);
+        let size = match content {
+            Some(Ok(data)) => {
+                let size = i64::try_from(data.len()).unwrap_or(i64::MAX);
+                self.keep_sized(node.ino, pid, data);
+                size
+            }
+            _ => FILE_SIZE,
+        };
+        Ok((self.dyn_attr(node, &attr, size), FILE_ATTR_TTL))
+    }
+
+    fn open_dyn(
+        &self,
+        ctx: &Context,
+        node: &DynNode,
+        flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        if node.typ != NodeType::File {
+            return Err(errno(libc::EISDIR));
+        }
+        let access = flags as i32 & libc::O_ACCMODE;
+        let target = match access {
+            libc::O_RDONLY => None,
+            _ => {
+                // The content the permission check's GETATTR sized is before this write.
+                self.sized.remove(&(node.ino, caller_pid(ctx)));
+                let asker = asker(ctx);
+                Some(self.source.open_write_dyn(asker, node.mirror, &node.path).map_err(errno)?)
+            }
+        };
+        let data = match access {
+            libc::O_WRONLY => Vec::new(),
+            _ => match self.take_sized(node.ino, caller_pid(ctx)) {
+                Some(data) => data,
+                None => match self.found(ctx, node, true)? {
+                    (_, Some(Ok(data))) => data,
+                    (_, Some(Err(code))) => return Err(errno(code)),
+                    (_, None) => return Err(errno(libc::EISDIR)),
+                },
+            },
+        };
+        Ok((Some(self.open_file(data, target)), OpenOptions::DIRECT_IO, None))
     }
 }
 
@@ -574,25 +1031,126 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
 mod tests {
     use super::*;
     use crate::fuse::inode::ROOT_INO;
+    use crate::sysctl::rules::MIRRORS;
     use crate::views::TABLE;
     use fuse_backend_rs::common::file_traits::FileReadWriteVolatile;
+    use parking_lot::Mutex;
+    use std::collections::HashMap;
     use std::ffi::CString;
     use std::sync::atomic::AtomicU32;
 
     /// Renders "view V for pid P #N" with N counting renders, so each rendering differs.
     /// Process P is in cgroup set P / 100; pid 0 cannot be identified.
+    ///
+    /// Mirror 0 holds `kernel/` (`panic`: per view, writable by uid 0, starts as "10";
+    /// `ro`: the same for all, read-only), `link` -> `kernel`, and `net/` (existence
+    /// varies: only pids below 1000 see it). A caller's view is its pid / 100 + 1.
     struct Fake {
         renders: AtomicU32,
         fail_view: Option<usize>,
+        values: Mutex<HashMap<(u64, String), Vec<u8>>>,
+    }
+
+    fn fake_view(pid: u32) -> u64 {
+        u64::from(pid / 100) + 1
+    }
+
+    impl Fake {
+        fn attr(&self, asker: Asker, path: &str) -> Option<NodeAttr> {
+            let attr =
+                |typ, mode, view, writable| NodeAttr { typ, mode, uid: 0, gid: 0, view, writable };
+            match path {
+                "" | "kernel" => Some(attr(NodeType::Dir, 0o555, 0, false)),
+                "net" if asker.pid < 1000 => Some(attr(NodeType::Dir, 0o555, 0, false)),
+                "kernel/panic" => {
+                    Some(attr(NodeType::File, 0o644, fake_view(asker.pid), asker.uid == 0))
+                }
+                "kernel/ro" => Some(attr(NodeType::File, 0o444, 0, false)),
+                "link" => Some(attr(NodeType::Symlink, 0o777, 0, false)),
+                _ => None,
+            }
+        }
     }
 
     impl ContentSource for Fake {
+        type Target = (u64, String);
+
         fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
             if Some(view) == self.fail_view || pid == 0 {
                 return Err(ServiceError::Caller(crate::caller::CallerError::Gone { pid }));
             }
             let n = self.renders.fetch_add(1, Ordering::Relaxed);
             Ok(format!("view {view} for pid {pid} #{n}\n").repeat(100).into_bytes())
+        }
+
+        fn lookup_dyn(
+            &self,
+            asker: Asker,
+            mirror: usize,
+            path: &str,
+            content: bool,
+        ) -> Result<Found, i32> {
+            if asker.pid == 0 {
+                return Err(libc::EIO);
+            }
+            let attr = if mirror == 0 { self.attr(asker, path) } else { None };
+            let varies = path == "net" || path.starts_with("net/");
+            let content = match (&attr, content) {
+                (Some(a), true) if a.typ == NodeType::File => Some(Ok(self
+                    .values
+                    .lock()
+                    .get(&(a.view, path.to_string()))
+                    .cloned()
+                    .unwrap_or_else(|| b"10\n".to_vec()))),
+                _ => None,
+            };
+            Ok(Found { attr, varies, content })
+        }
+
+        fn list_dyn(&self, asker: Asker, mirror: usize, path: &str) -> Result<Vec<Listed>, i32> {
+            let entry = |name: &str, typ| Listed { name: name.into(), typ };
+            match (mirror, path) {
+                (0, "") => {
+                    let mut all =
+                        vec![entry("kernel", NodeType::Dir), entry("link", NodeType::Symlink)];
+                    if asker.pid < 1000 {
+                        all.push(entry("net", NodeType::Dir));
+                    }
+                    Ok(all)
+                }
+                (0, "kernel") => {
+                    Ok(vec![entry("panic", NodeType::File), entry("ro", NodeType::File)])
+                }
+                _ => Err(libc::ENOENT),
+            }
+        }
+
+        fn open_write_dyn(
+            &self,
+            asker: Asker,
+            mirror: usize,
+            path: &str,
+        ) -> Result<Self::Target, i32> {
+            match self.lookup_dyn(asker, mirror, path, false)?.attr {
+                Some(a) if a.writable => Ok((a.view, path.to_string())),
+                Some(_) => Err(libc::EACCES),
+                None => Err(libc::ENOENT),
+            }
+        }
+
+        fn write_dyn(&self, target: &Self::Target, offset: u64, data: &[u8]) -> Result<usize, i32> {
+            if offset != 0 {
+                return Ok(data.len());
+            }
+            if !data.iter().all(|c| c.is_ascii_digit() || *c == b'\n') {
+                return Err(libc::EINVAL);
+            }
+            self.values.lock().insert(target.clone(), data.to_vec());
+            Ok(data.len())
+        }
+
+        fn readlink_dyn(&self, _asker: Asker, _mirror: usize, path: &str) -> Result<Vec<u8>, i32> {
+            (path == "link").then(|| b"kernel".to_vec()).ok_or(libc::EINVAL)
         }
     }
 
@@ -623,7 +1181,9 @@ mod tests {
     }
 
     fn fs(fail_view: Option<usize>) -> VirtualFs<Fake> {
-        VirtualFs::new(Tree::from_table().unwrap(), Fake { renders: AtomicU32::new(0), fail_view })
+        let fake =
+            Fake { renders: AtomicU32::new(0), fail_view, values: Mutex::new(HashMap::new()) };
+        VirtualFs::new(Tree::from_table().unwrap(), fake)
     }
 
     fn ctx(pid: i32) -> Context {
@@ -904,13 +1464,216 @@ mod tests {
         let file = resolve(&fs, "proc/uptime").inode;
         let err = fs.opendir(&ctx(1), file, 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
-        // Without ZERO_MESSAGE_OPENDIR: a handle-less, cached directory open.
+        // A static directory: a handle-less open whose listing the kernel keeps.
         let (fh, opts) = fs.opendir(&ctx(1), ROOT_INO, 0).unwrap();
         assert_eq!(fh, None);
-        assert!(opts.contains(OpenOptions::CACHE_DIR));
-        fs.init(FsOptions::ZERO_MESSAGE_OPENDIR).unwrap();
-        let err = fs.opendir(&ctx(1), ROOT_INO, 0).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
+        assert!(opts.contains(OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE));
+        // Never ZERO_MESSAGE_OPENDIR: the kernel would keep every listing, dynamic ones too.
+        let opts = fs.init(FsOptions::all()).unwrap();
+        assert!(!opts.contains(FsOptions::ZERO_MESSAGE_OPENDIR));
+        assert!(!opts.contains(FsOptions::ATOMIC_O_TRUNC));
+        let err = fs.open(&ctx(1), resolve(&fs, "proc/sys").inode, libc::O_RDONLY as u32, 0);
+        assert_eq!(err.unwrap_err().raw_os_error(), Some(libc::EISDIR));
+    }
+
+    /// The inode of mirror 0 (`proc/sys`).
+    fn sysctl_root(fs: &VirtualFs<Fake>) -> u64 {
+        resolve(fs, "proc/sys").inode
+    }
+
+    fn lookup(fs: &VirtualFs<Fake>, pid: i32, parent: u64, name: &str) -> Entry {
+        fs.lookup(&ctx(pid), parent, &CString::new(name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn dynamic_lookups_count_and_forget() {
+        let fs = fs(None);
+        let root = sysctl_root(&fs);
+        let root_entry = resolve(&fs, "proc/sys");
+        assert_eq!((root_entry.entry_timeout, root_entry.attr.st_mode), (TTL, DIR_MODE));
+        let kernel = lookup(&fs, 1, root, "kernel");
+        assert!(kernel.inode & super::super::inode::DYN_INO_FLAG != 0);
+        assert_eq!(kernel.attr.st_mode, libc::S_IFDIR | 0o555);
+        assert_eq!((kernel.entry_timeout, kernel.attr_timeout), (DYN_TTL, DYN_TTL));
+        assert_eq!(lookup(&fs, 2, root, "kernel").inode, kernel.inode, "shared by every caller");
+        // A per-view file: an inode per view and thread, never cached.
+        let a = lookup(&fs, 1, kernel.inode, "panic");
+        let b = lookup(&fs, 150, kernel.inode, "panic");
+        let a2 = lookup(&fs, 1, kernel.inode, "panic");
+        let other_thread = lookup(&fs, 2, kernel.inode, "panic");
+        assert_ne!(a.inode, b.inode);
+        assert_eq!(a.inode, a2.inode);
+        assert_ne!(a.inode, other_thread.inode, "the same view, another thread");
+        assert_eq!((a.entry_timeout, a.attr_timeout), (Duration::ZERO, FILE_ATTR_TTL));
+        assert_eq!(a.attr.st_mode, libc::S_IFREG | 0o644);
+        assert_ne!(a.attr.st_ino, kernel.attr.st_ino);
+        // A shared read-only file is cached like its directory.
+        let ro = lookup(&fs, 1, kernel.inode, "ro");
+        assert_eq!((ro.entry_timeout, ro.attr_timeout), (DYN_TTL, FILE_ATTR_TTL));
+        // Negative entries: cached unless existence varies.
+        assert_eq!(lookup(&fs, 1, kernel.inode, "nope").inode, 0);
+        assert_eq!(lookup(&fs, 1, kernel.inode, "nope").entry_timeout, DYN_TTL);
+        let net = lookup(&fs, 1, root, "net");
+        assert_ne!(net.inode, 0);
+        assert_eq!(net.entry_timeout, Duration::ZERO, "varies between callers");
+        let missing = lookup(&fs, 5000, root, "net");
+        assert_eq!((missing.inode, missing.entry_timeout), (0, Duration::ZERO));
+        // Below a file, and bad names.
+        let err = fs.lookup(&ctx(1), a.inode, &CString::new("x").unwrap()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        assert_eq!(lookup(&fs, 1, root, "..").inode, 0);
+        // kernel x2, panic x4 (3 inodes), ro, net: 6 inodes held.
+        assert_eq!(fs.dynamic_inodes(), 6);
+        fs.forget(&ctx(1), kernel.inode, 1);
+        assert!(fs.getattr(&ctx(1), kernel.inode, None).is_ok(), "one lookup left");
+        fs.batch_forget(
+            &ctx(1),
+            vec![(kernel.inode, 1), (a.inode, 2), (b.inode, 1), (other_thread.inode, 1)],
+        );
+        assert_eq!(fs.dynamic_inodes(), 2);
+        let err = fs.getattr(&ctx(1), a.inode, None).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        // Forgetting static or unknown inodes is harmless.
+        fs.forget(&ctx(1), ROOT_INO, 1);
+        fs.forget(&ctx(1), a.inode, 1);
+        // A new lookup gets a new number.
+        assert_ne!(lookup(&fs, 1, root, "kernel").inode, kernel.inode);
+    }
+
+    #[test]
+    fn dynamic_files_size_read_and_write() {
+        let fs = fs(None);
+        let kernel = lookup(&fs, 1, sysctl_root(&fs), "kernel").inode;
+        let panic = lookup(&fs, 1, kernel, "panic").inode;
+        let (st, ttl) = fs.getattr(&ctx(1), panic, None).unwrap();
+        assert_eq!((st.st_size, ttl), (3, FILE_ATTR_TTL));
+        // The open serves the sized content.
+        let fh = open(&fs, 1, panic);
+        assert_eq!(read(&fs, panic, fh, 100, 0).unwrap(), b"10\n");
+        fs.release(&ctx(1), panic, 0, fh, false, false, None).unwrap();
+        // echo 7 > panic: SETATTR (size 0), OPEN O_WRONLY|O_TRUNC, WRITE.
+        let (mut st, _) = fs.getattr(&ctx(1), panic, None).unwrap();
+        st.st_size = 0;
+        let (st, _) = fs.setattr(&ctx(1), panic, st, None, SetattrValid::SIZE).unwrap();
+        assert_eq!(st.st_size, 3, "the content's size: the kernel takes it as the file's");
+        let flags = (libc::O_WRONLY | libc::O_TRUNC) as u32;
+        let (fh, opts, _) = fs.open(&ctx(1), panic, flags, 0).unwrap();
+        assert!(opts.contains(OpenOptions::DIRECT_IO));
+        let fh = fh.unwrap();
+        assert_eq!(write(&fs, panic, fh, b"7\n", 0).unwrap(), 2);
+        let err = write(&fs, panic, fh, b"x\n", 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        fs.release(&ctx(1), panic, 0, fh, false, false, None).unwrap();
+        let fh = open(&fs, 1, panic);
+        assert_eq!(read(&fs, panic, fh, 100, 0).unwrap(), b"7\n");
+        // Another view still reads its own.
+        let other = lookup(&fs, 150, kernel, "panic").inode;
+        let fh = open(&fs, 150, other);
+        assert_eq!(read(&fs, other, fh, 100, 0).unwrap(), b"10\n");
+        // Not writable for this caller (uid 1000), nor ever for a read-only file.
+        let err = fs.open(&Context { uid: 1000, gid: 0, pid: 1 }, panic, flags, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        let ro = lookup(&fs, 1, kernel, "ro").inode;
+        let err = fs.open(&ctx(1), ro, libc::O_RDWR as u32, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        let (mut st, _) = fs.getattr(&ctx(1), ro, None).unwrap();
+        st.st_size = 0;
+        let err = fs.setattr(&ctx(1), ro, st, None, SetattrValid::SIZE).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        // chmod and chown: EPERM; truncation to a size: EINVAL.
+        let err = fs.setattr(&ctx(1), panic, st, None, SetattrValid::MODE).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        let mut sized = st;
+        sized.st_size = 5;
+        let err = fs.setattr(&ctx(1), panic, sized, None, SetattrValid::SIZE).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        // A handle opened read-only takes no writes.
+        let fh = open(&fs, 1, panic);
+        let err = write(&fs, panic, fh, b"1", 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        // Static files stay read-only.
+        let meminfo = resolve(&fs, "proc/meminfo").inode;
+        let err = fs.setattr(&ctx(1), meminfo, st, None, SetattrValid::SIZE).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    }
+
+    fn write(
+        fs: &VirtualFs<Fake>,
+        ino: u64,
+        fh: u64,
+        data: &[u8],
+        offset: u64,
+    ) -> io::Result<usize> {
+        struct Bytes<'a>(&'a [u8]);
+        impl io::Read for Bytes<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl ZeroCopyReader for Bytes<'_> {
+            fn read_to(
+                &mut self,
+                _f: &mut dyn FileReadWriteVolatile,
+                _count: usize,
+                _off: u64,
+            ) -> io::Result<usize> {
+                unimplemented!("not used by VirtualFs")
+            }
+        }
+        let mut r = Bytes(data);
+        fs.write(&ctx(1), ino, fh, &mut r, data.len() as u32, offset, None, false, 0, 0)
+    }
+
+    #[test]
+    fn dynamic_directories_list_per_caller_into_handles() {
+        let fs = fs(None);
+        let root = sysctl_root(&fs);
+        let list = |pid: i32| {
+            let (fh, opts) = fs.opendir(&ctx(pid), root, 0).unwrap();
+            assert!(!opts.contains(OpenOptions::CACHE_DIR), "never cached");
+            let fh = fh.expect("a handle with the listing");
+            let mut names = Vec::new();
+            fs.readdir(&ctx(pid), root, fh, 4096, 0, &mut |d| {
+                names.push(String::from_utf8(d.name.to_vec()).unwrap());
+                Ok(1)
+            })
+            .unwrap();
+            // readdirplus gives no entries (no lookup counted).
+            fs.readdirplus(&ctx(pid), root, fh, 4096, 2, &mut |d, e| {
+                assert_eq!(e.inode, 0);
+                assert_ne!(d.ino, 0);
+                Ok(1)
+            })
+            .unwrap();
+            fs.releasedir(&ctx(pid), root, 0, fh).unwrap();
+            names
+        };
+        assert_eq!(list(1), [".", "..", "kernel", "link", "net"]);
+        assert_eq!(list(5000), [".", "..", "kernel", "link"]);
+        assert_eq!(fs.open_handles(), 0);
+        // Resuming at an offset, with the handle's snapshot.
+        let (fh, _) = fs.opendir(&ctx(1), root, 0).unwrap();
+        let mut rest = Vec::new();
+        fs.readdir(&ctx(1), root, fh.unwrap(), 4096, 3, &mut |d| {
+            rest.push((String::from_utf8(d.name.to_vec()).unwrap(), d.offset, d.type_));
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(
+            rest,
+            [
+                ("link".into(), 4, u32::from(libc::DT_LNK)),
+                ("net".into(), 5, u32::from(libc::DT_DIR))
+            ]
+        );
+        // A symlink reads back.
+        let link = lookup(&fs, 1, root, "link");
+        assert_eq!(link.attr.st_mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(fs.readlink(&ctx(1), link.inode).unwrap(), b"kernel");
+        let kernel = lookup(&fs, 1, root, "kernel").inode;
+        assert_eq!(fs.readlink(&ctx(1), kernel).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        let err = fs.opendir(&ctx(1), lookup(&fs, 1, kernel, "ro").inode, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
     }
 
     #[test]
@@ -925,8 +1688,13 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
         let mut want = vec![".", ".."];
-        let mut files: Vec<&str> =
-            TABLE.iter().filter_map(|s| s.path.strip_prefix("proc/")).collect();
+        // The view files and the mirror directory (`sys`) of `proc`.
+        let mut files: Vec<&str> = TABLE
+            .iter()
+            .map(|s| s.path)
+            .chain(MIRRORS.iter().map(|m| m.path))
+            .filter_map(|p| p.strip_prefix("proc/"))
+            .collect();
         files.sort();
         want.extend(files);
         assert_eq!(names, want);
@@ -965,7 +1733,8 @@ mod tests {
         let mut plus = Vec::new();
         fs.readdirplus(&ctx(1), proc_dir, 0, 4096, 0, &mut |d, e| {
             let name = String::from_utf8(d.name.to_vec()).unwrap();
-            if d.type_ == u32::from(libc::DT_REG) {
+            if d.type_ == u32::from(libc::DT_REG) || name == "sys" {
+                // Files and mirror directories: looked up per caller.
                 assert_eq!(e.inode, 0, "{name}");
                 assert_ne!(d.ino, 0, "{name}");
             } else {

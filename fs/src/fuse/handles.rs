@@ -1,9 +1,11 @@
-//! Open-file snapshots.
+//! Open handles: file snapshots and directory listings.
 //!
-//! `open` renders a view once and stores the bytes under a fresh handle; every `read` on that
-//! handle serves a slice of the same bytes, so partial and offset reads see one consistent
-//! file; `release` drops it. The table is a sharded map (dashmap) keyed by handle id: reads
-//! take one shard's read lock for the duration of a memcpy, never a global lock.
+//! `open` renders a file once and stores the bytes under a fresh handle; every `read` on
+//! that handle serves a slice of the same bytes, so partial and offset reads see one
+//! consistent file; `release` drops it. A dynamic directory's `opendir` keeps its listing
+//! the same way, for the READDIRs that follow. The table is a sharded map (dashmap) keyed
+//! by handle id: reads take one shard's read lock for the duration of a memcpy, never a
+//! global lock. It is generic over what a handle holds (see `filesystem::Handle`).
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,14 +15,12 @@ use dashmap::DashMap;
 /// The rendered content of one open file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Index of the view in the view table.
-    pub view: usize,
     pub data: Box<[u8]>,
 }
 
 impl Snapshot {
-    pub fn new(view: usize, data: Vec<u8>) -> Snapshot {
-        Snapshot { view, data: data.into_boxed_slice() }
+    pub fn new(data: Vec<u8>) -> Snapshot {
+        Snapshot { data: data.into_boxed_slice() }
     }
 
     /// The bytes at `offset`, at most `size` of them; empty at or past the end.
@@ -35,38 +35,38 @@ impl Snapshot {
 /// Open handles of the file system. Handle ids start at 1 (0 means "no handle" in FUSE) and
 /// are never reused within one mount.
 #[derive(Debug)]
-pub struct HandleTable {
-    map: DashMap<u64, Snapshot, BuildHasherDefault<IdHasher>>,
+pub struct HandleTable<H = Snapshot> {
+    map: DashMap<u64, H, BuildHasherDefault<IdHasher>>,
     next: AtomicU64,
 }
 
-impl Default for HandleTable {
+impl<H> Default for HandleTable<H> {
     fn default() -> Self {
         HandleTable::new()
     }
 }
 
-impl HandleTable {
-    pub fn new() -> HandleTable {
+impl<H> HandleTable<H> {
+    pub fn new() -> HandleTable<H> {
         HandleTable { map: DashMap::with_hasher(Default::default()), next: AtomicU64::new(1) }
     }
 
-    /// Stores a snapshot and returns its new handle id.
-    pub fn insert(&self, snapshot: Snapshot) -> u64 {
+    /// Stores a handle's state and returns its new id.
+    pub fn insert(&self, handle: H) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map.insert(id, snapshot);
+        self.map.insert(id, handle);
         id
     }
 
-    /// Runs `f` on the snapshot of handle `id`, `None` if there is no such handle. The shard
+    /// Runs `f` on the state of handle `id`, `None` if there is no such handle. The shard
     /// stays read-locked while `f` runs: keep `f` short (a copy into the reply).
-    pub fn with<R>(&self, id: u64, f: impl FnOnce(&Snapshot) -> R) -> Option<R> {
-        self.map.get(&id).map(|snapshot| f(&snapshot))
+    pub fn with<R>(&self, id: u64, f: impl FnOnce(&H) -> R) -> Option<R> {
+        self.map.get(&id).map(|handle| f(&handle))
     }
 
-    /// Drops handle `id`, returning its snapshot.
-    pub fn remove(&self, id: u64) -> Option<Snapshot> {
-        self.map.remove(&id).map(|(_, snapshot)| snapshot)
+    /// Drops handle `id`, returning its state.
+    pub fn remove(&self, id: u64) -> Option<H> {
+        self.map.remove(&id).map(|(_, handle)| handle)
     }
 
     /// Drops every handle (the connection is gone).
@@ -114,17 +114,14 @@ mod tests {
     fn insert_read_remove() {
         let table = HandleTable::new();
         assert!(table.is_empty());
-        let a = table.insert(Snapshot::new(3, b"hello world".to_vec()));
-        let b = table.insert(Snapshot::new(4, b"other".to_vec()));
+        let a = table.insert(Snapshot::new(b"hello world".to_vec()));
+        let b = table.insert(Snapshot::new(b"other".to_vec()));
         assert_ne!(a, 0);
         assert_ne!(a, b);
         assert_eq!(table.len(), 2);
-        assert_eq!(
-            table.with(a, |s| (s.view, s.slice(6, 100).to_vec())),
-            Some((3, b"world".to_vec()))
-        );
+        assert_eq!(table.with(a, |s| s.slice(6, 100).to_vec()), Some(b"world".to_vec()));
         assert_eq!(table.with(b, |s| s.slice(0, 2).to_vec()), Some(b"ot".to_vec()));
-        assert_eq!(table.remove(a).map(|s| s.view), Some(3));
+        assert_eq!(table.remove(a).map(|s| s.data.len()), Some(11));
         assert_eq!(table.remove(a), None);
         assert_eq!(table.with(a, |_| ()), None);
         assert_eq!(table.len(), 1);
@@ -135,10 +132,10 @@ mod tests {
 
     #[test]
     fn ids_are_never_zero_nor_reused() {
-        let table = HandleTable::new();
+        let table: HandleTable = HandleTable::new();
         let mut seen = HashSet::new();
         for i in 0..1000 {
-            let id = table.insert(Snapshot::new(0, vec![i as u8]));
+            let id = table.insert(Snapshot::new(vec![i as u8]));
             assert_ne!(id, 0);
             assert!(seen.insert(id), "id {id} reused");
             if i % 2 == 0 {
@@ -151,7 +148,7 @@ mod tests {
     #[test]
     fn slices_at_offsets_reassemble_the_snapshot() {
         let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
-        let snapshot = Snapshot::new(0, data.clone());
+        let snapshot = Snapshot::new(data.clone());
         for chunk in [1usize, 7, 64, 4096, 20_000] {
             let mut out = Vec::new();
             let mut offset = 0u64;
@@ -173,14 +170,14 @@ mod tests {
 
     #[test]
     fn concurrent_open_read_release() {
-        let table = Arc::new(HandleTable::new());
+        let table: Arc<HandleTable> = Arc::new(HandleTable::new());
         let threads: Vec<_> = (0..8u8)
             .map(|t| {
                 let table = Arc::clone(&table);
                 std::thread::spawn(move || {
                     for i in 0..2000u32 {
                         let body = format!("{t}:{i}").into_bytes();
-                        let id = table.insert(Snapshot::new(t as usize, body.clone()));
+                        let id = table.insert(Snapshot::new(body.clone()));
                         let got = table.with(id, |s| s.slice(0, usize::MAX).to_vec());
                         assert_eq!(got, Some(body));
                         assert!(table.remove(id).is_some());

@@ -1,16 +1,31 @@
-//! The static directory tree served under the mount point, built once from
-//! [`views::TABLE`](crate::views::TABLE): the root, every directory on the way to a view
-//! (`proc/`, `sys/devices/system/cpu/`, ...) and one file per view.
+//! The inodes served under the mount point.
 //!
-//! Tree numbers are dense: node `n` is `nodes[n - 1]`, the root is [`ROOT_INO`] (FUSE's root
-//! id). Directories are given to the kernel under their tree number. Files are not: a file has
-//! one inode per cgroup set of its callers, numbered [`file_ino`]`(node, cgroup)` (top bit
-//! set), so that the kernel keeps a separate page cache for each (see [`super::filesystem`]).
-//! The encoding is stateless: any such number decodes to its node, and nothing needs to be
-//! remembered or forgotten. Nothing here knows about FUSE messages; [`super::filesystem`]
-//! maps the tree onto the FUSE operations.
+//! The static [`Tree`], built once from [`views::TABLE`](crate::views::TABLE) and
+//! [`sysctl::rules::MIRRORS`](crate::sysctl::rules::MIRRORS): the root, every directory on
+//! the way to a view (`proc/`, `sys/devices/system/cpu/`, ...), one file per view, and one
+//! directory per mirror (`proc/sys`, `sys/kernel`, ...) whose contents are dynamic.
+//! Tree numbers are dense: node `n` is `nodes[n - 1]`, the root is [`ROOT_INO`] (FUSE's
+//! root id). Directories are given to the kernel under their tree number, files under
+//! [`file_ino`]`(node, 0)` (top bit set): one inode per file for every caller, so that a
+//! lookup by one caller never invalidates the dentry another (a runtime about to
+//! bind-mount it) holds. The static tree needs no lookup counting: nothing in it is ever
+//! forgotten.
+//!
+//! The [`DynInodes`]: what lies below a mirror directory, numbered on lookup
+//! ([`DYN_INO_FLAG`] set) and counted like FUSE wants (each LOOKUP reply adds one, FORGET
+//! takes them back; at zero the number is dropped, never reused). A dynamic file whose
+//! content depends on the caller gets one inode per caller view (see
+//! `sysctl::Identity::view`), so that sendfile readers (which go through the inode's page
+//! cache, see [`super::filesystem`]) of different containers never share pages.
+//! Nothing here knows about FUSE messages; [`super::filesystem`] maps both onto them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use super::FuseError;
+use crate::sysctl::NodeType;
 
 /// Inode number of the mount point's root (FUSE_ROOT_ID).
 pub const ROOT_INO: u64 = fuse_backend_rs::api::filesystem::ROOT_ID;
@@ -40,6 +55,12 @@ pub fn file_st_ino(ino: u64) -> u64 {
     ino & !FILE_INO_FLAG
 }
 
+/// Set in the inode numbers of dynamic nodes (below a mirror), never in static ones.
+pub const DYN_INO_FLAG: u64 = 1 << 62;
+/// The first dynamic node's number (without the flag): above every static tree number,
+/// so that `st_ino`s never collide.
+const DYN_FIRST: u64 = MAX_NODES as u64 + 1;
+
 /// What an inode number given to the kernel names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ino {
@@ -47,12 +68,16 @@ pub enum Ino {
     Dir(u64),
     /// A file: its tree number and the cgroup set (as kept in the number) it was looked up by.
     File { node: u64, cgroup: u64 },
+    /// A node below a mirror: see [`DynInodes`].
+    Dynamic(u64),
 }
 
 impl Ino {
     pub fn decode(ino: u64) -> Ino {
         if ino & FILE_INO_FLAG != 0 {
             Ino::File { node: ino & NODE_MASK, cgroup: (ino & !FILE_INO_FLAG) >> NODE_BITS }
+        } else if ino & DYN_INO_FLAG != 0 {
+            Ino::Dynamic(ino)
         } else {
             Ino::Dir(ino)
         }
@@ -66,6 +91,8 @@ pub enum NodeKind {
     Dir { children: Vec<u64> },
     /// A virtual file: `view` is its index in the view table.
     File { view: usize },
+    /// A directory whose contents are dynamic: `mirror` is its index in the mirror table.
+    Mirror { mirror: usize },
 }
 
 /// One inode of the tree.
@@ -83,14 +110,22 @@ pub struct Node {
 
 impl Node {
     pub fn is_dir(&self) -> bool {
-        matches!(self.kind, NodeKind::Dir { .. })
+        matches!(self.kind, NodeKind::Dir { .. } | NodeKind::Mirror { .. })
     }
 
     /// The view index of a file, `None` for a directory.
     pub fn view(&self) -> Option<usize> {
         match self.kind {
             NodeKind::File { view } => Some(view),
-            NodeKind::Dir { .. } => None,
+            NodeKind::Dir { .. } | NodeKind::Mirror { .. } => None,
+        }
+    }
+
+    /// The mirror index of a mirror directory.
+    pub fn mirror(&self) -> Option<usize> {
+        match self.kind {
+            NodeKind::Mirror { mirror } => Some(mirror),
+            _ => None,
         }
     }
 }
@@ -121,6 +156,15 @@ pub struct Tree {
 impl Tree {
     /// Builds the tree from view paths; the `i`-th path becomes a file serving view `i`.
     pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Result<Tree, FuseError> {
+        Tree::build(paths, std::iter::empty())
+    }
+
+    /// Builds the tree from view paths (files) and mirror paths (the `i`-th becomes the
+    /// directory of mirror `i`).
+    pub fn build<'a>(
+        views: impl IntoIterator<Item = &'a str>,
+        mirrors: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Tree, FuseError> {
         let mut nodes = vec![Node {
             ino: ROOT_INO,
             parent: ROOT_INO,
@@ -128,7 +172,17 @@ impl Tree {
             path: String::new(),
             kind: NodeKind::Dir { children: Vec::new() },
         }];
-        for (view, path) in paths.into_iter().enumerate() {
+        let leaves = views
+            .into_iter()
+            .enumerate()
+            .map(|(view, path)| (path, NodeKind::File { view }))
+            .chain(
+                mirrors
+                    .into_iter()
+                    .enumerate()
+                    .map(|(mirror, path)| (path, NodeKind::Mirror { mirror })),
+            );
+        for (path, leaf) in leaves {
             validate(path)?;
             let components: Vec<&str> = path.split('/').collect();
             let mut dir = ROOT_INO;
@@ -136,15 +190,19 @@ impl Tree {
                 let last = i + 1 == components.len();
                 let existing = child_of(&nodes, dir, component);
                 dir = match (existing, last) {
-                    (Some(ino), false) if nodes[index(ino)].is_dir() => ino,
+                    (Some(ino), false)
+                        if matches!(nodes[index(ino)].kind, NodeKind::Dir { .. }) =>
+                    {
+                        ino
+                    }
                     (Some(_), false) => {
-                        return Err(invalid(path, "a parent directory is also a view file"))
+                        return Err(invalid(path, "a parent directory is a view file or a mirror"))
                     }
                     (Some(_), true) => return Err(invalid(path, "duplicate path")),
                     (None, _) => {
                         let ino = nodes.len() as u64 + 1;
                         let kind = if last {
-                            NodeKind::File { view }
+                            leaf.clone()
                         } else {
                             NodeKind::Dir { children: Vec::new() }
                         };
@@ -179,9 +237,12 @@ impl Tree {
         Ok(Tree { nodes })
     }
 
-    /// The tree of the crate's view table.
+    /// The tree of the crate's view and mirror tables.
     pub fn from_table() -> Result<Tree, FuseError> {
-        Tree::from_paths(crate::views::TABLE.iter().map(|spec| spec.path))
+        Tree::build(
+            crate::views::TABLE.iter().map(|spec| spec.path),
+            crate::sysctl::rules::MIRRORS.iter().map(|m| m.path),
+        )
     }
 
     /// The node with tree number `ino`.
@@ -196,6 +257,7 @@ impl Tree {
         let node = match decoded {
             Ino::Dir(n) => self.get(n).filter(|node| node.is_dir())?,
             Ino::File { node, .. } => self.get(node).filter(|node| !node.is_dir())?,
+            Ino::Dynamic(_) => return None,
         };
         Some((node, decoded))
     }
@@ -203,8 +265,10 @@ impl Tree {
     /// Finds `name` in directory `parent`. `Ok(None)` means no such entry.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<&Node>, LookupError> {
         let dir = self.get(parent).ok_or(LookupError::NoParent)?;
-        let NodeKind::Dir { children } = &dir.kind else {
-            return Err(LookupError::NotADirectory);
+        let children: &[u64] = match &dir.kind {
+            NodeKind::Dir { children } => children,
+            NodeKind::Mirror { .. } => &[],
+            NodeKind::File { .. } => return Err(LookupError::NotADirectory),
         };
         let node = match name {
             b"." => Some(dir),
@@ -221,8 +285,10 @@ impl Tree {
     /// by name. `None` if `ino` is not a directory.
     pub fn entries(&self, ino: u64) -> Option<Vec<DirEntryRef<'_>>> {
         let dir = self.get(ino)?;
-        let NodeKind::Dir { children } = &dir.kind else {
-            return None;
+        let children: &[u64] = match &dir.kind {
+            NodeKind::Dir { children } => children,
+            NodeKind::Mirror { .. } => &[],
+            NodeKind::File { .. } => return None,
         };
         let mut entries = Vec::with_capacity(children.len() + 2);
         entries.push(DirEntryRef { ino: dir.ino, name: ".", is_dir: true });
@@ -258,6 +324,106 @@ impl Tree {
     }
 }
 
+/// A node below a mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynNode {
+    /// Its inode number (with [`DYN_INO_FLAG`]).
+    pub ino: u64,
+    pub mirror: usize,
+    /// Path below the mirror's directory, e.g. `net/ipv4/ip_forward`.
+    pub path: Arc<str>,
+    pub typ: NodeType,
+    /// The caller view it was looked up for (0: every caller's).
+    pub view: u64,
+}
+
+impl DynNode {
+    /// Its `st_ino`: the number without the flag (unique: above every tree number).
+    pub fn st_ino(&self) -> u64 {
+        self.ino & !DYN_INO_FLAG
+    }
+}
+
+type DynKey = (usize, Arc<str>, NodeType, u64);
+
+#[derive(Debug)]
+struct Slot {
+    node: Arc<DynNode>,
+    lookups: u64,
+}
+
+#[derive(Debug, Default)]
+struct DynTables {
+    by_ino: HashMap<u64, Slot>,
+    by_key: HashMap<DynKey, u64>,
+    next: u64,
+}
+
+/// The dynamic inodes, by number and by (mirror, path, type, view). Lookups and forgets
+/// take the write lock, everything else the read lock.
+#[derive(Debug, Default)]
+pub struct DynInodes {
+    tables: RwLock<DynTables>,
+}
+
+impl DynInodes {
+    pub fn new() -> DynInodes {
+        DynInodes::default()
+    }
+
+    /// The inode of (`mirror`, `path`, `typ`, `view`), numbered if new, with one more
+    /// lookup counted (the kernel counts one per LOOKUP reply).
+    pub fn lookup(&self, mirror: usize, path: &str, typ: NodeType, view: u64) -> Arc<DynNode> {
+        let mut t = self.tables.write();
+        let key: DynKey = (mirror, Arc::from(path), typ, view);
+        if let Some(ino) = t.by_key.get(&key).copied() {
+            if let Some(slot) = t.by_ino.get_mut(&ino) {
+                slot.lookups += 1;
+                return slot.node.clone();
+            }
+        }
+        let ino = DYN_INO_FLAG | (DYN_FIRST + t.next);
+        t.next += 1;
+        let node = Arc::new(DynNode { ino, mirror, path: key.1.clone(), typ, view });
+        t.by_ino.insert(ino, Slot { node: node.clone(), lookups: 1 });
+        t.by_key.insert(key, ino);
+        node
+    }
+
+    /// The node of inode number `ino`, if the kernel still holds it.
+    pub fn get(&self, ino: u64) -> Option<Arc<DynNode>> {
+        self.tables.read().by_ino.get(&ino).map(|slot| slot.node.clone())
+    }
+
+    /// The kernel dropped `count` lookups of `ino`; at zero the number is forgotten.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let mut t = self.tables.write();
+        let Some(slot) = t.by_ino.get_mut(&ino) else { return };
+        slot.lookups = slot.lookups.saturating_sub(count);
+        if slot.lookups == 0 {
+            let node = slot.node.clone();
+            t.by_ino.remove(&ino);
+            t.by_key.remove(&(node.mirror, node.path.clone(), node.typ, node.view));
+        }
+    }
+
+    /// Forgets everything (the connection is gone).
+    pub fn clear(&self) {
+        let mut t = self.tables.write();
+        t.by_ino.clear();
+        t.by_key.clear();
+    }
+
+    /// Inodes held by the kernel right now.
+    pub fn len(&self) -> usize {
+        self.tables.read().by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn index(ino: u64) -> usize {
     (ino - 1) as usize
 }
@@ -267,7 +433,7 @@ fn child_of(nodes: &[Node], dir: u64, name: &str) -> Option<u64> {
         NodeKind::Dir { children } => {
             children.iter().copied().find(|c| nodes[index(*c)].name == name)
         }
-        NodeKind::File { .. } => None,
+        NodeKind::File { .. } | NodeKind::Mirror { .. } => None,
     }
 }
 
@@ -296,6 +462,7 @@ fn validate(path: &str) -> Result<(), FuseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysctl::rules::MIRRORS;
     use crate::views::TABLE;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -324,6 +491,14 @@ mod tests {
                 if i + 1 < parts.len() {
                     dirs.entry(parts[..=i].join("/")).or_default();
                 }
+            }
+        }
+        // Mirror directories: static, with no static entries.
+        for mirror in MIRRORS {
+            let parts: Vec<&str> = mirror.path.split('/').collect();
+            for i in 0..parts.len() {
+                dirs.entry(parts[..i].join("/")).or_default().insert(parts[i].to_string());
+                dirs.entry(parts[..=i].join("/")).or_default();
             }
         }
         dirs
@@ -453,6 +628,51 @@ mod tests {
         assert!(Tree::from_paths(paths.iter().map(String::as_str)).is_err());
         let paths: Vec<String> = (0..MAX_NODES - 1).map(|i| format!("f{i}")).collect();
         assert_eq!(Tree::from_paths(paths.iter().map(String::as_str)).unwrap().len(), MAX_NODES);
+    }
+
+    #[test]
+    fn mirrors_are_directories_without_static_entries() {
+        let tree = table_tree();
+        for (i, mirror) in MIRRORS.iter().enumerate() {
+            let node =
+                resolve(&tree, mirror.path).unwrap_or_else(|| panic!("{} missing", mirror.path));
+            assert!(node.is_dir());
+            assert_eq!(node.mirror(), Some(i));
+            assert_eq!(node.view(), None);
+            assert_eq!(tree.lookup(node.ino, b"anything").unwrap(), None);
+            let names: Vec<&str> = tree.entries(node.ino).unwrap().iter().map(|e| e.name).collect();
+            assert_eq!(names, [".", ".."]);
+            assert_eq!(tree.resolve(node.ino).unwrap().1, Ino::Dir(node.ino));
+        }
+        for bad in [(vec!["proc/sys/x"], vec!["proc/sys"]), (vec!["proc/sys"], vec!["proc/sys/x"])]
+        {
+            assert!(Tree::build(bad.0.iter().copied(), bad.1.iter().copied()).is_err(), "{bad:?}");
+        }
+        assert!(Tree::build(["proc/meminfo"], ["proc/meminfo"]).is_err());
+    }
+
+    #[test]
+    fn dynamic_inodes_count_lookups() {
+        let inodes = DynInodes::new();
+        let a = inodes.lookup(0, "kernel/panic", NodeType::File, 7);
+        assert!(a.ino & DYN_INO_FLAG != 0 && a.ino & FILE_INO_FLAG == 0);
+        assert_eq!(Ino::decode(a.ino), Ino::Dynamic(a.ino));
+        assert!(a.st_ino() > MAX_NODES as u64);
+        assert_eq!(inodes.lookup(0, "kernel/panic", NodeType::File, 7).ino, a.ino);
+        let b = inodes.lookup(0, "kernel/panic", NodeType::File, 8);
+        let c = inodes.lookup(1, "kernel/panic", NodeType::File, 7);
+        let d = inodes.lookup(0, "kernel/panic", NodeType::Dir, 7);
+        assert_eq!([a.ino, b.ino, c.ino, d.ino].iter().collect::<BTreeSet<_>>().len(), 4);
+        assert_eq!(inodes.len(), 4);
+        inodes.forget(a.ino, 1);
+        assert_eq!(inodes.get(a.ino).as_deref(), Some(&*a));
+        inodes.forget(a.ino, 5);
+        assert_eq!(inodes.get(a.ino), None);
+        let again = inodes.lookup(0, "kernel/panic", NodeType::File, 7);
+        assert_ne!(again.ino, a.ino, "numbers are never reused");
+        inodes.forget(12345, 1);
+        inodes.clear();
+        assert!(inodes.is_empty());
     }
 
     #[test]

@@ -1,35 +1,44 @@
-//! The transport: pre-mount checks, mount(2) through fuse-backend-rs [`FuseSession`], one
-//! worker thread per CPU each with its own epoll channel on the FUSE device, and shutdown.
+//! The transport: pre-mount checks, mount(2) through fuse-backend-rs [`FuseSession`], the
+//! threads that serve requests, and shutdown.
+//!
+//! Requests reach the server one of two ways ([`Transport`]):
+//! - /dev/fuse: one worker thread per CPU, each with its own epoll channel on the device;
+//! - FUSE over io_uring ([`super::uring`]): one queue per CPU, served by a thread pinned to
+//!   that CPU, so a request never waits for another CPU to wake up. The /dev/fuse workers
+//!   run as well: FORGET and INTERRUPT still come that way, and the kernel falls back to it
+//!   if it refuses the queues.
 //!
 //! Lifecycle, as driven by the binary:
 //! 1. [`check_privileges`], [`check_mountpoint`], [`online_cpus`]: fail before touching
 //!    anything;
 //! 2. [`ShutdownSignals::block`] in the main thread before any other thread exists, so every
 //!    thread inherits the mask and the signals are only ever taken by [`Mount::wait`];
-//! 3. [`Mount::start`]: mount, then spawn the workers (pinned to their CPUs);
+//! 3. [`Mount::start`]: mount, answer INIT (by hand for io_uring), then spawn the workers
+//!    (pinned to their CPUs);
 //! 4. [`Mount::wait`]: until SIGINT/SIGTERM, or until a worker stops on its own (the file
-//!    system was unmounted externally: ENODEV, or a transport error);
+//!    system was unmounted externally: ENODEV or ENOTCONN, or a transport error);
 //! 5. [`Mount::stop`]: wake the workers, join them, unmount. Dropping a [`Mount`] does the
 //!    same, so an error or a panic never leaves the file system mounted.
 
-use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
-use fuse_backend_rs::api::server::{MetricsHook, Server};
+use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::unistd::{geteuid, getpid, Pid};
+use nix::sched::{sched_getaffinity, CpuSet};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{geteuid, Pid};
 
 use super::filesystem::{ContentSource, VirtualFs};
+use super::uring::{self, Queues, UringError};
+pub use super::worker::{opcode_name, RequestStats};
+use super::worker::{pin_to_cpu, ExitNotice, RequestCounter, Shared, WORKER_EXIT_SIGNAL};
 use super::FuseError;
 
 /// `fsname` of the mount (the "device" column of mountinfo).
@@ -38,10 +47,6 @@ pub const FSNAME: &str = "sysvisor-fs";
 pub const SUBTYPE: &str = "sysvisor-fs";
 /// The FUSE device.
 pub const FUSE_DEVICE: &str = "/dev/fuse";
-
-/// Internal wake-up: a worker that stops on its own sends it to the process so that the main
-/// thread (in `sigwait`) notices.
-const WORKER_EXIT_SIGNAL: Signal = Signal::SIGUSR1;
 
 /// Mounting needs root, and a usable FUSE device.
 pub fn check_privileges() -> Result<(), FuseError> {
@@ -178,167 +183,31 @@ pub enum StopReason {
     WorkerFailed,
 }
 
-/// FUSE requests served, by opcode, summed over the workers.
+/// How requests reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// FUSE over io_uring when the kernel has it and it can be turned on, else /dev/fuse.
+    Auto,
+    /// FUSE over io_uring, or fail.
+    Uring,
+    /// /dev/fuse, read by epoll workers.
+    Epoll,
+}
+
+/// The transport a mount ended up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestStats {
-    counts: [u64; OPCODE_SLOTS],
+pub enum ActiveTransport {
+    /// FUSE over io_uring with this many queues (one per possible CPU).
+    Uring { queues: usize },
+    /// /dev/fuse; `fallback` says why when io_uring was wanted (`Transport::Auto`).
+    Epoll { fallback: Option<String> },
 }
 
-impl Default for RequestStats {
-    fn default() -> Self {
-        RequestStats { counts: [0; OPCODE_SLOTS] }
-    }
-}
-
-impl RequestStats {
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Requests with FUSE opcode `opcode`.
-    pub fn count(&self, opcode: u32) -> u64 {
-        self.counts[slot(opcode)]
-    }
-
-    /// `LOOKUP=3 OPEN=10 ...` (non-zero counts only).
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        for (op, &n) in self.counts.iter().enumerate() {
-            if n > 0 {
-                parts.push(format!("{}={n}", opcode_name(op as u32)));
-            }
-        }
-        parts.join(" ")
-    }
-
-    fn add(&mut self, other: &RequestStats) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
-        }
-    }
-}
-
-const OPCODE_SLOTS: usize = 64;
-
-fn slot(opcode: u32) -> usize {
-    (opcode as usize).min(OPCODE_SLOTS - 1)
-}
-
-/// Name of a FUSE opcode (linux/fuse.h), for the request summary.
-pub fn opcode_name(opcode: u32) -> &'static str {
-    const NAMES: [&str; 53] = [
-        "OP0",
-        "LOOKUP",
-        "FORGET",
-        "GETATTR",
-        "SETATTR",
-        "READLINK",
-        "SYMLINK",
-        "OP7",
-        "MKNOD",
-        "MKDIR",
-        "UNLINK",
-        "RMDIR",
-        "RENAME",
-        "LINK",
-        "OPEN",
-        "READ",
-        "WRITE",
-        "STATFS",
-        "RELEASE",
-        "OP19",
-        "FSYNC",
-        "SETXATTR",
-        "GETXATTR",
-        "LISTXATTR",
-        "REMOVEXATTR",
-        "FLUSH",
-        "INIT",
-        "OPENDIR",
-        "READDIR",
-        "RELEASEDIR",
-        "FSYNCDIR",
-        "GETLK",
-        "SETLK",
-        "SETLKW",
-        "ACCESS",
-        "CREATE",
-        "INTERRUPT",
-        "BMAP",
-        "DESTROY",
-        "IOCTL",
-        "POLL",
-        "NOTIFY_REPLY",
-        "BATCH_FORGET",
-        "FALLOCATE",
-        "READDIRPLUS",
-        "RENAME2",
-        "LSEEK",
-        "COPY_FILE_RANGE",
-        "SETUPMAPPING",
-        "REMOVEMAPPING",
-        "SYNCFS",
-        "TMPFILE",
-        "STATX",
-    ];
-    NAMES.get(opcode as usize).copied().unwrap_or("OTHER")
-}
-
-/// Per-worker request counter (plain cells: one thread, no contention on the hot path).
-struct RequestCounter {
-    counts: [Cell<u64>; OPCODE_SLOTS],
-}
-
-impl Default for RequestCounter {
-    fn default() -> Self {
-        RequestCounter { counts: std::array::from_fn(|_| Cell::new(0)) }
-    }
-}
-
-impl MetricsHook for RequestCounter {
-    fn collect(&self, ih: &InHeader) {
-        let cell = &self.counts[slot(ih.opcode)];
-        cell.set(cell.get() + 1);
-    }
-
-    fn release(&self, _oh: Option<&OutHeader>) {}
-}
-
-impl RequestCounter {
-    fn stats(&self) -> RequestStats {
-        let mut stats = RequestStats::default();
-        for (out, cell) in stats.counts.iter_mut().zip(self.counts.iter()) {
-            *out = cell.get();
-        }
-        stats
-    }
-}
-
-/// State shared by the main thread and the workers.
-#[derive(Default)]
-struct Shared {
-    /// Set before waking the workers: a worker that stops now is not news.
-    stopping: AtomicBool,
-    /// A worker stopped while not stopping.
-    worker_exited: AtomicBool,
-    /// A worker stopped because of an error or a panic.
-    worker_failed: AtomicBool,
-}
-
-/// Tells the main thread when its worker ends unexpectedly, panics included (runs on drop).
-struct ExitNotice(Arc<Shared>);
-
-impl Drop for ExitNotice {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            self.0.worker_failed.store(true, Ordering::SeqCst);
-        }
-        if !self.0.stopping.load(Ordering::SeqCst) {
-            self.0.worker_exited.store(true, Ordering::SeqCst);
-            // Process-directed, so the main thread's sigwait takes it.
-            if let Err(err) = kill(getpid(), WORKER_EXIT_SIGNAL) {
-                tracing::error!(error = %err, "cannot notify the main thread of a worker exit");
-            }
+impl ActiveTransport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActiveTransport::Uring { .. } => "uring",
+            ActiveTransport::Epoll { .. } => "epoll",
         }
     }
 }
@@ -349,24 +218,42 @@ pub struct Mount {
     signals: ShutdownSignals,
     session: Option<FuseSession>,
     workers: Vec<JoinHandle<RequestStats>>,
+    queues: Option<Queues>,
     shared: Arc<Shared>,
+    active: ActiveTransport,
+    /// Requests served while starting (INIT, when answered here).
+    startup: RequestStats,
 }
 
 impl Mount {
-    /// Mounts `fs` on `mountpoint` (a checked, canonical directory) and starts `threads`
-    /// workers, worker `i` pinned to `cpus[i % cpus.len()]` (unpinned if `cpus` is empty).
-    /// `signals` (blocked in this thread, hence in the workers) are what [`Mount::wait`]
-    /// waits for.
+    /// Mounts `fs` on `mountpoint` (a checked, canonical directory) over `transport` and
+    /// starts `threads` /dev/fuse workers, worker `i` pinned to `cpus[i % cpus.len()]`
+    /// (unpinned if `cpus` is empty), plus the io_uring queues if used. `signals` (blocked
+    /// in this thread, hence in the workers) are what [`Mount::wait`] waits for.
     pub fn start<S>(
         mountpoint: &Path,
         fs: VirtualFs<S>,
         cpus: &[usize],
         threads: usize,
         signals: &ShutdownSignals,
+        transport: Transport,
     ) -> Result<Mount, FuseError>
     where
         S: ContentSource + 'static,
     {
+        // Whether io_uring can work is checked before anything is mounted.
+        let mut fallback = None;
+        let rings = match transport {
+            Transport::Epoll => None,
+            Transport::Auto | Transport::Uring => match uring::prepare() {
+                Ok(rings) => Some(rings),
+                Err(err) if transport == Transport::Auto => {
+                    fallback = Some(error_chain(&err));
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            },
+        };
         let mount_error = |source| FuseError::Mount { path: mountpoint.to_path_buf(), source };
         let mut session =
             FuseSession::new(mountpoint, FSNAME, SUBTYPE, false).map_err(mount_error)?;
@@ -383,16 +270,24 @@ impl Mount {
             signals: *signals,
             session: Some(session),
             workers: Vec::with_capacity(channels.len()),
+            queues: None,
             shared: Arc::new(Shared::default()),
+            active: ActiveTransport::Epoll { fallback: None },
+            startup: RequestStats::default(),
         };
         let server = Arc::new(Server::new(fs));
+        if let Some(rings) = rings {
+            match mount.start_uring(rings, &server, transport == Transport::Uring)? {
+                Ok(queues) => mount.active = ActiveTransport::Uring { queues },
+                Err(err) => fallback = Some(error_chain(&err)),
+            }
+        }
+        if let ActiveTransport::Epoll { fallback: why } = &mut mount.active {
+            *why = fallback;
+        }
         for (i, channel) in channels.into_iter().enumerate() {
             // For telling an unmount from a failure (the channel keeps its fd private).
-            let device = mount
-                .session
-                .as_ref()
-                .and_then(FuseSession::get_fuse_file)
-                .and_then(|f| f.try_clone().ok());
+            let device = mount.device().and_then(|f| f.try_clone().ok());
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let server = Arc::clone(&server);
             let shared = Arc::clone(&mount.shared);
@@ -403,6 +298,53 @@ impl Mount {
             mount.workers.push(worker);
         }
         Ok(mount)
+    }
+
+    /// Answers INIT asking for io_uring and starts the queues: `Ok(Ok(queues))` if the
+    /// kernel serves the mount through them, `Ok(Err(why))` if it stays on /dev/fuse (an
+    /// error instead if `required`).
+    fn start_uring<S>(
+        &mut self,
+        rings: Vec<uring::queue::Ring>,
+        server: &Arc<Server<VirtualFs<S>>>,
+        required: bool,
+    ) -> Result<Result<usize, UringError>, FuseError>
+    where
+        S: ContentSource + 'static,
+    {
+        let bufsize = self.session.as_ref().map_or(0, FuseSession::bufsize);
+        let device = self.device().map(File::try_clone).transpose();
+        let Ok(Some(device)) = device else {
+            return Err(UringError::Init("no FUSE device".into()).into());
+        };
+        let counter = RequestCounter::default();
+        let negotiated = uring::init::answer(&device, server, bufsize, &counter);
+        self.startup.add(&counter.stats());
+        let negotiated = negotiated?;
+        if !negotiated.uring {
+            return match required {
+                true => Err(UringError::NotOffered.into()),
+                false => Ok(Err(UringError::NotOffered)),
+            };
+        }
+        let (queues, registered) =
+            Queues::start(rings, &device, server, negotiated.payload_len, &self.shared)?;
+        let count = queues.len();
+        self.queues = Some(queues);
+        match registered {
+            Ok(()) => Ok(Ok(count)),
+            Err(err) if !required => Ok(Err(err)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn device(&self) -> Option<&File> {
+        self.session.as_ref().and_then(FuseSession::get_fuse_file)
+    }
+
+    /// The transport requests arrive through.
+    pub fn transport(&self) -> &ActiveTransport {
+        &self.active
     }
 
     pub fn mountpoint(&self) -> &Path {
@@ -433,10 +375,7 @@ impl Mount {
     }
 
     fn disconnected(&self) -> bool {
-        match self.session.as_ref().and_then(FuseSession::get_fuse_file) {
-            Some(device) => disconnected(device),
-            None => true,
-        }
+        self.device().is_none_or(disconnected)
     }
 
     /// Wakes the workers, joins them and unmounts. Returns the requests they served.
@@ -451,12 +390,15 @@ impl Mount {
                 tracing::error!(error = %err, "cannot wake the workers");
             }
         }
-        let mut stats = RequestStats::default();
+        let mut stats = std::mem::take(&mut self.startup);
         for worker in self.workers.drain(..) {
             match worker.join() {
                 Ok(served) => stats.add(&served),
                 Err(_) => tracing::error!("a worker thread panicked"),
             }
+        }
+        if let Some(queues) = self.queues.take() {
+            stats.add(&queues.stop(&self.shared));
         }
         if let Some(mut session) = self.session.take() {
             // Closes the device first (pending requests fail instead of hanging), then
@@ -471,7 +413,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if self.session.is_some() || !self.workers.is_empty() {
+        if self.session.is_some() || !self.workers.is_empty() || self.queues.is_some() {
             if let Err(err) = self.shutdown() {
                 tracing::error!(error = %err, "unmount failed");
             }
@@ -531,13 +473,16 @@ fn disconnected(device: &File) -> bool {
         && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
-fn pin_to_cpu(cpu: usize) {
-    let mut set = CpuSet::new();
-    let pinned = set.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
-    match pinned {
-        Ok(()) => tracing::debug!(cpu, "worker pinned"),
-        Err(err) => tracing::warn!(cpu, error = %err, "cannot pin worker to its CPU"),
+/// An error and its sources on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }
 
 #[cfg(test)]
@@ -588,21 +533,5 @@ mod tests {
         let cpus = online_cpus().unwrap();
         assert!(!cpus.is_empty());
         assert!(cpus.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn request_stats_summary() {
-        let counter = RequestCounter::default();
-        for op in [14u32, 15, 15, 18, 1000] {
-            counter.collect(&InHeader { opcode: op, ..InHeader::default() });
-        }
-        let mut stats = RequestStats::default();
-        stats.add(&counter.stats());
-        stats.add(&counter.stats());
-        assert_eq!(stats.total(), 10);
-        assert_eq!(stats.count(15), 4);
-        assert_eq!(stats.summary(), "OPEN=2 READ=4 RELEASE=2 OTHER=2");
-        assert_eq!(opcode_name(26), "INIT");
-        assert_eq!(opcode_name(44), "READDIRPLUS");
     }
 }

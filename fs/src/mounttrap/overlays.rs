@@ -7,6 +7,9 @@
 //! runtime adds there (a new view, a read-write `/proc/sys` view, a user's LXCFS bind)
 //! applies to new mounts too:
 //! - every bind mount whose destination lies below `/proc` or `/sys`, with its options;
+//! - the dynamic trees (`/proc/sys`, `/sys/kernel`, ...) that sysvisor-runc's mirror hook
+//!   mounts, as planned in the [`MIRRORS_ANNOTATION`] annotation, after the binds as the
+//!   hook makes them;
 //! - `linux.readonlyPaths` and `linux.maskedPaths` below `/proc` or `/sys`.
 //!
 //! They are applied in runc's order: binds, then read-only paths, then masks. When the
@@ -77,12 +80,32 @@ pub struct OverlayError {
 }
 
 /// The parts of an OCI config the overlays come from.
+/// The annotation in which sysvisor-runc plans the mirror hook's mounts (see
+/// `runtime/src/mirrors.rs`): `{"mounts": [{"source", "target", "writable"}], ...}`.
+pub const MIRRORS_ANNOTATION: &str = "io.sysvisor.mirrors";
+
 #[derive(Debug, Deserialize)]
 struct Config {
     #[serde(default)]
     mounts: Vec<ConfigMount>,
     #[serde(default)]
     linux: Option<ConfigLinux>,
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MirrorPlan {
+    #[serde(default)]
+    mounts: Vec<MirrorMount>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MirrorMount {
+    source: PathBuf,
+    target: String,
+    #[serde(default)]
+    writable: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +178,16 @@ impl Overlays {
             let kind =
                 OverlayKind::Bind { source: source.into(), recursive, flags: bind_flags(options) };
             overlays.push(&mount.destination, kind);
+        }
+        if let Some(plan) = config.annotations.get(MIRRORS_ANNOTATION) {
+            let plan: MirrorPlan = serde_json::from_str(plan)
+                .map_err(|e| format!("annotation {MIRRORS_ANNOTATION}: {e}"))?;
+            for mirror in plan.mounts {
+                let read_only = if mirror.writable { 0 } else { libc::MS_RDONLY };
+                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | read_only;
+                let kind = OverlayKind::Bind { source: mirror.source, recursive: false, flags };
+                overlays.push(&mirror.target, kind);
+            }
         }
         let linux = config.linux.unwrap_or_default();
         for path in linux.readonly_paths.iter().flatten() {
@@ -289,6 +322,38 @@ mod tests {
         assert!(o.covers(FsKind::Proc, "meminfo"));
         assert!(!o.covers(FsKind::Proc, "cpuinfo"));
         assert!(!o.covers(FsKind::Sysfs, "fs/cgroup"), "cgroup mounts are not binds");
+    }
+
+    /// The mirror hook's trees (as runtime/src/mirrors.rs plans them) overlay new proc and
+    /// sysfs mounts too, after the binds, read-write only where planned so.
+    #[test]
+    fn mirror_trees_come_from_the_annotation() {
+        let plan = r#"{"mounts":[{"source":"/m/proc/sys","target":"/proc/sys","writable":true},{"source":"/m/sys/kernel","target":"/sys/kernel","writable":false}],"sysctl":{"net.ipv4.ip_forward":"1"}}"#;
+        let config = serde_json::json!({
+            "mounts": [{"destination": "/proc/meminfo", "type": "bind", "source": "/m/proc/meminfo",
+                        "options": ["rbind", "ro"]}],
+            "annotations": {MIRRORS_ANNOTATION: plan, "other": "x"},
+            "linux": {"maskedPaths": ["/proc/keys"]}
+        });
+        let o = Overlays::from_config(config.to_string().as_bytes()).unwrap();
+        let proc: Vec<&str> = o.of(FsKind::Proc).iter().map(|o| o.rel.as_str()).collect();
+        assert_eq!(proc, ["meminfo", "sys", "keys"]);
+        let base = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        assert_eq!(
+            o.of(FsKind::Proc)[1].kind,
+            OverlayKind::Bind { source: "/m/proc/sys".into(), recursive: false, flags: base }
+        );
+        assert_eq!(
+            o.of(FsKind::Sysfs)[0].kind,
+            OverlayKind::Bind {
+                source: "/m/sys/kernel".into(),
+                recursive: false,
+                flags: base | libc::MS_RDONLY
+            }
+        );
+        let bad = serde_json::json!({"annotations": {MIRRORS_ANNOTATION: "{"}});
+        let err = Overlays::from_config(bad.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains(MIRRORS_ANNOTATION), "{err}");
     }
 
     #[test]

@@ -24,6 +24,8 @@
 
 #![allow(dead_code, clippy::new_without_default)]
 
+pub mod daemon;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};

@@ -113,6 +113,87 @@ pub fn move_mount_to(mnt: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     check(rc).map(drop)
 }
 
+/// `mount_setattr(2)` flags.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOVE_MOUNT_T_EMPTY_PATH: c_uint = 0x40;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Sets the mount attributes `set` (`MOUNT_ATTR_*`) on the detached mount `mnt`, and makes
+/// it private (no propagation to or from its source's peers).
+pub fn set_mount_attrs(mnt: BorrowedFd<'_>, set: u64) -> io::Result<()> {
+    let attr =
+        MountAttr { attr_set: set, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
+    // SAFETY: attr is a properly laid out struct mount_attr of the size we pass, EMPTY a
+    // valid C string; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            EMPTY.as_ptr(),
+            libc::AT_EMPTY_PATH as c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(rc).map(drop)
+}
+
+/// Attaches the detached mount `mnt` on the directory `target` is open on (O_PATH).
+pub fn move_mount_onto(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: EMPTY is a valid C string; both descriptors are open for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            EMPTY.as_ptr(),
+            target.as_raw_fd(),
+            EMPTY.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(rc).map(drop)
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens directory `rel` below `root` with O_PATH, resolving it as if `root` were `/`
+/// (symlinks, `..` and absolute paths cannot leave it; no magic links).
+pub fn open_dir_in_root(root: BorrowedFd<'_>, rel: &Path) -> io::Result<OwnedFd> {
+    open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY)
+}
+
+/// As [`open_dir_in_root`] with open `flags` (O_CLOEXEC is added).
+pub fn open_in_root(root: BorrowedFd<'_>, rel: &Path, flags: c_int) -> io::Result<OwnedFd> {
+    let p = cpath(rel)?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: p is a valid C string and how a properly laid out open_how of the size we
+    // pass; both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            p.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    fd_from(rc)
+}
+
 /// A filesystem context (`fsopen`), for building an overlay parameter by parameter.
 pub struct FsContext {
     fd: OwnedFd,
