@@ -136,9 +136,12 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         echo keys_bytes=$(wc -c < /p/keys)
         echo acpi_entries=$(ls /p/acpi | wc -l)
         t sysctl_write sh -c 'echo 1 > /p/sys/kernel/printk_ratelimit'
+        echo bus_options=$(grep " /p/bus " /proc/self/mountinfo | cut -d" " -f6)
+        t write_ro_path sh -c 'echo 1 > /p/irq/default_smp_affinity'
         t umount_view umount /p/meminfo
         t umount_mask umount /p/keys
-        t umount_ro umount /p/sys
+        t umount_ro umount /p/bus
+        t umount_sys umount /p/sys
         echo mem_after=$(head -1 /p/meminfo | tr -s " " | cut -d" " -f2)
         t umount_whole umount /p
         echo p_mounts=$(grep -cE " /p(/| )" /proc/self/mountinfo)
@@ -159,10 +162,15 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
     assert_eq!(field(&f, "mem"), LIMIT_KB, "{f:#?}");
     assert_eq!(field(&f, "keys_bytes"), "0", "/proc/keys masked: {f:#?}");
     assert_eq!(field(&f, "acpi_entries"), "0", "/proc/acpi masked: {f:#?}");
-    assert_refused(&f, "sysctl_write", "Read-only file system");
+    // /proc/sys is the sysctl mirror (writable for the container's own sysctls only), the
+    // others of Docker's read-only paths are read-only binds.
+    assert_refused(&f, "sysctl_write", "");
+    assert!(field(&f, "bus_options").starts_with("ro,"), "{f:#?}");
+    assert_refused(&f, "write_ro_path", "Read-only file system");
     assert_refused(&f, "umount_view", "Operation not permitted");
     assert_refused(&f, "umount_mask", "Operation not permitted");
     assert_refused(&f, "umount_ro", "Operation not permitted");
+    assert_refused(&f, "umount_sys", "Operation not permitted");
     assert_eq!(field(&f, "mem_after"), LIMIT_KB, "{f:#?}");
     assert_ok(&f, "umount_whole");
     assert_eq!(field(&f, "p_mounts"), "0", "{f:#?}");
@@ -210,8 +218,8 @@ fn escape_attempts_fail() {
         echo rbind_mem=$(head -1 /y/meminfo | tr -s " " | cut -d" " -f2)
         umount -l /y
         # Writable again: refused.
-        t remount_ro_path mount -o remount,rw /proc/sys
-        t remount_ro_bind mount -o remount,bind,rw /proc/sys
+        t remount_ro_path mount -o remount,rw /proc/bus
+        t remount_ro_bind mount -o remount,bind,rw /proc/bus
         t remount_view mount -o remount,bind,rw /proc/meminfo
         t remount_sysfs mount -o remount,rw /sys
         t remount_mask mount -o remount,rw /sys/firmware
