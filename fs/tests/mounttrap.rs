@@ -98,8 +98,10 @@ impl Site {
         let mut options = MountTrapOptions::new(dir.join("seccomp.sock"), dir.join("no-fs"));
         options.helper_exe = PathBuf::from(BIN);
         options.workers = 2;
-        let trap = MountTrap::start(&options).unwrap_or_else(|e| panic!("start: {e}"));
-        Site { dir, trap: Some(trap) }
+        // The site first: if the start fails, dropping it removes the directory.
+        let mut site = Site { dir, trap: None };
+        site.trap = Some(MountTrap::start(&options).unwrap_or_else(|e| panic!("start: {e}")));
+        site
     }
 
     fn socket(&self) -> PathBuf {
@@ -514,7 +516,9 @@ mod child {
                 let sysfs_target = dir.join("bundle");
                 println!("mount_sysfs={}", mount("sysfs", &sysfs_target, "sysfs", libc::MS_RDONLY));
                 umount(&sysfs_target, libc::MNT_DETACH);
-                println!("umount_whole={}", umount(&target, libc::MNT_DETACH));
+                // A plain umount (no MNT_DETACH) of the whole proc: the trap does it lazily, the
+                // kernel would say EBUSY because of the overlays on it.
+                println!("umount_whole={}", umount(&target, 0));
                 // Without CAP_SYS_ADMIN the trap refuses what the kernel would.
                 // _LINUX_CAPABILITY_VERSION_3: a header, then two (effective, permitted,
                 // inheritable) triples, all zero.

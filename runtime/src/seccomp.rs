@@ -220,12 +220,15 @@ mod tests {
         assert_eq!(json["listenerPath"], "/run/sysvisor/seccomp.sock");
         assert_eq!(json["defaultAction"], "SCMP_ACT_ALLOW");
         let rules = json["syscalls"].as_array().unwrap();
-        assert_eq!(rules.len(), 3);
-        assert_eq!(rules[0]["action"], "SCMP_ACT_ERRNO");
+        // The deny rules of the system container profile come first, unchanged.
+        let deny = system_container_profile().syscalls().as_ref().map_or(0, |r| r.len());
+        assert_eq!(rules.len(), deny + 2);
+        assert!(rules[..deny].iter().all(|r| r["action"] == "SCMP_ACT_ERRNO"));
+        let (mount, others) = (&rules[deny], &rules[deny + 1]);
         // mount: notified unless a remount or a propagation change.
-        assert_eq!(rules[1]["action"], "SCMP_ACT_NOTIFY");
-        assert_eq!(rules[1]["names"], serde_json::json!(["mount"]));
-        let arg = &rules[1]["args"][0];
+        assert_eq!(mount["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(mount["names"], serde_json::json!(["mount"]));
+        let arg = &mount["args"][0];
         assert_eq!(arg["index"], 3);
         assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ");
         assert_eq!(arg["valueTwo"], 0);
@@ -239,9 +242,9 @@ mod tests {
                 | libc::MS_UNBINDABLE
         );
         assert_eq!(skipped & (libc::MS_BIND | libc::MS_MOVE), 0, "binds and moves stay trapped");
-        assert_eq!(rules[2]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(others["action"], "SCMP_ACT_NOTIFY");
         let mut trapped: Vec<&str> =
-            rules[2]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+            others["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
         trapped.push("mount");
         trapped.sort();
         let mut all = sysvisor_proto::MOUNT_TRAP_SYSCALLS.to_vec();

@@ -138,11 +138,14 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         t sysctl_write sh -c 'echo 1 > /p/sys/kernel/printk_ratelimit'
         t sysctl_emulated sh -c 'echo 7 > /p/sys/kernel/panic'
         echo panic=$(cat /proc/sys/kernel/panic)
+        echo bus_options=$(grep " /p/bus " /proc/self/mountinfo | cut -d" " -f6)
+        t write_ro_path sh -c 'echo 1 > /p/irq/default_smp_affinity'
         t umount_view umount /p/meminfo
         t umount_mask umount /p/keys
-        t umount_ro umount /p/sys
+        t umount_ro umount /p/bus
+        t umount_sys umount /p/sys
         echo mem_after=$(head -1 /p/meminfo | tr -s " " | cut -d" " -f2)
-        t umount_whole umount -l /p
+        t umount_whole umount /p
         echo p_mounts=$(grep -cE " /p(/| )" /proc/self/mountinfo)
         t proc_options mount -t proc -o ro,hidepid=2 proc /p
         echo p_options=$(grep " /p " /proc/self/mountinfo | cut -d" " -f6)
@@ -153,7 +156,7 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
         echo own_online=$(cat /sys/devices/system/cpu/online)
         echo firmware_entries=$(ls /s/firmware | wc -l)
         t umount_sys_view umount /s/devices/system/cpu/online
-        t umount_sys_whole umount -l /s
+        t umount_sys_whole umount /s
         echo s_mounts=$(grep -cE " /s(/| )" /proc/self/mountinfo)
         "#,
     );
@@ -161,14 +164,17 @@ fn proc_and_sysfs_mounted_anywhere_carry_views_masks_and_read_only_paths() {
     assert_eq!(field(&f, "mem"), LIMIT_KB, "{f:#?}");
     assert_eq!(field(&f, "keys_bytes"), "0", "/proc/keys masked: {f:#?}");
     assert_eq!(field(&f, "acpi_entries"), "0", "/proc/acpi masked: {f:#?}");
-    // The new proc's sys/ is sysvisor-fs's /proc/sys tree, as in the container's own /proc:
-    // host-wide sysctls are read-only there, emulated ones are the container's own.
+    // /proc/sys is the sysctl mirror (writable for the container's own sysctls only), the
+    // others of Docker's read-only paths are read-only binds.
     assert_refused(&f, "sysctl_write", "Permission denied");
     assert_ok(&f, "sysctl_emulated");
     assert_eq!(field(&f, "panic"), "7", "an emulated sysctl written through the new proc: {f:#?}");
+    assert!(field(&f, "bus_options").starts_with("ro,"), "{f:#?}");
+    assert_refused(&f, "write_ro_path", "Read-only file system");
     assert_refused(&f, "umount_view", "Operation not permitted");
     assert_refused(&f, "umount_mask", "Operation not permitted");
     assert_refused(&f, "umount_ro", "Operation not permitted");
+    assert_refused(&f, "umount_sys", "Operation not permitted");
     assert_eq!(field(&f, "mem_after"), LIMIT_KB, "{f:#?}");
     assert_ok(&f, "umount_whole");
     assert_eq!(field(&f, "p_mounts"), "0", "{f:#?}");

@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use parking_lot::Mutex;
 
 use super::abi;
-use super::handler::{self, Context, Source};
+use super::handler::{self, Context, Mounted, Source};
 
 /// How long a worker waits for an event before it checks whether to stop.
 const WAIT_MS: libc::c_int = 200;
@@ -27,6 +27,7 @@ pub struct Dispatcher {
     next: AtomicU64,
     stop: AtomicBool,
     ctx: Context,
+    mounted: Mounted,
 }
 
 impl Dispatcher {
@@ -43,11 +44,17 @@ impl Dispatcher {
             next: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             ctx,
+            mounted: Mounted::default(),
         })
     }
 
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// Where the trap mounted proc and sysfs, per container.
+    pub fn mounted(&self) -> &Mounted {
+        &self.mounted
     }
 
     /// Starts serving `source`.
@@ -94,7 +101,12 @@ impl Dispatcher {
     }
 
     fn remove(&self, key: u64) {
-        if let Some(source) = self.sources.lock().remove(&key) {
+        let mut sources = self.sources.lock();
+        if let Some(source) = sources.remove(&key) {
+            if !sources.values().any(|s| s.container == source.container) {
+                self.mounted.forget(&source.container);
+            }
+            drop(sources);
             // SAFETY: epoll_ctl DEL on our epoll fd; the event argument is ignored.
             unsafe {
                 libc::epoll_ctl(
@@ -141,7 +153,7 @@ impl Dispatcher {
     }
 
     fn serve(&self, source: &Source, notif: &abi::Notification) {
-        let answer = handler::handle(&self.ctx, source, notif);
+        let answer = handler::handle(&self.ctx, source, &self.mounted, notif);
         match abi::send(source.fd.as_fd(), notif.id, answer) {
             Ok(()) => {}
             // The caller is gone or was interrupted: nobody waits for this answer.

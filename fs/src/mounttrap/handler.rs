@@ -1,13 +1,16 @@
 //! Handling one notification: read the caller's arguments, decide ([`super::policy`]), and
 //! for a new proc or sysfs mount check the caller's privileges and run the helper.
 
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::abi::{self, Answer, Notification};
-use super::helper::{self, Job, JobFds, Target};
+use super::helper::{self, Job, JobFds, Target, Task};
 use super::mountinfo;
 use super::overlays::Overlays;
 use super::policy::{self, Decision, FsKind, NewMount};
@@ -55,8 +58,48 @@ pub struct Source {
     pub overlays: Arc<Overlays>,
 }
 
+/// Where the trap mounted proc or sysfs for each container (absolute paths as the callers
+/// see them, lexically cleaned; the newest [`Mounted::KEEP`] per container). Only a hint:
+/// an unmount of such a path is worth a look at the caller's mount table (see
+/// [`check_umount`]); what is really there decides.
+#[derive(Debug, Default)]
+pub struct Mounted(Mutex<HashMap<String, VecDeque<String>>>);
+
+impl Mounted {
+    pub const KEEP: usize = 64;
+
+    pub fn add(&self, container: &str, path: String) {
+        let mut map = self.0.lock();
+        let paths = map.entry(container.to_string()).or_default();
+        paths.retain(|p| *p != path);
+        if paths.len() >= Mounted::KEEP {
+            paths.pop_front();
+        }
+        paths.push_back(path);
+    }
+
+    pub fn contains(&self, container: &str, path: &str) -> bool {
+        self.0.lock().get(container).is_some_and(|paths| paths.iter().any(|p| p == path))
+    }
+
+    pub fn forget(&self, container: &str) {
+        self.0.lock().remove(container);
+    }
+}
+
+/// The caller's working directory as it sees it (/proc/TID/cwd shows paths relative to the
+/// caller's mount namespace), for relative paths only.
+fn absolute_path(notif: &Notification, target: &str) -> Option<String> {
+    let cwd = if target.starts_with('/') {
+        String::from("/")
+    } else {
+        std::fs::read_link(format!("/proc/{}/cwd", notif.pid)).ok()?.to_string_lossy().into_owned()
+    };
+    mountinfo::absolute(&cwd, target)
+}
+
 /// Decides and carries out one notification; returns the answer to send.
-pub fn handle(ctx: &Context, source: &Source, notif: &Notification) -> Answer {
+pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notification) -> Answer {
     // A caller that is gone cannot be answered anyway (the send fails with ENOENT).
     let Ok(dir) = process::proc_dir_in(ctx.proc.as_fd(), notif.pid) else {
         return Answer::Continue;
@@ -69,49 +112,114 @@ pub fn handle(ctx: &Context, source: &Source, notif: &Notification) -> Answer {
     }
     match policy::decide(notif, &mut memory) {
         Decision::Answer(answer) => answer,
-        Decision::NewMount(mount) => new_mount(ctx, source, notif, dir.as_fd(), &mount),
-        Decision::CheckUmount { target } => check_umount(source, notif, dir.as_fd(), &target),
+        Decision::NewMount(mount) => {
+            let answer = new_mount(ctx, source, notif, dir.as_fd(), &mount);
+            if answer == Answer::Success {
+                remember(source, mounted, notif, &mount.target);
+            }
+            answer
+        }
+        Decision::CheckUmount { target, flags } => {
+            check_umount(ctx, source, mounted, notif, dir.as_fd(), &target, flags)
+        }
     }
 }
 
-/// `umount2` of a protected mount: EPERM. Anything else continues (if the lexical lookup
-/// misses a protected mount, say through a symlink, the kernel still refuses: the overlays
-/// are locked mounts).
+/// Records where a new mount went, as the caller sees the path.
+fn remember(source: &Source, mounted: &Mounted, notif: &Notification, target: &str) {
+    let path = match self_relative(target) {
+        // /proc/self/fd/N: where that fd points, in the caller's terms.
+        Some(rest) => std::fs::read_link(format!("/proc/{}/{rest}", notif.pid))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
+        None => absolute_path(notif, target),
+    };
+    if let Some(path) = path {
+        mounted.add(&source.container, path);
+    }
+}
+
+/// `umount2`:
+/// - of a protected mount (an overlay): EPERM;
+/// - without MNT_DETACH, of a proc or sysfs the trap mounted and whose only children are its
+///   overlays: performed lazily for the caller (the kernel would say EBUSY because of the
+///   overlays, which the container did not put there);
+/// - anything else continues. If the lexical lookup misses a protected mount (through a
+///   symlink, say), the kernel still refuses: the overlays are locked mounts.
+///
+/// The caller's mount table is only read when the path could be an overlay or is where
+/// the trap mounted something.
 fn check_umount(
+    ctx: &Context,
     source: &Source,
+    mounted: &Mounted,
     notif: &Notification,
     dir: BorrowedFd<'_>,
     target: &str,
+    flags: i32,
 ) -> Answer {
-    let cwd = if target.starts_with('/') {
-        String::from("/")
-    } else {
-        match std::fs::read_link(format!("/proc/{}/cwd", notif.pid)) {
-            Ok(cwd) => cwd.to_string_lossy().into_owned(),
-            Err(_) => return Answer::Continue,
-        }
-    };
-    let Some(path) = mountinfo::absolute(&cwd, target) else {
+    let Some(path) = absolute_path(notif, target) else {
         return Answer::Continue;
     };
-    if !source.overlays.may_cover_path(&path) {
+    let ours = flags & libc::MNT_DETACH == 0 && mounted.contains(&source.container, &path);
+    if !ours && !source.overlays.may_cover_path(&path) {
         return Answer::Continue;
     }
     let Ok(text) = process::read_text(dir, "mountinfo") else {
         return Answer::Continue;
     };
     let entries = mountinfo::parse(&text);
-    match mountinfo::top_mount_at(&entries, &path) {
-        Some(entry) if mountinfo::is_protected(&entries, entry, &source.overlays) => {
-            tracing::info!(
-                container = %source.container,
-                pid = notif.pid,
-                path = %path,
-                "refused to unmount a view, mask or read-only path"
-            );
-            Answer::Errno(libc::EPERM)
-        }
-        _ => Answer::Continue,
+    let Some(entry) = mountinfo::top_mount_at(&entries, &path) else {
+        return Answer::Continue;
+    };
+    if mountinfo::is_protected(&entries, entry, &source.overlays) {
+        tracing::info!(
+            container = %source.container,
+            pid = notif.pid,
+            path = %path,
+            "refused to unmount a view, mask or read-only path"
+        );
+        return Answer::Errno(libc::EPERM);
+    }
+    if ours && mountinfo::is_overlaid_root(&entries, entry, &source.overlays) {
+        return unmount_lazily(ctx, source, notif, dir, target, flags);
+    }
+    Answer::Continue
+}
+
+/// The unmount of [`check_umount`]'s second case, in a helper (the path is resolved inside
+/// the container, which may take time), after the kernel's permission check for the
+/// caller.
+fn unmount_lazily(
+    ctx: &Context,
+    source: &Source,
+    notif: &Notification,
+    dir: BorrowedFd<'_>,
+    target: &str,
+    flags: i32,
+) -> Answer {
+    let fail = |what: &str, err: &dyn std::fmt::Display| {
+        tracing::warn!(container = %source.container, pid = notif.pid, error = %err, "{what}");
+        Answer::Errno(libc::EIO)
+    };
+    let (fds, status) =
+        match ProcessFds::open(dir).and_then(|f| Ok((f, process::read_text(dir, "status")?))) {
+            Ok(opened) => opened,
+            Err(err) => return fail("cannot open the caller's namespaces", &err),
+        };
+    if !abi::id_valid(source.fd.as_fd(), notif.id) {
+        return Answer::Continue;
+    }
+    match caller_may_admin(&fds, &status, &[&fds.mnt]) {
+        Ok(true) => {}
+        Ok(false) => return Answer::Errno(libc::EPERM),
+        Err(err) => return fail("cannot check the caller's privileges", &err),
+    }
+    let task = Task::Unmount { target: target.to_string(), flags: flags | libc::MNT_DETACH };
+    match helper::run(&ctx.exe, &task, &JobFds::of(&fds, None), ctx.helper_timeout) {
+        Ok(outcome) if outcome.errno == 0 => Answer::Success,
+        Ok(outcome) => Answer::Errno(outcome.caller_errno()),
+        Err(err) => fail("the unmount helper failed", &err),
     }
 }
 
@@ -160,7 +268,11 @@ fn new_mount(
         // Not in a container's user namespace: not ours to handle.
         _ => return Answer::Continue,
     }
-    match may_mount(&fds, &status, mount.fs) {
+    let shown = match mount.fs {
+        FsKind::Proc => &fds.pid,
+        FsKind::Sysfs => &fds.net,
+    };
+    match caller_may_admin(&fds, &status, &[&fds.mnt, shown]) {
         Ok(true) => {}
         Ok(false) => return Answer::Errno(libc::EPERM),
         Err(err) => return fail("cannot check the caller's privileges", &err),
@@ -175,7 +287,7 @@ fn new_mount(
         replace: None,
     };
     let job_fds = JobFds::of(&fds, target_fd.as_ref().map(|fd| fd.as_fd()));
-    match helper::run(&ctx.exe, &job, &job_fds, ctx.helper_timeout) {
+    match helper::run(&ctx.exe, &Task::Mount(job), &job_fds, ctx.helper_timeout) {
         Ok(outcome) if outcome.errno == 0 => {
             tracing::debug!(
                 container = %source.container,
@@ -204,19 +316,19 @@ fn new_mount(
     }
 }
 
-/// The kernel's own permission checks for a new mount, made for the caller (the helper
-/// has every capability in the caller's user namespace, whoever the caller is): it needs
-/// CAP_SYS_ADMIN over its mount namespace, and over the pid namespace (proc) or network
-/// namespace (sysfs) the new mount shows.
-fn may_mount(fds: &ProcessFds, status: &str, fs: FsKind) -> std::io::Result<bool> {
+/// The kernel's own permission checks, made for the caller (the helper has every
+/// capability in the caller's user namespace, whoever the caller is): CAP_SYS_ADMIN over
+/// each of `namespaces` (its mount namespace for any mount or unmount; for a new mount also
+/// the pid namespace (proc) or network namespace (sysfs) it shows).
+fn caller_may_admin(
+    fds: &ProcessFds,
+    status: &str,
+    namespaces: &[&OwnedFd],
+) -> std::io::Result<bool> {
     if !process::has_cap_sys_admin(status) {
         return Ok(false);
     }
-    let shown = match fs {
-        FsKind::Proc => &fds.pid,
-        FsKind::Sysfs => &fds.net,
-    };
-    for ns in [&fds.mnt, shown] {
+    for ns in namespaces {
         let owner = process::owner(ns.as_fd())?;
         if !process::userns_covers(fds.user.as_fd(), owner.as_fd())? {
             return Ok(false);
@@ -228,6 +340,23 @@ fn may_mount(fds: &ProcessFds, status: &str, fs: FsKind) -> std::io::Result<bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounted_paths_are_kept_per_container_newest_first() {
+        let m = Mounted::default();
+        m.add("a", "/mnt".into());
+        m.add("b", "/proc".into());
+        assert!(m.contains("a", "/mnt"));
+        assert!(!m.contains("a", "/proc"));
+        for i in 0..Mounted::KEEP {
+            m.add("a", format!("/m{i}"));
+        }
+        assert!(!m.contains("a", "/mnt"), "the oldest went");
+        assert!(m.contains("a", &format!("/m{}", Mounted::KEEP - 1)));
+        m.forget("a");
+        assert!(!m.contains("a", "/m1"));
+        assert!(m.contains("b", "/proc"));
+    }
 
     #[test]
     fn self_targets_are_recognised() {

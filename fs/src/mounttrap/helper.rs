@@ -60,6 +60,19 @@ const FD_ROOT: RawFd = 7;
 const FD_CWD: RawFd = 8;
 const FD_TARGET: RawFd = 9;
 
+/// What a helper does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    Mount(Job),
+    /// `umount2(target, flags)` in the caller's user and mount namespaces, root and cwd:
+    /// the lazy unmount of a proc or sysfs the trap mounted (see `handler`).
+    Unmount {
+        target: String,
+        flags: i32,
+    },
+}
+
 /// One mount to perform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
@@ -98,7 +111,7 @@ pub struct Outcome {
 /// Steps whose failure is the caller's own error (a bad option, a missing target): their
 /// errno goes back to the caller as it is. Any other failure is the trap's, and the caller
 /// gets EIO.
-pub const CALLER_STEPS: &[&str] = &["mount", "attach"];
+pub const CALLER_STEPS: &[&str] = &["mount", "attach", "umount"];
 
 impl Outcome {
     /// The errno for the trapped call.
@@ -146,11 +159,11 @@ impl<'a> JobFds<'a> {
     }
 }
 
-/// Runs `job` in a helper process (`exe` with [`HELPER_ARG`]) and waits for it at most
+/// Runs `task` in a helper process (`exe` with [`HELPER_ARG`]) and waits for it at most
 /// `timeout`.
 pub fn run(
     exe: &Path,
-    job: &Job,
+    task: &Task,
     fds: &JobFds<'_>,
     timeout: Duration,
 ) -> Result<Outcome, HelperError> {
@@ -168,7 +181,7 @@ pub fn run(
         high.push(unsafe { OwnedFd::from_raw_fd(dup) });
     }
     let raw: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let input = serde_json::to_vec(job).map_err(|e| HelperError::Spawn(e.into()))?;
+    let input = serde_json::to_vec(task).map_err(|e| HelperError::Spawn(e.into()))?;
 
     let mut command = Command::new(exe);
     command
@@ -237,23 +250,27 @@ fn wait_a_little(pid: u32) {
     unsafe { libc::poll(&mut poll, 1, 50) };
 }
 
-/// The helper's `main`: reads the job, performs it, prints the outcome. The exit code is 0
+/// The helper's `main`: reads the task, performs it, prints the outcome. The exit code is 0
 /// whenever an outcome was printed.
 pub fn main() -> i32 {
     let mut input = String::new();
-    let job: Job =
+    let task: Task =
         match io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
-            Ok(Ok(job)) => job,
+            Ok(Ok(task)) => task,
             Ok(Err(err)) => {
-                eprintln!("bad job: {err}");
+                eprintln!("bad task: {err}");
                 return 2;
             }
             Err(err) => {
-                eprintln!("cannot read the job: {err}");
+                eprintln!("cannot read the task: {err}");
                 return 2;
             }
         };
-    match perform(&job) {
+    let result = match &task {
+        Task::Mount(job) => perform(job),
+        Task::Unmount { target, flags } => unmount(target, *flags),
+    };
+    match result {
         Ok(()) => report(&Outcome { errno: 0, step: None }),
         Err(failure) => {
             eprintln!("{}: {}", failure.step, io::Error::from_raw_os_error(failure.errno));
@@ -367,6 +384,26 @@ fn perform(job: &Job) -> Step<()> {
     Err(Failure { step: format!("child ended with status {status:#x}"), errno: libc::EIO })
 }
 
+/// Enters the caller's user and mount namespaces, root and working directory.
+fn enter_caller() -> Step<()> {
+    setns(FD_MNT, libc::CLONE_NEWNS, "setns mnt")?;
+    // SAFETY: fchdir/chroot/fchdir on fds the daemon passed us.
+    check(unsafe { libc::fchdir(FD_ROOT) } as libc::c_long, "chroot")?;
+    let dot = cstring(".", "chroot")?;
+    // SAFETY: chroot to the current directory.
+    check(unsafe { libc::chroot(dot.as_ptr()) } as libc::c_long, "chroot")?;
+    // SAFETY: as above.
+    check(unsafe { libc::fchdir(FD_CWD) } as libc::c_long, "chdir").map(drop)
+}
+
+fn unmount(target: &str, flags: i32) -> Step<()> {
+    setns(FD_USER, libc::CLONE_NEWUSER, "setns user")?;
+    enter_caller()?;
+    let target = cstring(target, "umount")?;
+    // SAFETY: umount2 with a NUL-terminated path.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long, "umount").map(drop)
+}
+
 fn in_pid_namespace(job: &Job) -> Step<()> {
     let stage = path_cstring(&job.stage, "stage")?;
     let fstype = cstring(job.fs.name(), "mount")?;
@@ -395,14 +432,7 @@ fn in_pid_namespace(job: &Job) -> Step<()> {
     // SAFETY: the kernel just returned this fd.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
 
-    setns(FD_MNT, libc::CLONE_NEWNS, "setns mnt")?;
-    // SAFETY: fchdir/chroot/fchdir on fds the daemon passed us.
-    check(unsafe { libc::fchdir(FD_ROOT) } as libc::c_long, "chroot")?;
-    let dot = cstring(".", "chroot")?;
-    // SAFETY: chroot to the current directory.
-    check(unsafe { libc::chroot(dot.as_ptr()) } as libc::c_long, "chroot")?;
-    // SAFETY: as above.
-    check(unsafe { libc::fchdir(FD_CWD) } as libc::c_long, "chdir")?;
+    enter_caller()?;
 
     match &job.target {
         Target::Fd => move_mount(
@@ -535,9 +565,13 @@ mod tests {
             stage: "/run/sysvisor/mounttrap".into(),
             replace: Some(vec!["fs/cgroup".into()]),
         };
-        let json = serde_json::to_string(&job).unwrap();
-        assert_eq!(serde_json::from_str::<Job>(&json).unwrap(), job);
-        assert!(json.contains(r#""fs":"proc""#), "{json}");
+        let task = Task::Mount(job);
+        let json = serde_json::to_string(&task).unwrap();
+        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), task);
+        assert!(json.contains(r#""task":"mount""#) && json.contains(r#""fs":"proc""#), "{json}");
+        let unmount = Task::Unmount { target: "/mnt".into(), flags: libc::MNT_DETACH };
+        let json = serde_json::to_string(&unmount).unwrap();
+        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), unmount);
     }
 
     #[test]
@@ -545,6 +579,7 @@ mod tests {
         let at = |step: &str, errno| Outcome { errno, step: Some(step.into()) };
         assert_eq!(at("mount", libc::EINVAL).caller_errno(), libc::EINVAL);
         assert_eq!(at("attach", libc::ENOENT).caller_errno(), libc::ENOENT);
+        assert_eq!(at("umount", libc::EBUSY).caller_errno(), libc::EBUSY);
         assert_eq!(at("overlay meminfo", libc::ENOENT).caller_errno(), libc::EIO);
         assert_eq!(at("setns user", libc::EPERM).caller_errno(), libc::EIO);
         assert_eq!(Outcome { errno: 0, step: None }.caller_errno(), 0);

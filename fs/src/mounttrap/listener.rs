@@ -171,8 +171,14 @@ fn register(
     if state.is_init() {
         match lock::lock_container(dispatcher.context(), pid, &overlays) {
             Ok(locked) => {
+                for fs in &locked {
+                    dispatcher.mounted().add(&id, fs.container_path().to_string());
+                }
                 let names: Vec<&str> = locked.iter().map(|fs| fs.container_path()).collect();
                 tracing::info!(container = %id, pid, locked = ?names, "views locked");
+            }
+            Err(lock::LockError::Gone(_)) => {
+                tracing::debug!(container = %id, pid, "the init is gone: nothing to lock")
             }
             Err(err) => tracing::warn!(
                 container = %id,

@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use crate::caller::pidfd::PidFd;
 
 use super::handler::Context;
-use super::helper::{self, Job, JobFds, Target};
+use super::helper::{self, Job, JobFds, Target, Task};
 use super::mountinfo::{self, MountEntry};
 use super::overlays::Overlays;
 use super::policy::FsKind;
@@ -83,7 +83,11 @@ pub fn lock_container(
     pid: u32,
     overlays: &Overlays,
 ) -> Result<Vec<FsKind>, LockError> {
-    let inspect = |source| LockError::Inspect { pid, source };
+    // A container whose init is already gone (`docker run IMAGE true`) has nothing to lock.
+    let inspect = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::ESRCH | libc::ENOENT) => LockError::Gone(pid),
+        _ => LockError::Inspect { pid, source },
+    };
     let pidfd = PidFd::open(pid).map_err(inspect)?;
     let dir = process::proc_dir(pid).map_err(inspect)?;
     let fds = ProcessFds::open(dir.as_fd()).map_err(inspect)?;
@@ -114,7 +118,7 @@ pub fn lock_container(
             replace: Some(plan.carry),
         };
         let job_fds = JobFds::of(&fds, None);
-        let outcome = helper::run(&ctx.exe, &job, &job_fds, ctx.helper_timeout)?;
+        let outcome = helper::run(&ctx.exe, &Task::Mount(job), &job_fds, ctx.helper_timeout)?;
         if outcome.errno != 0 {
             return Err(LockError::Failed {
                 fs: fs.name(),

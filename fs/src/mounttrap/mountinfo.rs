@@ -145,6 +145,16 @@ pub fn is_protected(entries: &[MountEntry], entry: &MountEntry, overlays: &Overl
     path_in_fs(parent, entry).is_some_and(|rel| overlays.covers(fs, &rel))
 }
 
+/// Whether `entry` is a proc or sysfs mount whose only children are overlays: one the trap
+/// made. A plain `umount` of it would fail with EBUSY because of them.
+pub fn is_overlaid_root(entries: &[MountEntry], entry: &MountEntry, overlays: &Overlays) -> bool {
+    if FsKind::from_name(&entry.fstype).is_none() {
+        return false;
+    }
+    let mut children = children_of(entries, entry).peekable();
+    children.peek().is_some() && children.all(|child| is_protected(entries, child, overlays))
+}
+
 /// mount(2) flags of a mount, from its per-mount options.
 pub fn mount_flags(options: &str) -> u64 {
     options
@@ -243,6 +253,18 @@ mod tests {
         assert!(!protected(200), "binfmt_misc sits on /proc/sys, not on an overlay path");
         assert!(!protected(201), "the user's own mount over a view");
         assert!(!protected(115), "the root");
+    }
+
+    #[test]
+    fn a_proc_with_only_overlays_on_it_is_one_the_trap_made() {
+        let entries = parse(CONTAINER);
+        let overlays = overlays();
+        let get = |id: u64| entries.iter().find(|e| e.id == id).unwrap();
+        assert!(is_overlaid_root(&entries, get(210), &overlays), "/mnt dir: a view only");
+        assert!(is_overlaid_root(&entries, get(116), &overlays), "/proc: views, masks, ro paths");
+        assert!(!is_overlaid_root(&entries, get(119), &overlays), "/sys: cgroups on it");
+        assert!(!is_overlaid_root(&entries, get(66), &overlays), "no children");
+        assert!(!is_overlaid_root(&entries, get(115), &overlays), "not proc or sysfs");
     }
 
     #[test]

@@ -93,8 +93,8 @@ pub enum Decision {
     Answer(abi::Answer),
     /// Perform this mount in the caller's namespaces.
     NewMount(NewMount),
-    /// Refuse if `target` is a protected mount, else continue.
-    CheckUmount { target: String },
+    /// Refuse if `target` is a protected mount, else continue (see `handler`).
+    CheckUmount { target: String, flags: i32 },
 }
 
 const CONTINUE: Decision = Decision::Answer(abi::Answer::Continue);
@@ -134,7 +134,10 @@ pub fn decide(notif: &Notification, strings: &mut impl Strings) -> Decision {
             Decision::NewMount(NewMount { fs, target, flags: flags & PASSED_FLAGS, data })
         }
         Syscall::Umount2 | Syscall::Umount => match strings.string(arg(0)) {
-            Some(target) => Decision::CheckUmount { target },
+            Some(target) => {
+                let flags = if call == Syscall::Umount2 { arg(1) as i32 } else { 0 };
+                Decision::CheckUmount { target, flags }
+            }
             None => CONTINUE,
         },
         Syscall::Fsopen => match strings.string(arg(0)).as_deref().and_then(FsKind::from_name) {
@@ -255,12 +258,18 @@ mod tests {
     fn umounts_are_checked() {
         let mut n = mount(0x20, 2, 0, 0, 0);
         n.nr = 166;
-        assert_eq!(decide(&n, &mut memory()), Decision::CheckUmount { target: "/mnt".into() });
+        assert_eq!(
+            decide(&n, &mut memory()),
+            Decision::CheckUmount { target: "/mnt".into(), flags: libc::MNT_DETACH }
+        );
         // i386 umount(target), with garbage in the upper half of the pointer.
         n.arch = AUDIT_ARCH_I386;
         n.nr = 22;
         n.args[0] = 0xffff_ffff_0000_0020;
-        assert_eq!(decide(&n, &mut memory()), Decision::CheckUmount { target: "/mnt".into() });
+        assert_eq!(
+            decide(&n, &mut memory()),
+            Decision::CheckUmount { target: "/mnt".into(), flags: 0 }
+        );
         n.args[0] = 0x999;
         assert_eq!(decide(&n, &mut memory()), CONTINUE);
     }
