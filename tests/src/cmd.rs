@@ -46,6 +46,15 @@ impl Output {
     pub fn out(&self) -> String {
         self.stdout.replace('\r', "").trim().to_string()
     }
+
+    /// The `KEY=value` lines of stdout (what test scripts print), by key.
+    pub fn fields(&self) -> std::collections::HashMap<String, String> {
+        self.out()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    }
 }
 
 impl fmt::Display for Output {

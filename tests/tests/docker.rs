@@ -4,7 +4,6 @@
 //! the sysvisor-fs daemon) is set up by the harness (see `sysvisor_e2e`). Each test removes
 //! its containers (guards) and checks that nothing of them is left.
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,15 +15,6 @@ use sysvisor_e2e::cmd;
 use sysvisor_e2e::{
     parse_uid_map, scratch_dir, Container, Engine, IdMap, Output, RANGE, RUNTIME, RUN_DIR,
 };
-
-/// `KEY=value` lines of a script's output.
-fn fields(out: &Output) -> HashMap<String, String> {
-    out.out()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
 
 /// The uid map the container's own processes see (first line).
 fn inner_uid_map(c: &Container) -> IdMap {
@@ -82,7 +72,7 @@ fn system_container_sees_its_limits_and_owns_its_rootfs() {
         .sh("echo online=$(cat /sys/devices/system/cpu/online); echo processors=$(grep -c ^processor /proc/cpuinfo); echo nproc=$(nproc); \
              echo uptime=$(cut -d' ' -f1 /proc/uptime)")
         .expect_success();
-    let f = fields(&out);
+    let f = out.fields();
     assert_eq!(f["online"], "0", "{out}");
     assert_eq!(f["processors"], "1", "{out}");
     // busybox nproc counts the CPUs of sched_getaffinity: --cpus 1 pins one CPU.

@@ -12,27 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sysvisor_e2e::{cmd, leaks, Container, Engine, Output};
+use sysvisor_e2e::{cmd, leaks, Container, Engine};
 
 /// Runs `name=ok` / `name=fail:<message>` checks: the script defines `t NAME CMD...`.
 const PRELUDE: &str = r#"
 t() { n=$1; shift; if o=$("$@" 2>&1); then echo "$n=ok"; else echo "$n=fail:$(echo $o | tr '\n' ' ')"; fi; }
 "#;
 
-/// `KEY=value` lines of a script's output.
-fn fields(out: &Output) -> HashMap<String, String> {
-    out.out()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
 /// Runs a script (with [`PRELUDE`]) in the container and returns its fields.
 #[track_caller]
 fn checks(c: &Container, script: &str) -> HashMap<String, String> {
     let out = c.sh(&format!("{PRELUDE}\n{script}")).expect_success();
-    fields(&out)
+    out.fields()
 }
 
 #[track_caller]
@@ -454,7 +445,7 @@ fn an_inner_runc_container_sees_the_views() {
             sed -i 's/"terminal": true/"terminal": false/; s/"sh"$/"\/show"/' config.json
             runc --rootless=true run --no-new-keyring inner"#)
         .expect_success();
-    let f = fields(&out);
+    let f = out.fields();
     assert_eq!(field(&f, "mem"), LIMIT_KB, "{out}");
     assert_eq!(field(&f, "fs"), "fuse.sysvisor-fs", "{out}");
     assert_eq!(field(&f, "pid"), "1", "{out}");
