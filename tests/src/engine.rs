@@ -950,16 +950,8 @@ fn clean_leftovers(runtime_bin: &Path) {
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if pid_alive(pid) && comm.trim() == "dockerd" {
             eprintln!("sysvisor-e2e: stopping a dockerd left by an earlier run (pid {pid})");
-            // SAFETY: signalling the leftover dockerd of our own pid file.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while pid_alive(pid) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(100));
-            }
-            if pid_alive(pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            // The leftover dockerd of our own pid file.
+            terminate(&[pid], Duration::from_secs(40));
         }
     }
     // Containers whose engine died without stopping them: delete them through the runtime.
@@ -998,16 +990,8 @@ fn clean_leftovers(runtime_bin: &Path) {
             eprintln!(
                 "sysvisor-e2e: stopping the sysvisor-fs daemon of an earlier run (pid {pid})"
             );
-            // SAFETY: the daemon named by our own pid file.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while pid_alive(pid) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(50));
-            }
-            if pid_alive(pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            // The daemon named by our own pid file.
+            terminate(&[pid], Duration::from_secs(15));
         }
         let _ = fs::remove_file(fs_pidfile());
     }
@@ -1029,11 +1013,18 @@ fn kill_stragglers() {
         return;
     }
     eprintln!("sysvisor-e2e: stopping processes of the private engine still running: {pids:?}");
-    for &pid in &pids {
-        // SAFETY: a process whose command line names our private exec root.
+    // Processes whose command lines name our private exec root.
+    terminate(&pids, Duration::from_secs(5));
+}
+
+/// SIGTERM to `pids` (processes of this harness's own engine or daemon, found by the caller),
+/// up to `grace` for them to exit, then SIGKILL to those still alive.
+fn terminate(pids: &[i32], grace: Duration) {
+    for &pid in pids {
+        // SAFETY: kill(2) on a pid the caller identified as ours; no memory is involved.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + grace;
     while pids.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
