@@ -5,8 +5,10 @@
 //!
 //! The busy-loop checks need the container's CPU to be actually free: the busy loop's own
 //! CPU time (from the kernel's /proc/PID/stat, not a view) is measured over each tool run,
-//! a run where it got less than [`AVAILABLE`] of its CPU is retried, and if every attempt
-//! is starved the test fails saying that the machine is too busy.
+//! and the tool's figure must follow it in every run. The issue's bounds (at least 80%
+//! user, at most 20% idle) are checked on a run where the loop got [`AVAILABLE`] of its
+//! CPU; a starved run is retried, and if every attempt is starved that part is reported
+//! as skipped ("skipped: ... the machine is too busy") with the shares seen.
 
 use std::collections::HashMap;
 use std::thread;
@@ -18,6 +20,9 @@ use sysvisor_e2e::{Container, Engine, Output, RUNTIME};
 const AVAILABLE: f64 = 0.9;
 /// Tool runs tried before the machine counts as too busy.
 const ATTEMPTS: usize = 3;
+/// How far (in percentage points) a tool's CPU figure may be from the busy loop's real
+/// share of its CPU: the tool samples one second of the longer measured run.
+const TRACKING: f64 = 15.0;
 
 /// A Debian container with one CPU and 512 MiB, running `sleep`.
 #[track_caller]
@@ -75,29 +80,42 @@ fn measured(c: &Container, busy_pid: &str, tool: &str) -> (Output, f64) {
 }
 
 /// Runs `tool` under the busy loop until the loop got its CPU during the run (at most
-/// [`ATTEMPTS`] times) and returns the figure `judge` reads from its output.
+/// [`ATTEMPTS`] times). Every run's figure (`judge` reads it from the output) must follow
+/// what the loop really got: within [`TRACKING`] points of `expect(share)`. Returns the
+/// figure of the first run where the loop got its CPU, or `None` (reported as a skip of
+/// the issue's bounds) when the machine starved it every time.
 fn busy_figure(
     c: &Container,
     busy_pid: &str,
     tool: &str,
     judge: impl Fn(&Output) -> f64,
-) -> (f64, Output) {
+    expect: impl Fn(f64) -> f64,
+) -> Option<(f64, Output)> {
     let mut starved = Vec::new();
     for _ in 0..ATTEMPTS {
         let (out, share) = measured(c, busy_pid, tool);
+        let (figure, expected) = (judge(&out), expect(share));
+        assert!(
+            (figure - expected).abs() <= TRACKING,
+            "`{tool}` shows {figure:.1} while the busy loop got {:.0}% of its CPU (expected \
+             about {expected:.0}): not live figures\n{out}",
+            share * 100.0
+        );
         if share >= AVAILABLE {
-            eprintln!("live: `{tool}` with the busy loop at {:.0}% of its CPU", share * 100.0);
-            return (judge(&out), out);
+            eprintln!("live: `{tool}`: {figure:.1} with the busy loop at {:.0}%", share * 100.0);
+            return Some((figure, out));
         }
-        starved.push(format!("{:.0}% (the tool showed {:.1})", share * 100.0, judge(&out)));
+        starved.push(format!("{:.0}% (`{tool}` showed {figure:.1})", share * 100.0));
         thread::sleep(Duration::from_secs(1));
     }
-    panic!(
-        "the machine is too busy to judge `{tool}`: the container's busy loop got only {} of \
-         its one CPU in {ATTEMPTS} attempts (needs {:.0}%); other processes hold the host's CPUs",
+    println!(
+        "skipped: the issue's bounds for `{tool}` under a busy loop: the machine is too busy, \
+         the container's busy loop got only {} of its one CPU in {ATTEMPTS} attempts (needs \
+         {:.0}%); the figures did follow the loop's real share",
         starved.join(", "),
         AVAILABLE * 100.0
     );
+    None
 }
 
 #[test]
@@ -128,10 +146,15 @@ fn top_and_vmstat_see_an_idle_cpu_then_a_busy_one() {
     }
     assert!(busy_pid.parse::<u32>().is_ok(), "the busy loop did not start: {busy_pid:?}");
 
-    let (user, top) = busy_figure(&c, &busy_pid, "top -bn2 -d1", |out| top_cpu(out)["us"]);
-    assert!(user >= 80.0, "top's second sample under a busy loop: {user}% user\n{top}");
-    let (idle, vmstat) = busy_figure(&c, &busy_pid, "vmstat 1 2", |out| vmstat_column(out, "id"));
-    assert!(idle <= 20.0, "vmstat's second line under a busy loop: {idle}% idle\n{vmstat}");
+    let top = busy_figure(&c, &busy_pid, "top -bn2 -d1", |o| top_cpu(o)["us"], |s| s * 100.0);
+    if let Some((user, top)) = top {
+        assert!(user >= 80.0, "top's second sample under a busy loop: {user}% user\n{top}");
+    }
+    let vmstat_idle = |o: &Output| vmstat_column(o, "id");
+    let vmstat = busy_figure(&c, &busy_pid, "vmstat 1 2", vmstat_idle, |s| 100.0 - s * 100.0);
+    if let Some((idle, vmstat)) = vmstat {
+        assert!(idle <= 20.0, "vmstat's second line under a busy loop: {idle}% idle\n{vmstat}");
+    }
 
     assert!(c.remove().success());
     e.assert_no_leaks(&id, range);

@@ -2,7 +2,8 @@
 //! [`DynInodes`] below mirror directories and the [`HandleTable`].
 //!
 //! - Static tree: directories 0555 and view files 0444 owned by root, nothing writable
-//!   (EACCES); every open file a fresh per-caller snapshot rendered by the service.
+//!   (EACCES); every open file a fresh per-caller snapshot rendered by the service, rendered
+//!   again for the reader at each READ from offset 0 but the first (see [`VirtualFs::read`]).
 //! - Below a mirror directory (`proc/sys`, `sys/kernel`, ...): what the source says the
 //!   path is for the caller ([`ContentSource::lookup_dyn`]): its type, mode, owner and
 //!   content; writable files take `open(O_WRONLY|O_TRUNC)` (a SETATTR of size 0, accepted
