@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use common::daemon::*;
 use common::*;
 
-/// Opens each path once, prints every file (`==== before PATH` then its bytes), burns 0.6 s
-/// of CPU, fills 64 MiB, sleeps 0.4 s, and prints them again (`==== after PATH`) from the
-/// same descriptors: `lseek(fd, 0)`, then reads to EOF.
-const LIVE_SCRIPT: &str = r#"
-import os, sys, time
+/// Python: opens each path of the command line once (`fds`); `sample(TAG)` prints every
+/// file (`==== TAG PATH` then its bytes) from those descriptors: `lseek(fd, 0)`, then
+/// reads to EOF.
+const SAMPLER: &str = r#"
+import os, socket, sys, time
 paths = sys.argv[1:]
 fds = [os.open(p, os.O_RDONLY) for p in paths]
 def whole(fd):
@@ -30,6 +30,10 @@ def whole(fd):
 def sample(tag):
     for p, fd in zip(paths, fds):
         sys.stdout.write("==== %s %s\n%s" % (tag, p, whole(fd).decode()))
+"#;
+
+/// After [`SAMPLER`]: samples, burns 0.6 s of CPU, fills 64 MiB, sleeps 0.4 s, samples.
+const LIVE_STEPS: &str = r#"
 sample("before")
 start = time.process_time()
 while time.process_time() - start < 0.6:
@@ -67,24 +71,10 @@ finally:
     os.waitpid(busy, 0)
 "#;
 
-/// As a system container's root: opens the paths (kernel/panic, kernel/hostname, uptime)
-/// once, prints them (`==== before PATH`), writes 7 to panic through another descriptor,
-/// sets the host name, sleeps 0.4 s and prints them again from the same descriptors.
-const SYSCTL_SCRIPT: &str = r#"
-import os, socket, sys, time
-paths = sys.argv[1:]
-fds = [os.open(p, os.O_RDONLY) for p in paths]
-def whole(fd):
-    os.lseek(fd, 0, os.SEEK_SET)
-    out = b""
-    while True:
-        part = os.read(fd, 65536)
-        if not part:
-            return out
-        out += part
-def sample(tag):
-    for p, fd in zip(paths, fds):
-        sys.stdout.write("==== %s %s\n%s" % (tag, p, whole(fd).decode()))
+/// After [`SAMPLER`], as a system container's root with the paths kernel/panic,
+/// kernel/hostname and uptime: samples, writes 7 to panic through another descriptor, sets
+/// the host name, sleeps 0.4 s, samples.
+const SYSCTL_STEPS: &str = r#"
 sample("before")
 fd = os.open(paths[0], os.O_WRONLY | os.O_TRUNC)
 os.write(fd, b"7\n")
@@ -178,7 +168,7 @@ fn views_kept_open_show_cpu_memory_and_uptime_grow_when_read_again_from_0() {
     cg.memory_limit(256 * MIB).cpuset("0");
     let files = ["/proc/stat", "/proc/meminfo", "/proc/uptime", "/proc/loadavg"];
     let out = Reader::new(python3())
-        .args(["-c", LIVE_SCRIPT])
+        .args(["-c", &format!("{SAMPLER}{LIVE_STEPS}")])
         .args(files)
         .in_cgroup(&cg)
         .bind_views(&m)
@@ -278,7 +268,11 @@ fn daemon_views_and_sysctls_kept_open_read_fresh_from_0() {
     let uptime = site.path("proc/uptime");
     let paths: Vec<&str> =
         [&panic, &hostname, &uptime].iter().map(|p| p.to_str().unwrap()).collect();
-    let out = init.reader(0).args([python3(), "-c", SYSCTL_SCRIPT]).args(&paths).run_ok();
+    let out = init
+        .reader(0)
+        .args([python3(), "-c", &format!("{SAMPLER}{SYSCTL_STEPS}")])
+        .args(&paths)
+        .run_ok();
     let all = readings(&out);
     let host_panic = host_file("/proc/sys/kernel/panic");
     assert_eq!(reading(&all, "before", paths[0]), host_panic, "unwritten: the host's value");
