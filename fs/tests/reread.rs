@@ -43,18 +43,27 @@ time.sleep(0.4)
 sample("after")
 "#;
 
-/// With a busy child in its cgroup, reads each path ROUNDS times from the same descriptor,
-/// from offset 0 to EOF in chunks of 7, 61, 512 or 4096 bytes (one size per round), and
-/// prints every reading (`==== ROUND PATH` then its bytes).
+/// Opens each path once and reads it whole (`==== open PATH`: the rendering whose length
+/// the kernel took as `st_size` at the open); then, with a busy child in its cgroup, waits
+/// until the first file read again from 0 is longer than that (the child's ticks gain a
+/// digit), and reads each path ROUNDS times from the same descriptor, from offset 0 to EOF
+/// in chunks of 7, 61, 512 or 4096 bytes (one size per round), printing every reading
+/// (`==== ROUND PATH` then its bytes).
 const CHUNKS_SCRIPT: &str = r#"
-import os, sys
+import os, sys, time
 rounds, paths = int(sys.argv[1]), sys.argv[2:]
 fds = [os.open(p, os.O_RDONLY) for p in paths]
+first = [os.pread(fd, 1 << 20, 0) for fd in fds]
 busy = os.fork()
 if busy == 0:
     while True:
         pass
 try:
+    deadline = time.monotonic() + 60
+    while len(os.pread(fds[0], 1 << 20, 0)) <= len(first[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p, data in zip(paths, first):
+        sys.stdout.write("==== open %s\n%s" % (p, data.decode()))
     for r in range(rounds):
         chunk = (7, 61, 512, 4096)[r % 4]
         for p, fd in zip(paths, fds):
@@ -245,9 +254,18 @@ fn chunked_reads_of_views_read_again_from_0_are_never_torn() {
     // Every round was a new rendering: the busy child's ticks grow from round to round.
     assert!(stats.windows(2).all(|w| w[0] <= w[1]), "cpu ticks went back: {stats:?}");
     assert!(stats.first() < stats.last(), "one rendering for {ROUNDS} rounds: {stats:?}");
+    // Longer than at the open (the kernel's `st_size` since: nothing else opened or
+    // stat'ed the file), and whole all the same: read(2) is not cut at `st_size`.
+    let at_open = reading(&all, "open", files[0]);
+    assert_whole_stat(at_open, &host_stat, "stat at the open");
     let lengths: std::collections::BTreeSet<usize> =
         (0..ROUNDS).map(|r| reading(&all, &r.to_string(), files[0]).len()).collect();
-    note(&format!("reread: /proc/stat lengths seen from one descriptor: {lengths:?}"));
+    assert!(
+        lengths.iter().all(|&len| len > at_open.len()),
+        "/proc/stat did not grow past its {} bytes at the open: {lengths:?}",
+        at_open.len()
+    );
+    note(&format!("reread: /proc/stat {} bytes at the open, then {lengths:?}", at_open.len()));
 }
 
 #[test]
