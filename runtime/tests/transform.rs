@@ -13,7 +13,7 @@ use sysvisor_runc::nesting::NestingInputs;
 use sysvisor_runc::transform::{
     self, to_system_container, validate, TransformError, TransformInputs, VIEWS,
 };
-use sysvisor_runc::{caps, mirrors};
+use sysvisor_runc::{caps, mirrors, seccomp};
 
 const UID_BASE: u32 = 231072;
 const GID_BASE: u32 = 296608;
@@ -41,6 +41,7 @@ fn inputs() -> TransformInputs {
         fs_mountpoint: PathBuf::from(MOUNTPOINT),
         host_capabilities: host_caps(),
         seccomp_listener: None,
+        seccomp_origin: seccomp::Origin::EngineDefault,
         host_cpus: vec![0, 1],
         cpu_spread: 0,
         nesting: NestingInputs::default(),
