@@ -366,9 +366,7 @@ pub fn rewrite_exec_process(
     let bytes = std::fs::read(path).map_err(|source| {
         LifecycleError::Spec(SpecError::Read { path: path.to_path_buf(), source })
     })?;
-    let mut process: Process = serde_json::from_slice(&bytes).map_err(|source| {
-        LifecycleError::Spec(SpecError::Parse { path: path.to_path_buf(), source })
-    })?;
+    let mut process: Process = spec::parse_with_capabilities(path, &bytes, "/capabilities")?;
     let caps = transform::process_capabilities(&process, host_capabilities)?;
     process.set_capabilities(Some(caps));
     spec::write_json(path, &process, "/capabilities")?;

@@ -571,6 +571,15 @@ fn cap_drop_all_gives_no_capability() {
     for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
         assert_eq!(caps[set], json!([]), "{set}");
     }
+    // What Docker 20.10 really writes for --cap-drop ALL: empty sets are left out.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["process"]["capabilities"] = json!({});
+    let text = v.to_string();
+    let caps =
+        granted(sysvisor_runc::spec::parse(Path::new("config.json"), text.as_bytes()).unwrap());
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(caps[set], json!([]), "{set}");
+    }
 }
 
 #[test]
