@@ -7,7 +7,8 @@
 //!
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
-//! rootfs first) -> make the volume directories -> shift the rootfs -> add the hook that
+//! rootfs first) -> make the volume directories -> shift the rootfs (and the binds asked
+//! for, [`crate::binds`]; Docker's own files are given to the range) -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
 //! register -> delegate the cgroups (for `run`, the last two from a hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
