@@ -111,12 +111,15 @@ pub enum Requested {
 impl Requested {
     /// Reads the wish from a process's capability sets (Docker fills bounding, effective
     /// and permitted alike; the bounding set, else permitted, else effective, is read).
+    /// Docker leaves empty sets out (`--cap-drop ALL` gives `"capabilities": {}`), which
+    /// [`crate::spec::parse`] writes out as empty sets, so such a config asks for none; a
+    /// config without the object (a hand-made bundle) gets the default.
     pub fn of(caps: Option<&LinuxCapabilities>) -> Requested {
         let Some(caps) = caps else { return Requested::Default };
         let set =
             caps.bounding().as_ref().or(caps.permitted().as_ref()).or(caps.effective().as_ref());
         let Some(set) = set else { return Requested::Default };
-        let names: BTreeSet<String> = set.iter().map(|c| capability_name(c)).collect();
+        let names: BTreeSet<String> = set.iter().map(capability_name).collect();
         Requested::from_names(names)
     }
 
