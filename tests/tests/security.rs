@@ -13,7 +13,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sysvisor_e2e::{parse_uid_map, scratch_dir, Container, Engine, IdMap, Output, RANGE, RUNTIME};
+use sysvisor_e2e::{
+    parse_uid_map, scratch_dir, Container, Engine, IdMap, Output, EXEC_ROOT, RANGE, RUNTIME,
+};
 
 /// The capability sets of `status` (a /proc/PID/status text): (CapEff, CapBnd) masks.
 fn cap_masks(status: &str) -> (u64, u64) {
@@ -110,19 +112,38 @@ fn cap_add_after_cap_drop_all_gives_exactly_those() {
 
 // ---- seccomp --------------------------------------------------------------------------
 
+/// `seccomp=FILE` for a profile written to a scratch file (removed with the guard).
+fn profile_option(profile: serde_json::Value) -> (String, RemoveDir) {
+    let dir = scratch_dir("seccomp");
+    let path = dir.join("profile.json");
+    fs::write(&path, profile.to_string()).unwrap();
+    (format!("seccomp={}", path.display()), RemoveDir(dir))
+}
+
+/// The system call names with a rule in the seccomp filter runc loaded for the container,
+/// and its listener path (from runc's state of the container).
+fn loaded_filter(c: &Container) -> (Vec<String>, String) {
+    let state = Path::new(EXEC_ROOT).join("runtime-runc/moby").join(c.id()).join("state.json");
+    let text = fs::read_to_string(&state).unwrap_or_else(|e| panic!("{}: {e}", state.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let seccomp = &v["config"]["seccomp"];
+    let names = seccomp["syscalls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no seccomp rules in {}: {seccomp}", state.display()))
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect();
+    (names, seccomp["listener_path"].as_str().unwrap_or_default().to_string())
+}
+
 #[test]
 fn a_users_seccomp_profile_is_enforced_and_the_views_still_served() {
     let Some(e) = Engine::get() else { return };
-    let dir = scratch_dir("seccomp");
-    let _cleanup = RemoveDir(dir.clone());
-    let profile = dir.join("no-mkdir-chmod.json");
     let denied = ["mkdir", "mkdirat", "chmod", "fchmod", "fchmodat", "fchmodat2"];
-    let json = serde_json::json!({
+    let (opt, _cleanup) = profile_option(serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}]
-    });
-    fs::write(&profile, json.to_string()).unwrap();
-    let opt = format!("seccomp={}", profile.display());
+    }));
     let c = e.start_system(&["-m", "256m", "--security-opt", &opt]);
     range_of(&c);
     for script in ["mkdir /blocked", "chmod 600 /etc/passwd"] {
@@ -137,6 +158,12 @@ fn a_users_seccomp_profile_is_enforced_and_the_views_still_served() {
     assert!(out.out().contains("262144 kB"), "the trap's view in a new proc mount: {out}");
     let status = c.exec(&["cat", "/proc/self/status"]).expect_success().stdout;
     assert!(status.contains("Seccomp:\t2"), "{status}");
+    // The loaded filter: the user's rules, the deny list, the trap.
+    let (names, listener) = loaded_filter(&c);
+    for name in ["mkdir", "chmod", "kexec_load", "init_module", "mount", "umount2"] {
+        assert!(names.iter().any(|n| n == name), "no rule for {name} in the filter: {names:?}");
+    }
+    assert!(listener.ends_with("seccomp.sock"), "listener path {listener:?}");
     remove(&e, c);
 }
 
@@ -154,16 +181,11 @@ fn seccomp_unconfined_still_gets_the_system_profile() {
 #[test]
 fn a_profile_that_cannot_be_merged_is_a_clear_error() {
     let Some(e) = Engine::get() else { return };
-    let dir = scratch_dir("seccomp-bad");
-    let _cleanup = RemoveDir(dir.clone());
-    let profile = dir.join("conditional-mount.json");
-    let json = serde_json::json!({
+    let (opt, _cleanup) = profile_option(serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_ERRNO",
                       "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]}]
-    });
-    fs::write(&profile, json.to_string()).unwrap();
-    let opt = format!("seccomp={}", profile.display());
+    }));
     let (c, out) = e.run_detached(&["--runtime", RUNTIME, "--security-opt", &opt], &["true"]);
     assert!(!out.success(), "docker run should have failed: {out}");
     assert!(out.stderr.contains("argument conditions on mount"), "{out}");
