@@ -40,7 +40,8 @@
 //! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).
 //!
 //! Left as they are: Docker's bind mounts (`/etc/hosts`, `/etc/resolv.conf`,
-//! `/etc/hostname`, volumes; their id shifting is the rootfs module's job), devices,
+//! `/etc/hostname`, volumes; which are id-shifted is decided around the transform, see
+//! [`crate::binds`]), AppArmor, SELinux and `noNewPrivileges`, devices,
 //! resources, other sysctls, rlimits, hooks, masked/read-only paths other than the above, and the
 //! sysfs mount: the container always has a network namespace of its own (a shared one is
 //! refused), so its user namespace owns it and may mount sysfs.
