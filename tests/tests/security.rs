@@ -112,9 +112,10 @@ fn cap_add_after_cap_drop_all_gives_exactly_those() {
 
 // ---- seccomp --------------------------------------------------------------------------
 
-/// `seccomp=FILE` for a profile written to a scratch file (removed with the guard).
-fn profile_option(profile: serde_json::Value) -> (String, RemoveDir) {
-    let dir = scratch_dir("seccomp");
+/// `seccomp=FILE` for a profile written to the scratch directory `name` (one per test:
+/// they run in parallel; removed with the guard).
+fn profile_option(name: &str, profile: serde_json::Value) -> (String, RemoveDir) {
+    let dir = scratch_dir(name);
     let path = dir.join("profile.json");
     fs::write(&path, profile.to_string()).unwrap();
     (format!("seccomp={}", path.display()), RemoveDir(dir))
@@ -140,10 +141,13 @@ fn loaded_filter(c: &Container) -> (Vec<String>, String) {
 fn a_users_seccomp_profile_is_enforced_and_the_views_still_served() {
     let Some(e) = Engine::get() else { return };
     let denied = ["mkdir", "mkdirat", "chmod", "fchmod", "fchmodat", "fchmodat2"];
-    let (opt, _cleanup) = profile_option(serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}]
-    }));
+    let (opt, _cleanup) = profile_option(
+        "seccomp-user",
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}]
+        }),
+    );
     let c = e.start_system(&["-m", "256m", "--security-opt", &opt]);
     range_of(&c);
     for script in ["mkdir /blocked", "chmod 600 /etc/passwd"] {
@@ -181,11 +185,14 @@ fn seccomp_unconfined_still_gets_the_system_profile() {
 #[test]
 fn a_profile_that_cannot_be_merged_is_a_clear_error() {
     let Some(e) = Engine::get() else { return };
-    let (opt, _cleanup) = profile_option(serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_ERRNO",
-                      "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]}]
-    }));
+    let (opt, _cleanup) = profile_option(
+        "seccomp-conditional",
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_ERRNO",
+                          "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]}]
+        }),
+    );
     let (c, out) = e.run_detached(&["--runtime", RUNTIME, "--security-opt", &opt], &["true"]);
     assert!(!out.success(), "docker run should have failed: {out}");
     assert!(out.stderr.contains("argument conditions on mount"), "{out}");
