@@ -285,6 +285,8 @@ pub fn merge(user: &LinuxSeccomp, listener: Option<&Path>) -> Result<LinuxSeccom
     profile.set_syscalls(Some(merged));
     if !trapped.is_empty() {
         profile.set_listener_path(listener.map(Path::to_path_buf));
+        // Metadata goes to the listener: the user's is not meant for sysvisor-fs.
+        profile.set_listener_metadata(None);
     }
     Ok(profile)
 }

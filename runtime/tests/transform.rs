@@ -708,6 +708,13 @@ fn a_users_allow_list_profile_keeps_its_default_and_traps_what_it_allows() {
 
 #[test]
 fn a_profile_that_cannot_be_merged_is_refused_with_a_clear_error() {
+    // Metadata meant for the user's own listener does not go to sysvisor-fs.
+    let metadata = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerMetadata": "user's"});
+    let out = to_system_container(with_profile(metadata), &user_inputs()).unwrap();
+    let p = json_of(&out)["linux"]["seccomp"].clone();
+    assert_eq!(p["listenerPath"], "/run/sysvisor/seccomp.sock");
+    assert!(p.get("listenerMetadata").is_none(), "{p}");
+
     let own_listener = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "listenerPath": "/run/other.sock",
