@@ -273,6 +273,16 @@ impl Host for SystemHost {
         }
     }
 
+    fn give_to_range(&self, path: &Path, range: &IdRange) -> Result<(), HostError> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", path.display()).into());
+        }
+        std::os::unix::fs::lchown(path, Some(range.uid_base), Some(range.gid_base))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        Ok(())
+    }
+
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         Ok(rootfs::unshift(id)?)
     }

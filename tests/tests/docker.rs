@@ -390,7 +390,7 @@ fn files_keep_their_owner_across_stop_and_start() {
 }
 
 #[test]
-fn volumes_are_usable_by_root_inside() {
+fn volumes_shifted_on_request_are_usable_by_root_inside() {
     let Some(e) = Engine::get() else { return };
     let dir = scratch_dir("volume");
     let _ = fs::remove_dir_all(&dir);
@@ -398,7 +398,8 @@ fn volumes_are_usable_by_root_inside() {
     fs::write(dir.join("from-host"), "host\n").unwrap();
     let _cleanup = RemoveDir(dir.clone());
     let volume = format!("{}:/data", dir.display());
-    let c = e.start_system(&["-v", &volume]);
+    // Binds are id-shifted only when asked (tests/tests/security.rs has the default).
+    let c = e.start_system(&["-v", &volume, "-e", "SYSVISOR_SHIFT_BINDS=/data"]);
     let range = system_range(&c);
     let out = c.sh("stat -c '%u:%g' /data /data/from-host && cat /data/from-host && echo inside > /data/from-container").expect_success();
     assert_eq!(out.out(), "0:0\n0:0\nhost", "a host root's volume seen from inside");
