@@ -642,7 +642,8 @@ fn int_locked_matches_the_kernels_proc_dointvec_minmax_until_locked() {
 /// Names as `proc_dostring` takes them into a 16-byte buffer, then checked against a list
 /// (net.core.default_qdisc): compared on `net/ipv4/tcp_congestion_control` of a fresh
 /// network namespace (`proc_dostring` into TCP_CA_NAME_MAX = 16 bytes, then the name must
-/// be a known algorithm, ENOENT otherwise), with the algorithms a namespace may pick.
+/// be a known algorithm, ENOENT otherwise), with the algorithms a namespace may pick. (For
+/// an unknown name the kernel first tries `modprobe tcp_NAME`, which finds nothing.)
 #[test]
 fn names_match_the_kernels_proc_dostring() {
     in_fresh_namespaces(nix::sched::CloneFlags::CLONE_NEWNET, || {
