@@ -84,27 +84,27 @@ impl Format {
             Format::Ints { len, min, max } => {
                 let mut values = ints_of(current, len);
                 let conv = |neg: bool, v: u64| int_conv(neg, v).filter(|x| (min..=max).contains(x));
-                vector_write(&mut values, input, offset, conv)
+                vector_write(&mut values, input, offset, |neg, v| conv(neg, v).map(i128::from))
             }
             Format::IntLocked { min, max, lock } => {
                 let mut values = ints_of(current, 1);
-                let min = if values[0] == lock { lock } else { min };
+                let min = if values[0] == i128::from(lock) { lock } else { min };
                 let conv = |neg: bool, v: u64| int_conv(neg, v).filter(|x| (min..=max).contains(x));
-                vector_write(&mut values, input, offset, conv)
+                vector_write(&mut values, input, offset, |neg, v| conv(neg, v).map(i128::from))
             }
             Format::Jiffies => {
                 let mut values = ints_of(current, 1);
                 let limit = i32::MAX as u64 / kernel_hz();
                 let conv = |neg: bool, v: u64| {
-                    (v <= limit).then(|| if neg { -(v as i64) } else { v as i64 })
+                    (v <= limit).then(|| if neg { -i128::from(v) } else { i128::from(v) })
                 };
                 vector_write(&mut values, input, offset, conv)
             }
             Format::Ulongs { len, min, max } => {
                 let mut values = ints_of(current, len);
+                // Kept as i128, so unsigned longs above i64::MAX stay what they are.
                 let conv =
-                    |neg: bool, v: u64| (!neg && (min..=max).contains(&v)).then_some(v as i64);
-                // Unsigned longs above i64::MAX do not occur in the entries emulated.
+                    |neg: bool, v: u64| (!neg && (min..=max).contains(&v)).then_some(i128::from(v));
                 vector_write(&mut values, input, offset, conv)
             }
             Format::Uint { min, max } => uint_write(input, offset, min, max),
@@ -140,14 +140,15 @@ pub fn hz_from_config(config: &str) -> Option<u64> {
         .filter(|hz| *hz > 0)
 }
 
-/// The elements of a vector value (missing or unreadable ones are 0).
-fn ints_of(current: &str, len: usize) -> Vec<i64> {
+/// The elements of a vector value (missing or unreadable ones are 0), wide enough for both
+/// C ints and unsigned longs.
+fn ints_of(current: &str, len: usize) -> Vec<i128> {
     let mut parts = current.split_ascii_whitespace();
     (0..len.max(1)).map(|_| parts.next().and_then(|p| p.parse().ok()).unwrap_or(0)).collect()
 }
 
-fn join(values: &[i64]) -> String {
-    values.iter().map(i64::to_string).collect::<Vec<_>>().join("\t")
+fn join(values: &[i128]) -> String {
+    values.iter().map(i128::to_string).collect::<Vec<_>>().join("\t")
 }
 
 /// `do_proc_dointvec_conv`: a C int.
@@ -253,10 +254,10 @@ fn get_long(buf: &mut &[u8]) -> Result<(bool, u64), Errno> {
 /// `__do_proc_dointvec` / `__do_proc_doulongvec_minmax` for writes: fills `values` from
 /// the input with `conv` (None = EINVAL).
 fn vector_write(
-    values: &mut [i64],
+    values: &mut [i128],
     input: &[u8],
     offset: u64,
-    conv: impl Fn(bool, u64) -> Option<i64>,
+    conv: impl Fn(bool, u64) -> Option<i128>,
 ) -> Written {
     let count = input.len();
     if offset != 0 {
@@ -474,6 +475,12 @@ mod tests {
         let file_max = Format::Ulongs { len: 1, min: 0, max: i64::MAX as u64 };
         assert_eq!(w(file_max, "10", b"9223372036854775807"), (Some(i64::MAX.to_string()), Ok(19)));
         assert_eq!(w(file_max, "10", b"-1").1, Err(libc::EINVAL));
+        assert_eq!(w(file_max, "10", b"9223372036854775808").1, Err(libc::EINVAL));
+        // Without bounds every unsigned long is taken, above LONG_MAX too (mmap_min_addr).
+        let any_ulong = Format::Ulongs { len: 1, min: 0, max: u64::MAX };
+        let top = u64::MAX.to_string();
+        assert_eq!(w(any_ulong, "65536", top.as_bytes()), (Some(top.clone()), Ok(20)));
+        assert_eq!(w(any_ulong, &top, b"1 2"), (Some("1".into()), Ok(2)));
     }
 
     #[test]
