@@ -50,7 +50,7 @@ fn have_python() -> bool {
     let ok = Path::new(python3()).exists()
         || std::process::Command::new(python3()).arg("-V").output().is_ok();
     if !ok {
-        println!("skipped: no python3");
+        sysvisor_skip::required("no python3");
     }
     ok
 }
@@ -476,8 +476,7 @@ fn compare_with_kernel(real: &str, format: Format, inputs: &[&[u8]]) {
 
 #[test]
 fn write_formats_match_the_kernels_handlers() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     // A thread of its own in a fresh network namespace: per-thread, so nothing else moves.

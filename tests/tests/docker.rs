@@ -292,7 +292,7 @@ fn run_with_a_tty() {
 #[test]
 fn plain_runc_with_views_bind_mounted_like_lxcfs() {
     let Some(e) = Engine::get() else { return };
-    let mnt = sysvisor_proto::DEFAULT_MOUNTPOINT;
+    let mnt = sysvisor_e2e::FS_MOUNTPOINT;
     let vol = |rel: &str| format!("{mnt}/{rel}:/{rel}:ro");
     let (meminfo, cpuinfo, online, uptime) = (
         vol("proc/meminfo"),
@@ -429,7 +429,7 @@ fn rm_frees_the_range_and_leaves_nothing() {
     let id = c.id();
     c.sh("echo x > /x").expect_success();
     let registered = sysvisor_proto::call(
-        Path::new(sysvisor_proto::DEFAULT_SOCKET),
+        Path::new(sysvisor_e2e::FS_SOCKET),
         &sysvisor_proto::Request::List,
         Duration::from_secs(5),
     )
@@ -503,10 +503,7 @@ fn unreachable_fs_daemon_is_a_clear_error() {
 fn stopped_fs_daemon_is_a_clear_error_and_a_restart_recovers() {
     // Stops the real daemon: no other test may run meanwhile.
     let Some(e) = Engine::exclusive() else { return };
-    if let Err(why) = e.stop_fs_daemon() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    e.stop_fs_daemon().expect("stop the harness's sysvisor-fs daemon");
     let (c, out) = e.run_detached(&["--runtime", RUNTIME], &["true"]);
     let restarted = e.start_fs_daemon();
     assert_runtime_error(&out, &["sysvisor-fs daemon not reachable"]);
@@ -574,7 +571,8 @@ fn exhausted_pool_is_a_clear_error_and_rm_frees_a_range() {
 /// Runs the runtime binary directly, as containerd would, on a bundle of our own.
 fn runtime_direct(e: &Engine, dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(&e.runtime_bin);
-    cmd.arg("--root")
+    cmd.args(sysvisor_e2e::runtime_args())
+        .arg("--root")
         .arg(dir.join("state"))
         .arg("--log")
         .arg(dir.join("log.json"))
