@@ -73,7 +73,7 @@ static LOCK_FILE: OnceLock<File> = OnceLock::new();
 static NAMES: AtomicUsize = AtomicUsize::new(0);
 
 impl Engine {
-    /// The engine, set up on first use; `None` (after printing why) when the suite is
+    /// The engine, set up on first use; `None` (after recording the skip) when the suite is
     /// skipped. Panics if it cannot be set up.
     pub fn get() -> Option<Guard> {
         let engine = Self::instance()?;
