@@ -34,8 +34,8 @@ pub struct Engine {
     pub runtime_bin: PathBuf,
     /// The `sysvisor-fs` binary the harness's own daemon runs.
     pub fs_bin: PathBuf,
-    /// The runtimes configured in the private daemon.json: name -> path.
-    runtimes: Mutex<BTreeMap<String, PathBuf>>,
+    /// The runtimes configured in the private daemon.json: name -> (path, runtimeArgs).
+    runtimes: Mutex<BTreeMap<String, (PathBuf, Vec<String>)>>,
     image: OnceLock<Result<String, String>>,
     /// The bookworm image with systemd and Docker ([`crate::images`]).
     pub(crate) systemd_docker_image: OnceLock<Result<String, String>>,
@@ -110,7 +110,8 @@ impl Engine {
             PathBuf::from("docker")
         };
         let mut runtimes = BTreeMap::new();
-        runtimes.insert(RUNTIME.to_string(), runtime_bin.clone());
+        let args = runtime_args().map(String::from).to_vec();
+        runtimes.insert(RUNTIME.to_string(), (runtime_bin.clone(), args));
         let engine = Engine {
             docker_bin,
             runtime_bin,
@@ -137,9 +138,8 @@ impl Engine {
             .lock()
             .unwrap()
             .iter()
-            .map(|(name, path)| {
-                let runtime = serde_json::json!({ "path": path, "runtimeArgs": runtime_args() });
-                (name.clone(), runtime)
+            .map(|(name, (path, args))| {
+                (name.clone(), serde_json::json!({ "path": path, "runtimeArgs": args }))
             })
             .collect();
         let config = serde_json::json!({
@@ -248,8 +248,10 @@ impl Engine {
     }
 
     /// Adds a runtime to the private engine (reloaded with SIGHUP): a wrapper script that
-    /// runs the runtime under test with extra environment variables and global arguments
-    /// (dockerd adds the harness's daemon flags, as to every runtime).
+    /// runs the runtime under test with extra environment variables and global arguments,
+    /// pointed at the harness's sysvisor-fs daemon unless these name another
+    /// (`SYSVISOR_FS_SOCKET` or `--fs-socket`, `SYSVISOR_FS_MOUNTPOINT` or
+    /// `--fs-mountpoint`).
     /// Returns the runtime's name for `--runtime`.
     pub fn add_runtime(
         &self,
@@ -265,14 +267,24 @@ impl Engine {
             script.push_str(&format!("export {k}={}\n", shell_quote(v)));
         }
         script.push_str(&format!("exec {}", shell_quote(&self.runtime_bin.to_string_lossy())));
-        for a in args {
+        let names =
+            |flag: &str, var: &str| args.contains(&flag) || env.iter().any(|(k, _)| *k == var);
+        let mut all: Vec<&str> = Vec::new();
+        if !names("--fs-socket", "SYSVISOR_FS_SOCKET") {
+            all.extend(["--fs-socket", FS_SOCKET]);
+        }
+        if !names("--fs-mountpoint", "SYSVISOR_FS_MOUNTPOINT") {
+            all.extend(["--fs-mountpoint", FS_MOUNTPOINT]);
+        }
+        all.extend_from_slice(args);
+        for a in all {
             script.push(' ');
             script.push_str(&shell_quote(a));
         }
         script.push_str(" \"$@\"\n");
         fs::write(&path, script).map_err(|e| e.to_string())?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        self.runtimes.lock().unwrap().insert(name.to_string(), path);
+        self.runtimes.lock().unwrap().insert(name.to_string(), (path, Vec::new()));
         self.write_config()?;
         let pid = MANAGED.lock().unwrap().dockerd.as_ref().map(|c| c.id());
         let pid = pid.ok_or("dockerd not running")?;
