@@ -91,6 +91,10 @@ fn system_container_sees_its_limits_and_owns_its_rootfs() {
     );
     if host_uptime > 120.0 {
         assert!(uptime + 60.0 < host_uptime, "uptime is the host's: {uptime} vs {host_uptime}");
+    } else {
+        sysvisor_skip::optional(&format!(
+            "partly: the host is up {host_uptime} s, too little to tell its uptime from the container's"
+        ));
     }
 
     // The image's files belong to root inside; root can change them and make new ones.
