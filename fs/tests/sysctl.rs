@@ -555,8 +555,7 @@ fn write_formats_match_the_kernels_handlers() {
 /// Runs `check` as root in a thread of its own that left the host's namespaces `flags`
 /// (so nothing the host or another test sees changes); skips visibly when not root.
 fn in_fresh_namespaces(flags: nix::sched::CloneFlags, check: impl FnOnce() + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     thread::spawn(move || {
