@@ -25,6 +25,7 @@ struct Fake {
     binds_unsupported: bool,
     register_fails: bool,
     delegate_fails: bool,
+    lock_fails: bool,
     /// Exit code of the runc command (the first one; later ones exit 0).
     runc_code: i32,
     /// `runc state` answer.
@@ -134,6 +135,15 @@ impl Host for Fake {
         self.log(format!("unregister {id}"));
         Ok(())
     }
+    fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), HostError> {
+        self.log(format!("locked {id} {init_pid}"));
+        if self.lock_fails {
+            return Err("the views of container c1 could not be locked, so it must not run: \
+                        this kernel cannot lock the views"
+                .into());
+        }
+        Ok(())
+    }
     fn cgroup_of(&self, _: u32) -> Option<String> {
         Some("/docker/c1".into())
     }
@@ -224,7 +234,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         host.names(),
         [
             "ping", "reclaim", "allocate", "volumes", "shift", "bind", "bind", "bind", "bind",
-            "runc", "register", "delegate"
+            "runc", "register", "delegate", "locked"
         ]
     );
     let calls = host.calls();
@@ -515,6 +525,29 @@ fn a_failed_delegation_removes_the_created_container() {
         calls[calls.len() - 4..],
         [
             format!("delegate 4242 {}", IDS.uid_base),
+            "runc --root /run/r delete --force c1".into(),
+            "unregister c1".into(),
+            "unshift c1".into()
+        ]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn views_that_cannot_be_locked_remove_the_created_container() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake { lock_fails: true, ..Fake::new() };
+    let err = create(&host, &bundle).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container c1 not started: the views of container c1 could not be locked, so it must \
+         not run: this kernel cannot lock the views"
+    );
+    let calls = host.calls();
+    assert_eq!(
+        calls[calls.len() - 4..],
+        [
+            "locked c1 4242".to_string(),
             "runc --root /run/r delete --force c1".into(),
             "unregister c1".into(),
             "unshift c1".into()

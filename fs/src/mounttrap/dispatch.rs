@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::abi;
 use super::handler::{self, Context, Mounted, Source};
+use super::locks::ViewLocks;
 
 /// How long a worker waits for an event before it checks whether to stop.
 const WAIT_MS: libc::c_int = 200;
@@ -28,10 +29,11 @@ pub struct Dispatcher {
     stop: AtomicBool,
     ctx: Context,
     mounted: Mounted,
+    locks: Arc<ViewLocks>,
 }
 
 impl Dispatcher {
-    pub fn new(ctx: Context) -> io::Result<Dispatcher> {
+    pub fn new(ctx: Context, locks: Arc<ViewLocks>) -> io::Result<Dispatcher> {
         // SAFETY: epoll_create1 returns a new fd or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -45,11 +47,17 @@ impl Dispatcher {
             stop: AtomicBool::new(false),
             ctx,
             mounted: Mounted::default(),
+            locks,
         })
     }
 
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// The outcome of each container's lock.
+    pub fn locks(&self) -> &ViewLocks {
+        &self.locks
     }
 
     /// Where the trap mounted proc and sysfs, per container.
@@ -106,6 +114,7 @@ impl Dispatcher {
             if !sources.values().any(|s| s.container == source.container) {
                 self.mounted.forget(&source.container);
             }
+            self.locks.forget(&source.container, source.pid);
             drop(sources);
             // SAFETY: epoll_ctl DEL on our epoll fd; the event argument is ignored.
             unsafe {
