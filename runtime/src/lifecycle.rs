@@ -9,9 +9,10 @@
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
 //! rootfs first) -> make the volume directories -> shift the rootfs -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
-//! register -> delegate the cgroups (for `run`, the last two from a hook) -> wait until the
-//! daemon has locked the container's `/proc` and `/sys` views (`create` only: for `run`
-//! the daemon kills an init whose views it cannot lock, and refuses its mount calls). A
+//! wait until the daemon has locked the container's `/proc` and `/sys` views (`create`
+//! only: for `run` the daemon refuses every mount-family call of a container whose views
+//! it cannot lock) -> register -> delegate the cgroups (for `run`, the last two from a
+//! hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
 //! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
@@ -220,16 +221,16 @@ pub fn create<H: Host>(
         Ok(pid) => pid,
         Err(e) => return Err(abort_created(host, inv, &args.id, &prepared.bundle, e)),
     };
-    if let Err(e) = register(host, &args.id, pid, prepared.ids) {
-        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
-    }
-    if let Err(e) = delegate_cgroups(host, &args.id, pid, prepared.ids) {
-        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
-    }
     // The init waits for `runc start` on its exec fifo: it must not get there with views
     // that are not locked (sysvisor-fs' mounttrap::locks).
     if let Err(source) = host.views_locked(&args.id, pid) {
         let e = LifecycleError::Views { id: args.id.clone(), source };
+        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
+    }
+    if let Err(e) = register(host, &args.id, pid, prepared.ids) {
+        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
+    }
+    if let Err(e) = delegate_cgroups(host, &args.id, pid, prepared.ids) {
         return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
     }
     Ok(code)

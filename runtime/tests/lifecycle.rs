@@ -234,7 +234,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         host.names(),
         [
             "ping", "reclaim", "allocate", "volumes", "shift", "bind", "bind", "bind", "bind",
-            "runc", "register", "delegate", "locked"
+            "runc", "locked", "register", "delegate"
         ]
     );
     let calls = host.calls();
@@ -246,7 +246,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     // runc gets the shim's arguments unchanged.
     assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
     assert!(calls[9].ends_with("init.pid c1"));
-    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
+    assert_eq!(calls[10], "locked c1 4242");
+    assert_eq!(calls[12], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(

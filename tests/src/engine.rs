@@ -209,12 +209,18 @@ impl Engine {
     /// Starts the harness's own sysvisor-fs daemon (default socket and mount point) and
     /// waits until it answers.
     pub fn start_fs_daemon(&self) -> Result<(), String> {
+        self.start_fs_daemon_with(&[], &[])
+    }
+
+    /// As [`Engine::start_fs_daemon`], with extra arguments to `serve` and environment
+    /// variables (tests of the daemon's options; restart it plainly afterwards).
+    pub fn start_fs_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
         if !self.fs_bin.exists() {
             return Err(format!("{} not built", self.fs_bin.display()));
         }
         let log = log_file("sysvisor-fs.log")?;
         let mut cmd = Command::new(&self.fs_bin);
-        cmd.arg("serve");
+        cmd.arg("serve").args(args).envs(env.iter().copied());
         // No PDEATHSIG: if this process is killed, the daemon must outlive dockerd's own
         // shutdown (which deletes the containers through the runtime, which unregisters
         // them). Its pid file lets the next run stop it.
@@ -704,6 +710,10 @@ fn ensure_packages() -> Result<(), String> {
     }
     if which("script").is_none() {
         missing.push("bsdutils");
+    }
+    // Static test tools (tests/tools/*.c) for attacks busybox cannot make.
+    if which("gcc").is_none() || !Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists() {
+        missing.extend(["gcc", "libc6-dev"]);
     }
     if missing.is_empty() {
         return Ok(());

@@ -48,24 +48,6 @@ impl PidFd {
         Ok(PidFd(fd))
     }
 
-    /// Sends `signal` to the process.
-    pub fn send_signal(&self, signal: libc::c_int) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal on a valid pidfd we own, with no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// Whether the process is still alive (a zombie counts as alive: its pid is not free).
     pub fn is_alive(&self) -> bool {
         // SAFETY: signal 0 only checks for existence; the info pointer may be null and the

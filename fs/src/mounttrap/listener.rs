@@ -27,7 +27,6 @@ use super::locks::{Guard, LockState};
 use super::overlays::Overlays;
 use super::state::{self, ProcessState};
 use super::MountTrapError;
-use crate::caller::pidfd::PidFd;
 use crate::daemon::control;
 
 /// How long runc may take to send its message.
@@ -189,8 +188,9 @@ fn register(
 
 /// Locks the views of the container whose init is `pid`, records the outcome for
 /// sysvisor-runc ([`super::locks`]) and returns how the init's notify fd is served. A
-/// failure fails closed: the init is killed (it is still waiting for `runc start`) and its
-/// trapped calls get EPERM, whether or not the runtime asks.
+/// failure fails closed: sysvisor-runc deletes the container before it starts, and until
+/// then (or if nothing asks, as with `runc run`) every trapped call of the container gets
+/// EPERM. (Killing the init here would break `runc create`, still talking to it.)
 fn lock_init(dispatcher: &Dispatcher, id: &str, pid: u32, overlays: &Overlays) -> Guard {
     let locks = dispatcher.locks();
     locks.begin(id, pid);
@@ -219,7 +219,6 @@ fn lock_init(dispatcher: &Dispatcher, id: &str, pid: u32, overlays: &Overlays) -
         }
         Err(err) => {
             tracing::error!(container = %id, pid, error = %err, "cannot lock the views; refusing the container");
-            kill_init(id, pid);
             LockState::Failed(err.to_string())
         }
     };
@@ -229,14 +228,4 @@ fn lock_init(dispatcher: &Dispatcher, id: &str, pid: u32, overlays: &Overlays) -
     };
     locks.finish(id, pid, state);
     guard
-}
-
-/// Kills a container's init whose views could not be locked.
-fn kill_init(id: &str, pid: u32) {
-    match PidFd::open(pid).and_then(|pidfd| pidfd.send_signal(libc::SIGKILL)) {
-        Ok(()) => {
-            tracing::info!(container = %id, pid, "killed the init of a container with unlocked views")
-        }
-        Err(err) => tracing::warn!(container = %id, pid, error = %err, "cannot kill the init"),
-    }
 }

@@ -5,7 +5,7 @@
 //! socket) before `create` returns, so a container never starts with unlocked views: on a
 //! failure it deletes the container and `create` fails with the reason. The daemon fails
 //! closed on its own too: a container whose lock failed gets EPERM for every trapped call
-//! ([`Guard::Deny`]) and its init is killed.
+//! ([`Guard::Deny`]), so nothing can unmount, move or copy its views.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
