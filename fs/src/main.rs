@@ -75,6 +75,11 @@ struct ServeArgs {
     #[arg(long, env = "SYSVISOR_FS_ALLOW_UNLOCKED_VIEWS")]
     allow_unlocked_views: bool,
 
+    /// Trapped mount calls of one container served at once (of the trap's 4 workers), so
+    /// that one container's flood of mounts cannot hold up the others'.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    trap_per_container: u32,
+
     #[command(flatten)]
     options: ServerOptions,
 }
@@ -231,6 +236,7 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
             mountpoint.clone(),
         );
         trap_options.allow_unlocked_views = args.allow_unlocked_views;
+        trap_options.per_container = args.trap_per_container as usize;
         let control_options =
             ControlOptions { views: Some(trap_options.locks.clone()), ..ControlOptions::default() };
         let control = ControlServer::start(&args.socket, registry.clone(), control_options)?;

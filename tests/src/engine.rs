@@ -54,6 +54,19 @@ impl Deref for Guard {
     }
 }
 
+/// Restarts the harness's plain sysvisor-fs daemon when dropped (see
+/// [`Engine::fs_daemon_with`]).
+pub struct PlainFsDaemonAfter<'e>(&'e Engine);
+
+impl Drop for PlainFsDaemonAfter<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop_fs_daemon();
+        if let Err(err) = self.0.start_fs_daemon() {
+            eprintln!("cannot restart the plain sysvisor-fs daemon: {err}");
+        }
+    }
+}
+
 /// The daemons this process started (and so must stop).
 struct Managed {
     dockerd: Option<Child>,
@@ -247,6 +260,23 @@ impl Engine {
         }
         MANAGED.lock().unwrap().fsd = Some(child);
         Ok(())
+    }
+
+    /// Restarts the harness's sysvisor-fs daemon with extra `serve` arguments and
+    /// environment; the plain daemon comes back when the returned guard drops, however the
+    /// test ends. `None` (after printing why) when the daemon running is not the harness's.
+    pub fn fs_daemon_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<PlainFsDaemonAfter<'_>> {
+        if self.stop_fs_daemon().is_err() {
+            eprintln!("skipped: the sysvisor-fs daemon running is not the harness's");
+            return None;
+        }
+        let guard = PlainFsDaemonAfter(self);
+        self.start_fs_daemon_with(args, env).expect("start the sysvisor-fs daemon");
+        Some(guard)
     }
 
     /// Stops the sysvisor-fs daemon this harness started (SIGTERM, wait). Errors if the

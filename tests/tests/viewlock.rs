@@ -14,11 +14,10 @@
 //! `open_tree`/`move_mount` tool (tests/tools/viewattack.c; installed by the harness).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sysvisor_e2e::{cmd, leaks, Engine, RUNTIME};
+use sysvisor_e2e::{leaks, Engine, RUNTIME};
 
 /// The MemTotal of a container with `-m 256m`, in kB.
 const LIMIT_KB: &str = "262144";
@@ -66,22 +65,6 @@ const REFUSED: &[&str] = &[
 fn host_mem_total_kb() -> String {
     let text = fs::read_to_string("/proc/meminfo").unwrap();
     text.lines().next().unwrap().split_whitespace().nth(1).unwrap().to_string()
-}
-
-/// Builds the static attack tool into a scratch directory (mounted at /t).
-fn attack_tool() -> Option<PathBuf> {
-    let dir = sysvisor_e2e::scratch_dir("viewlock-tool");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/viewattack.c");
-    let out = cmd::run(
-        Command::new("gcc").args(["-static", "-O2", "-o"]).arg(dir.join("viewattack")).arg(source),
-        None,
-        Duration::from_secs(120),
-    );
-    if !out.success() {
-        eprintln!("skipped: cannot build the static attack tool: {out}");
-        return None;
-    }
-    Some(dir)
 }
 
 /// Runs the attacks as the entrypoint of a new container, as root or as uid 1000 in its
@@ -135,23 +118,11 @@ fn assert_trap_clean() {
 #[test]
 fn attacks_on_the_views_as_the_first_instruction_fail() {
     let Some(e) = Engine::get() else { return };
-    let Some(tool) = attack_tool() else { return };
+    let Some(tool) = sysvisor_e2e::static_tool("viewattack") else { return };
     assert_attacks_fail(&e, &tool, false);
     assert_attacks_fail(&e, &tool, true);
     assert_trap_clean();
     let _ = fs::remove_dir_all(tool);
-}
-
-/// Puts the harness's plain daemon back when dropped, however the test ends.
-struct PlainDaemonAfter<'e>(&'e Engine);
-
-impl Drop for PlainDaemonAfter<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.stop_fs_daemon();
-        if let Err(err) = self.0.start_fs_daemon() {
-            eprintln!("cannot restart the plain sysvisor-fs daemon: {err}");
-        }
-    }
 }
 
 const PRETEND: (&str, &str) = ("SYSVISOR_FS_TEST_PRETEND_NO_MOVE_MOUNT_BENEATH", "1");
@@ -161,13 +132,8 @@ const PRETEND: (&str, &str) = ("SYSVISOR_FS_TEST_PRETEND_NO_MOVE_MOUNT_BENEATH",
 #[test]
 fn without_move_mount_beneath_containers_are_refused_unless_the_host_opts_in() {
     let Some(e) = Engine::exclusive() else { return };
-    let Some(tool) = attack_tool() else { return };
-    if e.stop_fs_daemon().is_err() {
-        eprintln!("skipped: the sysvisor-fs daemon running is not the harness's");
-        return;
-    }
-    let _restore = PlainDaemonAfter(&e);
-    e.start_fs_daemon_with(&[], &[PRETEND]).expect("start the daemon");
+    let Some(tool) = sysvisor_e2e::static_tool("viewattack") else { return };
+    let Some(_plain_after) = e.fs_daemon_with(&[], &[PRETEND]) else { return };
     let before = e.containers();
     let out = e.run_fg(&["--runtime", RUNTIME, "-m", "256m"], &["head", "-1", "/proc/meminfo"]);
     assert!(!out.success(), "a container with unlocked views ran: {out}");

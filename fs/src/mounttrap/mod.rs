@@ -77,6 +77,8 @@ pub struct MountTrapOptions {
     pub fs_mountpoint: PathBuf,
     /// Worker threads serving notifications.
     pub workers: usize,
+    /// Notifications of one container served at once (see [`dispatch`]).
+    pub per_container: usize,
     /// How long a helper may take.
     pub helper_timeout: Duration,
     /// The binary run as the helper: the daemon's own (`/proc/self/exe`, which stays the
@@ -105,6 +107,7 @@ impl MountTrapOptions {
             stage,
             fs_mountpoint,
             workers: 4,
+            per_container: 2,
             helper_timeout: Duration::from_secs(10),
             helper_exe: PathBuf::from("/proc/self/exe"),
             allow_unlocked_views: false,
@@ -134,8 +137,10 @@ impl MountTrap {
         if ctx.pretend_no_beneath {
             tracing::warn!("test switch: behaving as if the kernel had no MOVE_MOUNT_BENEATH");
         }
-        let dispatcher =
-            Arc::new(Dispatcher::new(ctx, options.locks.clone()).map_err(MountTrapError::Start)?);
+        let dispatcher = Arc::new(
+            Dispatcher::new(ctx, options.locks.clone(), options.per_container)
+                .map_err(MountTrapError::Start)?,
+        );
         let workers =
             Workers::start(dispatcher.clone(), options.workers).map_err(MountTrapError::Start)?;
         let listener =
