@@ -50,6 +50,7 @@
 
 pub mod cmd;
 mod engine;
+pub mod fairness;
 pub mod images;
 pub mod leaks;
 
