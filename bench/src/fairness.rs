@@ -67,7 +67,11 @@ pub fn run(a: FairnessArgs) -> Result<()> {
     }
     let engine = Engine::get().context("the e2e engine is disabled (SYSVISOR_E2E=skip)")?;
     let tool = sysvisor_e2e::static_tool("mountlat").context("cannot build mountlat")?;
-    let header = Header::new("fairness", &[]);
+    let versions = [
+        ("sysvisor_fs", report::binary_version(&engine.fs_bin)),
+        ("sysvisor_runc", report::binary_version(&engine.runtime_bin)),
+    ];
+    let header = Header::new("fairness", &versions);
     header.print();
     println!(
         "victim: {} tmpfs mount+umount pairs; flooder: {} loops of mount -t proc + umount",
