@@ -102,16 +102,17 @@ impl ViewLocks {
     }
 
     /// The guard for another notify fd of container `id` (a `runc exec` process): waits
-    /// while its lock is pending, at most `timeout`. A container the daemon never saw
-    /// locked (its init registered with a daemon before a restart) gets
-    /// [`Guard::Unlocked`]'s identity checks; one whose lock is still pending after the
-    /// timeout is denied.
+    /// while its lock is pending, at most `timeout`; one whose lock is still pending after
+    /// the timeout is denied. A container whose init the daemon never saw registered
+    /// with a daemon before a restart: that one locked its views (or failed, and
+    /// sysvisor-runc deleted the container before it started), so it is served as locked.
+    /// (An exec cannot come before its init's registration: `create` waits for the lock.)
     pub fn guard_for(&self, id: &str, timeout: Duration) -> Guard {
         let deadline = Instant::now() + timeout;
         let mut map = self.map.lock();
         loop {
             match map.get(id).map(|e| e.state.guard()) {
-                None => return Guard::Unlocked,
+                None => return Guard::Locked,
                 Some(Some(guard)) => return guard,
                 Some(None) => {
                     if self.changed.wait_until(&mut map, deadline).timed_out() {
@@ -185,7 +186,7 @@ mod tests {
     #[test]
     fn other_fds_get_the_inits_guard() {
         let locks = ViewLocks::default();
-        assert_eq!(locks.guard_for("unknown", Duration::ZERO), Guard::Unlocked);
+        assert_eq!(locks.guard_for("unknown", Duration::ZERO), Guard::Locked);
         locks.begin("c", 7);
         locks.finish("c", 7, LockState::Done(Guard::Unlocked));
         assert_eq!(locks.guard_for("c", Duration::ZERO), Guard::Unlocked);
