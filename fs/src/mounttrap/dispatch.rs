@@ -277,3 +277,33 @@ impl Drop for Workers {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dispatcher(per_container: usize) -> Dispatcher {
+        let ctx =
+            Context::new("/proc/self/exe".into(), "/nonexistent".into(), Duration::ZERO).unwrap();
+        Dispatcher::new(ctx, Arc::new(ViewLocks::default()), per_container).unwrap()
+    }
+
+    #[test]
+    fn a_container_at_its_cap_is_parked_the_others_are_not() {
+        let d = dispatcher(2);
+        assert!(d.admit("flood", 1));
+        assert!(d.admit("flood", 2));
+        assert!(!d.admit("flood", 3), "the third call of one container waits");
+        assert!(!d.admit("flood", 4));
+        assert!(d.admit("quiet", 5), "another container is served at once");
+        assert_eq!(d.load.lock()["flood"].parked, [3, 4]);
+        d.done("flood");
+        assert!(d.load.lock()["flood"].parked.is_empty(), "every parked fd re-armed");
+        assert!(d.admit("flood", 3));
+        d.done("flood");
+        d.done("flood");
+        d.done("quiet");
+        assert!(d.load.lock().is_empty(), "nothing left once every call is done");
+    }
+}
