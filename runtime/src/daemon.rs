@@ -18,6 +18,9 @@ pub const ENV_SOCKET: &str = "SYSVISOR_FS_SOCKET";
 pub const ENV_MOUNTPOINT: &str = "SYSVISOR_FS_MOUNTPOINT";
 /// How long one request may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon may take to lock a new container's views (it waits up to 30 s
+/// itself, and answers with the reason when that is not enough).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -114,6 +117,15 @@ impl Daemon {
         call(&self.socket, &Request::Unregister { id: id.to_string() }, self.timeout)
             .map(drop)
             .map_err(|source| self.request_error("unregister", id.to_string(), source))
+    }
+
+    /// Waits until the daemon has locked the views of container `id` (init `init_pid`):
+    /// an error means the container must not start.
+    pub fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), DaemonError> {
+        let request = Request::ViewsLocked { id: id.to_string(), init_pid };
+        call(&self.socket, &request, LOCK_TIMEOUT)
+            .map(drop)
+            .map_err(|source| self.request_error("lock the views of", id.to_string(), source))
     }
 
     fn request_error(&self, op: &'static str, id: String, source: ProtoError) -> DaemonError {

@@ -328,6 +328,10 @@ impl Host for SystemHost {
         Ok(self.daemon.unregister(id)?)
     }
 
+    fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), HostError> {
+        Ok(self.daemon.views_locked(id, init_pid)?)
+    }
+
     fn cgroup_of(&self, pid: u32) -> Option<String> {
         daemon::cgroup_of(pid)
     }

@@ -57,6 +57,19 @@ impl Deref for Guard {
     }
 }
 
+/// Restarts the harness's plain sysvisor-fs daemon when dropped (see
+/// [`Engine::fs_daemon_with`]).
+pub struct PlainFsDaemonAfter<'e>(&'e Engine);
+
+impl Drop for PlainFsDaemonAfter<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop_fs_daemon();
+        if let Err(err) = self.0.start_fs_daemon() {
+            eprintln!("cannot restart the plain sysvisor-fs daemon: {err}");
+        }
+    }
+}
+
 /// The daemons this process started (and so must stop).
 struct Managed {
     dockerd: Option<Child>,
@@ -199,13 +212,21 @@ impl Engine {
     /// Starts the harness's own sysvisor-fs daemon ([`FS_SOCKET`], [`FS_MOUNTPOINT`],
     /// [`FS_STATE`]) and waits until it answers.
     pub fn start_fs_daemon(&self) -> Result<(), String> {
+        self.start_fs_daemon_with(&[], &[])
+    }
+
+    /// As [`Engine::start_fs_daemon`], with extra arguments to `serve` and environment
+    /// variables (tests of the daemon's options; restart it plainly afterwards).
+    pub fn start_fs_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
         if !self.fs_bin.exists() {
             return Err(format!("{} not built", self.fs_bin.display()));
         }
         let log = log_file("sysvisor-fs.log")?;
         let mut cmd = Command::new(&self.fs_bin);
         cmd.args(["serve", "--socket", FS_SOCKET, "--mountpoint", FS_MOUNTPOINT])
-            .args(["--state-dir", FS_STATE]);
+            .args(["--state-dir", FS_STATE])
+            .args(args)
+            .envs(env.iter().copied());
         // No PDEATHSIG: if this process is killed, the daemon must outlive dockerd's own
         // shutdown (which deletes the containers through the runtime, which unregisters
         // them). Its pid file lets the next run stop it.
@@ -232,6 +253,24 @@ impl Engine {
         }
         MANAGED.lock().unwrap().fsd = Some(child);
         Ok(())
+    }
+
+    /// Restarts the harness's sysvisor-fs daemon with extra `serve` arguments and
+    /// environment; the plain daemon comes back when the returned guard drops, however the
+    /// test ends. `None` (after recording a required skip) when the harness's daemon is not
+    /// running.
+    pub fn fs_daemon_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<PlainFsDaemonAfter<'_>> {
+        if let Err(e) = self.stop_fs_daemon() {
+            sysvisor_skip::required(&e);
+            return None;
+        }
+        let guard = PlainFsDaemonAfter(self);
+        self.start_fs_daemon_with(args, env).expect("start the sysvisor-fs daemon");
+        Some(guard)
     }
 
     /// Stops the harness's sysvisor-fs daemon (SIGTERM, wait). Errors if it is not running.
@@ -714,6 +753,10 @@ fn ensure_packages() -> Result<(), String> {
     }
     if which("script").is_none() {
         missing.push("bsdutils");
+    }
+    // Static test tools (tests/tools/*.c) for attacks busybox cannot make.
+    if which("gcc").is_none() || !Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists() {
+        missing.extend(["gcc", "libc6-dev"]);
     }
     if missing.is_empty() {
         return Ok(());

@@ -54,11 +54,12 @@
 
 pub mod cmd;
 mod engine;
+pub mod fairness;
 pub mod images;
 pub mod leaks;
 
 pub use cmd::Output;
-pub use engine::{runtime_args, Container, Engine, Guard};
+pub use engine::{runtime_args, Container, Engine, Guard, PlainFsDaemonAfter};
 pub use images::SYSTEMD_DOCKER_IMAGE;
 pub use leaks::{parse_uid_map, IdMap};
 
@@ -100,4 +101,25 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     dir
+}
+
+/// Builds the static test tool `tests/tools/NAME.c` (attacks and measurements that busybox
+/// cannot make) into a scratch directory of its own, to be mounted into containers.
+/// `None`, after printing why, when it cannot be built (the caller skips).
+pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
+    let dir = scratch_dir(&format!("tool-{name}"));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tools/{name}.c"));
+    let out = cmd::run(
+        std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(dir.join(name))
+            .arg(source),
+        None,
+        std::time::Duration::from_secs(120),
+    );
+    if !out.success() {
+        eprintln!("skipped: cannot build the static tool {name}: {out}");
+        return None;
+    }
+    Some(dir)
 }

@@ -37,8 +37,9 @@ pub enum Syscall {
     Umount,
     /// `fsopen(fsname, flags)`
     Fsopen,
-    /// `open_tree`, `move_mount`, `mount_setattr`: trapped only so that they wait until a
-    /// new container's views are locked (see `lock`), then always continued.
+    /// `open_tree`, `move_mount`, `mount_setattr`: trapped so that they wait until a new
+    /// container's views are locked (see `lock`), then continued; for a container whose
+    /// views are not locked, checked by mount identity first (see `identity`).
     OpenTree,
     MoveMount,
     MountSetattr,

@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 
 use super::abi::{self, Answer, Notification};
 use super::helper::{self, Job, JobFds, Target, Task};
+use super::identity;
+use super::locks::Guard;
 use super::mountinfo;
 use super::overlays::Overlays;
 use super::policy::{self, Decision, FsKind, NewMount};
@@ -30,6 +32,10 @@ pub struct Context {
     pub own_mntns: (u64, u64),
     /// `/proc`, kept open.
     pub proc: Arc<OwnedFd>,
+    /// See [`super::MountTrapOptions::allow_unlocked_views`].
+    pub allow_unlocked_views: bool,
+    /// See [`super::MountTrapOptions::pretend_no_beneath`].
+    pub pretend_no_beneath: bool,
 }
 
 impl Context {
@@ -44,6 +50,8 @@ impl Context {
             own_userns: process::ns_id(fds.user.as_fd())?,
             own_mntns: process::ns_id(fds.mnt.as_fd())?,
             proc: Arc::new(proc),
+            allow_unlocked_views: false,
+            pretend_no_beneath: false,
         })
     }
 }
@@ -56,6 +64,8 @@ pub struct Source {
     /// The pid runc reported for it (the init, or an exec'd process).
     pub pid: u32,
     pub overlays: Arc<Overlays>,
+    /// How its calls are served (whether the container's views are locked).
+    pub guard: Guard,
 }
 
 /// Where the trap mounted proc or sysfs for each container (absolute paths as the callers
@@ -107,6 +117,16 @@ pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notific
     let Ok(mut memory) = Memory::open(dir.as_fd()) else {
         return Answer::Continue;
     };
+    match source.guard {
+        // Fail closed: the container's views could not be locked.
+        Guard::Deny => return Answer::Errno(libc::EPERM),
+        Guard::Unlocked => {
+            if let Some(answer) = identity::check(source, notif, dir.as_fd(), &mut memory) {
+                return answer;
+            }
+        }
+        Guard::Locked => {}
+    }
     if !abi::id_valid(source.fd.as_fd(), notif.id) {
         return Answer::Continue;
     }
