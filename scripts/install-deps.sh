@@ -21,6 +21,7 @@
 #   file            file (is busybox static?)
 #   gzip            zcat (the kernel's /proc/config.gz, to check the measured HZ)
 #   tar, git        the e2e image, the fixtures' provenance
+#   gcc, libc6-dev  static C attack and timing tools of the e2e tests (tests/tools/*.c)
 #
 # The Rust toolchain (cargo, from rustup) is expected to be installed already; it is looked
 # for on PATH and in ~/.cargo/bin. As root, or through sudo when it is there.
@@ -53,6 +54,8 @@ declare -A need=(
     [zcat]=gzip
     [tar]=tar
     [git]=git
+    [gcc]=gcc
+    [libc.a]=libc6-dev
 )
 
 missing=()
@@ -61,6 +64,9 @@ for tool in "${!need[@]}"; do
     if [ "$tool" = python3 ]; then
         # The tests prefer Debian's /usr/bin/python3 (fast start); any python3 will do.
         [ -x /usr/bin/python3 ] || command -v python3 >/dev/null 2>&1 && continue
+    elif [ "$tool" = libc.a ]; then
+        # `gcc -static` needs glibc's static archive.
+        [ -e /usr/lib/x86_64-linux-gnu/libc.a ] && continue
     elif [ "$tool" = busybox ]; then
         # Debian's busybox package is dynamically linked: the images need the static one.
         file -L /bin/busybox 2>/dev/null | grep -q "statically linked" && continue
