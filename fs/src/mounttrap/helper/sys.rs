@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::mounttrap::state::recv_with_fds;
+
 /// A failed step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -202,43 +204,19 @@ pub fn success() -> Failure {
 /// failure, or `Failure { step: when_gone, .. }` if the other side ended without a word.
 pub fn receive(sock: BorrowedFd<'_>, when_gone: &str) -> Step<Option<OwnedFd>> {
     let mut buf = [0u8; 4 + MAX_STEP];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: msghdr is plain data; zeroed means no name.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut fds = Vec::new();
     let n = loop {
-        // SAFETY: recvmsg into buffers we own.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break n;
+        match recv_with_fds(sock, &mut buf, &mut fds) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other.map_err(fail("receive"))?,
         }
     };
-    check(n as libc::c_long, "receive")?;
-    let mut fd = None;
-    // SAFETY: walking the control data the kernel filled in.
-    unsafe {
-        let header = libc::CMSG_FIRSTHDR(&msg);
-        if !header.is_null()
-            && (*header).cmsg_level == libc::SOL_SOCKET
-            && (*header).cmsg_type == libc::SCM_RIGHTS
-        {
-            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>());
-            fd = Some(OwnedFd::from_raw_fd(raw));
-        }
-    }
-    let n = n as usize;
     if n < 4 {
         return Err(Failure { step: when_gone.to_string(), errno: libc::EIO });
     }
     let errno = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if errno == 0 {
-        return Ok(fd);
+        return Ok(fds.into_iter().next());
     }
     let step = String::from_utf8_lossy(&buf[4..n]).into_owned();
     Err(Failure { step, errno })
