@@ -10,9 +10,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sysvisor_e2e::{cmd, scratch_dir, Container, Engine, Output};
+use sysvisor_e2e::{cmd, leaks, scratch_dir, Container, Engine, Output};
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/attack/mounttrap_attack.c");
 
@@ -84,6 +84,21 @@ fn as_user_in_own_namespaces(c: &Container<'_>, e: &Engine, command: &[&str]) ->
     e.docker(&args)
 }
 
+/// Removes the container and checks that nothing of it is left, nor a mount helper
+/// (a helper stopped by a successful attach would stay).
+#[track_caller]
+fn remove(e: &Engine, c: Container<'_>) {
+    let id = c.id();
+    let range = c.uid_map();
+    assert!(c.remove().success());
+    e.assert_no_leaks(&id, range);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leaks::pids_with_cmdline("__mounttrap-helper").is_empty() {
+        assert!(Instant::now() < deadline, "mount helpers still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[track_caller]
 fn count(out: &Output, key: &str) -> u64 {
     let fields = out.fields();
@@ -128,7 +143,7 @@ fn the_mount_helper_cannot_be_reached_from_the_container() {
     let user = race("uid1000");
     assert_race_refused(&root, &attack.pwned("root"), "container root");
     assert_race_refused(&user, &attack.pwned("uid1000"), "uid 1000 in its own user namespace");
-    assert!(c.remove().success());
+    remove(&e, c);
 }
 
 /// Issue 11, items 6 and 8: mount targets resolve inside the caller's root, also through
@@ -172,6 +187,6 @@ fn mount_targets_resolve_inside_the_callers_root() {
             assert_eq!(get(probe), "0:262144", "{who}: {probe}: {out}");
         }
     }
-    assert!(c.remove().success());
-    assert!(Path::new(&private).join("exists").is_dir());
+    remove(&e, c);
+    assert!(private.join("exists").is_dir(), "the host directory is untouched");
 }
