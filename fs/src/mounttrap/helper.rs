@@ -13,7 +13,7 @@
 //! /proc/PID/{root,cwd,fd}; and the part that runs as host root never joins a namespace of
 //! the container. What does join them is forked and first becomes the caller (its
 //! effective host uid and gid, no supplementary groups, no capability outside the caller's
-//! user namespace), see [`confine`]. A mount takes three short-lived processes
+//! user namespace and, once it has entered them, none the caller lacks), see [`confine`]. A mount takes three short-lived processes
 //! ([`mount`]):
 //!
 //! 1. The helper (host root, host pid namespace) unshares a private copy of the host's
@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use super::overlays::Overlay;
 use super::policy::FsKind;
-use super::process::Ids;
+use super::process::Credentials;
 
 /// The hidden first argument that makes `sysvisor-fs` run as the helper.
 pub const HELPER_ARG: &str = "__mounttrap-helper";
@@ -78,9 +78,9 @@ const FD_TARGET: RawFd = 9;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub task: Task,
-    /// The caller's host ids: whatever of the helper joins the caller's namespaces runs
-    /// with them.
-    pub ids: Ids,
+    /// The caller's host ids and capabilities: whatever of the helper joins the caller's
+    /// namespaces runs with them.
+    pub creds: Credentials,
 }
 
 /// What a helper does.
@@ -156,9 +156,9 @@ pub enum HelperError {
     NoOutcome { status: ExitStatus, stderr: String },
 }
 
-/// The caller's descriptors (and ids) for a job.
+/// The caller's descriptors (and credentials) for a job.
 pub struct JobFds<'a> {
-    pub ids: Ids,
+    pub creds: Credentials,
     pub user: BorrowedFd<'a>,
     pub mnt: BorrowedFd<'a>,
     pub pid: BorrowedFd<'a>,
@@ -172,7 +172,7 @@ impl<'a> JobFds<'a> {
     /// A process's descriptors, with an optional target directory.
     pub fn of(fds: &'a super::process::ProcessFds, target: Option<BorrowedFd<'a>>) -> JobFds<'a> {
         JobFds {
-            ids: fds.ids,
+            creds: fds.creds,
             user: fds.user.as_fd(),
             mnt: fds.mnt.as_fd(),
             pid: fds.pid.as_fd(),
@@ -206,7 +206,7 @@ pub fn run(
         high.push(unsafe { OwnedFd::from_raw_fd(dup) });
     }
     let raw: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let request = Request { task: task.clone(), ids: fds.ids };
+    let request = Request { task: task.clone(), creds: fds.creds };
     let input = serde_json::to_vec(&request).map_err(|e| HelperError::Spawn(e.into()))?;
 
     let mut command = Command::new(exe);
@@ -297,8 +297,8 @@ pub fn main() -> i32 {
             }
         };
     let result = match &request.task {
-        Task::Mount(job) => mount::perform(job, request.ids),
-        Task::Unmount { target, flags } => mount::unmount(target, *flags, request.ids),
+        Task::Mount(job) => mount::perform(job, request.creds),
+        Task::Unmount { target, flags } => mount::unmount(target, *flags, request.creds),
     };
     match result {
         Ok(()) => report(&Outcome { errno: 0, step: None }),
@@ -338,7 +338,10 @@ mod tests {
             stage: "/run/sysvisor/mounttrap".into(),
             replace: Some(vec!["fs/cgroup".into()]),
         };
-        let request = Request { task: Task::Mount(job), ids: Ids { uid: 100000, gid: 100000 } };
+        let request = Request {
+            task: Task::Mount(job),
+            creds: Credentials { uid: 100000, gid: 100000, caps: u64::MAX },
+        };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
         assert!(json.contains(r#""task":"mount""#) && json.contains(r#""fs":"proc""#), "{json}");

@@ -65,29 +65,35 @@ pub fn proc_dir_in(proc: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
     open_at(proc, &pid.to_string(), libc::O_PATH | libc::O_DIRECTORY)
 }
 
-/// A process's effective user and group ids, as the host sees them.
+/// A process's effective user and group ids, as the host sees them, and its effective
+/// capabilities (in its own user namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Ids {
+pub struct Credentials {
     pub uid: u32,
     pub gid: u32,
+    pub caps: u64,
 }
 
-impl Ids {
-    /// The effective ids from /proc/PID/status (`Uid:` and `Gid:` list real, effective,
-    /// saved and file system ids).
-    pub fn from_status(status: &str) -> Option<Ids> {
+impl Credentials {
+    /// From /proc/PID/status (`Uid:` and `Gid:` list real, effective, saved and file system
+    /// ids; `CapEff:` is hexadecimal).
+    pub fn from_status(status: &str) -> Option<Credentials> {
         let effective = |key: &str| {
             let line = status.lines().find_map(|line| line.strip_prefix(key))?;
             line.split_whitespace().nth(1)?.parse().ok()
         };
-        Some(Ids { uid: effective("Uid:")?, gid: effective("Gid:")? })
+        Some(Credentials {
+            uid: effective("Uid:")?,
+            gid: effective("Gid:")?,
+            caps: effective_caps(status)?,
+        })
     }
 }
 
-/// A process's namespaces, root and working directory, and its ids.
+/// A process's namespaces, root and working directory, and its credentials.
 #[derive(Debug)]
 pub struct ProcessFds {
-    pub ids: Ids,
+    pub creds: Credentials,
     pub user: OwnedFd,
     pub mnt: OwnedFd,
     pub pid: OwnedFd,
@@ -100,10 +106,10 @@ impl ProcessFds {
     pub fn open(dir: BorrowedFd<'_>) -> io::Result<ProcessFds> {
         let ns = |name: &str| open_at(dir, &format!("ns/{name}"), libc::O_RDONLY);
         let status = read_text(dir, "status")?;
-        let ids = Ids::from_status(&status)
+        let creds = Credentials::from_status(&status)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no ids in status"))?;
         Ok(ProcessFds {
-            ids,
+            creds,
             user: ns("user")?,
             mnt: ns("mnt")?,
             pid: ns("pid")?,
@@ -133,13 +139,15 @@ pub fn read_text(dir: BorrowedFd<'_>, path: &str) -> io::Result<String> {
 /// The capability number of CAP_SYS_ADMIN (linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// The effective capability set of /proc/PID/status.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// Whether /proc/PID/status shows CAP_SYS_ADMIN in the effective set.
 pub fn has_cap_sys_admin(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+    effective_caps(status).is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// (device, inode) of a namespace file: equal for the same namespace.
@@ -268,10 +276,12 @@ mod tests {
 
     #[test]
     fn effective_ids_from_status() {
-        let status = "Name:\tsh\nUid:\t1000\t100000\t100000\t100000\nGid:\t5\t100005\t7\t8\n";
-        assert_eq!(Ids::from_status(status), Some(Ids { uid: 100000, gid: 100005 }));
-        assert_eq!(Ids::from_status("Uid:\t1\n"), None);
-        assert_eq!(Ids::from_status("Uid:\tx\tx\nGid:\t1\t1\n"), None);
+        let status = "Name:\tsh\nUid:\t1000\t100000\t100000\t100000\nGid:\t5\t100005\t7\t8\n\
+                      CapEff:\t0000000000200000\n";
+        let creds = Credentials { uid: 100000, gid: 100005, caps: 1 << CAP_SYS_ADMIN };
+        assert_eq!(Credentials::from_status(status), Some(creds));
+        assert_eq!(Credentials::from_status("Uid:\t1\n"), None);
+        assert_eq!(Credentials::from_status("Uid:\tx\tx\nGid:\t1\t1\n"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use super::confine::{become_caller, close_all_but};
+use super::confine::{become_caller, close_all_but, limit_caps};
 use super::sys::{
     check, check_fd, cstring, cwd_fd, fchdir, fork_child, move_mount, path_cstring, receive, send,
     setns, socket_pair, success, sys_mount, unshare_mounts, wait, Failure, Step,
@@ -19,16 +19,16 @@ use crate::mounttrap::abi::{
 };
 use crate::mounttrap::overlays::{Overlay, OverlayKind};
 use crate::mounttrap::policy::FsKind;
-use crate::mounttrap::process::Ids;
+use crate::mounttrap::process::Credentials;
 
 /// The whole mount, run by the helper (host root, in the host's pid namespace).
-pub fn perform(job: &Job, ids: Ids) -> Step<()> {
+pub fn perform(job: &Job, creds: Credentials) -> Step<()> {
     unshare_mounts("unshare")?;
     let root = cstring("/", "private")?;
     sys_mount(None, &root, None, libc::MS_REC | libc::MS_PRIVATE, None, "private")?;
 
     let (ours, theirs) = socket_pair()?;
-    let maker = fork_child(theirs.as_fd(), || make(job, ids, theirs.as_fd()))?;
+    let maker = fork_child(theirs.as_fd(), || make(job, creds, theirs.as_fd()))?;
     drop(theirs);
     let context = receive(ours.as_fd(), "the superblock's creator ended");
     wait(maker, "maker")?;
@@ -47,7 +47,7 @@ pub fn perform(job: &Job, ids: Ids) -> Step<()> {
 
     let (ours, theirs) = socket_pair()?;
     let attacher = fork_child(theirs.as_fd(), || {
-        attach(job, ids, staged.as_fd())?;
+        attach(job, creds, staged.as_fd())?;
         send(theirs.as_fd(), &success(), None)
     })?;
     drop(theirs);
@@ -58,24 +58,25 @@ pub fn perform(job: &Job, ids: Ids) -> Step<()> {
 
 /// The maker: becomes the caller, enters its mount namespace, root and the namespace the
 /// file system shows, and forks the creator there.
-fn make(job: &Job, ids: Ids, report: BorrowedFd<'_>) -> Step<()> {
-    become_caller(ids)?;
+fn make(job: &Job, creds: Credentials, report: BorrowedFd<'_>) -> Step<()> {
+    become_caller(creds)?;
     enter_caller()?;
     match job.fs {
         FsKind::Proc => setns(FD_PID, libc::CLONE_NEWPID, "setns pid")?,
         FsKind::Sysfs => setns(FD_NET, libc::CLONE_NEWNET, "setns net")?,
     }
-    let creator = fork_child(report, || create(job, report))?;
+    let creator = fork_child(report, || create(job, creds, report))?;
     wait(creator, "creator")
 }
 
-/// The creator, in the caller's pid namespace: holds nothing but the socket, opens the file
-/// system, sets the caller's options, creates the superblock with the caller's rights and
-/// sends the context to the helper.
-fn create(job: &Job, report: BorrowedFd<'_>) -> Step<()> {
+/// The creator, in the caller's pid namespace: holds nothing but the socket and the
+/// caller's capabilities, opens the file system, sets the caller's options, creates the
+/// superblock with the caller's rights and sends the context to the helper.
+fn create(job: &Job, creds: Credentials, report: BorrowedFd<'_>) -> Step<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     close_all_but(report.as_raw_fd())?;
+    limit_caps(creds.caps)?;
     let name = cstring(job.fs.name(), "fsopen")?;
     // SAFETY: fsopen with a NUL-terminated name; returns a new fd or -1.
     let context = check_fd(
@@ -182,9 +183,9 @@ fn options(data: &str) -> Vec<(&str, Option<&str>)> {
 
 /// The attacher: becomes the caller, starting in the stage; locks a copy of it, enters
 /// the caller's mount namespace, root and working directory, and puts the tree there.
-fn attach(job: &Job, ids: Ids, staged: BorrowedFd<'_>) -> Step<()> {
+fn attach(job: &Job, creds: Credentials, staged: BorrowedFd<'_>) -> Step<()> {
     fchdir(staged.as_raw_fd(), "stage")?;
-    become_caller(ids)?;
+    become_caller(creds)?;
     // A copy of the helper's namespace owned by the caller's user namespace: the kernel
     // locks every mount in it; the working directory moves to the copy of the stage.
     unshare_mounts("lock")?;
@@ -202,6 +203,12 @@ fn attach(job: &Job, ids: Ids, staged: BorrowedFd<'_>) -> Step<()> {
         "open_tree",
     )?;
     enter_caller()?;
+    // The target as the caller would reach it. Not for the swap of a container's own /proc
+    // and /sys: that is the daemon's work, done before the container's first instruction,
+    // whatever capabilities runc leaves its init.
+    if job.replace.is_none() {
+        limit_caps(creds.caps)?;
+    }
     match &job.target {
         Target::Fd => move_mount(
             tree.as_fd(),
@@ -235,9 +242,10 @@ fn enter_caller() -> Step<()> {
 }
 
 /// An unmount for the caller, as the caller.
-pub fn unmount(target: &str, flags: i32, ids: Ids) -> Step<()> {
-    become_caller(ids)?;
+pub fn unmount(target: &str, flags: i32, creds: Credentials) -> Step<()> {
+    become_caller(creds)?;
     enter_caller()?;
+    limit_caps(creds.caps)?;
     let target = cstring(target, "umount")?;
     // SAFETY: umount2 with a NUL-terminated path.
     check(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long, "umount").map(drop)
