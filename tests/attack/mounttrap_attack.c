@@ -13,9 +13,13 @@
  *   probe PATH...
  *       mount("proc", PATH, "proc", 0, NULL) for each PATH; prints PATH=0:<MemTotal in kB
  *       of the new mount> or PATH=<errno name>, and unmounts what it mounted.
+ *   probe-without-dac PATH...
+ *       The same without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (CAP_SYS_ADMIN kept):
+ *       the trap must not resolve PATH with more rights than its caller has.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -225,13 +229,33 @@ static int probe(int n, char **paths) {
 	return 0;
 }
 
+/* Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from every set. */
+static int drop_dac(void) {
+	struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	if (syscall(SYS_capget, &header, data) < 0)
+		return -1;
+	unsigned mask = ~((1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH));
+	data[0].effective &= mask;
+	data[0].permitted &= mask;
+	data[0].inheritable &= mask;
+	return syscall(SYS_capset, &header, data);
+}
+
 int main(int argc, char **argv) {
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (argc == 6 && strcmp(argv[1], "race") == 0)
 		return race(argv[2], argv[3], argv[4], atof(argv[5]));
 	if (argc >= 3 && strcmp(argv[1], "probe") == 0)
 		return probe(argc - 2, argv + 2);
-	fprintf(stderr, "usage: %s race MOUNTPOINT HOST_SECRET HOST_PWNED SECONDS | probe PATH...\n",
+	if (argc >= 3 && strcmp(argv[1], "probe-without-dac") == 0) {
+		if (drop_dac() < 0) {
+			perror("capset");
+			return 1;
+		}
+		return probe(argc - 2, argv + 2);
+	}
+	fprintf(stderr, "usage: %s race MOUNTPOINT HOST_SECRET HOST_PWNED SECONDS | probe[-without-dac] PATH...\n",
 	        argv[0]);
 	return 2;
 }

@@ -190,3 +190,26 @@ fn mount_targets_resolve_inside_the_callers_root() {
     remove(&e, c);
     assert!(private.join("exists").is_dir(), "the host directory is untouched");
 }
+
+/// The trap resolves a target with no more rights than its caller: container root without
+/// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH cannot mount below a directory of another
+/// user of the container that it could not enter itself.
+#[test]
+fn the_trap_resolves_targets_with_the_callers_capabilities() {
+    let Some(e) = Engine::get() else { return };
+    let Some(attack) = Attack::build("mounttrap-attack-caps") else { return };
+    let c = e.start_system(&["-m", "256m", "-v", &attack.volume()]);
+    c.sh(
+        "mkdir -p /srv/private/d /srv/open/d && chown 2000 /srv/private && chmod 700 /srv/private",
+    )
+    .expect_success();
+    let out = c.exec(&["/attack/attack", "probe-without-dac", "/srv/private/d", "/srv/open/d"]);
+    assert!(out.success(), "{out}");
+    let f = out.fields();
+    assert_eq!(f.get("/srv/private/d").map(String::as_str), Some("EACCES"), "{out}");
+    assert_eq!(f.get("/srv/open/d").map(String::as_str), Some("0:262144"), "{out}");
+    // With its capabilities, root enters the directory, and so does the trap for it.
+    let out = c.exec(&["/attack/attack", "probe", "/srv/private/d"]);
+    assert_eq!(out.fields().get("/srv/private/d").map(String::as_str), Some("0:262144"), "{out}");
+    remove(&e, c);
+}
