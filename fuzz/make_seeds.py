@@ -215,3 +215,91 @@ STAT_TAIL = b"0 -1 4194560 1234 0 0 0 12 34 0 0 20 0 1 0 4321 12345678 456 18446
 write("proc_pid_stat", "plain", b"1234 (bash) S 1000 1234 1234 34816 1234 " + STAT_TAIL)
 write("proc_pid_stat", "parens", b"77 (a) b) (c ) R 1 77 77 0 -1 " + STAT_TAIL)
 write("proc_pid_stat", "newline_comm", b"78 (x\n) 1 2 3) D 2 78 78 0 -1 " + STAT_TAIL)
+
+# ---- the control protocol, the mount trap and sysvisor-runc --------------------------------
+
+CONTAINER = (
+    b'{"id":"web","init_pid":4242,"uid_base":165536,"gid_base":165536,"id_count":65536,'
+    b'"cgroup":"/docker/web","created_unix_ms":1764800000000}'
+)
+write("control_request", "ping", b'{"op":"ping"}\n')
+write("control_request", "list", b'{"op":"list"}')
+write("control_request", "register", b'{"op":"register","container":' + CONTAINER + b"}\n")
+write("control_request", "unregister", b'{"op":"unregister","id":"web"}\n')
+write("control_request", "unknown_op", b'{"op":"reboot"}\n')
+write("control_request", "op_not_a_string", b'{"op":7}\n')
+write("control_request", "answer_list", b'{"ok":true,"containers":[' + CONTAINER + b"]}\n")
+write("control_request", "answer_error", b'{"ok":false,"error":"unknown container"}\n')
+
+STATE = (
+    b'{"ociVersion":"1.0.2","fds":["seccompFd"],"pid":%d,"metadata":"",'
+    b'"state":{"ociVersion":"1.0.2","id":"web","status":"%s","pid":4242,'
+    b'"bundle":"/run/containerd/io.containerd.runtime.v2.task/moby/web",'
+    b'"annotations":{"io.sysvisor.init":"systemd"}}}'
+)
+write("seccomp_state", "init", STATE % (4242, b"creating"))
+write("seccomp_state", "exec", STATE % (4300, b"running"))
+write("seccomp_state", "no_fds", b'{"pid":1,"state":{"id":"x"}}')
+write("seccomp_state", "cut_short", (STATE % (4242, b"creating"))[:90])
+
+# The mountinfo of a system container (as in fs/src/mounttrap/mountinfo.rs' tests).
+CONTAINER_MOUNTINFO = b"""\
+115 62 0:43 / / rw,relatime - overlay none rw,lowerdir=/l
+116 115 0:46 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+119 115 0:49 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro
+120 116 0:40 /proc/meminfo /proc/meminfo ro,nosuid,nodev,noexec,noatime - fuse.sysvisor-fs sysvisor-fs rw,user_id=0
+127 119 0:40 /sys/devices/system/cpu/online /sys/devices/system/cpu/online ro,nosuid,nodev,noexec,noatime - fuse.sysvisor-fs sysvisor-fs rw
+66 116 0:46 /sys /proc/sys ro,nosuid,nodev,noexec,relatime - proc proc rw
+68 116 0:6 /null /proc/keys rw,relatime - devtmpfs devtmpfs rw,size=1k
+90 119 0:59 / /sys/firmware ro,relatime - tmpfs tmpfs ro
+201 120 254:0 /x /proc/meminfo rw,relatime - ext4 /dev/vda rw
+210 115 0:80 / /mnt\\040dir rw,nosuid,nodev,noexec,relatime - proc proc rw
+211 210 0:40 /proc/meminfo /mnt\\040dir/meminfo ro,nosuid,nodev,noexec - fuse.sysvisor-fs sysvisor-fs rw
+"""
+write("mounttrap_mountinfo", "container_umount_meminfo", CONTAINER_MOUNTINFO + b"\0/\0/proc/meminfo")
+write("mounttrap_mountinfo", "relative_dots", CONTAINER_MOUNTINFO + b"\0/tmp\0../proc/./sys/")
+write("mounttrap_mountinfo", "escaped_mount_point", CONTAINER_MOUNTINFO + b"\0/mnt dir\0meminfo")
+
+X86_64 = 0
+
+
+def notification(arch, nr, args):
+    """The mounttrap_policy header: architecture index, number, six arguments."""
+    return u8(arch) + u32(nr) + b"".join(u64(a) for a in (list(args) + [0] * 6)[:6])
+
+
+DOCKER_CONFIG = (FUZZ.parent / "runtime" / "tests" / "fixtures" / "docker-run.json").read_bytes()
+STRINGS = b"\0".join([b"proc", b"/proc", b"proc", b"hidepid=2", b"sysfs", b"/sys/fs/cgroup", b""])
+# mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC, "hidepid=2")
+write("mounttrap_policy", "mount_proc", notification(X86_64, 165, [0, 1, 2, 2 | 4 | 8, 3]) + DOCKER_CONFIG + b"\0" + STRINGS)
+# mount("sysfs", "/sys", "sysfs", MS_RDONLY, NULL) with the old magic number
+write("mounttrap_policy", "mount_sysfs_magic", notification(X86_64, 165, [4, 5, 4, 0xC0ED0001, 0]) + b"{}\0" + STRINGS)
+# a bind mount: continued
+write("mounttrap_policy", "bind", notification(X86_64, 165, [1, 5, 6, 4096, 0]) + b"{}\0" + STRINGS)
+# umount2("/proc", MNT_DETACH)
+write("mounttrap_policy", "umount2", notification(X86_64, 166, [1, 2]) + DOCKER_CONFIG + b"\0" + STRINGS)
+# i386 umount("/sys/fs/cgroup")
+write("mounttrap_policy", "i386_umount", notification(1, 22, [5]) + b"{}\0" + STRINGS)
+# fsopen("proc", 0): ENOSYS
+write("mounttrap_policy", "fsopen_proc", notification(X86_64, 430, [0, 0]) + b"{}\0" + STRINGS)
+MIRRORS = (
+    b'{"mounts":[{"destination":"/proc/meminfo","type":"bind","source":"/var/lib/sysvisor-fs/proc/meminfo",'
+    b'"options":["rbind","ro"]}],"annotations":{"io.sysvisor.mirrors":'
+    b'"{\\"mounts\\":[{\\"source\\":\\"/var/lib/sysvisor-fs/proc/sys\\",\\"target\\":\\"/proc/sys\\",\\"writable\\":true}]}"},'
+    b'"linux":{"maskedPaths":["/proc/kcore","/sys/firmware"],"readonlyPaths":["/proc/bus","/proc/sys"]}}'
+)
+write("mounttrap_policy", "config_with_mirrors", notification(X86_64, 166, [1, 0]) + MIRRORS + b"\0" + STRINGS)
+
+write("runtime_subuid", "installed", u8(16) + b"root:100000:65536\nsysvisor:231072:67108864\n\0sysvisor:231072:67108864\n")
+write("runtime_subuid", "comments_and_bad_lines", u8(1) + b"# pool\n\nalice:100000:65536\nbad\nbob:x:1\nsysvisor:100000:300000\nsysvisor:131072:65536\n")
+write("runtime_subuid", "near_the_top", u8(255) + b"sysvisor:4294901760:65536\nother:4294967295:1\n")
+
+RUNTIME_MOUNTINFO = fixture("cgroup/hybrid/mountinfo").replace(b"@ROOT@", b"/sys/fs/cgroup") + (
+    b"40 1 0:50 / /run/sysvisor/rootfs/web/root rw,relatime - overlay overlay "
+    b"rw,lowerdir=/run/sysvisor/rootfs/web/lower/0:/run/a\\054b\\072c,upperdir=/var/lib/sysvisor/rootfs/web/upper,"
+    b"workdir=/var/lib/sysvisor/rootfs/web/work\n"
+    b"41 40 0:51 / /run/sysvisor/rootfs/web/root rw - overlay overlay rw,lowerdir+=/a,lowerdir+=/b\n"
+    b"42 1 0:52 / /mnt/with\\040space rw shared:1 master:2 - ext4 /dev/vda1 rw\n"
+    b"43 1 0:53 / /data rw - overlay overlay rw,lowerdir=/x::/y\n"
+)
+write("runtime_mountinfo", "hybrid_with_overlays", RUNTIME_MOUNTINFO)

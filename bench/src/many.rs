@@ -1,6 +1,7 @@
 //! Scenario "many": N containers reading the views at once. Each container is a cgroup of
 //! its own with a memory limit (BASE + i MiB: every container's MemTotal differs) and a CPU
-//! quota (1 or 2 CPUs, alternating), holding one reader process (`many-reader`) that is the
+//! quota (1, 2, ... CPUs in turn, always fewer than the machine has, so that every
+//! reader's CPU-count check can fail), holding one reader process (`many-reader`) that is the
 //! init of a pid namespace of its own and is registered with the sysvisor-fs daemon as
 //! `sysvisor-runc` would register it. For each (rate, file set, target) every reader reads
 //! for the same window; latency over all reads, errors (including reads showing another
@@ -126,6 +127,13 @@ struct Reader {
     _init: pidns::NsInit,
 }
 
+/// The CPU quota of container `i`: 1, 2, ... up to one less than the machine has, in turn,
+/// so that a server that passed the host's cpuinfo or stat through (the host's CPU count)
+/// fails the reader's check. A 1-CPU machine cannot give less than its CPU count.
+fn container_cpus(i: usize, nproc: usize) -> usize {
+    1 + i % nproc.saturating_sub(1).max(1)
+}
+
 pub fn run(a: ManyArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("needs root (cgroups, pid namespaces, FUSE mounts)");
@@ -141,7 +149,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
     let mut cgroups: Vec<(BenchCgroup, u64, usize)> = Vec::new();
     for i in 0..a.count {
         let mib = a.memory_mib + i as u64;
-        let cpus = (1 + i % 2).min(nproc);
+        let cpus = container_cpus(i, nproc);
         let name = format!("sysvisor-bench-{}-{i:03}", std::process::id());
         cgroups.push((BenchCgroup::named(&name, mib << 20, cpus as f64)?, mib * 1024, cpus));
     }
@@ -186,11 +194,23 @@ pub fn run(a: ManyArgs) -> Result<()> {
     header.print();
     let version = cgroups[0].0.version;
     println!(
-        "containers: {} x (cgroup v{version} with memory {}+i MiB and a CPU quota of 1 or 2 \
-         CPUs, a reader as the init of its own pid namespace, registered with the sysvisor-fs \
-         daemon); {} s per window",
-        a.count, a.memory_mib, a.seconds
+        "containers: {} x (cgroup v{version} with memory {}+i MiB and a CPU quota of {} \
+         CPUs in turn, a reader as the init of its own pid namespace, registered with the \
+         sysvisor-fs daemon); {} s per window",
+        a.count,
+        a.memory_mib,
+        (0..a.count.min(nproc.saturating_sub(1).max(1)))
+            .map(|i| container_cpus(i, nproc).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        a.seconds
     );
+    if nproc < 2 {
+        println!(
+            "note: on a 1-CPU machine every container's quota equals the machine's CPU count, \
+             so the readers' cpuinfo/stat checks cannot tell a rendered file from the host's"
+        );
+    }
     println!(
         "rate: reads/s per container (0: back to back); srv us/op: the server's CPU time per \
          read; other: CPUs used by other processes in the window (taken again above {MAX_OTHER_CPUS})"
@@ -499,5 +519,17 @@ fn latency_chart(report: &Report) -> Chart {
         log: true,
         bars,
         reference: Some((1000.0, "1 ms".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_container_has_fewer_cpus_than_the_machine() {
+        let two: Vec<usize> = (0..4).map(|i| super::container_cpus(i, 2)).collect();
+        assert_eq!(two, [1, 1, 1, 1]);
+        let four: Vec<usize> = (0..5).map(|i| super::container_cpus(i, 4)).collect();
+        assert_eq!(four, [1, 2, 3, 1, 2]);
+        assert_eq!(super::container_cpus(3, 1), 1);
     }
 }

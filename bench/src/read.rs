@@ -30,7 +30,9 @@ pub struct ReadArgs {
     /// Memory limit of the readers' cgroup, MiB.
     #[arg(long, default_value_t = 512)]
     memory_mib: u64,
-    /// CPU limit (CFS quota) of the readers' cgroup, in CPUs (default: the number of CPUs).
+    /// CPU limit (CFS quota) of the readers' cgroup, in CPUs (default: one less than the
+    /// machine has, at least 1). Below the machine's CPU count sysvisor-fs and LXCFS render
+    /// cpuinfo and stat for the limit; at or above it they pass the host's files through.
     #[arg(long)]
     cpus: Option<f64>,
     #[command(flatten)]
@@ -43,6 +45,9 @@ struct CgroupInfo {
     dirs: String,
     memory_limit_bytes: u64,
     cpu_limit_cpus: f64,
+    /// Whether the CPU limit is below the machine's CPU count, so that cpuinfo and stat
+    /// are rendered for it rather than passed through.
+    cpu_views_rendered: bool,
 }
 
 #[derive(Serialize)]
@@ -58,6 +63,8 @@ struct Cell {
 
 #[derive(Serialize)]
 struct TargetCheck {
+    /// `sysvisor-fs` (view cache on) or `sysvisor-fs-cold` (off), ...
+    target: String,
     file: String,
     threads: usize,
     /// sysvisor-fs ops/s divided by LXCFS ops/s; goal >= 10.
@@ -134,7 +141,8 @@ pub fn run(a: ReadArgs) -> Result<()> {
         bail!("needs root (cgroups and FUSE mounts)");
     }
     let mut header = Header::new("read", &a.targets.versions());
-    let cpus = a.cpus.unwrap_or(header.machine.nproc as f64);
+    let nproc = header.machine.nproc;
+    let cpus = a.cpus.unwrap_or_else(|| default_cpus(nproc));
     let memory = a.memory_mib << 20;
 
     // Started outside the cgroup; stopped and unmounted when dropped, whatever happens.
@@ -146,6 +154,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
         dirs: cg.describe(),
         memory_limit_bytes: memory,
         cpu_limit_cpus: cpus,
+        cpu_views_rendered: cpus < nproc as f64,
     };
 
     header.print();
@@ -153,12 +162,24 @@ pub fn run(a: ReadArgs) -> Result<()> {
         "readers: cgroup v{} with memory {} MiB, CPU quota {cpus} CPUs; {} s per cell",
         cg.version, a.memory_mib, a.seconds
     );
+    if cgroup_info.cpu_views_rendered {
+        println!("cpuinfo and stat: rendered for the quota's {cpus} of {nproc} CPUs");
+    } else {
+        println!(
+            "cpuinfo and stat: the quota ({cpus} CPUs) is not below the machine's {nproc} CPUs, \
+             so every server passes the host's files through (nothing rendered)"
+        );
+    }
+    println!(
+        "sysvisor-fs: view cache of 100 ms (re-renders at most every 100 ms per cgroup); \
+         sysvisor-fs-cold: no cache (renders on every open, as LXCFS does)"
+    );
     for s in &servers.skipped {
         println!("skipped: {s}");
     }
     println!();
     println!(
-        "{:<17} {:<8} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
+        "{:<22} {:<8} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7} {:>14}",
         "target", "file", "thr", "ops/s", "p50 us", "p99 us", "p999 us", "errors", "MemTotal"
     );
     let mut results = Vec::new();
@@ -170,7 +191,7 @@ pub fn run(a: ReadArgs) -> Result<()> {
                 let r = run_cell(&cg, &path, threads, a.seconds)
                     .with_context(|| format!("{target} {file} {threads} threads"))?;
                 println!(
-                    "{:<17} {:<8} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>14}",
+                    "{:<22} {:<8} {:>3} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>14}",
                     target,
                     file,
                     threads,
@@ -205,7 +226,8 @@ pub fn run(a: ReadArgs) -> Result<()> {
     for c in &checks {
         let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
         println!(
-            "  {:<8} {} thr: ops/s vs lxcfs x{:>6} ({:<7})  p50 vs native x{:>6} ({})",
+            "  {:<16} {:<8} {} thr: ops/s vs lxcfs x{:>6} ({:<7})  p50 vs native x{:>6} ({})",
+            c.target,
             c.file,
             c.threads,
             f(c.ops_ratio_vs_lxcfs),
@@ -232,6 +254,12 @@ pub fn run(a: ReadArgs) -> Result<()> {
     Ok(())
 }
 
+/// The default CPU limit of the readers: below the machine's CPU count (so that cpuinfo and
+/// stat are rendered, not passed through) where the machine has more than one.
+pub fn default_cpus(nproc: usize) -> f64 {
+    nproc.saturating_sub(1).max(1) as f64
+}
+
 /// "met", "NOT met" or "n/a", for the target lines of every scenario.
 pub fn met(v: Option<bool>) -> &'static str {
     match v {
@@ -246,9 +274,9 @@ fn check_targets(results: &[Cell]) -> Vec<TargetCheck> {
         results.iter().find(|c| c.target == t && c.file == f && c.threads == n)
     };
     let mut out = Vec::new();
-    for c in
-        results.iter().filter(|c| c.target == "sysvisor-fs" && (c.threads == 1 || c.threads == 2))
-    {
+    for c in results.iter().filter(|c| {
+        targets::sysvisor_fs_args(&c.target).is_some() && (c.threads == 1 || c.threads == 2)
+    }) {
         let ops = find("lxcfs", &c.file, c.threads)
             .filter(|l| l.r.ops_per_s > 0.0)
             .map(|l| c.r.ops_per_s / l.r.ops_per_s);
@@ -256,6 +284,7 @@ fn check_targets(results: &[Cell]) -> Vec<TargetCheck> {
             .filter(|n| n.r.latency.p50_us > 0.0)
             .map(|n| c.r.latency.p50_us / n.r.latency.p50_us);
         out.push(TargetCheck {
+            target: c.target.clone(),
             file: c.file.clone(),
             threads: c.threads,
             ops_ratio_vs_lxcfs: ops,
@@ -282,5 +311,15 @@ fn ops_chart(report: &Report) -> Chart {
             .map(|c| Bar::new(format!("{} {}t", c.file, c.threads), &c.target, c.r.ops_per_s))
             .collect(),
         reference: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_cpu_limit_is_below_the_machines() {
+        assert_eq!(super::default_cpus(2), 1.0);
+        assert_eq!(super::default_cpus(16), 15.0);
+        assert_eq!(super::default_cpus(1), 1.0);
     }
 }

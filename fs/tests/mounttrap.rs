@@ -39,8 +39,7 @@ fn main() -> ExitCode {
     if let Ok(mode) = std::env::var(CHILD_ENV) {
         return child::main(&mode);
     }
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return ExitCode::SUCCESS;
     }
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();

@@ -2,10 +2,12 @@
 //!
 //! `create` pings the daemon before anything else happens (no daemon, no container),
 //! registers the container once runc created it, and `delete` unregisters it.
-//! `SYSVISOR_FS_SOCKET` overrides the socket path, `SYSVISOR_FS_MOUNTPOINT` the path of
-//! the daemon's views.
+//! Which daemon: the global flags `--fs-socket` and `--fs-mountpoint` (see
+//! [`crate::cli::DaemonOpts`], given to [`use_paths`]), else `SYSVISOR_FS_SOCKET` and
+//! `SYSVISOR_FS_MOUNTPOINT`, else the defaults.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sysvisor_proto::{call, Container, ProtoError, Request, DEFAULT_MOUNTPOINT, DEFAULT_SOCKET};
@@ -41,14 +43,32 @@ pub enum DaemonError {
     PidFile { path: PathBuf, reason: String },
 }
 
-/// The daemon's socket: `$SYSVISOR_FS_SOCKET` or [`DEFAULT_SOCKET`].
-pub fn socket_path() -> PathBuf {
-    env_path(ENV_SOCKET).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+/// The paths given on the command line, for the life of the process.
+static FLAG_PATHS: OnceLock<(Option<PathBuf>, Option<PathBuf>)> = OnceLock::new();
+
+/// Makes [`socket_path`] and [`mountpoint`] answer `socket` and `mountpoint` where given
+/// (the command line's `--fs-socket` and `--fs-mountpoint`). The first call wins.
+pub fn use_paths(socket: Option<PathBuf>, mountpoint: Option<PathBuf>) {
+    let _ = FLAG_PATHS.set((socket, mountpoint));
 }
 
-/// Where the daemon's views live: `$SYSVISOR_FS_MOUNTPOINT` or [`DEFAULT_MOUNTPOINT`].
+/// The daemon's socket: `--fs-socket`, `$SYSVISOR_FS_SOCKET` or [`DEFAULT_SOCKET`].
+pub fn socket_path() -> PathBuf {
+    FLAG_PATHS
+        .get()
+        .and_then(|(socket, _)| socket.clone())
+        .or_else(|| env_path(ENV_SOCKET))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Where the daemon's views live: `--fs-mountpoint`, `$SYSVISOR_FS_MOUNTPOINT` or
+/// [`DEFAULT_MOUNTPOINT`].
 pub fn mountpoint() -> PathBuf {
-    env_path(ENV_MOUNTPOINT).unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNTPOINT))
+    FLAG_PATHS
+        .get()
+        .and_then(|(_, mountpoint)| mountpoint.clone())
+        .or_else(|| env_path(ENV_MOUNTPOINT))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNTPOINT))
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {

@@ -17,7 +17,7 @@
 //! paths recorded at allocation still exists (see [`Allocator::allocate`]).
 
 mod state;
-mod subid;
+pub mod subid;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -11,10 +11,12 @@
 //! straight through to runc.
 
 pub mod atomic_file;
+pub mod binds;
 pub mod caps;
 pub mod cgroups;
 pub mod cli;
 pub mod daemon;
+pub mod docker;
 pub mod idrange;
 pub mod lifecycle;
 pub mod log;

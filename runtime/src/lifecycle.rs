@@ -7,7 +7,8 @@
 //!
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
-//! rootfs first) -> make the volume directories -> shift the rootfs -> add the hook that
+//! rootfs first) -> make the volume directories -> shift the rootfs (and the binds asked
+//! for, [`crate::binds`]; Docker's own files are given to the range) -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
 //! register -> delegate the cgroups (for `run`, the last two from a hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
@@ -27,7 +28,7 @@ use crate::nesting::{self, NestingInputs};
 use crate::runc::RuncState;
 use crate::spec::{self, SpecError};
 use crate::transform::{self, TransformError, TransformInputs};
-use crate::{daemon, systemd};
+use crate::{binds, daemon, docker, seccomp, systemd};
 
 /// An error of one of the [`Host`]'s side effects.
 pub type HostError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -77,13 +78,16 @@ pub trait Host {
         range: &Self::Range,
     ) -> Result<PathBuf, HostError>;
     /// An id-shifted stand-in for a bind mount's source (container root = host root
-    /// there), `None` when its filesystem cannot be shifted: the original is bound then.
+    /// there), `None` when its filesystem cannot be shifted.
     fn shift_bind_source(
         &self,
         id: &str,
         source: &Path,
         range: &Self::Range,
     ) -> Result<Option<PathBuf>, HostError>;
+    /// Gives a file the engine made for the container (Docker's `/etc/hosts`, ...) to the
+    /// container's root (owner and group: the range's first ids).
+    fn give_to_range(&self, path: &Path, range: &Self::Range) -> Result<(), HostError>;
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError>;
     /// The container's directory of host-backed volumes ([`crate::volumes`]); `None`: the
     /// container gets none.
@@ -123,6 +127,8 @@ pub enum LifecycleError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Transform(#[from] TransformError),
+    #[error(transparent)]
+    Binds(#[from] binds::BindError),
     #[error("cannot use the bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -148,7 +154,7 @@ pub enum LifecycleError {
         #[source]
         source: HostError,
     },
-    #[error("cannot shift the bind mount source {source_path} of container {id} to its id range: {source}")]
+    #[error("cannot prepare the bind mount source {source_path} of container {id}: {source}")]
     ShiftBind {
         id: String,
         source_path: PathBuf,
@@ -351,7 +357,9 @@ pub fn is_sigterm(signal: Option<&str>) -> bool {
 }
 
 /// Gives the process of an `exec` (its `--process` file) the capabilities of a system
-/// container's process (see [`transform::capabilities_for`]), in place and atomically.
+/// container's process (see [`transform::capabilities_for`]: Docker passes the container's
+/// own set, so what was dropped for the container stays dropped for `docker exec`), in
+/// place and atomically.
 pub fn rewrite_exec_process(
     path: &Path,
     host_capabilities: &[String],
@@ -359,11 +367,9 @@ pub fn rewrite_exec_process(
     let bytes = std::fs::read(path).map_err(|source| {
         LifecycleError::Spec(SpecError::Read { path: path.to_path_buf(), source })
     })?;
-    let mut process: Process = serde_json::from_slice(&bytes).map_err(|source| {
-        LifecycleError::Spec(SpecError::Parse { path: path.to_path_buf(), source })
-    })?;
-    let all = transform::usable_capabilities(host_capabilities)?;
-    process.set_capabilities(Some(transform::capability_sets(all, process.user().uid() == 0)));
+    let mut process: Process = spec::parse_with_capabilities(path, &bytes, "/capabilities")?;
+    let caps = transform::process_capabilities(&process, host_capabilities)?;
+    process.set_capabilities(Some(caps));
     spec::write_json(path, &process, "/capabilities")?;
     Ok(())
 }
@@ -433,6 +439,7 @@ fn prepare<H: Host>(
         fs_mountpoint: host.fs_mountpoint(),
         host_capabilities,
         seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
+        seccomp_origin: seccomp_origin(&original.spec, id),
         host_cpus: host.online_cpus(),
         cpu_spread: ids.uid_base / ids.count.max(1),
         nesting,
@@ -469,6 +476,16 @@ fn prepare<H: Host>(
     Ok(Prepared { bundle, ids })
 }
 
+/// Where the container's seccomp profile came from: Docker's default when Docker recorded
+/// no `--security-opt seccomp=...` for it; else (the user's, or an engine that cannot be
+/// asked) the user's, which is merged, never replaced.
+fn seccomp_origin(spec: &oci_spec::runtime::Spec, id: &str) -> seccomp::Origin {
+    match docker::seccomp_option(spec, id) {
+        Some(docker::SeccompOption::Default) => seccomp::Origin::EngineDefault,
+        _ => seccomp::Origin::User,
+    }
+}
+
 /// Adds the `createRuntime` hook that registers the container (see [`run`]).
 pub fn add_register_hook(spec: &mut oci_spec::runtime::Spec, exe: &Path, socket: &Path) {
     let mut hook = oci_spec::runtime::Hook::default();
@@ -481,9 +498,10 @@ pub fn add_register_hook(spec: &mut oci_spec::runtime::Spec, exe: &Path, socket:
     hooks.set_create_runtime(Some(list));
 }
 
-/// Shifts the rootfs and the sources of the bind mounts (but those below the `keep`
-/// directories: sysvisor-fs' views, the container's own volumes), and points `spec` at the
-/// shifted paths.
+/// Shifts the rootfs and the bind sources the user asked to shift ([`binds`]), gives
+/// Docker's own per-container files to the container's root, and points `spec` at the
+/// shifted paths. Binds below the `keep` directories (sysvisor-fs' views, the container's
+/// own volumes) and every other bind are left as they are.
 fn shift<H: Host>(
     host: &H,
     id: &str,
@@ -492,6 +510,7 @@ fn shift<H: Host>(
     spec: &mut oci_spec::runtime::Spec,
     keep: &[Option<&Path>],
 ) -> Result<(), LifecycleError> {
+    let wanted = binds::shift_requests(spec)?;
     let root = host.shift_rootfs(id, rootfs, range).map_err(|source| LifecycleError::Shift {
         id: id.into(),
         rootfs: rootfs.to_path_buf(),
@@ -501,43 +520,59 @@ fn shift<H: Host>(
         r.set_path(root);
     }
     for mount in spec.mounts_mut().iter_mut().flatten() {
-        if !is_bind(mount) {
+        if !binds::is_bind(mount) {
             continue;
         }
         let Some(source) = mount.source().clone() else {
             continue;
+        };
+        let bind_err = |source_path: &Path, e: HostError| LifecycleError::ShiftBind {
+            id: id.into(),
+            source_path: source_path.to_path_buf(),
+            source: e,
         };
         if keep.iter().flatten().any(|dir| source.starts_with(dir)) {
             // sysvisor-fs answers by the caller's ids itself; the volumes belong to the
             // range already.
             continue;
         }
-        let shifted = host.shift_bind_source(id, &source, range).map_err(|e| {
-            LifecycleError::ShiftBind { id: id.into(), source_path: source.clone(), source: e }
-        })?;
-        match shifted {
+        if docker::is_container_file(&source, id) {
+            host.give_to_range(&source, range).map_err(|e| bind_err(&source, e))?;
+            continue;
+        }
+        if !wanted.contains(mount.destination()) {
+            host.debug(&format!(
+                "bind mount {} of {id}: {} bound as it is (not id-shifted)",
+                mount.destination().display(),
+                source.display()
+            ));
+            continue;
+        }
+        match host.shift_bind_source(id, &source, range).map_err(|e| bind_err(&source, e))? {
             Some(path) => {
                 host.debug(&format!(
-                    "bind mount {} of {id}: {} -> {}",
+                    "bind mount {} of {id}: {} -> {} (id-shifted, nosuid, nodev)",
                     mount.destination().display(),
                     source.display(),
                     path.display()
                 ));
                 mount.set_source(Some(path));
+                binds::harden(mount);
             }
-            None => host.debug(&format!(
-                "bind mount source {} of {id} cannot be id-shifted; bound as it is",
-                source.display()
-            )),
+            None => {
+                return Err(bind_err(
+                    &source,
+                    format!(
+                        "{} asks to id-shift {}, but its filesystem has no idmapped-mount support",
+                        binds::ENV,
+                        mount.destination().display()
+                    )
+                    .into(),
+                ))
+            }
         }
     }
     Ok(())
-}
-
-/// A bind mount (`type: bind`, or a `bind`/`rbind` option as runc reads it).
-pub fn is_bind(mount: &oci_spec::runtime::Mount) -> bool {
-    mount.typ().as_deref() == Some("bind")
-        || mount.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
 }
 
 /// Undoes [`prepare`] (not the allocation): best effort, failures are warnings.

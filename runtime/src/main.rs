@@ -48,6 +48,7 @@ fn main() {
         }
     };
     let log = RuncLog::new(inv.global.log.clone(), inv.global.log_format, inv.global.debug);
+    daemon::use_paths(inv.daemon.fs_socket.clone(), inv.daemon.fs_mountpoint.clone());
     match run(&inv, &log) {
         Ok(code) => exit(code),
         Err(e) => {
@@ -216,7 +217,7 @@ impl Host for SystemHost {
         if let Err(e) = std::fs::metadata(&probe) {
             return Err(format!(
                 "sysvisor-fs views not found at {} ({e}): the daemon at {} serves another mount point? \
-                 set ${} to it",
+                 give it with --fs-mountpoint (or ${})",
                 mountpoint.display(),
                 self.daemon.socket.display(),
                 daemon::ENV_MOUNTPOINT
@@ -271,6 +272,16 @@ impl Host for SystemHost {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn give_to_range(&self, path: &Path, range: &IdRange) -> Result<(), HostError> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", path.display()).into());
+        }
+        std::os::unix::fs::lchown(path, Some(range.uid_base), Some(range.gid_base))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        Ok(())
     }
 
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {

@@ -322,7 +322,8 @@ impl Rootfs {
     /// An idmapped clone of `source` (a file or a directory, with its submounts) for the
     /// container with `range`, for the spec to bind instead of `source`: host uid 0 shows
     /// as the container's root, and what the container's root writes is owned by host uid
-    /// 0 on disk. The same source again gives the same clone. The clone goes away with
+    /// 0 on disk (so it is made only for the binds the user asks to shift,
+    /// [`crate::binds`]). The same source again gives the same clone. The clone goes away with
     /// [`unshift`](Self::unshift). A source on a filesystem without idmapped-mount support
     /// gives [`RootfsError::Unsupported`]; the caller may then keep binding the original.
     pub fn shift_bind_source(
@@ -876,9 +877,7 @@ mod tests {
     /// The fallback for kernels without `lowerdir+`: mount(2) with one option string.
     #[test]
     fn legacy_overlay_mount() {
-        // SAFETY: geteuid has no arguments and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
+        if !sysvisor_skip::unless_root() {
             return;
         }
         let t = tempfile::tempdir().unwrap();

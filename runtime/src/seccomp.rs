@@ -41,10 +41,19 @@
 //! a view, and lets every other call continue as if nothing had trapped it (see
 //! docs/mounttrap.md). Every other system call runs without any round trip.
 //!
-//! Every system container gets this profile, whatever the container asked for: Docker's
-//! default profile is replaced, and a container without one (`--privileged`,
-//! `--security-opt seccomp=unconfined`) gets it too, so that its views are served and
-//! protected and module loading stays blocked.
+//! Which profile a container gets ([`profile_for`]):
+//!
+//! - the engine's default profile ([`Origin::EngineDefault`], Docker's when the container
+//!   was given no `--security-opt seccomp=...`, see [`crate::docker`]) is replaced by this
+//!   one: its allow list refuses the calls above to anything without `CAP_SYS_ADMIN` on
+//!   the host;
+//! - no profile at all (`--privileged`, `--security-opt seccomp=unconfined`): this one too,
+//!   so that the views are served and protected and module loading stays blocked;
+//! - the user's own profile ([`Origin::User`]) is kept and merged with what system
+//!   containers need ([`merge`]): the deny list above wins over the user's rules, and the
+//!   mount family goes to the listener wherever the user's profile lets it run; a call the
+//!   user's profile refuses stays refused (no trap for it). A profile that cannot be merged
+//!   is refused with a clear error ([`SeccompError`]), never replaced.
 //!
 //! The filter covers x86_64 with its 32-bit and x32 ABIs, and aarch64 with 32-bit arm, so
 //! a deny rule cannot be bypassed through another ABI. runc skips names that do not exist
@@ -56,6 +65,30 @@ use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator,
     LinuxSyscall,
 };
+
+/// Where a container's seccomp profile came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The container engine's default, chosen by nobody: replaced.
+    EngineDefault,
+    /// Given by the user (or of unknown origin): merged, never replaced.
+    User,
+}
+
+/// A user's profile that cannot be merged with a system container's needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeccompError {
+    #[error(
+        "the container's seccomp profile has its own notify listener ({0}); a system container's \
+         profile notifies sysvisor-fs's mount trap, and a filter has one listener only"
+    )]
+    OwnListener(String),
+    #[error(
+        "the container's seccomp profile has argument conditions on {0}, which the mount trap of \
+         a system container must receive: allow or refuse {0} as a whole"
+    )]
+    ConditionalTrapRule(String),
+}
 
 /// The system calls the profile refuses, with the reason (see the module doc).
 pub const BLOCKED: &[(&[&str], &str)] = &[
@@ -159,6 +192,103 @@ pub fn profile(listener: Option<&Path>) -> LinuxSeccomp {
         profile.set_listener_path(Some(listener.to_path_buf()));
     }
     profile
+}
+
+/// The profile of a system container given the container's own `user` profile and its
+/// [`Origin`] (see the module doc).
+pub fn profile_for(
+    user: Option<&LinuxSeccomp>,
+    origin: Origin,
+    listener: Option<&Path>,
+) -> Result<LinuxSeccomp, SeccompError> {
+    match (user, origin) {
+        (Some(user), Origin::User) => merge(user, listener),
+        _ => Ok(profile(listener)),
+    }
+}
+
+fn lets_through(action: LinuxSeccompAction) -> bool {
+    matches!(action, LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog)
+}
+
+/// The user's profile, merged with a system container's needs:
+///
+/// - its default action, architectures, flags and other rules are kept;
+/// - the calls of [`BLOCKED`] leave the user's rules and are refused as in
+///   [`system_container_profile`] (the deny list wins, whatever the user allowed);
+/// - each call of the mount family that the user's profile lets run (an allowing rule
+///   without conditions, or an allowing default action) goes to the listener instead
+///   (`mount` with [`mount_trap_rules`]'s flag condition where the default action allows,
+///   else unconditionally); one it refuses stays refused;
+/// - a profile with its own listener or notify rules, or with argument conditions on a
+///   call of the mount family, is refused ([`SeccompError`]).
+pub fn merge(user: &LinuxSeccomp, listener: Option<&Path>) -> Result<LinuxSeccomp, SeccompError> {
+    if let Some(path) = user.listener_path() {
+        return Err(SeccompError::OwnListener(path.display().to_string()));
+    }
+    let rules = user.syscalls().clone().unwrap_or_default();
+    if rules.iter().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify) {
+        return Err(SeccompError::OwnListener("SCMP_ACT_NOTIFY rules".into()));
+    }
+    let blocked = blocked_names();
+    let default_allows = lets_through(user.default_action());
+
+    // Which calls of the mount family the user's profile lets run.
+    let mut trapped: Vec<&str> = Vec::new();
+    if listener.is_some() {
+        for name in sysvisor_proto::MOUNT_TRAP_SYSCALLS {
+            let naming: Vec<&LinuxSyscall> =
+                rules.iter().filter(|r| r.names().iter().any(|n| n == name)).collect();
+            if naming.iter().any(|r| r.args().as_ref().is_some_and(|a| !a.is_empty())) {
+                return Err(SeccompError::ConditionalTrapRule(name.to_string()));
+            }
+            let allowed = if naming.is_empty() {
+                default_allows
+            } else {
+                naming.iter().all(|r| lets_through(r.action()))
+            };
+            if allowed {
+                trapped.push(name);
+            }
+        }
+    }
+
+    let mut merged: Vec<LinuxSyscall> =
+        system_container_profile().syscalls().clone().unwrap_or_default();
+    for mut rule in rules {
+        let names: Vec<String> = rule
+            .names()
+            .iter()
+            .filter(|n| !blocked.contains(&n.as_str()) && !trapped.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        if !names.is_empty() {
+            rule.set_names(names);
+            merged.push(rule);
+        }
+    }
+    for rule in mount_trap_rules() {
+        let names: Vec<String> =
+            rule.names().iter().filter(|n| trapped.contains(&n.as_str())).cloned().collect();
+        if names.is_empty() {
+            continue;
+        }
+        let mut rule = rule.clone();
+        if !default_allows {
+            rule.set_args(None); // nothing else would let the remounts through
+        }
+        rule.set_names(names);
+        merged.push(rule);
+    }
+
+    let mut profile = user.clone();
+    profile.set_syscalls(Some(merged));
+    if !trapped.is_empty() {
+        profile.set_listener_path(listener.map(Path::to_path_buf));
+        // Metadata goes to the listener: the user's is not meant for sysvisor-fs.
+        profile.set_listener_metadata(None);
+    }
+    Ok(profile)
 }
 
 #[cfg(test)]

@@ -52,8 +52,27 @@ pub enum SpecError {
 
 /// Parses a config from its bytes; `path` only names it in errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
-    serde_json::from_slice(bytes)
-        .map_err(|source| SpecError::Parse { path: path.to_path_buf(), source })
+    parse_with_capabilities(path, bytes, "/process/capabilities")
+}
+
+/// Parses JSON into `T` after writing out the capability sets left out of the object under
+/// the JSON pointer `capabilities` as empty sets. runc reads a missing set as empty, and
+/// Docker leaves empty sets out (`--cap-drop ALL` gives `"capabilities": {}`), but
+/// oci-spec fills a missing set with its own default (`CAP_AUDIT_WRITE`, `CAP_KILL`,
+/// `CAP_NET_BIND_SERVICE`), which would turn "none" into "runc spec's default".
+pub fn parse_with_capabilities<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    capabilities: &str,
+) -> Result<T, SpecError> {
+    let parse_err = |source| SpecError::Parse { path: path.to_path_buf(), source };
+    let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(parse_err)?;
+    if let Some(sets) = json.pointer_mut(capabilities).and_then(serde_json::Value::as_object_mut) {
+        for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+            sets.entry(set).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        }
+    }
+    serde_json::from_value(json).map_err(parse_err)
 }
 
 /// Reads and parses a config file.
@@ -181,6 +200,17 @@ mod tests {
         assert!(msg.contains("line 1 column"), "{msg}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"ociVersion\": \"1.0.2\",,}");
         assert!(!original_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn missing_capability_sets_are_empty_as_runc_reads_them() {
+        let text = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+            "process":{"cwd":"/","user":{"uid":0,"gid":0},"capabilities":{"bounding":["CAP_KILL"]}}}"#;
+        let spec = parse(Path::new("config.json"), text.as_bytes()).unwrap();
+        let caps = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 1);
+        assert!(caps.effective().as_ref().unwrap().is_empty());
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
     }
 
     #[test]

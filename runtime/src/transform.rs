@@ -25,9 +25,12 @@
 //!   [`crate::mirrors::add_to_spec`]; `/proc/sys` leaves `readonlyPaths`, and the
 //!   container's `sysctl` entries go to that hook, which writes them first;
 //! - gives the process every capability of its user namespace that the host's bounding set
-//!   has (see [`capabilities_for`]);
-//! - replaces the seccomp profile with [`crate::seccomp::profile`]: the system container
-//!   profile, and the mount trap served by sysvisor-fs when a listener socket is given;
+//!   has, minus those the user dropped, or exactly the set of `--cap-drop ALL --cap-add ...`
+//!   (see [`capabilities_for`] and [`crate::caps`]);
+//! - replaces the engine's default seccomp profile (or none) with
+//!   [`crate::seccomp::profile`]: the system container profile, and the mount trap served
+//!   by sysvisor-fs when a listener socket is given; merges a user's own profile with them
+//!   ([`crate::seccomp::profile_for`]);
 //! - for system software inside, applies [`crate::nesting`] (read-write cgroups, the
 //!   unified hierarchy of a hybrid host, host-backed `/var/lib/docker` & co) and, when the
 //!   process is systemd, [`crate::systemd::prepare`] (tmpfs `/run`, `container=`, the
@@ -37,21 +40,22 @@
 //! - records the range in annotations ([`ANNOTATION_UID_BASE`] and friends).
 //!
 //! Left as they are: Docker's bind mounts (`/etc/hosts`, `/etc/resolv.conf`,
-//! `/etc/hostname`, volumes; their id shifting is the rootfs module's job), devices,
+//! `/etc/hostname`, volumes; which are id-shifted is decided around the transform, see
+//! [`crate::binds`]), AppArmor, SELinux and `noNewPrivileges`, devices,
 //! resources, other sysctls, rlimits, hooks, masked/read-only paths other than the above, and the
 //! sysfs mount: the container always has a network namespace of its own (a shared one is
 //! refused), so its user namespace owns it and may mount sysfs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCapabilities, LinuxIdMapping, LinuxIdMappingBuilder,
-    LinuxNamespace, LinuxNamespaceType, Mount, Spec,
+    LinuxNamespace, LinuxNamespaceType, Mount, Process, Spec,
 };
 
 use crate::nesting::{self, NestingInputs};
-use crate::{seccomp, systemd};
+use crate::{caps, seccomp, systemd};
 
 /// Annotation recording the first host uid of the container's range.
 pub const ANNOTATION_UID_BASE: &str = "io.sysvisor.uid-base";
@@ -97,6 +101,9 @@ pub struct TransformInputs {
     /// The sysvisor-fs daemon's seccomp listener socket: the container's mount-family
     /// calls go there (see [`crate::seccomp::profile`]). `None`: no mount trap.
     pub seccomp_listener: Option<PathBuf>,
+    /// Where the container's own seccomp profile came from (replaced or merged, see
+    /// [`crate::seccomp::profile_for`]).
+    pub seccomp_origin: seccomp::Origin,
     /// The host's online CPUs, ascending.
     pub host_cpus: Vec<u32>,
     /// Spreads pinned containers over the CPUs (the index of the container's id range).
@@ -136,6 +143,8 @@ pub enum TransformError {
     RangeOverflow { base: u32, count: u32 },
     #[error("unknown capability name {0:?}")]
     UnknownCapability(String),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 /// Checks the parts of a spec that make it impossible as a system container. Cheap and
@@ -205,7 +214,12 @@ pub fn to_system_container(
         });
     }
 
-    linux.set_seccomp(Some(seccomp::profile(inputs.seccomp_listener.as_deref())));
+    let profile = seccomp::profile_for(
+        linux.seccomp().as_ref(),
+        inputs.seccomp_origin,
+        inputs.seccomp_listener.as_deref(),
+    )?;
+    linux.set_seccomp(Some(profile));
 
     if let Some(value) = linux.sysctl_mut().as_mut().and_then(|s| s.get_mut(PING_GROUP_RANGE)) {
         *value = clamp_group_range(value, inputs.id_count);
@@ -302,23 +316,40 @@ pub fn is_transformed(spec: &Spec) -> bool {
     spec.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_UID_BASE))
 }
 
-/// The capabilities of a system container's process: every capability known to the kernel
-/// that the host's bounding set has (asking runc for one the host lacks makes it fail).
+/// The capabilities of a system container's process: what its config asked for, read by
+/// [`caps::Requested::of`] (every capability by default, minus what the user dropped, or
+/// exactly the set of `--cap-drop ALL --cap-add ...`), among those the host's bounding set
+/// has (asking runc for one the host lacks makes it fail).
 ///
-/// - Bounding, effective and permitted: all of them, whatever the user.
-/// - Inheritable and ambient: all of them for root (uid 0), none for another user. A
+/// - Bounding, effective and permitted: that set, whatever the user.
+/// - Inheritable and ambient: that set for root (uid 0), none for another user. A
 ///   non-root process thus drops its capabilities on `execve` like on a real host, instead
 ///   of every user of the container being root in disguise.
 pub fn capabilities_for(
     spec: &Spec,
     host_capabilities: &[String],
 ) -> Result<LinuxCapabilities, TransformError> {
-    let all = usable_capabilities(host_capabilities)?;
-    let is_root = !matches!(spec.process(), Some(p) if p.user().uid() != 0);
-    Ok(capability_sets(all, is_root))
+    match spec.process() {
+        Some(process) => process_capabilities(process, host_capabilities),
+        None => Ok(capability_sets(usable_capabilities(host_capabilities)?, true)),
+    }
 }
 
-/// The capability sets for a process given the usable set (see [`capabilities_for`]).
+/// [`capabilities_for`] of one process (a container's, or that of an `exec`).
+pub fn process_capabilities(
+    process: &Process,
+    host_capabilities: &[String],
+) -> Result<LinuxCapabilities, TransformError> {
+    let requested = caps::Requested::of(process.capabilities().as_ref());
+    let granted = requested
+        .granted(host_capabilities)
+        .into_iter()
+        .map(parse_capability)
+        .collect::<Result<Capabilities, _>>()?;
+    Ok(capability_sets(granted, process.user().uid() == 0))
+}
+
+/// The capability sets for a process given its granted set (see [`capabilities_for`]).
 pub fn capability_sets(all: Capabilities, is_root: bool) -> LinuxCapabilities {
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(all.clone()));
@@ -336,12 +367,7 @@ pub fn capability_sets(all: Capabilities, is_root: bool) -> LinuxCapabilities {
 
 /// Known capabilities that are also in the host's bounding set.
 pub fn usable_capabilities(host_capabilities: &[String]) -> Result<Capabilities, TransformError> {
-    let host: HashSet<String> = host_capabilities.iter().map(|c| c.to_ascii_uppercase()).collect();
-    crate::caps::ALL
-        .iter()
-        .filter(|name| host.contains(**name))
-        .map(|name| parse_capability(name))
-        .collect()
+    caps::Requested::Default.granted(host_capabilities).into_iter().map(parse_capability).collect()
 }
 
 fn parse_capability(name: &str) -> Result<Capability, TransformError> {
@@ -453,6 +479,7 @@ mod tests {
             fs_mountpoint: "/var/lib/sysvisor-fs".into(),
             host_capabilities: vec![],
             seccomp_listener: None,
+            seccomp_origin: seccomp::Origin::EngineDefault,
             host_cpus: vec![0, 1],
             cpu_spread: 0,
             nesting: NestingInputs::default(),

@@ -15,6 +15,10 @@ use sysvisor_runc::spec;
 
 const IDS: Ids = Ids { uid_base: 165536, gid_base: 165536, count: 65536 };
 
+/// The container id in the fixtures' paths of Docker's own files; the bundles use `c1`,
+/// as Docker names the runtime's container by that id.
+const FIXTURE_ID: &str = "4ca3138ecd76d85c574b6f2e78045daae3cf49e78a735bffd2d3fe698dccf1ba";
+
 #[derive(Default)]
 struct Fake {
     calls: RefCell<Vec<String>>,
@@ -99,6 +103,10 @@ impl Host for Fake {
         }
         Ok(Some(PathBuf::from(format!("/run/sysvisor/rootfs/{id}/bind{}", source.display()))))
     }
+    fn give_to_range(&self, path: &Path, range: &Ids) -> Result<(), HostError> {
+        self.log(format!("own {} {}", path.display(), range.uid_base));
+        Ok(())
+    }
     fn unshift_rootfs(&self, id: &str) -> Result<(), HostError> {
         self.log(format!("unshift {id}"));
         Ok(())
@@ -177,7 +185,7 @@ impl Bundle {
     fn new(fixture: &str) -> Bundle {
         let dir = tempfile::tempdir().unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
-        let original = std::fs::read_to_string(src).unwrap();
+        let original = std::fs::read_to_string(src).unwrap().replace(FIXTURE_ID, "c1");
         std::fs::write(dir.path().join("config.json"), &original).unwrap();
         Bundle { dir, original }
     }
@@ -223,8 +231,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "volumes", "shift", "bind", "bind", "bind", "bind",
-            "runc", "register", "delegate"
+            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "runc",
+            "register", "delegate"
         ]
     );
     let calls = host.calls();
@@ -233,10 +241,12 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert!(calls[4].ends_with(
         "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
     ));
+    // Docker's own files are given to the container's root.
+    assert_eq!(calls[5], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
     // runc gets the shim's arguments unchanged.
-    assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
-    assert!(calls[9].ends_with("init.pid c1"));
-    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
+    assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
+    assert!(calls[8].ends_with("init.pid c1"));
+    assert_eq!(calls[10], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(
@@ -252,19 +262,16 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         }
     );
 
-    // The rewritten config: runc's root is the shifted one, bind sources are the shifted
-    // clones (the views are not shifted), the original is kept beside it.
+    // The rewritten config: runc's root is the shifted one, bind sources are not shifted
+    // unless asked, the original is kept beside it.
     let config = bundle.config_json();
     assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
     assert_eq!(config["linux"]["uidMappings"][0]["hostID"], IDS.uid_base);
     let mounts = config["mounts"].as_array().unwrap();
     let source_of =
         |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap()["source"].clone();
-    assert_eq!(source_of("/data"), "/run/sysvisor/rootfs/c1/bind/srv/data");
-    assert!(source_of("/etc/hosts")
-        .as_str()
-        .unwrap()
-        .starts_with("/run/sysvisor/rootfs/c1/bind/var/lib/docker/containers/"));
+    assert_eq!(source_of("/data"), "/srv/data");
+    assert_eq!(source_of("/etc/hosts"), "/var/lib/docker/containers/c1/hosts");
     assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs/proc/meminfo");
     // The volumes are bound as they are (they belong to the range already).
     assert_eq!(source_of("/var/lib/docker"), "/var/lib/sysvisor/volumes/c1/docker");
@@ -277,20 +284,46 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     );
 }
 
+/// The bundle's config with `SYSVISOR_SHIFT_BINDS=list` in the process's environment.
+fn ask_to_shift(bundle: &Bundle, list: &str) {
+    let mut config = bundle.config_json();
+    let env = config["process"]["env"].as_array_mut().unwrap();
+    env.push(Value::String(format!("SYSVISOR_SHIFT_BINDS={list}")));
+    std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
+}
+
+fn mount_of(config: &Value, dest: &str) -> Value {
+    config["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == dest).unwrap().clone()
+}
+
 #[test]
-fn unshiftable_bind_sources_are_bound_as_they_are() {
+fn binds_are_shifted_only_when_asked_and_then_nosuid_nodev() {
     let bundle = Bundle::new("docker-run.json");
-    let host = Fake { binds_unsupported: true, ..Fake::new() };
+    ask_to_shift(&bundle, "/data");
+    let host = Fake::new();
     create(&host, &bundle).unwrap();
-    let config = bundle.config_json();
-    let data = config["mounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["destination"] == "/data")
-        .unwrap()
-        .clone();
-    assert_eq!(data["source"], "/srv/data");
+    assert_eq!(host.names().iter().filter(|n| *n == "bind").count(), 1);
+    assert!(host.calls().contains(&"bind /srv/data".to_string()));
+    let data = mount_of(&bundle.config_json(), "/data");
+    assert_eq!(data["source"], "/run/sysvisor/rootfs/c1/bind/srv/data");
+    assert_eq!(data["options"], serde_json::json!(["rbind", "rprivate", "nosuid", "nodev"]));
+}
+
+#[test]
+fn a_shift_that_cannot_be_done_or_names_no_bind_is_an_error() {
+    let bundle = Bundle::new("docker-run.json");
+    ask_to_shift(&bundle, "/data");
+    let host = Fake { binds_unsupported: true, ..Fake::new() };
+    let err = create(&host, &bundle).unwrap_err();
+    assert!(err.to_string().contains("no idmapped-mount support"), "{err}");
+    assert!(!host.names().contains(&"runc".to_string()));
+
+    let bundle = Bundle::new("docker-run.json");
+    ask_to_shift(&bundle, "/data,/proc");
+    let host = Fake::new();
+    let err = create(&host, &bundle).unwrap_err();
+    assert!(err.to_string().contains("\"/proc\""), "{err}");
+    assert!(!host.names().contains(&"runc".to_string()));
 }
 
 #[test]
@@ -644,6 +677,24 @@ fn the_hook_registers_from_the_state_runc_passes() {
         err.to_string().starts_with("sysvisor-runc registration hook: unreadable hook state"),
         "{err}"
     );
+}
+
+#[test]
+fn exec_process_keeps_what_the_container_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("process.json");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker-exec-process.json");
+    let mut process: Value = serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    // `docker exec` in a `--cap-drop ALL --cap-add KILL` container.
+    for set in ["bounding", "effective", "permitted"] {
+        process["capabilities"][set] = serde_json::json!(["CAP_KILL"]);
+    }
+    std::fs::write(&path, process.to_string()).unwrap();
+    lifecycle::rewrite_exec_process(&path, &["CAP_SYS_ADMIN".into(), "CAP_KILL".into()]).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(v["capabilities"][set], serde_json::json!(["CAP_KILL"]), "{set}");
+    }
 }
 
 #[test]

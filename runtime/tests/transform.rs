@@ -13,7 +13,7 @@ use sysvisor_runc::nesting::NestingInputs;
 use sysvisor_runc::transform::{
     self, to_system_container, validate, TransformError, TransformInputs, VIEWS,
 };
-use sysvisor_runc::{caps, mirrors};
+use sysvisor_runc::{caps, mirrors, seccomp};
 
 const UID_BASE: u32 = 231072;
 const GID_BASE: u32 = 296608;
@@ -41,6 +41,7 @@ fn inputs() -> TransformInputs {
         fs_mountpoint: PathBuf::from(MOUNTPOINT),
         host_capabilities: host_caps(),
         seccomp_listener: None,
+        seccomp_origin: seccomp::Origin::EngineDefault,
         host_cpus: vec![0, 1],
         cpu_spread: 0,
         nesting: NestingInputs::default(),
@@ -546,4 +547,207 @@ fn nesting_adds_volumes_the_unified_hierarchy_and_systemds_needs() {
         assert!(!dests.contains(&absent), "{absent}: {dests:?}");
     }
     assert!(v["annotations"].get("io.sysvisor.init").is_none());
+}
+
+// ---- what the user asked for: capabilities --------------------------------------------
+
+/// docker-run.json with its capability sets replaced by `caps` (what Docker writes for
+/// `--cap-drop`/`--cap-add`: the same list in bounding, effective and permitted).
+fn with_caps(caps: &[&str]) -> Spec {
+    let mut v = json_of(&fixture("docker-run.json"));
+    for set in ["bounding", "effective", "permitted"] {
+        v["process"]["capabilities"][set] = json!(caps);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn granted(spec: Spec) -> Value {
+    json_of(&to_system_container(spec, &inputs()).unwrap())["process"]["capabilities"].clone()
+}
+
+#[test]
+fn cap_drop_all_gives_no_capability() {
+    let caps = granted(with_caps(&[]));
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(caps[set], json!([]), "{set}");
+    }
+    // What Docker 20.10 really writes for --cap-drop ALL: empty sets are left out.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["process"]["capabilities"] = json!({});
+    let text = v.to_string();
+    let caps =
+        granted(sysvisor_runc::spec::parse(Path::new("config.json"), text.as_bytes()).unwrap());
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(caps[set], json!([]), "{set}");
+    }
+}
+
+#[test]
+fn cap_drop_one_removes_just_that_one() {
+    let kept: Vec<&str> =
+        caps::DOCKER_DEFAULT.iter().copied().filter(|c| *c != "CAP_NET_RAW").collect();
+    let caps = granted(with_caps(&kept));
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        let set_caps = cap_set(&caps[set]);
+        assert_eq!(set_caps.len(), 39, "{set}: the host's 40 but NET_RAW");
+        assert!(!set_caps.contains("CAP_NET_RAW"), "{set}");
+        assert!(set_caps.contains("CAP_SYS_ADMIN"), "{set}: a system container still mounts");
+    }
+}
+
+#[test]
+fn cap_drop_all_with_cap_add_gives_exactly_the_added() {
+    let caps = granted(with_caps(&["CAP_NET_ADMIN", "CAP_KILL"]));
+    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        assert_eq!(cap_set(&caps[set]), HashSet::from(["CAP_KILL".into(), "CAP_NET_ADMIN".into()]));
+    }
+    // A capability the host lacks is left out rather than failing runc.
+    let caps = granted(with_caps(&["CAP_SYS_RESOURCE", "CAP_KILL"]));
+    assert_eq!(cap_set(&caps["bounding"]), HashSet::from(["CAP_KILL".into()]));
+}
+
+#[test]
+fn cap_add_keeps_every_capability() {
+    let mut wanted = caps::DOCKER_DEFAULT.to_vec();
+    wanted.push("CAP_SYS_PTRACE");
+    assert_eq!(cap_set(&granted(with_caps(&wanted))["effective"]).len(), 40);
+}
+
+#[test]
+fn a_non_root_user_gets_the_dropped_set_without_inheritance() {
+    let mut v = json_of(&fixture("docker-user1000.json"));
+    for set in ["bounding", "effective", "permitted"] {
+        v["process"]["capabilities"][set] = json!(["CAP_CHOWN"]);
+    }
+    let caps = granted(serde_json::from_value(v).unwrap());
+    assert_eq!(caps["permitted"], json!(["CAP_CHOWN"]));
+    assert_eq!(caps["ambient"], json!([]));
+}
+
+// ---- what the user asked for: seccomp -------------------------------------------------
+
+fn with_profile(profile: Value) -> Spec {
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["linux"]["seccomp"] = profile;
+    serde_json::from_value(v).unwrap()
+}
+
+fn user_inputs() -> TransformInputs {
+    TransformInputs {
+        seccomp_origin: seccomp::Origin::User,
+        seccomp_listener: Some("/run/sysvisor/seccomp.sock".into()),
+        ..inputs()
+    }
+}
+
+/// The rules of a transformed profile naming `name`, as (action, has args).
+fn rules_for(profile: &Value, name: &str) -> Vec<(String, bool)> {
+    profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == name))
+        .map(|r| (r["action"].as_str().unwrap().to_string(), r.get("args").is_some()))
+        .collect()
+}
+
+#[test]
+fn a_users_deny_list_profile_is_merged_not_replaced() {
+    let user = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["kexec_load", "chmod"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["umount2"], "action": "SCMP_ACT_ERRNO"}
+        ]
+    });
+    let out = to_system_container(with_profile(user), &user_inputs()).unwrap();
+    let p = json_of(&out)["linux"]["seccomp"].clone();
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ALLOW");
+    assert_eq!(p["listenerPath"], "/run/sysvisor/seccomp.sock");
+    // The user's rules stay.
+    assert_eq!(rules_for(&p, "mkdir"), [("SCMP_ACT_ERRNO".to_string(), false)]);
+    assert_eq!(rules_for(&p, "chmod"), [("SCMP_ACT_ALLOW".to_string(), false)]);
+    // The deny list wins over the user's allow.
+    assert_eq!(rules_for(&p, "kexec_load"), [("SCMP_ACT_ERRNO".to_string(), false)]);
+    // mount goes to the trap; umount2, which the user refuses, stays refused.
+    assert_eq!(rules_for(&p, "mount"), [("SCMP_ACT_NOTIFY".to_string(), true)]);
+    assert_eq!(rules_for(&p, "move_mount"), [("SCMP_ACT_NOTIFY".to_string(), false)]);
+    assert_eq!(rules_for(&p, "umount2"), [("SCMP_ACT_ERRNO".to_string(), false)]);
+}
+
+#[test]
+fn a_users_allow_list_profile_keeps_its_default_and_traps_what_it_allows() {
+    let user = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ["read", "write", "mount", "keyctl"], "action": "SCMP_ACT_ALLOW"}
+        ]
+    });
+    let out = to_system_container(with_profile(user), &user_inputs()).unwrap();
+    let p = json_of(&out)["linux"]["seccomp"].clone();
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(p["architectures"], json!(["SCMP_ARCH_X86_64"]));
+    assert_eq!(rules_for(&p, "read"), [("SCMP_ACT_ALLOW".to_string(), false)]);
+    // mount is allowed by the user: trapped, for every flag (the default refuses the rest).
+    assert_eq!(rules_for(&p, "mount"), [("SCMP_ACT_NOTIFY".to_string(), false)]);
+    // Not allowed by the user: refused by its default, no trap.
+    assert!(rules_for(&p, "umount2").is_empty());
+    // keyctl: the deny list's ENOSYS, not the user's allow.
+    let keyctl: Vec<&Value> = p["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == "keyctl"))
+        .collect();
+    assert_eq!(keyctl.len(), 1);
+    assert_eq!(keyctl[0]["errnoRet"], libc::ENOSYS);
+}
+
+#[test]
+fn a_profile_that_cannot_be_merged_is_refused_with_a_clear_error() {
+    // Metadata meant for the user's own listener does not go to sysvisor-fs.
+    let metadata = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerMetadata": "user's"});
+    let out = to_system_container(with_profile(metadata), &user_inputs()).unwrap();
+    let p = json_of(&out)["linux"]["seccomp"].clone();
+    assert_eq!(p["listenerPath"], "/run/sysvisor/seccomp.sock");
+    assert!(p.get("listenerMetadata").is_none(), "{p}");
+
+    let own_listener = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": "/run/other.sock",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    let err = to_system_container(with_profile(own_listener), &user_inputs()).unwrap_err();
+    assert!(matches!(err, TransformError::Seccomp(_)), "{err}");
+    assert!(err.to_string().contains("/run/other.sock"), "{err}");
+    let conditional = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_ERRNO",
+                      "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]}]
+    });
+    let err = to_system_container(with_profile(conditional), &user_inputs()).unwrap_err();
+    assert!(err.to_string().contains("argument conditions on mount"), "{err}");
+}
+
+#[test]
+fn dockers_default_profile_and_no_profile_get_the_system_profile() {
+    let listener = Path::new("/run/sysvisor/seccomp.sock");
+    let default =
+        TransformInputs { seccomp_origin: seccomp::Origin::EngineDefault, ..user_inputs() };
+    let out = to_system_container(fixture("docker-run.json"), &default).unwrap();
+    assert_eq!(
+        out.linux().as_ref().unwrap().seccomp().as_ref(),
+        Some(&seccomp::profile(Some(listener)))
+    );
+    // `--security-opt seccomp=unconfined` (no profile): the system profile too.
+    let mut v = json_of(&fixture("docker-run.json"));
+    v["linux"].as_object_mut().unwrap().remove("seccomp");
+    let out = to_system_container(serde_json::from_value(v).unwrap(), &user_inputs()).unwrap();
+    assert_eq!(
+        out.linux().as_ref().unwrap().seccomp().as_ref(),
+        Some(&seccomp::profile(Some(listener)))
+    );
 }

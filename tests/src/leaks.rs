@@ -178,7 +178,7 @@ pub fn leftovers(engine: &Engine, id: &str, range: Option<crate::IdMap>) -> Vec<
             }
         }
     }
-    let socket = Path::new(sysvisor_proto::DEFAULT_SOCKET);
+    let socket = Path::new(crate::FS_SOCKET);
     if let Ok(answer) =
         sysvisor_proto::call(socket, &sysvisor_proto::Request::List, Duration::from_secs(5))
     {

@@ -4,7 +4,7 @@
 //!
 //! The attacker is a small static C program (tests/attack/mounttrap_attack.c), built with
 //! `cc -static` at test time and bound into the container read-only; without a C compiler
-//! (or off x86_64) the tests skip visibly.
+//! that links static programs (or off x86_64) the tests skip visibly (`sysvisor_skip`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -25,7 +25,7 @@ impl Attack {
     /// Builds the attacker; `None` (after saying why) where it cannot be built.
     fn build(name: &str) -> Option<Attack> {
         if !cfg!(target_arch = "x86_64") {
-            eprintln!("skipped: the attacker injects x86_64 system calls");
+            sysvisor_skip::optional("the attacker injects x86_64 system calls");
             return None;
         }
         let dir = scratch_dir(name);
@@ -40,7 +40,8 @@ impl Attack {
             Duration::from_secs(120),
         );
         if !out.success() {
-            eprintln!("skipped: cannot build the static attacker with cc: {out}");
+            // cc links every Rust test here; a static libc comes with libc6-dev.
+            sysvisor_skip::required(&format!("cannot build the static attacker with cc: {out}"));
             return None;
         }
         // A host file the container cannot see, readable by anyone who reaches it.

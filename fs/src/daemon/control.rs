@@ -9,7 +9,7 @@
 //!
 //! The socket is made mode 0600 (root only) before it appears under its name: it is bound
 //! under a temporary name in the same directory, chmod-ed, then renamed. Its directory is
-//! created mode 0700 when missing. A socket file left by a dead daemon (connecting to it is
+//! created mode 0711 when missing (see [`ControlServer::start`] for why). A socket file left by a dead daemon (connecting to it is
 //! refused) is removed; one with a live daemon behind it is an error.
 
 use std::collections::HashMap;
@@ -428,37 +428,42 @@ fn write_response(mut stream: &UnixStream, response: &Response) -> io::Result<()
 
 /// The answer to one request line.
 pub fn handle_line(registry: &Registry, line: &[u8]) -> Response {
+    match parse_request(line) {
+        Ok(request) => handle(registry, request),
+        Err(message) => Response::error(message),
+    }
+}
+
+/// One request line, decoded; `Err` holds the message the client gets back.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let Ok(text) = std::str::from_utf8(line) else {
-        return Response::error("malformed request: not UTF-8");
+        return Err("malformed request: not UTF-8".into());
     };
     let text = text.trim();
     if text.is_empty() {
-        return Response::error(
-            r#"empty request: expected one JSON object per line, e.g. {"op":"ping"}"#,
+        return Err(
+            r#"empty request: expected one JSON object per line, e.g. {"op":"ping"}"#.into()
         );
     }
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(value) => value,
-        Err(err) => return Response::error(format!("malformed request: not JSON ({err})")),
+        Err(err) => return Err(format!("malformed request: not JSON ({err})")),
     };
     let known = Request::OPS.join(", ");
     let op = match value.get("op") {
         Some(serde_json::Value::String(op)) => op.clone(),
-        Some(_) => return Response::error(r#"malformed request: "op" is not a string"#),
+        Some(_) => return Err(r#"malformed request: "op" is not a string"#.into()),
         None => {
-            return Response::error(format!(
+            return Err(format!(
                 r#"malformed request: expected a JSON object with an "op" (one of {known})"#
             ))
         }
     };
     if !Request::OPS.contains(&op.as_str()) {
         let shown: String = op.chars().take(64).collect();
-        return Response::error(format!("unknown op {shown:?} (known: {known})"));
+        return Err(format!("unknown op {shown:?} (known: {known})"));
     }
-    match serde_json::from_value::<Request>(value) {
-        Ok(request) => handle(registry, request),
-        Err(err) => Response::error(format!("malformed {op} request: {err}")),
-    }
+    serde_json::from_value::<Request>(value).map_err(|err| format!("malformed {op} request: {err}"))
 }
 
 /// The answer to one request.

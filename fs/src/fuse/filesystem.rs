@@ -2,7 +2,8 @@
 //! [`DynInodes`] below mirror directories and the [`HandleTable`].
 //!
 //! - Static tree: directories 0555 and view files 0444 owned by root, nothing writable
-//!   (EACCES); every open file a fresh per-caller snapshot rendered by the service.
+//!   (EACCES); every open file a fresh per-caller snapshot rendered by the service, rendered
+//!   again for the reader at each READ from offset 0 but the first (see [`VirtualFs::read`]).
 //! - Below a mirror directory (`proc/sys`, `sys/kernel`, ...): what the source says the
 //!   path is for the caller ([`ContentSource::lookup_dyn`]): its type, mode, owner and
 //!   content; writable files take `open(O_WRONLY|O_TRUNC)` (a SETATTR of size 0, accepted
@@ -64,7 +65,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -234,8 +235,14 @@ type FoundNode = (NodeAttr, Option<Result<Vec<u8>, i32>>);
 
 /// What an open handle holds.
 pub enum Handle<T> {
-    /// A file's content at open, and where its writes go if opened for writing.
-    File { snapshot: Snapshot, target: Option<T> },
+    /// A file's content, rendered at open or at the last read from offset 0, and where its
+    /// writes go if opened for writing.
+    File {
+        snapshot: Snapshot,
+        target: Option<T>,
+        /// Whether a READ at offset 0 has been served: the next one renders afresh.
+        started: AtomicBool,
+    },
     /// A dynamic directory's entries at opendir.
     Dir(Vec<Listed>),
 }
@@ -771,16 +778,10 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         // kernel's `st_size`), else a fresh one.
         let pid = caller_pid(ctx);
         let data = match self.take_sized(inode, pid) {
-            Some(data) => Ok(data),
-            None => self.source.content(view, pid),
+            Some(data) => data,
+            None => self.render_view(node, view, pid)?,
         };
-        match data {
-            Ok(data) => Ok((Some(self.open_file(data, None)), OpenOptions::DIRECT_IO, None)),
-            Err(err) => {
-                tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
-                Err(errno(libc::EIO))
-            }
-        }
+        Ok((Some(self.open_file(data, None)), OpenOptions::DIRECT_IO, None))
     }
 
     #[allow(clippy::type_complexity)]
@@ -794,10 +795,16 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         Err(errno(libc::EACCES))
     }
 
+    /// Serves a slice of the handle's snapshot. A READ at offset 0 after the first one
+    /// renders the file afresh for the reader and swaps it in (the reads at other offsets
+    /// that follow continue it): tools such as top and vmstat keep /proc/stat open and
+    /// `lseek(fd, 0)` + read every interval, as procfs (seq_file) allows. The first READ
+    /// at 0 serves the open's rendering: the kernel's `st_size`, which a splice reader
+    /// stops at, is its length.
     fn read(
         &self,
-        _ctx: &Context,
-        _inode: u64,
+        ctx: &Context,
+        inode: u64,
         handle: u64,
         w: &mut dyn ZeroCopyWriter,
         size: u32,
@@ -805,15 +812,26 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
         _lock_owner: Option<u64>,
         _flags: u32,
     ) -> io::Result<usize> {
-        self.handles
-            .with(handle, |h| match h {
-                Handle::File { snapshot, .. } => {
-                    let part = snapshot.slice(offset, size as usize);
-                    w.write_all(part).map(|()| part.len())
-                }
-                Handle::Dir(_) => Err(errno(libc::EISDIR)),
-            })
-            .unwrap_or_else(|| Err(errno(libc::EBADF)))
+        let serve = |h: &Handle<S::Target>, w: &mut dyn ZeroCopyWriter| match h {
+            Handle::File { snapshot, .. } => {
+                let part = snapshot.slice(offset, size as usize);
+                w.write_all(part).map(|()| part.len())
+            }
+            Handle::Dir(_) => Err(errno(libc::EISDIR)),
+        };
+        if offset == 0 && self.restarted(handle)? {
+            let fresh = Snapshot::new(self.rerender(ctx, inode)?);
+            return self
+                .handles
+                .with_mut(handle, |h| {
+                    if let Handle::File { snapshot, .. } = h {
+                        *snapshot = fresh;
+                    }
+                    serve(h, w)
+                })
+                .unwrap_or_else(|| Err(errno(libc::EBADF)));
+        }
+        self.handles.with(handle, |h| serve(h, w)).unwrap_or_else(|| Err(errno(libc::EBADF)))
     }
 
     fn write(
@@ -963,7 +981,49 @@ impl<S: ContentSource> VirtualFs<S> {
     /// inode's page cache, so a splice reader (which ignores direct I/O) fills it afresh
     /// through this handle.
     fn open_file(&self, data: Vec<u8>, target: Option<S::Target>) -> u64 {
-        self.handles.insert(Handle::File { snapshot: Snapshot::new(data), target })
+        let started = AtomicBool::new(false);
+        self.handles.insert(Handle::File { snapshot: Snapshot::new(data), target, started })
+    }
+
+    /// Notes a READ at offset 0 on `handle`: whether one was served before (the reader
+    /// starts over and gets a new rendering).
+    fn restarted(&self, handle: u64) -> io::Result<bool> {
+        self.handles
+            .with(handle, |h| match h {
+                Handle::File { started, .. } => Ok(started.swap(true, Ordering::Relaxed)),
+                Handle::Dir(_) => Err(errno(libc::EISDIR)),
+            })
+            .unwrap_or_else(|| Err(errno(libc::EBADF)))
+    }
+
+    /// The content of open file `inode` for the reader of `ctx`, now (through the view
+    /// cache: within `--cache-ttl-ms`).
+    fn rerender(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        match self.resolve(inode) {
+            Some(Resolved::Static(node)) => {
+                let view = node.view().ok_or_else(|| errno(libc::EISDIR))?;
+                self.render_view(node, view, caller_pid(ctx))
+            }
+            Some(Resolved::Dyn(node)) => self.dyn_content(ctx, &node),
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
+    /// View `view` (of file `node`) for process `pid`; EIO if it cannot be rendered.
+    fn render_view(&self, node: &Node, view: usize, pid: u32) -> io::Result<Vec<u8>> {
+        self.source.content(view, pid).map_err(|err| {
+            tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
+            errno(libc::EIO)
+        })
+    }
+
+    /// The content of dynamic file `node` for the caller.
+    fn dyn_content(&self, ctx: &Context, node: &DynNode) -> io::Result<Vec<u8>> {
+        match self.found(ctx, node, true)? {
+            (_, Some(Ok(data))) => Ok(data),
+            (_, Some(Err(code))) => Err(errno(code)),
+            (_, None) => Err(errno(libc::EISDIR)),
+        }
     }
 
     fn getattr_dyn(
@@ -1016,11 +1076,7 @@ impl<S: ContentSource> VirtualFs<S> {
             libc::O_WRONLY => Vec::new(),
             _ => match self.take_sized(node.ino, caller_pid(ctx)) {
                 Some(data) => data,
-                None => match self.found(ctx, node, true)? {
-                    (_, Some(Ok(data))) => data,
-                    (_, Some(Err(code))) => return Err(errno(code)),
-                    (_, None) => return Err(errno(libc::EISDIR)),
-                },
+                None => self.dyn_content(ctx, node)?,
             },
         };
         Ok((Some(self.open_file(data, target)), OpenOptions::DIRECT_IO, None))
@@ -1224,10 +1280,34 @@ mod tests {
         size: u32,
         offset: u64,
     ) -> io::Result<Vec<u8>> {
+        read_as(fs, 1, ino, fh, size, offset)
+    }
+
+    /// A READ by process `pid`.
+    fn read_as(
+        fs: &VirtualFs<Fake>,
+        pid: i32,
+        ino: u64,
+        fh: u64,
+        size: u32,
+        offset: u64,
+    ) -> io::Result<Vec<u8>> {
         let mut w = VecWriter(Vec::new());
-        let n = fs.read(&ctx(1), ino, fh, &mut w, size, offset, None, 0)?;
+        let n = fs.read(&ctx(pid), ino, fh, &mut w, size, offset, None, 0)?;
         assert_eq!(n, w.0.len());
         Ok(w.0)
+    }
+
+    /// Reads `fh` from `offset` to the end in READs of `chunk` bytes.
+    fn read_rest(fs: &VirtualFs<Fake>, ino: u64, fh: u64, chunk: u32, offset: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let part = read(fs, ino, fh, chunk, offset + out.len() as u64).unwrap();
+            if part.is_empty() {
+                return out;
+            }
+            out.extend(part);
+        }
     }
 
     fn rendering(view: usize, pid: u32, n: u32) -> Vec<u8> {
@@ -1331,19 +1411,10 @@ mod tests {
         let fh = open(&fs, 42, ino); // render #0
         let whole = read(&fs, ino, fh, 1 << 20, 0).unwrap();
         assert_eq!(whole, rendering(view, 42, 0));
-        // Small reads at offsets on the same handle: same snapshot, same bytes.
-        let mut pieces = Vec::new();
-        let mut offset = 0;
-        loop {
-            let part = read(&fs, ino, fh, 13, offset).unwrap();
-            if part.is_empty() {
-                break;
-            }
-            offset += part.len() as u64;
-            pieces.extend(part);
-        }
-        assert_eq!(pieces, whole);
+        // Small reads at other offsets on the same handle: same snapshot, same bytes.
+        assert_eq!(read_rest(&fs, ino, fh, 13, 1), whole[1..]);
         assert_eq!(read(&fs, ino, fh, 10, 5).unwrap(), whole[5..15]);
+        assert_eq!(fs.source.renders.load(Ordering::Relaxed), 1);
         // A second open renders again.
         let fh2 = open(&fs, 43, ino);
         let second = read(&fs, ino, fh2, 1 << 20, 0).unwrap();
@@ -1354,6 +1425,45 @@ mod tests {
         assert_eq!(fs.open_handles(), 0);
         let err = read(&fs, ino, fh, 10, 0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn a_read_from_offset_0_renders_afresh_and_later_offsets_continue_it() {
+        let fs = fs(None);
+        let view = view_of("proc/stat");
+        let ino = resolve(&fs, "proc/stat").inode;
+        let (st, _) = fs.getattr(&ctx(7), ino, None).unwrap(); // render #0, sized
+        let fh = open(&fs, 7, ino);
+        // The first READ at 0 serves what the open's GETATTR sized (a splice reader stops at
+        // that `st_size`), even in small pieces.
+        let first = read_as(&fs, 7, ino, fh, 100, 0).unwrap();
+        assert_eq!(first, rendering(view, 7, 0)[..100]);
+        assert_eq!(read_rest(&fs, ino, fh, 100, 100), rendering(view, 7, 0)[100..]);
+        assert_eq!(st.st_size, rendering(view, 7, 0).len() as i64);
+        // lseek(fd, 0) + read, as top does every interval: rendered again for the reader,
+        // and the reads at other offsets that follow continue that rendering, untorn.
+        for n in 1..=12 {
+            let head = read_as(&fs, 7, ino, fh, 50, 0).unwrap();
+            let rest = read_rest(&fs, ino, fh, 77, 50);
+            assert_eq!([head, rest].concat(), rendering(view, 7, n), "restart {n}");
+        }
+        // The length changed (#12 is longer than #9): fstat follows the handle's rendering.
+        let (st, _) = fs.getattr(&ctx(7), ino, Some(fh)).unwrap();
+        assert_eq!(st.st_size, rendering(view, 7, 12).len() as i64);
+        // A reader other than the opener gets its own view from the start.
+        let other = read_as(&fs, 250, ino, fh, 1 << 20, 0).unwrap();
+        assert_eq!(other, rendering(view, 250, 13));
+        // A reader that cannot be identified gets EIO, and the handle keeps its content.
+        let err = read_as(&fs, 0, ino, fh, 1 << 20, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert_eq!(read(&fs, ino, fh, 1 << 20, 1).unwrap(), rendering(view, 250, 13)[1..]);
+        fs.release(&ctx(7), ino, 0, fh, false, false, None).unwrap();
+        let err = read(&fs, ino, fh, 10, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        // Directory handles are not files.
+        let (dir_fh, _) = fs.opendir(&ctx(1), resolve(&fs, "proc/sys").inode, 0).unwrap();
+        let err = read(&fs, ino, dir_fh.unwrap(), 10, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EISDIR));
     }
 
     #[test]
@@ -1550,6 +1660,8 @@ mod tests {
         // The open serves the sized content.
         let fh = open(&fs, 1, panic);
         assert_eq!(read(&fs, panic, fh, 100, 0).unwrap(), b"10\n");
+        let kept_open = open(&fs, 1, panic);
+        assert_eq!(read(&fs, panic, kept_open, 100, 0).unwrap(), b"10\n");
         fs.release(&ctx(1), panic, 0, fh, false, false, None).unwrap();
         // echo 7 > panic: SETATTR (size 0), OPEN O_WRONLY|O_TRUNC, WRITE.
         let (mut st, _) = fs.getattr(&ctx(1), panic, None).unwrap();
@@ -1566,6 +1678,9 @@ mod tests {
         fs.release(&ctx(1), panic, 0, fh, false, false, None).unwrap();
         let fh = open(&fs, 1, panic);
         assert_eq!(read(&fs, panic, fh, 100, 0).unwrap(), b"7\n");
+        // A handle opened before the write: read again from 0, it shows the new value.
+        assert_eq!(read(&fs, panic, kept_open, 100, 1).unwrap(), b"0\n", "its own snapshot");
+        assert_eq!(read(&fs, panic, kept_open, 100, 0).unwrap(), b"7\n");
         // Another view still reads its own.
         let other = lookup(&fs, 150, kernel, "panic").inode;
         let fh = open(&fs, 150, other);

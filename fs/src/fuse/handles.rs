@@ -1,8 +1,9 @@
 //! Open handles: file snapshots and directory listings.
 //!
-//! `open` renders a file once and stores the bytes under a fresh handle; every `read` on
-//! that handle serves a slice of the same bytes, so partial and offset reads see one
-//! consistent file; `release` drops it. A dynamic directory's `opendir` keeps its listing
+//! `open` renders a file and stores the bytes under a fresh handle; every `read` on that
+//! handle serves a slice of the same bytes, so partial and offset reads see one consistent
+//! file, until a read from offset 0 swaps in a new rendering (see `filesystem::read`);
+//! `release` drops it. A dynamic directory's `opendir` keeps its listing
 //! the same way, for the READDIRs that follow. The table is a sharded map (dashmap) keyed
 //! by handle id: reads take one shard's read lock for the duration of a memcpy, never a
 //! global lock. It is generic over what a handle holds (see `filesystem::Handle`).
@@ -64,6 +65,13 @@ impl<H> HandleTable<H> {
         self.map.get(&id).map(|handle| f(&handle))
     }
 
+    /// Runs `f` on the state of handle `id` for a change, `None` if there is no such handle.
+    /// The shard stays write-locked while `f` runs: keep `f` shorter still (a swap and a
+    /// copy), and render before.
+    pub fn with_mut<R>(&self, id: u64, f: impl FnOnce(&mut H) -> R) -> Option<R> {
+        self.map.get_mut(&id).map(|mut handle| f(&mut handle))
+    }
+
     /// Drops handle `id`, returning its state.
     pub fn remove(&self, id: u64) -> Option<H> {
         self.map.remove(&id).map(|(_, handle)| handle)
@@ -120,10 +128,15 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(table.len(), 2);
         assert_eq!(table.with(a, |s| s.slice(6, 100).to_vec()), Some(b"world".to_vec()));
+        let swapped = table.with_mut(b, |s| std::mem::replace(s, Snapshot::new(b"new".to_vec())));
+        assert_eq!(swapped, Some(Snapshot::new(b"other".to_vec())));
+        assert_eq!(table.with(b, |s| s.slice(0, 2).to_vec()), Some(b"ne".to_vec()));
+        table.with_mut(b, |s| *s = Snapshot::new(b"other".to_vec()));
         assert_eq!(table.with(b, |s| s.slice(0, 2).to_vec()), Some(b"ot".to_vec()));
         assert_eq!(table.remove(a).map(|s| s.data.len()), Some(11));
         assert_eq!(table.remove(a), None);
         assert_eq!(table.with(a, |_| ()), None);
+        assert_eq!(table.with_mut(a, |_| ()), None);
         assert_eq!(table.len(), 1);
         table.clear();
         assert!(table.is_empty());

@@ -106,8 +106,10 @@ const NON_NEGATIVE: Format = Format::Ints { len: 1, min: 0, max: INT_MAX };
 const fn int_range(min: i64, max: i64) -> Format {
     Format::Ints { len: 1, min, max }
 }
-/// `proc_doulongvec_minmax` up to LONG_MAX.
-const ULONG: Format = Format::Ulongs { len: 1, min: 0, max: i64::MAX as u64 };
+/// `proc_doulongvec_minmax` up to LONG_MAX (`SYSCTL_LONG_MAX`, fs.file-max).
+const ULONG_TO_LONG_MAX: Format = Format::Ulongs { len: 1, min: 0, max: i64::MAX as u64 };
+/// `proc_doulongvec_minmax` without bounds (vm.mmap_min_addr's handler).
+const ULONG: Format = Format::Ulongs { len: 1, min: 0, max: u64::MAX };
 
 /// Queueing disciplines a default may name (`qdisc_lookup_default` finds any registered
 /// one; these are the kernel's built-ins and its sch_* modules).
@@ -185,7 +187,7 @@ pub static PROC_SYS: &[Rule] = &[
     },
     Rule { path: "vm/overcommit_memory", kind: Kind::Emulated(int_range(0, 2)) },
     Rule { path: "vm/mmap_min_addr", kind: Kind::Emulated(ULONG) },
-    Rule { path: "fs/file-max", kind: Kind::Emulated(ULONG) },
+    Rule { path: "fs/file-max", kind: Kind::Emulated(ULONG_TO_LONG_MAX) },
     Rule { path: "fs/nr_open", kind: Kind::Emulated(int_range(64, 2_147_483_584)) },
     Rule { path: "fs/protected_hardlinks", kind: Kind::Emulated(int_range(0, 1)) },
     Rule { path: "fs/protected_symlinks", kind: Kind::Emulated(int_range(0, 1)) },

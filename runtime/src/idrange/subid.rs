@@ -1,5 +1,9 @@
 //! /etc/subuid and /etc/subgid: reading the pool, adding the install entry.
+//!
+//! The parsing is pure ([`parse`], [`slices_in`], [`install_base`]) so that the fuzz
+//! targets in `fuzz/` can reach it; only [`slices`] and [`ensure_subid_entries`] touch files.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -13,21 +17,22 @@ const ID_LIMIT: u64 = u32::MAX as u64;
 
 /// One `owner:start:count` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub owner: String,
     pub start: u64,
     pub count: u64,
 }
 
 impl Entry {
-    fn end(&self) -> u64 {
+    /// One past the last id (saturating: a huge count cannot overflow).
+    pub fn end(&self) -> u64 {
         self.start.saturating_add(self.count)
     }
 }
 
 /// Every line of a subid file: `Ok` for a well-formed entry, `Err(reason)` otherwise.
 /// Blank lines and `#` comments are skipped.
-pub(crate) fn parse(text: &str) -> Vec<(usize, &str, Result<Entry, String>)> {
+pub fn parse(text: &str) -> Vec<(usize, &str, Result<Entry, String>)> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
@@ -60,10 +65,16 @@ fn read_optional(path: &Path) -> Result<String, IdRangeError> {
 
 /// The 65536-aligned slice bases of the `sysvisor` entries of `file`, in file order.
 pub(crate) fn slices(file: &Path) -> Result<Vec<u32>, IdRangeError> {
-    let text = read_optional(file)?;
+    slices_in(&read_optional(file)?, file)
+}
+
+/// The 65536-aligned slice bases of the `sysvisor` entries of `text` (the contents of
+/// `file`, named in errors), in file order, each once.
+pub fn slices_in(text: &str, file: &Path) -> Result<Vec<u32>, IdRangeError> {
     let mut found = false;
+    let mut seen = BTreeSet::new();
     let mut out: Vec<u32> = Vec::new();
-    for (line_no, line, entry) in parse(&text) {
+    for (line_no, line, entry) in parse(text) {
         let owner = line.split(':').next().unwrap_or("").trim();
         if owner != SUBID_USER {
             continue;
@@ -76,10 +87,13 @@ pub(crate) fn slices(file: &Path) -> Result<Vec<u32>, IdRangeError> {
         })?;
         found = true;
         let size = u64::from(RANGE_SIZE);
-        let mut base = entry.start.div_ceil(size) * size;
-        while base + size <= entry.end() && base + size <= ID_LIMIT {
+        // Bases stop below ID_LIMIT, so only starts below it can give any (and rounding
+        // them up cannot overflow).
+        let end = entry.end().min(ID_LIMIT);
+        let mut base = entry.start.min(ID_LIMIT).div_ceil(size) * size;
+        while base + size <= end {
             let b = base as u32;
-            if !out.contains(&b) {
+            if seen.insert(b) {
                 out.push(b);
             }
             base += size;
@@ -129,27 +143,11 @@ pub fn ensure_subid_entries(
     }
     let files = [subuid, subgid];
     let texts = [read_optional(subuid)?, read_optional(subgid)?];
-    let mut end = MIN_BASE;
-    let mut missing: Vec<usize> = Vec::new();
-    for (i, text) in texts.iter().enumerate() {
-        let entries = parse(text);
-        if !entries.iter().any(|(_, l, _)| l.split(':').next().map(str::trim) == Some(SUBID_USER)) {
-            missing.push(i);
-        }
-        for (_, _, e) in entries {
-            if let Ok(e) = e {
-                end = end.max(e.end());
-            }
-        }
-    }
+    let missing: Vec<usize> = (0..texts.len()).filter(|&i| !has_entry(&texts[i])).collect();
     if missing.is_empty() {
         return Ok(false);
     }
-    let size = u64::from(RANGE_SIZE);
-    let base = end.div_ceil(size) * size;
-    if base + u64::from(count) > ID_LIMIT {
-        return Err(IdRangeError::InvalidPoolSize(base + u64::from(count)));
-    }
+    let base = install_base(&[texts[0].as_str(), texts[1].as_str()], count)?;
     for i in missing {
         let mut text = texts[i].clone();
         if !text.is_empty() && !text.ends_with('\n') {
@@ -159,6 +157,32 @@ pub fn ensure_subid_entries(
         replace_file(files[i], &text)?;
     }
     Ok(true)
+}
+
+/// Whether `text` has a `sysvisor` line (well-formed or not).
+fn has_entry(text: &str) -> bool {
+    parse(text).iter().any(|(_, l, _)| l.split(':').next().map(str::trim) == Some(SUBID_USER))
+}
+
+/// The base of a new pool of `count` ids: 65536-aligned, at least 100000 and after the end
+/// of every well-formed entry of `texts`. Fails when such a pool would not fit below 2^32-1.
+pub fn install_base(texts: &[&str], count: u32) -> Result<u64, IdRangeError> {
+    if count < RANGE_SIZE {
+        return Err(IdRangeError::InvalidPoolSize(count.into()));
+    }
+    let end = texts
+        .iter()
+        .flat_map(|text| parse(text))
+        .filter_map(|(_, _, entry)| entry.ok())
+        .fold(MIN_BASE, |end, entry| end.max(entry.end()));
+    let size = u64::from(RANGE_SIZE);
+    // An entry ending past the id space leaves no room: checked before rounding up, which
+    // could overflow.
+    let base = end.min(ID_LIMIT).div_ceil(size) * size;
+    if base + u64::from(count) > ID_LIMIT {
+        return Err(IdRangeError::InvalidPoolSize(base + u64::from(count)));
+    }
+    Ok(base)
 }
 
 /// Writes `text` to `path` via a temp file in the same directory and a rename.
@@ -182,6 +206,23 @@ mod tests {
             got[3].2.as_ref().unwrap(),
             &Entry { owner: "sysvisor".into(), start: 131072, count: 131072 }
         );
+    }
+
+    #[test]
+    fn ids_near_the_top_of_u64_give_no_slices_and_no_pool() {
+        let file = Path::new("subuid");
+        let top = format!("sysvisor:{}:{}\n", u64::MAX, u64::MAX);
+        assert_eq!(slices_in(&top, file).unwrap(), Vec::<u32>::new());
+        assert!(matches!(
+            install_base(&[&top, ""], RANGE_SIZE),
+            Err(IdRangeError::InvalidPoolSize(_))
+        ));
+        let big = format!("other:0:{}\n", u64::MAX);
+        assert!(matches!(install_base(&[&big], RANGE_SIZE), Err(IdRangeError::InvalidPoolSize(_))));
+        // A pool of every id is cut into its 65535 slices, each once.
+        let all = format!("sysvisor:0:{}\nsysvisor:0:{}\n", u32::MAX, u32::MAX);
+        assert_eq!(slices_in(&all, file).unwrap().len(), 65535);
+        assert_eq!(install_base(&["alice:100000:65536"], RANGE_SIZE).unwrap(), 196608);
     }
 
     #[test]
