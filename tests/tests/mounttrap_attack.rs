@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sysvisor_e2e::{cmd, leaks, scratch_dir, Container, Engine, Output};
 
@@ -85,21 +85,6 @@ fn as_user_in_own_namespaces(c: &Container<'_>, e: &Engine, command: &[&str]) ->
     e.docker(&args)
 }
 
-/// Removes the container and checks that nothing of it is left, nor a mount helper
-/// (a helper stopped by a successful attach would stay).
-#[track_caller]
-fn remove(e: &Engine, c: Container<'_>) {
-    let id = c.id();
-    let range = c.uid_map();
-    assert!(c.remove().success());
-    e.assert_no_leaks(&id, range);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !leaks::pids_with_cmdline("__mounttrap-helper").is_empty() {
-        assert!(Instant::now() < deadline, "mount helpers still running");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[track_caller]
 fn count(out: &Output, key: &str) -> u64 {
     let fields = out.fields();
@@ -144,7 +129,7 @@ fn the_mount_helper_cannot_be_reached_from_the_container() {
     let user = race("uid1000");
     assert_race_refused(&root, &attack.pwned("root"), "container root");
     assert_race_refused(&user, &attack.pwned("uid1000"), "uid 1000 in its own user namespace");
-    remove(&e, c);
+    leaks::remove_and_assert_clean(&e, c);
 }
 
 /// Issue 11, items 6 and 8: mount targets resolve inside the caller's root, also through
@@ -188,7 +173,7 @@ fn mount_targets_resolve_inside_the_callers_root() {
             assert_eq!(get(probe), "0:262144", "{who}: {probe}: {out}");
         }
     }
-    remove(&e, c);
+    leaks::remove_and_assert_clean(&e, c);
     assert!(private.join("exists").is_dir(), "the host directory is untouched");
 }
 
@@ -212,5 +197,5 @@ fn the_trap_resolves_targets_with_the_callers_capabilities() {
     // With its capabilities, root enters the directory, and so does the trap for it.
     let out = c.exec(&["/attack/attack", "probe", "/srv/private/d"]);
     assert_eq!(out.fields().get("/srv/private/d").map(String::as_str), Some("0:262144"), "{out}");
-    remove(&e, c);
+    leaks::remove_and_assert_clean(&e, c);
 }
