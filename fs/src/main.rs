@@ -23,6 +23,7 @@ use sysvisor_fs::fuse::{
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::mounttrap::{self, MountTrap, MountTrapOptions};
 use sysvisor_fs::service::{Service, ServiceConfig};
+use sysvisor_fs::sysctl;
 use sysvisor_fs::sysctl::identity::Containers;
 use sysvisor_fs::sysctl::store::Store;
 
@@ -121,6 +122,10 @@ fn main() -> ExitCode {
     // The mount trap's helper process (see sysvisor_fs::mounttrap::helper): not a command.
     if std::env::args_os().nth(1).is_some_and(|a| a == mounttrap::helper::HELPER_ARG) {
         return ExitCode::from(mounttrap::helper::main() as u8);
+    }
+    // A sysctl writer process (see sysvisor_fs::sysctl::writer): not a command either.
+    if std::env::args_os().nth(1).is_some_and(|a| a == sysctl::writer::WRITER_ARG) {
+        return ExitCode::from(sysctl::writer::main() as u8);
     }
     let cli = Cli::parse();
     let result = match cli.command {

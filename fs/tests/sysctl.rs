@@ -539,3 +539,52 @@ fn write_formats_match_the_kernels_handlers() {
     .join()
     .expect("the comparisons hold");
 }
+
+/// Times `count` writes and reads of each path below `base` (one open, write or read,
+/// close each) and prints the median and 99th percentile in microseconds.
+const LATENCY: &str = r#"
+import os, sys, time
+base, count = sys.argv[1], int(sys.argv[2])
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+for rel, value in (("net/ipv4/ip_forward", b"1\n"), ("kernel/hostname", b"timed\n"),
+                   ("kernel/shmmni", b"4000\n")):
+    path = os.path.join(base, rel)
+    w, r = [], []
+    for _ in range(count):
+        t = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, value)
+        os.close(fd)
+        w.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with open(path, "rb") as f:
+            f.read()
+        r.append(time.perf_counter() - t)
+    print("%s write p50 %.0f p99 %.0f us, read p50 %.0f p99 %.0f us" % (rel,
+          pct(w, .5) * 1e6, pct(w, .99) * 1e6, pct(r, .5) * 1e6, pct(r, .99) * 1e6))
+"#;
+
+/// Not a timed test (nothing fails on speed): prints what a namespaced write and read cost,
+/// for docs/sysctl.md.
+#[test]
+fn namespaced_write_and_read_latency_is_reported() {
+    let Some(_leaks) = setup() else { return };
+    if !have_python() {
+        return;
+    }
+    let site = Site::new();
+    let mut daemon = Daemon::start(&site);
+    let a = Sys::start(&site, "latency", A_BASE);
+    let sys = site.path("proc/sys");
+    let out = a
+        .init
+        .reader(0)
+        .args([python3(), "-c", LATENCY, sys.to_str().unwrap(), "300"])
+        .timeout(std::time::Duration::from_secs(120))
+        .run_ok();
+    println!("{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    finish(&mut daemon, &site);
+}

@@ -165,14 +165,12 @@ pub fn validate(spec: &Spec) -> Result<(), TransformError> {
     let linux = spec.linux().as_ref().ok_or(TransformError::NoLinux)?;
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let find = |typ| namespaces.iter().find(|ns| ns.typ() == typ);
-    let own = |typ, host: TransformError, shared: fn(String) -> TransformError| {
-        match find(typ) {
-            None => Err(host),
-            Some(ns) => match ns.path() {
-                Some(path) => Err(shared(path.display().to_string())),
-                None => Ok(()),
-            },
-        }
+    let own = |typ, host: TransformError, shared: fn(String) -> TransformError| match find(typ) {
+        None => Err(host),
+        Some(ns) => match ns.path() {
+            Some(path) => Err(shared(path.display().to_string())),
+            None => Ok(()),
+        },
     };
     own(LinuxNamespaceType::Pid, TransformError::HostPid, TransformError::SharedPid)?;
     own(LinuxNamespaceType::Network, TransformError::HostNetwork, TransformError::SharedNetwork)?;
