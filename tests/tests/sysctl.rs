@@ -48,7 +48,12 @@ fn remove_all(e: &Engine, containers: Vec<Container>) {
 }
 
 fn host_values() -> Vec<(String, String)> {
-    WATCHED
+    host_values_of(WATCHED)
+}
+
+/// The host's values of those of `names` (dotted) that it has.
+fn host_values_of(names: &[&str]) -> Vec<(String, String)> {
+    names
         .iter()
         .filter(|n| Path::new("/proc/sys").join(n.replace('.', "/")).exists())
         .map(|n| (n.to_string(), host_sysctl(n)))
@@ -265,11 +270,7 @@ const NAMESPACED: &[&str] = &[
 ];
 
 fn namespaced_host_values() -> Vec<(String, String)> {
-    NAMESPACED
-        .iter()
-        .filter(|n| Path::new("/proc/sys").join(n.replace('.', "/")).exists())
-        .map(|n| (n.to_string(), host_sysctl(n)))
-        .collect()
+    host_values_of(NAMESPACED)
 }
 
 /// Puts host values back on drop where they changed: should an attack get through, the
