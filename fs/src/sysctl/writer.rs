@@ -16,8 +16,9 @@
 //! 3. becomes uid and gid 0 of that user namespace: the container root's host ids, every
 //!    capability in the container's user namespace (and those below it), none in the
 //!    initial one;
-//! 4. answers write jobs on a `SOCK_SEQPACKET` socket (fd 3) until the daemon closes it
-//!    or dies (`PR_SET_PDEATHSIG`).
+//! 4. answers write jobs on a `SOCK_SEQPACKET` socket (fd 3) until the daemon closes it,
+//!    or the daemon thread that started it ends (`PR_SET_PDEATHSIG`: a job that finds its
+//!    writer gone goes to a new one).
 //!
 //! It stays in the host's mount and pid namespaces: no process of a container can see it.
 //! The daemon checks, before it starts one, that each of the caller's namespaces is owned
@@ -179,17 +180,18 @@ impl Drop for Channel {
 }
 
 impl Writer {
-    /// Sends `job` and waits for the answer: bytes written, or the kernel's errno.
-    fn call(&self, job: &WriteJob) -> Result<Result<usize, i32>, NsError> {
+    /// Sends `job` and waits for the answer: bytes written, or the kernel's errno. `None`
+    /// when the job could not be sent (the writer is gone; nothing was written).
+    fn call(&self, job: &WriteJob) -> Option<Result<Result<usize, i32>, NsError>> {
         *self.used.lock() = Instant::now();
         let mut channel = self.channel.lock();
         let request = job.encode();
         match channel.socket.write(&request) {
             Ok(n) if n == request.len() => {}
-            _ => return Err(NsError::Gone),
+            _ => return None,
         }
-        let answer = receive_answer(&mut channel.socket)?;
-        Ok(if answer < 0 { Err((-answer) as i32) } else { Ok(answer as usize) })
+        let answer = receive_answer(&mut channel.socket);
+        Some(answer.map(|a| if a < 0 { Err((-a) as i32) } else { Ok(a as usize) }))
     }
 }
 
@@ -229,16 +231,28 @@ impl Writers {
         open: impl FnOnce() -> Result<WriterFds, NsError>,
         job: &WriteJob,
     ) -> Result<Result<usize, i32>, NsError> {
-        let writer = self.writer(key, open)?;
-        let answer = writer.call(job);
-        if answer.is_err() {
-            // A writer that timed out or died is ended; the next job starts a new one.
-            let mut procs = self.procs.lock();
-            if procs.get(&key).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
-                procs.remove(&key);
+        // A writer can end between jobs (its parent thread exited: PR_SET_PDEATHSIG); a job
+        // it never got goes to a new one, once.
+        let mut open = Some(open);
+        for _ in 0..2 {
+            let running = self.procs.lock().get(&key).cloned();
+            let writer = match running {
+                Some(writer) => writer,
+                None => self.writer(key, open.take().ok_or(NsError::Gone)?)?,
+            };
+            let answer = writer.call(job);
+            if !matches!(answer, Some(Ok(_))) {
+                // A writer that timed out or died is ended; the next job starts a new one.
+                let mut procs = self.procs.lock();
+                if procs.get(&key).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
+                    procs.remove(&key);
+                }
+            }
+            if let Some(answer) = answer {
+                return answer;
             }
         }
-        answer
+        Err(NsError::Gone)
     }
 
     /// Ends the writers idle for longer than the idle time.
