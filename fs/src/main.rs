@@ -219,6 +219,9 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
         sysctl_store: store,
     })
     .context("cannot start the service")?;
+    // A container's sysctl writers run with its ids: they end with its registration.
+    let hook_service = Arc::clone(&service);
+    registry.on_reset(move |id| hook_service.mirrors().end_container(id));
     let fs = VirtualFs::new(tree, Arc::clone(&service));
     // The socket appears only once the mount is up: a runtime that can register can also
     // bind-mount the views. It goes away first at the end.

@@ -725,6 +725,10 @@ fn writes_reach_only_the_containers_own_namespaces_as_its_root() {
         thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(own.write(0, &hostname, "again\n"), Ok(6), "a new writer starts on demand");
+    // A writer runs with the container's ids: it ends with the registration, at once.
+    let w = writers_of(daemon_pid)[0];
+    site.call(&Request::Unregister { id: own.id.clone() }).expect("unregister");
+    assert!(!Path::new(&format!("/proc/{w}")).exists(), "writer {w} outlived its container");
+    assert_eq!(own.write(0, &hostname, "after\n"), Err(libc::EACCES), "no longer registered");
     finish(&mut daemon, &site);
-    eventually("the writer ends with its daemon", || !Path::new(&format!("/proc/{w}")).exists());
 }

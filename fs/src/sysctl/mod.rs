@@ -195,6 +195,11 @@ impl Mirrors {
         }
     }
 
+    /// Ends the writer processes of container `id` (its registration ended or begins).
+    pub fn end_container(&self, id: &str) {
+        self.writers.end_container(id);
+    }
+
     /// Drops what exited processes left, and stale metadata (called periodically).
     pub fn sweep(&self) {
         self.identities.sweep();
@@ -640,8 +645,9 @@ impl Mirrors {
         let data = &data[..data.len().min(writer::MAX_WRITE)];
         let job = WriteJob { how, path: path.to_path_buf(), offset, data: data.to_vec() };
         let pid = who.pid;
+        let container = who.container.as_ref().map_or("", |c| c.id.as_str());
         self.writers
-            .write(key, || WriterFds::open(pid, key), &job)
+            .write(key, container, || WriterFds::open(pid, key), &job)
             .map_err(|e| self.writer_error(who, &e))?
     }
 

@@ -32,7 +32,8 @@
 //!
 //! Writers are limited like the namespace threads: at most [`super::MAX_WORKERS`], each
 //! gone after [`super::WORKER_IDLE`] without a job (reaped by [`Writers::reap_idle`]),
-//! every answer awaited at most [`JOB_TIMEOUT`] (then the writer is killed).
+//! every answer awaited at most [`JOB_TIMEOUT`] (then the writer is killed). A container's
+//! writers end with its registration ([`Writers::end_container`]): none outlives it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -163,6 +164,8 @@ impl WriterFds {
 
 /// One running writer.
 struct Writer {
+    /// The id of the container it writes for.
+    container: String,
     channel: Mutex<Channel>,
     used: Mutex<Instant>,
 }
@@ -222,12 +225,13 @@ impl Writers {
         Writers { procs: Mutex::new(HashMap::new()), exe, idle, max }
     }
 
-    /// Runs `job` in the writer of `key`, started with handles from `open` if there is
-    /// none. The outer error is the writer's (the job was not done), the inner one the
-    /// kernel's answer to the write.
+    /// Runs `job` in the writer of `key`, started for container `container` with handles
+    /// from `open` if there is none. The outer error is the writer's (the job was not
+    /// done), the inner one the kernel's answer to the write.
     pub fn write(
         &self,
         key: WriterKey,
+        container: &str,
         open: impl FnOnce() -> Result<WriterFds, NsError>,
         job: &WriteJob,
     ) -> Result<Result<usize, i32>, NsError> {
@@ -238,7 +242,7 @@ impl Writers {
             let running = self.procs.lock().get(&key).cloned();
             let writer = match running {
                 Some(writer) => writer,
-                None => self.writer(key, open.take().ok_or(NsError::Gone)?)?,
+                None => self.writer(key, container, open.take().ok_or(NsError::Gone)?)?,
             };
             let answer = writer.call(job);
             if !matches!(answer, Some(Ok(_))) {
@@ -253,6 +257,12 @@ impl Writers {
             }
         }
         Err(NsError::Gone)
+    }
+
+    /// Ends the writers of container `id` (its registration ended: none may outlive it,
+    /// they run with its ids and hold its namespaces).
+    pub fn end_container(&self, id: &str) {
+        self.procs.lock().retain(|_, w| w.container != id);
     }
 
     /// Ends the writers idle for longer than the idle time.
@@ -272,6 +282,7 @@ impl Writers {
     fn writer(
         &self,
         key: WriterKey,
+        container: &str,
         open: impl FnOnce() -> Result<WriterFds, NsError>,
     ) -> Result<Arc<Writer>, NsError> {
         let mut procs = self.procs.lock();
@@ -282,7 +293,7 @@ impl Writers {
             return Err(NsError::TooMany(self.max));
         }
         let fds = open()?;
-        let writer = Arc::new(spawn(&self.exe, &fds)?);
+        let writer = Arc::new(spawn(&self.exe, &fds, container)?);
         procs.insert(key, writer.clone());
         tracing::debug!(net = key.ns.net, user = key.user_ns, "sysctl writer started");
         Ok(writer)
@@ -290,7 +301,7 @@ impl Writers {
 }
 
 /// Starts a writer on `fds` and waits until it is in its namespaces as the container root.
-fn spawn(exe: &Path, fds: &WriterFds) -> Result<Writer, NsError> {
+fn spawn(exe: &Path, fds: &WriterFds, container: &str) -> Result<Writer, NsError> {
     let (socket, theirs) = seqpacket_pair().map_err(NsError::Spawn)?;
     let [net, uts, ipc] = fds.ns.files();
     let sources = [theirs.as_raw_fd(), fds.user.as_raw_fd()].into_iter().chain([
@@ -338,7 +349,11 @@ fn spawn(exe: &Path, fds: &WriterFds) -> Result<Writer, NsError> {
     channel.socket.set_read_timeout(Some(JOB_TIMEOUT)).map_err(NsError::Spawn)?;
     channel.socket.set_write_timeout(Some(JOB_TIMEOUT)).map_err(NsError::Spawn)?;
     match receive_answer(&mut channel.socket)? {
-        0 => Ok(Writer { channel: Mutex::new(channel), used: Mutex::new(Instant::now()) }),
+        0 => Ok(Writer {
+            container: container.to_string(),
+            channel: Mutex::new(channel),
+            used: Mutex::new(Instant::now()),
+        }),
         errno => Err(NsError::Join(io::Error::from_raw_os_error((-errno) as i32))),
     }
 }
@@ -360,6 +375,8 @@ fn seqpacket_pair() -> io::Result<(UnixStream, UnixStream)> {
 pub fn main() -> i32 {
     // SAFETY: prctl with integer arguments. Before anything else: never traceable.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"sysctl-writer".as_ptr(), 0, 0, 0) };
     let parent = std::env::args().nth(2).and_then(|p| p.parse::<libc::pid_t>().ok());
     // SAFETY: the daemon passed the socket as this fd; nothing else in this process owns it.
     let mut socket = unsafe { UnixStream::from_raw_fd(FD_SOCKET) };
