@@ -23,6 +23,7 @@ use sysvisor_fs::fuse::{
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::mounttrap::{self, MountTrap, MountTrapOptions};
 use sysvisor_fs::service::{Service, ServiceConfig};
+use sysvisor_fs::sysctl;
 use sysvisor_fs::sysctl::identity::Containers;
 use sysvisor_fs::sysctl::store::Store;
 
@@ -135,6 +136,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == mounttrap::helper::HELPER_ARG) {
         return ExitCode::from(mounttrap::helper::main() as u8);
     }
+    // A sysctl writer process (see sysvisor_fs::sysctl::writer): not a command either.
+    if std::env::args_os().nth(1).is_some_and(|a| a == sysctl::writer::WRITER_ARG) {
+        return ExitCode::from(sysctl::writer::main() as u8);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => {
@@ -227,6 +232,9 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
         sysctl_store: store,
     })
     .context("cannot start the service")?;
+    // A container's sysctl writers run with its ids: they end with its registration.
+    let hook_service = Arc::clone(&service);
+    registry.on_reset(move |id| hook_service.mirrors().end_container(id));
     let fs = VirtualFs::new(tree, Arc::clone(&service));
     // The socket appears only once the mount is up: a runtime that can register can also
     // bind-mount the views. It goes away first at the end.

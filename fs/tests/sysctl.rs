@@ -63,7 +63,12 @@ struct Sys {
 
 impl Sys {
     fn start(site: &Site, id: &str, base: u32) -> Sys {
-        let init = NsInit::container(base);
+        Sys::start_with(site, id, base, &["net", "uts", "ipc"])
+    }
+
+    /// A container with only the namespaces `own` of its own (see [`NsInit::container_with`]).
+    fn start_with(site: &Site, id: &str, base: u32, own: &[&str]) -> Sys {
+        let init = NsInit::container_with(base, own);
         let c = Container {
             id: id.into(),
             init_pid: init.pid,
@@ -733,4 +738,192 @@ fn params_match_the_kernels_kstrtouint() {
         },
     );
     drop(dir);
+}
+
+/// Times `count` writes and reads of each path below `base` (one open, write or read,
+/// close each) and prints the median and 99th percentile in microseconds.
+const LATENCY: &str = r#"
+import os, sys, time
+base, count = sys.argv[1], int(sys.argv[2])
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+for rel, value in (("net/ipv4/ip_forward", b"1\n"), ("kernel/hostname", b"timed\n"),
+                   ("kernel/shmmni", b"4000\n")):
+    path = os.path.join(base, rel)
+    w, r = [], []
+    for _ in range(count):
+        t = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, value)
+        os.close(fd)
+        w.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with open(path, "rb") as f:
+            f.read()
+        r.append(time.perf_counter() - t)
+    print("%s write first %.0f p50 %.0f p99 %.0f us, read p50 %.0f p99 %.0f us" % (rel,
+          w[0] * 1e6, pct(w, .5) * 1e6, pct(w, .99) * 1e6, pct(r, .5) * 1e6, pct(r, .99) * 1e6))
+"#;
+
+/// Not a timed test (nothing fails on speed): prints what a namespaced write and read cost,
+/// for docs/sysctl.md.
+#[test]
+fn namespaced_write_and_read_latency_is_reported() {
+    let Some(_leaks) = setup() else { return };
+    if !have_python() {
+        return;
+    }
+    let site = Site::new();
+    let mut daemon = Daemon::start(&site);
+    let a = Sys::start(&site, "latency", A_BASE);
+    let sys = site.path("proc/sys");
+    let out = a
+        .init
+        .reader(0)
+        .args([python3(), "-c", LATENCY, sys.to_str().unwrap(), "300"])
+        .timeout(std::time::Duration::from_secs(120))
+        .run_ok();
+    println!("{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    finish(&mut daemon, &site);
+}
+
+/// Host sysctls (path below /proc/sys, value) written back on drop where they changed.
+struct RestoreHost(Vec<(String, String)>);
+
+impl Drop for RestoreHost {
+    fn drop(&mut self) {
+        for (rel, value) in &self.0 {
+            let path = format!("/proc/sys/{rel}");
+            if fs::read_to_string(&path).ok().as_ref() != Some(value) {
+                let _ = fs::write(&path, value);
+            }
+        }
+    }
+}
+
+/// The sysctl writer processes of daemon `daemon` (host pids).
+fn writers_of(daemon: u32) -> Vec<u32> {
+    // Children of every thread: a FUSE worker thread starts them.
+    let tasks = fs::read_dir(format!("/proc/{daemon}/task")).map(|d| d.flatten().collect());
+    tasks
+        .unwrap_or_else(|_| Vec::new())
+        .into_iter()
+        .flat_map(|task| {
+            fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|a| a == b"__sysctl-writer")
+        })
+        .collect()
+}
+
+/// `Name:\tfields` of /proc/PID/status.
+fn status_line(pid: u32, name: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let prefix = format!("{name}:");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn writes_reach_only_the_containers_own_namespaces_as_its_root() {
+    let Some(_leaks) = setup() else { return };
+    if !have_python() {
+        return;
+    }
+    let site = Site::new();
+    let mut daemon = Daemon::start(&site);
+    let daemon_pid = daemon.pid().as_raw() as u32;
+    // What --uts=host --ipc=host gave: a registered container in the host's UTS and IPC
+    // namespaces (sysvisor-runc now refuses to create one; the daemon must refuse too).
+    let shared = Sys::start_with(&site, "host-uts-ipc", A_BASE, &["net"]);
+    let own = Sys::start(&site, "own-ns", B_BASE);
+    let sys = site.path("proc/sys");
+    let watched = [
+        "kernel/hostname",
+        "kernel/domainname",
+        "kernel/shmmni",
+        "kernel/msgmax",
+        "fs/mqueue/msg_max",
+        "net/ipv4/tcp_congestion_control",
+    ];
+    let host = |rel: &str| host_file(&format!("/proc/sys/{rel}"));
+    let before: Vec<String> = watched.iter().map(|p| host(p)).collect();
+    // Should an attack get through, the host gets its values back (the test still fails).
+    let _restore = RestoreHost(watched.iter().map(|p| (p.to_string(), host(p))).collect());
+
+    for (rel, value) in [
+        ("kernel/hostname", "pwned\n"),
+        ("kernel/domainname", "pwned\n"),
+        ("kernel/shmmni", "17\n"),
+        ("kernel/msgmax", "17\n"),
+        ("fs/mqueue/msg_max", "17\n"),
+    ] {
+        let path = sys.join(rel);
+        if !path.exists() {
+            continue;
+        }
+        assert_eq!(shared.write(0, &path, value), Err(libc::EACCES), "{rel} as root");
+        assert_eq!(shared.write(1000, &path, value), Err(libc::EACCES), "{rel} as uid 1000");
+    }
+    assert!(writers_of(daemon_pid).is_empty(), "a writer was started for host namespaces");
+
+    // The container with namespaces of its own writes them, as its root only.
+    let cc = sys.join("net/ipv4/tcp_congestion_control");
+    assert_eq!(own.write(0, &cc, "bogus_cc\n"), Err(libc::ENOENT), "no such algorithm");
+    assert_eq!(own.write(1000, &cc, "reno\n"), Err(libc::EACCES));
+    assert_eq!(own.write(0, &cc, "reno\n"), Ok(5));
+    assert_eq!(own.sh("cat /proc/sys/net/ipv4/tcp_congestion_control"), "reno\n");
+    let hostname = sys.join("kernel/hostname");
+    assert_eq!(own.write(0, &hostname, "own-name\n"), Ok(9));
+    assert_eq!(own.sh("hostname"), "own-name\n");
+    assert_eq!(own.write(0, &sys.join("kernel/shmmni"), "2048\n"), Ok(5));
+    assert_eq!(own.sh("cat /proc/sys/kernel/shmmni"), "2048\n");
+
+    // Its writer is its root: the container's host ids, in its user namespace (so no
+    // capability in the host's), not dumpable (its /proc files are host root's).
+    let writers = writers_of(daemon_pid);
+    assert_eq!(writers.len(), 1, "one writer for the one container that wrote");
+    let w = writers[0];
+    let ids = format!("{B_BASE} {B_BASE} {B_BASE} {B_BASE}");
+    assert_eq!(status_line(w, "Uid"), ids);
+    assert_eq!(status_line(w, "Gid"), ids);
+    assert_eq!(status_line(w, "Groups"), "");
+    assert_eq!(status_line(w, "NoNewPrivs"), "1");
+    let user_ns = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    assert_eq!(user_ns(w), user_ns(own.init.pid));
+    for ns in ["net", "uts", "ipc"] {
+        let link = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(link(w), link(own.init.pid), "{ns}");
+    }
+    assert_eq!(fs::metadata(format!("/proc/{w}/status")).unwrap().uid(), 0, "dumpable");
+
+    let after: Vec<String> = watched.iter().map(|p| host(p)).collect();
+    assert_eq!(after, before, "the host's values changed");
+    // An idle writer ends (10 s idle, reaped by the 5 s housekeeping).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while Path::new(&format!("/proc/{w}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "the idle writer {w} is still there");
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(own.write(0, &hostname, "again\n"), Ok(6), "a new writer starts on demand");
+    // A writer runs with the container's ids: it ends with the registration, at once.
+    let w = writers_of(daemon_pid)[0];
+    site.call(&Request::Unregister { id: own.id.clone() }).expect("unregister");
+    assert!(!Path::new(&format!("/proc/{w}")).exists(), "writer {w} outlived its container");
+    assert_eq!(own.write(0, &hostname, "after\n"), Err(libc::EACCES), "no longer registered");
+    finish(&mut daemon, &site);
 }

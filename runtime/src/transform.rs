@@ -6,8 +6,9 @@
 //! live in other modules.
 //!
 //! What it does:
-//! - refuses a container that shares the host's pid or network namespace (no entry, or an
-//!   entry with a path), or that already has a user namespace or id mappings (Docker's
+//! - refuses a container that shares the host's pid, network, UTS or IPC namespace (no
+//!   entry, or an entry with a path: the host's or another container's; sysvisor-fs writes
+//!   the hostname and IPC limits of the container's own namespaces, never the host's), or that already has a user namespace or id mappings (Docker's
 //!   userns-remap, `--userns=host` paths) — [`validate`] checks that alone, so that the
 //!   caller can refuse before allocating anything;
 //! - adds a user namespace mapping container ids 0..count to the allocated host range, and
@@ -131,6 +132,26 @@ pub enum TransformError {
     )]
     SharedPid(String),
     #[error(
+        "system containers need their own UTS namespace; --uts=host is not supported (its \
+         root could change the host's hostname)"
+    )]
+    HostUts,
+    #[error(
+        "system containers need their own UTS namespace; --uts=host and joining another \
+         namespace are not supported (the config joins {0})"
+    )]
+    SharedUts(String),
+    #[error(
+        "system containers need their own IPC namespace; --ipc=host is not supported (its \
+         root could change the host's IPC limits)"
+    )]
+    HostIpc,
+    #[error(
+        "system containers need their own IPC namespace; --ipc=host and --ipc=container:... \
+         are not supported (the config joins {0})"
+    )]
+    SharedIpc(String),
+    #[error(
         "the container already has a user namespace or id mappings (Docker userns-remap or --userns?); \
          sysvisor-runc assigns its own and does not support that yet"
     )]
@@ -153,22 +174,17 @@ pub fn validate(spec: &Spec) -> Result<(), TransformError> {
     let linux = spec.linux().as_ref().ok_or(TransformError::NoLinux)?;
     let namespaces = linux.namespaces().as_deref().unwrap_or(&[]);
     let find = |typ| namespaces.iter().find(|ns| ns.typ() == typ);
-    match find(LinuxNamespaceType::Pid) {
-        None => return Err(TransformError::HostPid),
-        Some(ns) => {
-            if let Some(path) = ns.path() {
-                return Err(TransformError::SharedPid(path.display().to_string()));
-            }
-        }
-    }
-    match find(LinuxNamespaceType::Network) {
-        None => return Err(TransformError::HostNetwork),
-        Some(ns) => {
-            if let Some(path) = ns.path() {
-                return Err(TransformError::SharedNetwork(path.display().to_string()));
-            }
-        }
-    }
+    let own = |typ, host: TransformError, shared: fn(String) -> TransformError| match find(typ) {
+        None => Err(host),
+        Some(ns) => match ns.path() {
+            Some(path) => Err(shared(path.display().to_string())),
+            None => Ok(()),
+        },
+    };
+    own(LinuxNamespaceType::Pid, TransformError::HostPid, TransformError::SharedPid)?;
+    own(LinuxNamespaceType::Network, TransformError::HostNetwork, TransformError::SharedNetwork)?;
+    own(LinuxNamespaceType::Uts, TransformError::HostUts, TransformError::SharedUts)?;
+    own(LinuxNamespaceType::Ipc, TransformError::HostIpc, TransformError::SharedIpc)?;
     let has_mappings = |m: &Option<Vec<LinuxIdMapping>>| m.as_ref().is_some_and(|m| !m.is_empty());
     if find(LinuxNamespaceType::User).is_some_and(|ns| ns.path().is_some())
         || has_mappings(linux.uid_mappings())

@@ -272,6 +272,42 @@ fn dockers_ping_group_range_is_cut_to_the_mapped_groups() {
 }
 
 #[test]
+fn host_and_joined_uts_and_ipc_namespaces_are_refused() {
+    // Docker leaves the entry out for --uts=host and --ipc=host, and gives a path for
+    // --ipc=container:X: either way the container's root would write the hostname or IPC
+    // limits of a namespace that is not its own.
+    let without = |typ| {
+        let mut spec = fixture("docker-run.json");
+        let linux = spec.linux_mut().as_mut().unwrap();
+        linux.namespaces_mut().as_mut().unwrap().retain(|ns| ns.typ() != typ);
+        spec
+    };
+    let joining = |typ, path: &str| {
+        let mut spec = fixture("docker-run.json");
+        let linux = spec.linux_mut().as_mut().unwrap();
+        for ns in linux.namespaces_mut().as_mut().unwrap().iter_mut() {
+            if ns.typ() == typ {
+                ns.set_path(Some(path.into()));
+            }
+        }
+        spec
+    };
+    let err = validate(&without(LinuxNamespaceType::Uts)).unwrap_err();
+    assert_eq!(err, TransformError::HostUts);
+    assert!(err.to_string().contains("--uts=host is not supported"), "{err}");
+    let err = to_system_container(without(LinuxNamespaceType::Ipc), &inputs()).unwrap_err();
+    assert_eq!(err, TransformError::HostIpc);
+    assert!(err.to_string().contains("--ipc=host is not supported"), "{err}");
+    let err = validate(&joining(LinuxNamespaceType::Uts, "/proc/1/ns/uts")).unwrap_err();
+    assert_eq!(err, TransformError::SharedUts("/proc/1/ns/uts".into()));
+    let err = validate(&joining(LinuxNamespaceType::Ipc, "/proc/42/ns/ipc")).unwrap_err();
+    assert_eq!(err, TransformError::SharedIpc("/proc/42/ns/ipc".into()));
+    assert!(err.to_string().contains("--ipc=container:"), "{err}");
+    // The container's own namespaces pass.
+    validate(&fixture("docker-run.json")).unwrap();
+}
+
+#[test]
 fn host_and_shared_namespaces_are_refused() {
     let err = to_system_container(fixture("docker-hostpid.json"), &inputs()).unwrap_err();
     assert_eq!(err, TransformError::HostPid);

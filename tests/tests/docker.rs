@@ -490,6 +490,28 @@ fn host_pid_namespace_is_refused() {
 }
 
 #[test]
+fn host_and_joined_uts_and_ipc_namespaces_are_refused() {
+    // In the host's UTS or IPC namespace the container's root would set the host's name
+    // and IPC limits through /proc/sys; joining another container's is refused alike.
+    let Some(e) = Engine::get() else { return };
+    let other = e.start(&["--ipc", "shareable"], &["sleep", "3600"]);
+    let join = format!("container:{}", other.name);
+    for (options, words) in [
+        (["--uts", "host"], ["own uts namespace", "--uts=host is not supported"]),
+        (["--ipc", "host"], ["own ipc namespace", "--ipc=host is not supported"]),
+        (["--ipc", join.as_str()], ["own ipc namespace", "--ipc=container:"]),
+    ] {
+        let mut all = vec!["--runtime", RUNTIME];
+        all.extend_from_slice(&options);
+        let (c, out) = e.run_detached(&all, &["true"]);
+        assert_runtime_error(&out, &words);
+        let id = c.id();
+        drop(c);
+        e.assert_no_leaks(&id, None);
+    }
+}
+
+#[test]
 fn unreachable_fs_daemon_is_a_clear_error() {
     let Some(e) = Engine::get() else { return };
     // The runtime under test, told (SYSVISOR_FS_SOCKET) to use a socket nobody serves.

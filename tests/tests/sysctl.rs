@@ -48,7 +48,12 @@ fn remove_all(e: &Engine, containers: Vec<Container>) {
 }
 
 fn host_values() -> Vec<(String, String)> {
-    WATCHED
+    host_values_of(WATCHED)
+}
+
+/// The host's values of those of `names` (dotted) that it has.
+fn host_values_of(names: &[&str]) -> Vec<(String, String)> {
+    names
         .iter()
         .filter(|n| Path::new("/proc/sys").join(n.replace('.', "/")).exists())
         .map(|n| (n.to_string(), host_sysctl(n)))
@@ -249,4 +254,100 @@ fn a_restart_of_the_fs_daemon_keeps_the_containers_values() {
     let fresh = e.start_system(&[]);
     assert_eq!(sysctl(&fresh, "kernel.panic"), host_panic);
     remove_all(&e, vec![c, fresh]);
+}
+
+/// Namespaced entries an attacker inside would aim at the host through (those the host has).
+const NAMESPACED: &[&str] = &[
+    "kernel.hostname",
+    "kernel.domainname",
+    "kernel.shmmni",
+    "kernel.msgmax",
+    "fs.mqueue.msg_max",
+    "net.ipv4.tcp_congestion_control",
+];
+
+fn namespaced_host_values() -> Vec<(String, String)> {
+    host_values_of(NAMESPACED)
+}
+
+/// Puts host values back on drop where they changed: should an attack get through, the
+/// test fails and the host keeps its name.
+struct RestoreHost(Vec<(String, String)>);
+
+impl Drop for RestoreHost {
+    fn drop(&mut self) {
+        for (name, value) in &self.0 {
+            let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+            if fs::read_to_string(&path).map(|v| v.trim().to_string()).ok().as_ref() != Some(value)
+            {
+                let _ = fs::write(&path, format!("{value}\n"));
+            }
+        }
+    }
+}
+
+#[test]
+fn namespaced_writes_stay_in_the_containers_namespaces_and_carry_only_its_roots_power() {
+    let Some(e) = Engine::get() else { return };
+    let before = namespaced_host_values();
+    let _restore = RestoreHost(before.clone());
+    let c = e.start_system(&[]);
+
+    // Root inside: its own host name, domain name and IPC limits, for real.
+    let out = c
+        .sh("echo sysns-pwn > /proc/sys/kernel/hostname && \
+             echo sysns-dom > /proc/sys/kernel/domainname && \
+             echo 1234 > /proc/sys/kernel/shmmni && echo 4321 > /proc/sys/kernel/msgmax && \
+             echo 77 > /proc/sys/fs/mqueue/msg_max && hostname && \
+             cat /proc/sys/kernel/domainname /proc/sys/kernel/shmmni /proc/sys/kernel/msgmax \
+                 /proc/sys/fs/mqueue/msg_max")
+        .expect_success();
+    assert_eq!(out.out(), "sysns-pwn\nsysns-dom\n1234\n4321\n77");
+    assert_eq!(namespaced_host_values(), before, "a container's write reached the host");
+
+    // uid 1000 inside: refused.
+    for (path, value) in [
+        ("kernel/hostname", "user-pwn"),
+        ("kernel/domainname", "user-pwn"),
+        ("kernel/shmmni", "17"),
+        ("net/ipv4/tcp_congestion_control", "reno"),
+    ] {
+        let script = format!("echo {value} > /proc/sys/{path}");
+        let out = e.docker(&["exec", "-u", "1000", &c.name, "sh", "-c", &script]);
+        assert!(!out.success() && out.stderr.contains("Permission denied"), "{path}: {out}");
+    }
+    assert_eq!(c.exec(&["hostname"]).expect_success().out(), "sysns-pwn");
+
+    // An unknown congestion control: ENOENT, what the root of a network namespace gets (a
+    // writer with host capabilities would have the host load module tcp_<name>).
+    let cc = sysctl(&c, "net.ipv4.tcp_congestion_control");
+    let out = c.sh("echo sysns_bogus > /proc/sys/net/ipv4/tcp_congestion_control");
+    assert!(!out.success() && out.stderr.contains("No such file or directory"), "{out}");
+    assert_eq!(sysctl(&c, "net.ipv4.tcp_congestion_control"), cc);
+    c.sh("echo reno > /proc/sys/net/ipv4/tcp_congestion_control").expect_success();
+    assert_eq!(sysctl(&c, "net.ipv4.tcp_congestion_control"), "reno");
+
+    // Its writer is its root on the host: the container's host ids, in its user namespace
+    // (no capability of the host's), not dumpable (its /proc files are host root's).
+    let pid = c.pid().expect("the container runs");
+    let map = c.uid_map().expect("the container's uid map");
+    let link = |pid: i32, ns: &str| fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+    let writers: Vec<i32> = sysvisor_e2e::leaks::pids_with_cmdline("__sysctl-writer")
+        .into_iter()
+        .filter(|w| link(*w, "net").is_some() && link(*w, "net") == link(pid as i32, "net"))
+        .collect();
+    assert_eq!(writers.len(), 1, "the container's writers: {writers:?}");
+    let w = writers[0];
+    let status = fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+    let ids = format!("{0}\t{0}\t{0}\t{0}", map.outside);
+    assert!(status.contains(&format!("Uid:\t{ids}\n")), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert_eq!(link(w, "user"), link(pid as i32, "user"));
+    assert_eq!(link(w, "uts"), link(pid as i32, "uts"));
+    assert_eq!(link(w, "ipc"), link(pid as i32, "ipc"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(format!("/proc/{w}/status")).unwrap().uid(), 0, "dumpable");
+
+    assert_eq!(namespaced_host_values(), before, "a container's write reached the host");
+    remove_all(&e, vec![c]);
 }

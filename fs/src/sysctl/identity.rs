@@ -44,6 +44,10 @@ pub struct Identity {
     pub ns: NsKey,
     /// Its container, `None` for the host, standalone mode and unregistered containers.
     pub container: Option<Arc<ContainerRef>>,
+    /// The user namespace (nsfs inode) that owns the container's pid namespace: the
+    /// container's own (runc makes every other namespace after it). Alive as long as the
+    /// caller is (its pid namespace holds it).
+    pub user_ns: Option<u64>,
 }
 
 impl Identity {
@@ -76,6 +80,8 @@ pub struct Identities {
     host_pid_ns: Option<u64>,
 }
 
+/// `NS_GET_USERNS` (`_IO(0xb7, 0x1)`): an fd on the user namespace owning a namespace.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
 /// `NS_GET_PARENT` (`_IO(0xb7, 0x2)`): an fd on the parent of a pid or user namespace.
 const NS_GET_PARENT: libc::c_ulong = 0xb702;
 /// Nesting deeper than this is not followed (the kernel allows 32 pid namespace levels).
@@ -101,11 +107,14 @@ impl Identities {
         let gone = |_| libc::ESRCH;
         let pidfd = PidFd::open(pid).map_err(gone)?;
         let ns = NsKey::of_pid(pid).map_err(gone)?;
-        let container = self.container_of(pid).map(Arc::new);
+        let (container, user_ns) = match self.container_of(pid) {
+            Some((container, user_ns)) => (Some(Arc::new(container)), user_ns),
+            None => (None, None),
+        };
         if !pidfd.is_alive() {
             return Err(libc::ESRCH);
         }
-        let identity = Arc::new(Identity { pid, ns, container });
+        let identity = Arc::new(Identity { pid, ns, container, user_ns });
         self.entries
             .insert(pid, Cached { identity: identity.clone(), pidfd, checked: Instant::now() });
         Ok(identity)
@@ -129,29 +138,54 @@ impl Identities {
         self.entries.is_empty()
     }
 
-    /// The container of `pid`: its pid namespace's, or the closest ancestor's.
-    fn container_of(&self, pid: u32) -> Option<ContainerRef> {
+    /// The container of `pid` (its pid namespace's, or the closest ancestor's) and the
+    /// user namespace owning that pid namespace.
+    fn container_of(&self, pid: u32) -> Option<(ContainerRef, Option<u64>)> {
         let containers = self.containers.as_ref()?;
-        let file = File::open(format!("/proc/{pid}/ns/pid")).ok()?;
-        let mut ns = file;
+        let mut ns = File::open(format!("/proc/{pid}/ns/pid")).ok()?;
         for _ in 0..MAX_DEPTH {
             let ino = ns.metadata().ok()?.ino();
             if Some(ino) == self.host_pid_ns {
                 return None;
             }
             if let Some(container) = containers.by_pid_ns(ino) {
-                return Some(container);
+                let owner = ns_ioctl(&ns, NS_GET_USERNS).and_then(|u| u.metadata());
+                return Some((container, owner.ok().map(|m| m.ino())));
             }
-            // SAFETY: NS_GET_PARENT takes no argument and returns a new fd or -1.
-            let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
-            if parent < 0 {
-                return None;
-            }
-            // SAFETY: the kernel just gave us this fd; nothing else owns it.
-            ns = unsafe { File::from_raw_fd(parent) };
+            ns = ns_ioctl(&ns, NS_GET_PARENT).ok()?;
         }
         None
     }
+}
+
+/// A handle on user namespace `user_ns` (nsfs inode) when it owns namespace `ns`, or is
+/// an ancestor of the user namespace that does; `None` when it is neither.
+pub fn owner_within(ns: &File, user_ns: u64) -> std::io::Result<Option<File>> {
+    let mut owner = ns_ioctl(ns, NS_GET_USERNS)?;
+    for _ in 0..MAX_DEPTH {
+        if owner.metadata()?.ino() == user_ns {
+            return Ok(Some(owner));
+        }
+        owner = match ns_ioctl(&owner, NS_GET_PARENT) {
+            Ok(parent) => parent,
+            // The initial user namespace has no parent (EPERM), and neither has one that
+            // is outside the daemon's own.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(None)
+}
+
+/// An nsfs ioctl that returns a new namespace fd (`NS_GET_USERNS`, `NS_GET_PARENT`).
+fn ns_ioctl(ns: &File, request: libc::c_ulong) -> std::io::Result<File> {
+    // SAFETY: these nsfs ioctls take no argument and return a new fd or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), request) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Parses /proc/PID/gid_map (or uid_map): `(inside, outside, count)` lines.
@@ -221,6 +255,19 @@ mod tests {
         assert_eq!(ids.resolve(pid), Err(libc::ESRCH));
         ids.sweep();
         assert!(ids.is_empty());
+    }
+
+    #[test]
+    fn namespaces_are_owned_by_their_user_namespace_and_its_ancestors_only() {
+        let own = File::open("/proc/self/ns/user").unwrap();
+        let own_ino = own.metadata().unwrap().ino();
+        let net = File::open("/proc/self/ns/net").unwrap();
+        let found = owner_within(&net, own_ino).unwrap().expect("owned by our user namespace");
+        assert_eq!(found.metadata().unwrap().ino(), own_ino);
+        // A namespace's own inode is no user namespace of it; nor is an unknown one.
+        let net_ino = net.metadata().unwrap().ino();
+        assert!(owner_within(&net, net_ino).unwrap().is_none());
+        assert!(owner_within(&net, 1).unwrap().is_none());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Unlike the views, these trees are not fixed: they mirror a host directory as the
 //! caller sees it, and what each path does is one entry of [`rules`]:
 //! - namespaced entries (net.* of the caller's network namespace, kernel.hostname and
-//!   domainname, the IPC ones) are read and written for real, by a thread that joined the
-//!   caller's network, UTS and IPC namespaces ([`nsworker`]);
+//!   domainname, the IPC ones) are read for real by a thread that joined the caller's
+//!   network, UTS and IPC namespaces ([`nsworker`]), and written by a process with exactly
+//!   the power of the container's root ([`writer`]), only in namespaces that the
+//!   container's user namespace owns;
 //! - emulated entries (kernel.panic, nf_conntrack_max, ...) are kept per container
 //!   ([`store`]), checked by the kernel's own parsing rules ([`format`]);
 //! - everything else is the caller's view of the host, read-only.
@@ -24,9 +26,10 @@ pub mod identity;
 pub mod nsworker;
 pub mod rules;
 pub mod store;
+pub mod writer;
 
 use std::io::Read;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,7 @@ use identity::{Containers, Identities, Identity};
 use nsworker::{NsFds, NsKey, NsWorkers};
 use rules::{Kind, Mirror, MIRRORS};
 use store::Store;
+use writer::{How, WriteJob, WriterFds, WriterKey, Writers};
 
 use crate::host::HostProc;
 
@@ -47,6 +51,8 @@ pub const WORKER_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_WORKERS: usize = 512;
 /// The most bytes of one file served.
 pub const MAX_CONTENT: u64 = 1 << 20;
+/// The binary a writer process runs: the daemon's own (see [`writer`]).
+pub const WRITER_EXE: &str = "/proc/self/exe";
 /// The uid and gid the kernel shows for ids a namespace does not map.
 pub const OVERFLOW_ID: u64 = 65534;
 
@@ -110,12 +116,12 @@ pub struct Target {
 enum Access {
     /// The host's file, read in the daemon's own namespaces.
     Host(PathBuf),
-    /// The file as the caller's namespaces show it.
+    /// The file as the caller's namespaces show it (written by its container's writer).
     Real(PathBuf),
-    /// As `Real`, written with the file's owner as effective user: the kernel lets only
-    /// the root of an IPC namespace's user namespace write its sysctls (`ipc_permissions`,
-    /// `mq_permissions` compare the euid, not capabilities).
-    RealAsOwner(PathBuf),
+    /// `kernel/hostname` or `domainname` of the caller's UTS namespace: read as `Real`,
+    /// written with sethostname(2)/setdomainname(2) (the kernel lets only host root write
+    /// the file).
+    UtsName(PathBuf),
     /// ping_group_range in the caller's network namespace, ids through its gid map.
     GidRange(PathBuf),
     /// Per container: `key` in the store, the host's file for the initial value.
@@ -152,6 +158,7 @@ pub struct Mirrors {
     root_devs: Vec<Option<u64>>,
     identities: Identities,
     workers: NsWorkers,
+    writers: Writers,
     store: Arc<Store>,
     own_ns: Option<NsKey>,
     /// Metadata read in callers' namespaces, by (namespaces, host path), for `stat_ttl`:
@@ -180,6 +187,7 @@ impl Mirrors {
             root_devs,
             identities: Identities::new(config.identity_ttl, config.containers),
             workers: NsWorkers::new(WORKER_IDLE, MAX_WORKERS),
+            writers: Writers::new(PathBuf::from(WRITER_EXE), WORKER_IDLE, MAX_WORKERS),
             store: config.store,
             own_ns: NsKey::of_current_thread().ok(),
             stats: DashMap::new(),
@@ -187,9 +195,15 @@ impl Mirrors {
         }
     }
 
+    /// Ends the writer processes of container `id` (its registration ended or begins).
+    pub fn end_container(&self, id: &str) {
+        self.writers.end_container(id);
+    }
+
     /// Drops what exited processes left, and stale metadata (called periodically).
     pub fn sweep(&self) {
         self.identities.sweep();
+        self.writers.reap_idle();
         self.stats.retain(|_, (at, _)| at.elapsed() < self.stat_ttl);
     }
 
@@ -262,7 +276,12 @@ impl Mirrors {
     pub fn open_write(&self, asker: Asker, mirror: usize, path: &str) -> Result<Target, Errno> {
         let who = self.who(asker)?;
         match self.resolve(&who, asker, mirror, path)? {
-            Some((attr, Some(access))) if attr.writable => Ok(Target { who, access }),
+            Some((attr, Some(access))) if attr.writable => {
+                if matches!(access, Access::Real(_) | Access::UtsName(_) | Access::GidRange(_)) {
+                    self.check_namespaces_owned(&who)?;
+                }
+                Ok(Target { who, access })
+            }
             Some((attr, _)) if attr.typ == NodeType::Dir => Err(libc::EISDIR),
             Some((attr, _)) => {
                 tracing::debug!(pid = asker.pid, uid = asker.uid, path, ?attr, container = ?who.container, "write refused");
@@ -276,13 +295,13 @@ impl Mirrors {
     pub fn write(&self, target: &Target, offset: u64, data: &[u8]) -> Result<usize, Errno> {
         let who = &target.who;
         match &target.access {
-            Access::Real(path) => {
-                let (path, data) = (path.clone(), data.to_vec());
-                self.in_namespaces(who, move || write_file(&path, &data, offset))?
-            }
-            Access::RealAsOwner(path) => {
-                let (path, data) = (path.clone(), data.to_vec());
-                self.in_namespaces(who, move || write_file_as_owner(&path, &data, offset))?
+            Access::Real(path) => self.write_as_container_root(who, How::File, path, data, offset),
+            Access::UtsName(path) => {
+                let how = match path.file_name().and_then(|n| n.to_str()) {
+                    Some("domainname") => How::Domainname,
+                    _ => How::Hostname,
+                };
+                self.write_as_container_root(who, how, path, data, offset)
             }
             Access::GidRange(path) => self.write_gid_range(who, path, data, offset),
             Access::Emulated { key, format, host } => {
@@ -431,8 +450,8 @@ impl Mirrors {
         let real_access =
             || if per_ns { Access::Real(host.clone()) } else { Access::Host(host.clone()) };
         let (attr, access) = match (kind, container) {
-            (Kind::Namespaced(rules::Ns::Ipc), Some(c)) => {
-                (owned(c, stat.mode, true), Access::RealAsOwner(host.clone()))
+            (Kind::Namespaced(rules::Ns::Uts), Some(c)) => {
+                (owned(c, stat.mode, true), Access::UtsName(host.clone()))
             }
             (Kind::Namespaced(_), Some(c)) => {
                 (owned(c, stat.mode, true), Access::Real(host.clone()))
@@ -524,7 +543,7 @@ impl Mirrors {
     fn read(&self, who: &Arc<Identity>, access: &Access) -> Result<Vec<u8>, Errno> {
         match access {
             Access::Host(path) => read_file(path),
-            Access::Real(path) | Access::RealAsOwner(path) => {
+            Access::Real(path) | Access::UtsName(path) => {
                 let path = path.clone();
                 self.in_namespaces(who, move || read_file(&path))?
             }
@@ -583,14 +602,65 @@ impl Mirrors {
         let (low, high) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         let outside = |g| identity::map_to_outside(&map, g).ok_or(libc::EINVAL);
         let (out_low, out_high) = (outside(low)?, outside(high)?);
+        // The writer is the container's root: the kernel reads the ids in the container's
+        // user namespace, which maps 0.. to the container's range.
+        let container = who.container.as_ref().ok_or(libc::EACCES)?;
+        let map = [(0, u64::from(container.gid_base), u64::from(container.id_count))];
+        let inside = |g| identity::map_to_inside(&map, g).ok_or(libc::EINVAL);
+        let (in_low, in_high) = (inside(out_low)?, inside(out_high)?);
         let text = if high < low || out_high < out_low {
             "1 0\n".to_string()
         } else {
-            format!("{out_low} {out_high}\n")
+            format!("{in_low} {in_high}\n")
         };
-        let path = path.to_path_buf();
-        self.in_namespaces(who, move || write_file(&path, text.as_bytes(), 0))??;
+        self.write_as_container_root(who, How::File, path, text.as_bytes(), 0)?;
         Ok(consumed)
+    }
+
+    /// The writer key of a caller: its namespaces and its container's user namespace.
+    fn writer_key(who: &Identity) -> Result<WriterKey, Errno> {
+        match (&who.container, who.user_ns) {
+            (Some(_), Some(user_ns)) => Ok(WriterKey { ns: who.ns, user_ns }),
+            _ => Err(libc::EACCES),
+        }
+    }
+
+    /// EACCES unless each of the caller's network, UTS and IPC namespaces is owned by its
+    /// container's user namespace or one below it (not the host's, not another's).
+    fn check_namespaces_owned(&self, who: &Identity) -> Result<(), Errno> {
+        let key = Self::writer_key(who)?;
+        WriterFds::open(who.pid, key).map(drop).map_err(|e| self.writer_error(who, &e))
+    }
+
+    /// Writes in the caller's namespaces as its container's root (see [`writer`]).
+    fn write_as_container_root(
+        &self,
+        who: &Identity,
+        how: How,
+        path: &Path,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<usize, Errno> {
+        let key = Self::writer_key(who)?;
+        let data = &data[..data.len().min(writer::MAX_WRITE)];
+        let job = WriteJob { how, path: path.to_path_buf(), offset, data: data.to_vec() };
+        let pid = who.pid;
+        let container = who.container.as_ref().map_or("", |c| c.id.as_str());
+        self.writers
+            .write(key, container, || WriterFds::open(pid, key), &job)
+            .map_err(|e| self.writer_error(who, &e))?
+    }
+
+    /// The errno of a writer's failure, logged.
+    fn writer_error(&self, who: &Identity, error: &nsworker::NsError) -> Errno {
+        match error.errno() {
+            libc::ESRCH => self.identities.forget(who.pid),
+            _ => {
+                let container = who.container.as_ref().map(|c| c.id.as_str());
+                tracing::warn!(pid = who.pid, container, %error, "namespaced sysctl write refused");
+            }
+        }
+        error.errno()
     }
 }
 
@@ -675,42 +745,6 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
     file.take(MAX_CONTENT).read_to_end(&mut out).map_err(io_errno)?;
     Ok(out)
-}
-
-fn write_file(path: &Path, data: &[u8], offset: u64) -> Result<usize, Errno> {
-    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_errno)?;
-    file.write_at(data, offset).map_err(io_errno)
-}
-
-/// `write_file` with the calling thread's effective uid and gid switched to the file's
-/// owner's for the write (and back). Raw setres[ug]id: they change the calling thread
-/// only (glibc's wrappers would change every thread of the daemon). Only namespace workers
-/// get here with an owner other than root: the daemon's own IPC namespace is root's.
-fn write_file_as_owner(path: &Path, data: &[u8], offset: u64) -> Result<usize, Errno> {
-    let meta = std::fs::metadata(path).map_err(io_errno)?;
-    let (uid, gid) = (meta.uid(), meta.gid());
-    if uid == 0 && gid == 0 {
-        return write_file(path, data, offset);
-    }
-    let keep = libc::c_long::from(-1i32);
-    // SAFETY: setresgid/setresuid take three ids (-1 = unchanged) and touch no memory.
-    let switched = unsafe {
-        libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid as i32), keep) == 0
-            && libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid as i32), keep) == 0
-    };
-    let result = if switched { write_file(path, data, offset) } else { Err(libc::EPERM) };
-    // SAFETY: as above; the real and saved ids stayed 0, so switching back is allowed.
-    let restored = unsafe {
-        libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep) == 0
-            && libc::syscall(libc::SYS_setresgid, keep, 0 as libc::c_long, keep) == 0
-    };
-    if !restored {
-        // A worker that cannot become root again must not serve anyone else: it stops.
-        tracing::error!(path = %path.display(), "a namespace worker cannot restore its credentials");
-        nsworker::retire_current_worker();
-        return Err(libc::EIO);
-    }
-    result
 }
 
 /// A container's DMI product UUID: 128 bits hashed from its id (two FNV-1a 64 passes with

@@ -75,6 +75,11 @@ impl NsFds {
         Ok(NsKey { net: ino(0)?, uts: ino(1)?, ipc: ino(2)? })
     }
 
+    /// The handles: network, UTS, IPC.
+    pub fn files(&self) -> &[File; 3] {
+        &self.files
+    }
+
     /// Moves the calling thread into the namespaces.
     fn join(&self) -> io::Result<()> {
         for (file, (_, flag)) in self.files.iter().zip(KINDS) {
@@ -95,6 +100,8 @@ pub enum NsError {
     Moved,
     #[error("cannot join the caller's namespaces: {0}")]
     Join(#[source] io::Error),
+    #[error("the caller's namespaces are not its container's (not owned by its user namespace)")]
+    NotOwned,
     #[error("too many namespace workers ({0}); try again later")]
     TooMany(usize),
     #[error("the namespace worker did not answer within {0:?}")]
@@ -111,23 +118,13 @@ impl NsError {
         match self {
             NsError::Open(_) | NsError::Moved => libc::ESRCH,
             NsError::TooMany(_) => libc::EAGAIN,
+            NsError::NotOwned => libc::EACCES,
             _ => libc::EIO,
         }
     }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
-
-thread_local! {
-    /// Set by a job that left its worker unfit to serve (see [`retire_current_worker`]).
-    static RETIRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Makes the worker running the current job stop after it: for a job that could not undo
-/// a change to the thread (its credentials). No effect outside a worker.
-pub fn retire_current_worker() {
-    RETIRED.with(|r| r.set(true));
-}
 
 struct Worker {
     id: u64,
@@ -267,14 +264,6 @@ fn serve(inner: &Inner, key: NsKey, id: u64, queue: &mpsc::Receiver<Job>) {
         }
     };
     loop {
-        if RETIRED.with(|r| r.get()) {
-            let mut workers = inner.workers.lock();
-            if workers.get(&key).is_some_and(|w| w.id == id) {
-                workers.remove(&key);
-            }
-            tracing::warn!(net = key.net, "namespace worker retired");
-            return;
-        }
         match queue.recv_timeout(inner.idle) {
             Ok(job) => run(job),
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -341,29 +330,6 @@ mod tests {
         let err = workers.run(wrong, || Err(io::Error::from_raw_os_error(libc::ENOENT)), || ());
         assert!(matches!(err, Err(NsError::Open(_))));
         assert!(workers.is_empty());
-    }
-
-    #[test]
-    fn a_retired_worker_is_replaced() {
-        let workers = NsWorkers::new(Duration::from_secs(10), 4);
-        let pid = std::process::id();
-        let first = workers.run(
-            me(),
-            || NsFds::open(pid),
-            || {
-                retire_current_worker();
-                nix::unistd::gettid().as_raw()
-            },
-        );
-        // (Jobs sent to it while it retires get no answer: a retirement is for a failure
-        // that should never happen.)
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !workers.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the retired worker stays");
-            thread::sleep(Duration::from_millis(5));
-        }
-        let second = workers.run(me(), || NsFds::open(pid), || nix::unistd::gettid().as_raw());
-        assert_ne!(first.unwrap(), second.unwrap());
     }
 
     #[test]

@@ -253,8 +253,17 @@ impl NsInit {
     /// user, network, UTS and IPC namespaces while the maps are written, then `nsenter`
     /// enters them as root and `unshare` makes the pid namespace.)
     pub fn container(base: u32) -> NsInit {
+        NsInit::container_with(base, &["net", "uts", "ipc"])
+    }
+
+    /// As [`NsInit::container`], with only the namespaces `own` (of "net", "uts", "ipc")
+    /// of its own: the others are the host's (what `--uts=host` or `--ipc=host` would give).
+    pub fn container_with(base: u32, own: &[&str]) -> NsInit {
+        let own_flags: Vec<String> = own.iter().map(|ns| format!("--{ns}")).collect();
         let holder = Command::new("unshare")
-            .args(["--user", "--net", "--uts", "--ipc", "--", "sleep", "300"])
+            .arg("--user")
+            .args(&own_flags)
+            .args(["--", "sleep", "300"])
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
@@ -285,7 +294,8 @@ impl NsInit {
                 .unwrap_or_else(|e| panic!("write {file} of {hpid}: {e}"));
         }
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &hpid.to_string(), "-U", "-n", "-u", "-i", "--"]);
+        let enter = own.iter().map(|ns| format!("-{}", &ns[..1]));
+        cmd.args(["-t", &hpid.to_string(), "-U"]).args(enter).arg("--");
         cmd.args(["unshare", "--fork", "--pid", "--", "sleep", "300"]);
         NsInit::spawn(cmd, holder)
     }
