@@ -105,7 +105,8 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 
 /// Builds the static test tool `tests/tools/NAME.c` (attacks and measurements that busybox
 /// cannot make) into a scratch directory of its own, to be mounted into containers.
-/// `None`, after printing why, when it cannot be built (the caller skips).
+/// `None`, after recording a required skip (gcc and a static libc come with
+/// scripts/install-deps.sh), when it cannot be built.
 pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
     let dir = scratch_dir(&format!("tool-{name}"));
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tools/{name}.c"));
@@ -118,7 +119,7 @@ pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
         std::time::Duration::from_secs(120),
     );
     if !out.success() {
-        eprintln!("skipped: cannot build the static tool {name}: {out}");
+        sysvisor_skip::required(&format!("cannot build the static tool {name}: {out}"));
         return None;
     }
     Some(dir)

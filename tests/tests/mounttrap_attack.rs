@@ -2,23 +2,22 @@
 //! unprivileged user (uid 1000) through a user namespace of its own (`unshare -Urmpf`):
 //! each test fails if the attack gets through (see docs/security.md, "The mount trap").
 //!
-//! The attacker is a small static C program (tests/attack/mounttrap_attack.c), built with
-//! `cc -static` at test time and bound into the container read-only; without a C compiler
-//! that links static programs (or off x86_64) the tests skip visibly (`sysvisor_skip`).
+//! The attacker is a small static C program (tests/tools/mounttrap_attack.c), built with
+//! `gcc -static` at test time ([`sysvisor_e2e::static_tool`]) and bound into the container
+//! read-only; off x86_64 the tests skip visibly (`sysvisor_skip`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use sysvisor_e2e::{cmd, leaks, scratch_dir, Container, Engine, Output};
-
-const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/attack/mounttrap_attack.c");
+use sysvisor_e2e::{leaks, scratch_dir, Container, Engine, Output};
 
 /// The attacker's binary, its host-side files, and their cleanup.
 struct Attack {
+    /// The secret and the places an injected write would land.
     dir: PathBuf,
+    /// The directory holding the built attacker (`mounttrap_attack`).
+    bin_dir: PathBuf,
 }
 
 impl Attack {
@@ -28,35 +27,17 @@ impl Attack {
             sysvisor_skip::optional("the attacker injects x86_64 system calls");
             return None;
         }
-        let dir = scratch_dir(name);
-        let attack = Attack { dir };
-        fs::create_dir_all(attack.bin_dir()).unwrap();
-        let out = cmd::run(
-            Command::new("cc")
-                .args(["-static", "-O2", "-o"])
-                .arg(attack.bin_dir().join("attack"))
-                .arg(SOURCE),
-            None,
-            Duration::from_secs(120),
-        );
-        if !out.success() {
-            // cc links every Rust test here; a static libc comes with libc6-dev.
-            sysvisor_skip::required(&format!("cannot build the static attacker with cc: {out}"));
-            return None;
-        }
+        let bin_dir = sysvisor_e2e::static_tool("mounttrap_attack")?;
+        let attack = Attack { dir: scratch_dir(name), bin_dir };
         // A host file the container cannot see, readable by anyone who reaches it.
         fs::write(attack.secret(), "host secret\n").unwrap();
         fs::set_permissions(attack.secret(), fs::Permissions::from_mode(0o644)).unwrap();
         Some(attack)
     }
 
-    fn bin_dir(&self) -> PathBuf {
-        self.dir.join("bin")
-    }
-
     /// The `-v` option that binds the attacker at /attack.
     fn volume(&self) -> String {
-        format!("{}:/attack:ro", self.bin_dir().display())
+        format!("{}:/attack:ro", self.bin_dir.display())
     }
 
     fn secret(&self) -> PathBuf {
@@ -73,6 +54,7 @@ impl Attack {
 impl Drop for Attack {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir_all(&self.bin_dir);
     }
 }
 
@@ -115,7 +97,7 @@ fn the_mount_helper_cannot_be_reached_from_the_container() {
     let secret = attack.secret().display().to_string();
     let race = |who: &str| {
         let pwned = attack.pwned(who).display().to_string();
-        let command = ["/attack/attack", "race", "/tmp/race", &secret, &pwned, "60"];
+        let command = ["/attack/mounttrap_attack", "race", "/tmp/race", &secret, &pwned, "60"];
         let out = match who {
             "root" => c.exec(&command),
             _ => as_user_in_own_namespaces(&c, &e, &command),
@@ -156,7 +138,7 @@ fn mount_targets_resolve_inside_the_callers_root() {
         "/tmp/link",
         "/tmp/d",
     ];
-    let mut command = vec!["/attack/attack", "probe"];
+    let mut command = vec!["/attack/mounttrap_attack", "probe"];
     command.extend_from_slice(&probes);
 
     let root = c.exec(&command);
@@ -189,13 +171,14 @@ fn the_trap_resolves_targets_with_the_callers_capabilities() {
         "mkdir -p /srv/private/d /srv/open/d && chown 2000 /srv/private && chmod 700 /srv/private",
     )
     .expect_success();
-    let out = c.exec(&["/attack/attack", "probe-without-dac", "/srv/private/d", "/srv/open/d"]);
+    let out =
+        c.exec(&["/attack/mounttrap_attack", "probe-without-dac", "/srv/private/d", "/srv/open/d"]);
     assert!(out.success(), "{out}");
     let f = out.fields();
     assert_eq!(f.get("/srv/private/d").map(String::as_str), Some("EACCES"), "{out}");
     assert_eq!(f.get("/srv/open/d").map(String::as_str), Some("0:262144"), "{out}");
     // With its capabilities, root enters the directory, and so does the trap for it.
-    let out = c.exec(&["/attack/attack", "probe", "/srv/private/d"]);
+    let out = c.exec(&["/attack/mounttrap_attack", "probe", "/srv/private/d"]);
     assert_eq!(out.fields().get("/srv/private/d").map(String::as_str), Some("0:262144"), "{out}");
     leaks::remove_and_assert_clean(&e, c);
 }
