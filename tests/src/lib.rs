@@ -104,10 +104,17 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Builds the static test tool `tests/tools/NAME.c` (attacks and measurements that busybox
-/// cannot make) into a scratch directory of its own, to be mounted into containers.
-/// `None`, after recording a required skip (gcc and a static libc come with
-/// scripts/install-deps.sh), when it cannot be built.
+/// cannot make) into a scratch directory of its own, to be mounted into containers. Built
+/// once per process: tests running at once share the directory (the harness removes it at
+/// the end of the run). `None`, after recording a required skip (gcc and a static libc
+/// come with scripts/install-deps.sh), when it cannot be built.
 pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dir)) = built.iter().find(|(n, _)| n == name) {
+        return Some(dir.clone());
+    }
     let dir = scratch_dir(&format!("tool-{name}"));
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tools/{name}.c"));
     let out = cmd::run(
@@ -122,5 +129,6 @@ pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
         sysvisor_skip::required(&format!("cannot build the static tool {name}: {out}"));
         return None;
     }
+    built.push((name.to_string(), dir.clone()));
     Some(dir)
 }

@@ -16,7 +16,7 @@ use sysvisor_e2e::{leaks, scratch_dir, Container, Engine, Output};
 struct Attack {
     /// The secret and the places an injected write would land.
     dir: PathBuf,
-    /// The directory holding the built attacker (`mounttrap_attack`).
+    /// The directory holding the built attacker (`mounttrap_attack`), shared.
     bin_dir: PathBuf,
 }
 
@@ -53,8 +53,8 @@ impl Attack {
 
 impl Drop for Attack {
     fn drop(&mut self) {
+        // bin_dir is shared by the tests of this process (static_tool).
         let _ = fs::remove_dir_all(&self.dir);
-        let _ = fs::remove_dir_all(&self.bin_dir);
     }
 }
 
