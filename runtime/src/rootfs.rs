@@ -141,12 +141,15 @@ struct Paths {
     root: PathBuf,
     /// `run/<id>/lower`, 0700: idmapped layer clones `lower/<n>`.
     lower: PathBuf,
+    /// `run/<id>/layer`, 0700: idmapped clone of the directory holding Docker's upper and
+    /// work dirs.
+    layer: PathBuf,
     /// `run/<id>/bind`, 0710 root:BASE: idmapped bind sources `bind/<n>`.
     bind: PathBuf,
-    /// `lib/<id>`, 0700.
+    /// `lib/<id>`, 0700: only made by older versions, which kept their own upper layer.
     persist: PathBuf,
+    /// `lib/<id>/upper`: the upper layer an older version kept.
     upper: PathBuf,
-    work: PathBuf,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -207,9 +210,9 @@ impl Rootfs {
             state: dir.join(STATE_FILE),
             root: dir.join("root"),
             lower: dir.join("lower"),
+            layer: dir.join("layer"),
             bind: dir.join("bind"),
             upper: persist.join("upper"),
-            work: persist.join("work"),
             dir,
             persist,
         })
@@ -241,17 +244,20 @@ impl Rootfs {
         remove_rootfs_dirs(&p)?;
 
         let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
-        let layers = layers_of(&mounts, &rootfs, &p)?;
-        self.prepare_dirs(&p, range)?;
-        prepare_upper(&p, range, &layers[0])?;
+        let layout = layout_of(&mounts, &rootfs, &p)?;
+        self.prepare_run_dir(&p, range)?;
+        let legacy = legacy_upper(&p, range)?;
 
         let mut st = load_state(&p)?;
         st.range = Some(*range);
         st.rootfs = Some(rootfs.clone());
-        st.layers = layers.clone();
+        st.layers = match &layout {
+            Layout::Overlay { lowers, .. } => lowers.clone(),
+            Layout::Plain => vec![rootfs.clone()],
+        };
         save_state(&p, &st)?;
 
-        let result = self.mount_rootfs(&p, &rootfs, &layers, range, &mounts);
+        let result = self.mount_rootfs(&p, &rootfs, &layout, legacy.as_deref(), range, &mounts);
         if result.is_err() {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
@@ -266,26 +272,48 @@ impl Rootfs {
         &self,
         p: &Paths,
         rootfs: &Path,
-        layers: &[PathBuf],
+        layout: &Layout,
+        legacy: Option<&Path>,
         range: &IdRange,
         mounts: &[mountinfo::Mount],
     ) -> Result<(), RootfsError> {
         let userns = userns(range)?;
+        mkdir(&p.root, 0o755)?;
+        let Layout::Overlay { upper, work, lowers } = layout else {
+            // Not an overlay (a hand-made bundle): the directory itself, idmapped; what the
+            // container writes lands there with its own ids, as with runc.
+            return idmapped_clone(rootfs, &p.root, &userns, false, mounts);
+        };
+        // Docker's upper and work dirs must stay on one mount for the overlay: their
+        // common parent (`overlay2/<id>`) is cloned, idmapped.
+        let home = upper.parent().filter(|h| Some(*h) == work.parent()).ok_or_else(|| {
+            RootfsError::Layout {
+                path: rootfs.to_path_buf(),
+                reason: format!(
+                    "its upper dir {} and work dir {} are not in one directory",
+                    upper.display(),
+                    work.display()
+                ),
+            }
+        })?;
+        mkdir(&p.layer, 0o700)?;
+        idmapped_clone(home, &p.layer, &userns, false, mounts)?;
         mkdir(&p.lower, 0o700)?;
-        let mut lowers = Vec::with_capacity(layers.len());
-        for (i, layer) in layers.iter().enumerate() {
+        let mut targets = Vec::with_capacity(lowers.len() + 1);
+        // An upper layer kept by an older sysvisor-runc holds files the container wrote
+        // then, owned by the range on disk: shown as they are, above the image.
+        targets.extend(legacy.map(Path::to_path_buf));
+        for (i, layer) in lowers.iter().enumerate() {
             let target = p.lower.join(i.to_string());
             mkdir(&target, 0o700)?;
             idmapped_clone(layer, &target, &userns, false, mounts)?;
-            lowers.push(target);
+            targets.push(target);
         }
-        mkdir(&p.root, 0o755)?;
-        mount_overlay(&lowers, &p.upper, &p.work, &p.root)?;
-        let clone = sys::open_tree_clone(&p.root, false)
-            .map_err(io_err(format!("cloning the overlay at {}", p.root.display())))?;
-        sys::move_mount_to(clone.as_fd(), rootfs)
-            .map_err(io_err(format!("mounting the shifted rootfs over {}", rootfs.display())))?;
-        Ok(())
+        let name = |d: &Path| p.layer.join(d.file_name().unwrap_or_default());
+        sys::with_creator_ids(range.uid_base, range.gid_base, || {
+            mount_overlay(&targets, &name(upper), &name(work), &p.root)
+        })
+        .map_err(io_err("taking the container's root ids to mount its overlay"))?
     }
 
     /// Unmounts everything [`shift`](Self::shift) and
@@ -427,13 +455,6 @@ impl Rootfs {
         set_mode(&p.dir, 0o710)
     }
 
-    fn prepare_dirs(&self, p: &Paths, range: &IdRange) -> Result<(), RootfsError> {
-        self.prepare_run_dir(p, range)?;
-        mkdir_all(&self.lib_dir, 0o700)?;
-        mkdir(&p.persist, 0o700)?;
-        set_mode(&p.persist, 0o700)
-    }
-
     /// Unmounts the container's mounts of `scope`, top-most and deepest first, until none
     /// is left.
     fn teardown(&self, p: &Paths, scope: Scope) -> Result<(), RootfsError> {
@@ -496,15 +517,24 @@ fn is_our_overlay(m: &mountinfo::Mount, p: &Paths) -> bool {
             .is_some_and(|u| u == p.upper)
 }
 
-/// The layers to shift for `rootfs`, top-most first.
-fn layers_of(
+/// What is mounted at a container's rootfs.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// Docker's overlay: its upper and work dirs, and its lower dirs top-most first.
+    Overlay { upper: PathBuf, work: PathBuf, lowers: Vec<PathBuf> },
+    /// A plain directory (a hand-made bundle).
+    Plain,
+}
+
+/// How `rootfs` is made.
+fn layout_of(
     mounts: &[mountinfo::Mount],
     rootfs: &Path,
     p: &Paths,
-) -> Result<Vec<PathBuf>, RootfsError> {
+) -> Result<Layout, RootfsError> {
     let layout = |reason: String| RootfsError::Layout { path: rootfs.to_path_buf(), reason };
     let Some(top) = mountinfo::top_at(mounts, rootfs).filter(|m| m.fstype == "overlay") else {
-        return Ok(vec![rootfs.to_path_buf()]);
+        return Ok(Layout::Plain);
     };
     if top.root != Path::new("/") {
         return Err(layout(format!(
@@ -513,58 +543,47 @@ fn layers_of(
         )));
     }
     let o = mountinfo::overlay(&top.super_opts).map_err(layout)?;
-    if o.upper.as_deref() == Some(p.upper.as_path()) {
+    if o.upper.as_deref() == Some(p.upper.as_path()) || top.mount_point.starts_with(&p.dir) {
         return Err(layout("our own overlay is still mounted there".into()));
     }
     // Docker mounts with paths relative to its overlay2 home (`<home>/<id>/merged`) when
     // the absolute ones would not fit in a page.
     let home = rootfs.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-    o.upper
-        .iter()
-        .chain(o.lowers.iter())
-        .map(|l| {
-            let l = if l.is_absolute() { l.clone() } else { home.join(l) };
-            let c = fs::canonicalize(&l)
-                .map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
-            if !c.is_dir() {
-                return Err(layout(format!("overlay layer {} is not a directory", c.display())));
-            }
-            Ok(c)
-        })
-        .collect()
+    let resolve = |l: &PathBuf| {
+        let l = if l.is_absolute() { l.clone() } else { home.join(l) };
+        let c = fs::canonicalize(&l)
+            .map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
+        if !c.is_dir() {
+            return Err(layout(format!("overlay layer {} is not a directory", c.display())));
+        }
+        Ok(c)
+    };
+    let (Some(upper), Some(work)) = (&o.upper, &o.work) else {
+        return Err(layout("a read-only overlay (no upper dir): nothing could be written".into()));
+    };
+    Ok(Layout::Overlay {
+        upper: resolve(upper)?,
+        work: resolve(work)?,
+        lowers: o.lowers.iter().map(resolve).collect::<Result<_, _>>()?,
+    })
 }
 
-/// The upper dir: new, owned by the range with the mode of the top layer's root; or the
-/// one kept from an earlier run, which must belong to the same range.
-fn prepare_upper(p: &Paths, range: &IdRange, top_layer: &Path) -> Result<(), RootfsError> {
+/// The upper layer an older sysvisor-runc kept for the container under the lib dir, if
+/// any; it must belong to the container's range.
+fn legacy_upper(p: &Paths, range: &IdRange) -> Result<Option<PathBuf>, RootfsError> {
     match fs::symlink_metadata(&p.upper) {
-        Ok(m) => {
-            if !m.is_dir() || m.uid() != range.uid_base || m.gid() != range.gid_base {
-                return Err(RootfsError::RangeMismatch {
-                    upper: p.upper.clone(),
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    range: *range,
-                });
-            }
+        Ok(m) if m.is_dir() && m.uid() == range.uid_base && m.gid() == range.gid_base => {
+            Ok(Some(p.upper.clone()))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mode = fs::metadata(top_layer)
-                .map_err(io_err(format!("reading {}", top_layer.display())))?
-                .mode()
-                & 0o7777;
-            // Built under a temporary name so that a crash never leaves a half-made upper.
-            let tmp = p.persist.join("upper.tmp");
-            let _ = fs::remove_dir(&tmp);
-            mkdir(&tmp, 0o700)?;
-            chown(&tmp, range.uid_base, range.gid_base)?;
-            set_mode(&tmp, mode)?;
-            fs::rename(&tmp, &p.upper)
-                .map_err(io_err(format!("creating {}", p.upper.display())))?;
-        }
-        Err(e) => return Err(io_err(format!("reading {}", p.upper.display()))(e)),
+        Ok(m) => Err(RootfsError::RangeMismatch {
+            upper: p.upper.clone(),
+            uid: m.uid(),
+            gid: m.gid(),
+            range: *range,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(format!("reading {}", p.upper.display()))(e)),
     }
-    mkdir(&p.work, 0o700)
 }
 
 fn userns(range: &IdRange) -> Result<OwnedFd, RootfsError> {
@@ -745,6 +764,7 @@ fn save_state(p: &Paths, st: &State) -> Result<(), RootfsError> {
 fn remove_rootfs_dirs(p: &Paths) -> Result<(), RootfsError> {
     remove_children(&p.lower)?;
     rmdir(&p.lower)?;
+    rmdir(&p.layer)?;
     rmdir(&p.root)
 }
 
@@ -861,16 +881,25 @@ mod tests {
             merged.display()
         );
         let mounts = mountinfo::parse(line.as_bytes());
-        let layers = layers_of(&mounts, &merged, &paths(t.path())).unwrap();
+        let layout = layout_of(&mounts, &merged, &paths(t.path())).unwrap();
         let c = |p: &str| fs::canonicalize(home.join(p)).unwrap();
-        assert_eq!(layers, vec![c("ctr/diff"), c("ctr-init/diff"), c("img/diff")]);
-        // A plain directory is its own single layer.
-        assert_eq!(layers_of(&[], &merged, &paths(t.path())).unwrap(), vec![merged.clone()]);
+        assert_eq!(
+            layout,
+            Layout::Overlay {
+                upper: c("ctr/diff"),
+                work: c("ctr/work"),
+                lowers: vec![c("ctr-init/diff"), c("img/diff")]
+            }
+        );
+        // A plain directory is used as it is.
+        assert_eq!(layout_of(&[], &merged, &paths(t.path())).unwrap(), Layout::Plain);
         // A missing layer is an error naming it.
-        let line =
-            format!("90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE\n", merged.display());
+        let line = format!(
+            "90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE,upperdir=ctr/diff,workdir=ctr/work\n",
+            merged.display()
+        );
         let err =
-            layers_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
+            layout_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
         assert!(err.to_string().contains("l/GONE"), "{err}");
     }
 

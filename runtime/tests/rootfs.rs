@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -243,7 +243,7 @@ fn expect_userns(range: &IdRange, script: &str, expected: &str) {
 // ---------- tests ----------
 
 #[test]
-fn shift_write_unshift_restart_forget() {
+fn shift_write_unshift_restart() {
     if !is_root() {
         return;
     }
@@ -252,23 +252,20 @@ fn shift_write_unshift_restart_forget() {
     let merged = env.docker_overlay();
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
 
-    // Ours is on top of Docker's, at the original path and at shifted_root.
+    // Docker's overlay stays alone at its path; ours, at shifted_root, writes to Docker's
+    // upper dir through an idmapped clone of its directory.
     let shifted = env.rootfs.shifted_root(&env.id);
     assert_eq!(shifted, env.p("run/ctr-main/root"));
-    for at in [&merged, &shifted] {
-        let top = top_at(at).unwrap();
-        assert_eq!(top.fstype, "overlay");
-        assert!(
-            top.super_opts.contains(&format!("upperdir={}", env.upper().display())),
-            "{}",
-            top.super_opts
-        );
-    }
-    assert_eq!(owner(&env.upper()), (r.uid_base, r.gid_base));
+    let docker_upper = format!("upperdir={}", env.p("layers/diff").display());
+    assert!(top_at(&merged).unwrap().super_opts.contains(&docker_upper));
+    let ours = top_at(&shifted).unwrap();
+    assert_eq!(ours.fstype, "overlay");
+    let our_upper = format!("upperdir={}", env.p("run/ctr-main/layer/diff").display());
+    assert!(ours.super_opts.contains(&our_upper), "{}", ours.super_opts);
 
     // Inside: image files belong to root (uid 1000 stays 1000), root can change them and
     // create new ones; Docker's own layer (workdir) and the init layer are there.
-    let m = merged.display();
+    let m = shifted.display();
     expect_userns(
         &r,
         &format!(
@@ -283,36 +280,40 @@ fn shift_write_unshift_restart_forget() {
         ),
         "0:0\n0:0\n0:0\n0:0\n0:0\n1000:1000\n0:0\n1000:1000\n0:0\n0",
     );
-    expect_userns(
-        &r,
-        &format!("cat {}/newfile; stat -c %u {}/newfile", shifted.display(), shifted.display()),
-        "new\n0",
-    );
 
-    // On the host: new and copied-up files are in our upper, owned by the range; the image
-    // layers and Docker's upper are untouched.
-    let up = env.upper();
-    assert_eq!(owner(&up.join("newfile")), (r.uid_base, r.gid_base));
-    assert_eq!(owner(&up.join("newdir")), (r.uid_base + 1000, r.gid_base + 1000));
-    assert_eq!(owner(&up.join("etc/passwd")), (r.uid_base, r.gid_base));
+    // On the host: the changes are in Docker's upper dir, with the ids they have inside
+    // (what `docker diff` and `docker commit` read); the image layers are untouched.
+    let up = env.p("layers/diff");
+    assert_eq!(owner(&up.join("newfile")), (0, 0));
+    assert_eq!(owner(&up.join("newdir")), (1000, 1000));
+    assert_eq!(owner(&up.join("etc/passwd")), (0, 0));
     assert!(fs::read_to_string(up.join("etc/passwd")).unwrap().contains("appended"));
+    let whiteout = fs::symlink_metadata(up.join("etc/hosts")).unwrap();
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0, "{whiteout:?}");
     let base_passwd = env.p("layers/base/etc/passwd");
     assert_eq!(owner(&base_passwd), (0, 0));
     assert!(!fs::read_to_string(&base_passwd).unwrap().contains("appended"));
     assert!(env.p("layers/init/etc/hosts").exists());
-    assert!(!env.p("layers/diff/newfile").exists());
+    // What the engine writes at its own path as host root (`docker cp` into the running
+    // container) is root's inside, and 1000 stays 1000.
+    fs::write(merged.join("fromdocker"), "cp\n").unwrap();
+    fs::write(merged.join("fromdocker1000"), "cp\n").unwrap();
+    std::os::unix::fs::chown(merged.join("fromdocker1000"), Some(1000), Some(1000)).unwrap();
+    expect_userns(
+        &r,
+        &format!("cat {m}/fromdocker; stat -c %u:%g {m}/fromdocker {m}/fromdocker1000"),
+        "cp\n0:0\n1000:1000",
+    );
     // A host user outside the range cannot enter the container's directory.
     let dir_meta = fs::metadata(env.p("run/ctr-main")).unwrap();
     assert_eq!((dir_meta.mode() & 0o777, dir_meta.gid()), (0o710, r.gid_base));
 
-    // unshift: nothing of ours stays mounted; Docker's overlay is on top again.
+    // unshift: nothing of ours stays mounted; Docker's overlay is untouched.
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
-    assert!(!mounts().iter().any(|m| m.super_opts.contains(&env.upper().display().to_string())));
-    let top = top_at(&merged).unwrap();
-    assert!(top.super_opts.contains(&format!("upperdir={}", env.p("layers/diff").display())));
+    assert!(top_at(&merged).unwrap().super_opts.contains(&docker_upper));
     assert!(!env.p("run/ctr-main").exists());
-    assert!(env.upper().join("newfile").exists(), "the upper layer persists");
+    assert!(merged.join("newfile").exists(), "Docker's view has the container's files");
     env.rootfs.unshift(&env.id).unwrap(); // idempotent
 
     // docker stop + start: shift again; the earlier file is still root's inside.
@@ -324,12 +325,10 @@ fn shift_write_unshift_restart_forget() {
     );
     env.rootfs.unshift(&env.id).unwrap();
 
-    // docker rm: forget removes the upper layer.
-    assert_eq!(env.rootfs.persisted().unwrap(), vec!["ctr-main".to_string()]);
-    env.rootfs.forget(&env.id).unwrap();
-    assert!(!env.p("lib/ctr-main").exists());
+    // Nothing of the container is kept outside Docker's layer.
     assert!(env.rootfs.persisted().unwrap().is_empty());
-    env.rootfs.forget(&env.id).unwrap(); // idempotent
+    assert!(!env.p("lib").exists());
+    env.rootfs.forget(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }
 
@@ -405,20 +404,17 @@ fn unshift_after_a_crash_and_repeated_shift() {
     // A repeated create: the rootfs is shifted afresh, one overlay of ours on the stack,
     // the bind clone stays.
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    let shifted = env.rootfs.shifted_root(&env.id);
     let ours = |at: &Path| {
-        mounts()
-            .iter()
-            .filter(|m| {
-                m.mount_point == at && m.super_opts.contains(&env.upper().display().to_string())
-            })
-            .count()
+        let layer = env.p("run/ctr-crash/layer").display().to_string();
+        mounts().iter().filter(|m| m.mount_point == at && m.super_opts.contains(&layer)).count()
     };
-    assert_eq!(ours(&merged), 1);
-    assert_eq!(ours(&env.rootfs.shifted_root(&env.id)), 1);
+    assert_eq!(ours(&merged), 0);
+    assert_eq!(ours(&shifted), 1);
     assert!(top_at(&bind).is_some());
     expect_userns(
         &r,
-        &format!("stat -c %u {}/etc/passwd {}", merged.display(), bind.display()),
+        &format!("stat -c %u {}/etc/passwd {}", shifted.display(), bind.display()),
         "0\n0",
     );
 
@@ -427,7 +423,7 @@ fn unshift_after_a_crash_and_repeated_shift() {
     fs::remove_file(env.p("run/ctr-crash/state.json")).unwrap();
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
-    assert_eq!(ours(&merged), 0);
+    assert_eq!(ours(&shifted), 0);
     assert!(!env.p("run/ctr-crash").exists());
     // Docker's overlay is intact.
     assert!(merged.join(".dockerenv").exists());
@@ -448,31 +444,51 @@ fn plain_directory_rootfs() {
         &r,
         &format!(
             "cd {}; stat -c %u etc/motd; echo x >> etc/motd; touch new; stat -c %u new",
-            rootfs.display()
+            env.rootfs.shifted_root(&env.id).display()
         ),
         "0\n0",
     );
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.root), Vec::<PathBuf>::new());
-    // The directory itself is untouched; the changes are in our upper.
-    assert_eq!(fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hi\n");
-    assert!(!rootfs.join("new").exists());
-    assert_eq!(owner(&env.upper().join("new")), (r.uid_base, r.gid_base));
+    // The directory itself is written, with the container's own ids, as runc would.
+    assert_eq!(fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hi\nx\n");
+    assert_eq!(owner(&rootfs.join("new")), (0, 0));
 }
 
+/// A container made by an older sysvisor-runc kept its writes in its own upper layer
+/// (owned by its range on disk): they stay visible, above the image; Docker's layer gets
+/// what is written now. A kept layer of another range is refused.
 #[test]
-fn upper_of_another_range_is_refused() {
+fn upper_kept_by_an_older_version() {
     if !is_root() {
         return;
     }
-    let env = Env::new("ctr-mismatch");
+    let env = Env::new("ctr-legacy");
+    let r = range(5);
     let merged = env.docker_overlay();
-    env.rootfs.shift(&env.id, &merged, &range(5)).unwrap();
+    fs::create_dir_all(env.upper()).unwrap();
+    fs::set_permissions(env.p("lib"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(env.upper(), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    fs::write(env.upper().join("old"), "old\n").unwrap();
+    std::os::unix::fs::chown(env.upper().join("old"), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    let m = env.rootfs.shifted_root(&env.id);
+    expect_userns(
+        &r,
+        &format!("cd {}; cat old; stat -c %u old etc/passwd; touch new", m.display()),
+        "old\n0\n0",
+    );
+    assert_eq!(owner(&env.p("layers/diff/new")), (0, 0));
     env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(env.rootfs.persisted().unwrap(), vec!["ctr-legacy".to_string()]);
+
     let err = env.rootfs.shift(&env.id, &merged, &range(6)).unwrap_err();
     assert!(matches!(err, RootfsError::RangeMismatch { .. }), "{err:?}");
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
+    // docker rm: forget removes the kept layer.
+    env.rootfs.forget(&env.id).unwrap();
+    assert!(!env.p("lib/ctr-legacy").exists());
 }
 
 #[test]
@@ -581,7 +597,7 @@ fn runc_runs_the_shifted_root() {
     let out = run(&env.rootfs.shifted_root(&env.id), "sysvisor-test-shifted");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0\n0\n0\n0");
-    assert_eq!(owner(&env.upper().join("fromrunc")), (r.uid_base, r.gid_base));
+    assert_eq!(owner(&env.p("layers/diff/fromrunc")), (0, 0));
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }
@@ -604,11 +620,14 @@ fn under_a_shared_mount_like_dockers_data_root() {
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
     expect_userns(
         &r,
-        &format!("stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x", m = merged.display()),
+        &format!(
+            "stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x",
+            m = env.rootfs.shifted_root(&env.id).display()
+        ),
         "0\n0",
     );
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
-    assert!(!merged.join("x").exists());
+    assert_eq!(owner(&merged.join("x")), (0, 0));
 }

@@ -327,6 +327,64 @@ pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
     Ok(ns.into())
 }
 
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3: two words).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn capget() -> io::Result<[CapData; 2]> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and data are valid, writable structs of the sizes capget expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    check(rc).map(|_| data)
+}
+
+fn capset(data: &[CapData; 2]) -> io::Result<()> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    // SAFETY: header and data are valid structs of the sizes capset expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    check(rc).map(drop)
+}
+
+/// Runs `f` on this thread with filesystem ids `uid`:`gid` and every permitted capability
+/// effective, then restores the thread's ids and capabilities.
+///
+/// An overlay acts on its layers with the credentials of whoever created it. Created so,
+/// it creates its work directories and copy-up files as `uid` on layers that are idmapped
+/// mounts, where host root itself has no mapping (EOVERFLOW). setfsuid away from 0 drops
+/// the filesystem capabilities from the effective set; they are raised again for the
+/// overlay's copy-up (chown, whiteouts, trusted.* xattrs).
+pub fn with_creator_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    let saved = capget()?;
+    // SAFETY: setfsgid/setfsuid change only this thread's credentials; no memory involved.
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+    let mut raised = saved;
+    for d in &mut raised {
+        d.effective = d.permitted;
+    }
+    let result = capset(&raised).map(|()| f());
+    // SAFETY: as above, back to the ids this thread had.
+    unsafe {
+        libc::setfsuid(old_uid as libc::uid_t);
+        libc::setfsgid(old_gid as libc::gid_t);
+    }
+    capset(&saved)?;
+    result
+}
+
 /// Kills and reaps the helper child on every path.
 struct Child(libc::pid_t);
 
