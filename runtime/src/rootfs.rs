@@ -146,6 +146,8 @@ struct Paths {
     layer: PathBuf,
     /// `run/<id>/bind`, 0710 root:BASE: idmapped bind sources `bind/<n>`.
     bind: PathBuf,
+    /// `run/<id>/view`, 0700: idmapped clones of volumes with the container's own ids.
+    view: PathBuf,
     /// `lib/<id>`, 0700: only made by older versions, which kept their own upper layer.
     persist: PathBuf,
     /// `lib/<id>/upper`: the upper layer an older version kept.
@@ -156,7 +158,7 @@ struct Paths {
 struct State {
     version: u32,
     range: Option<IdRange>,
-    /// The path our overlay is also mounted over.
+    /// Docker's rootfs (its overlay's mount point) that was shifted.
     rootfs: Option<PathBuf>,
     /// Sources of `lower/<n>`, top-most first.
     layers: Vec<PathBuf>,
@@ -211,6 +213,7 @@ impl Rootfs {
             root: dir.join("root"),
             lower: dir.join("lower"),
             layer: dir.join("layer"),
+            view: dir.join("view"),
             bind: dir.join("bind"),
             upper: persist.join("upper"),
             dir,
@@ -408,6 +411,47 @@ impl Rootfs {
         Ok(target)
     }
 
+    /// The rootfs and range [`shift`](Self::shift) last recorded for `container_id`
+    /// (`None` when it is not shifted).
+    pub fn recorded(&self, container_id: &str) -> Result<Option<(PathBuf, IdRange)>, RootfsError> {
+        let p = self.paths(container_id)?;
+        let st = load_state(&p)?;
+        Ok(st.rootfs.zip(st.range))
+    }
+
+    /// Mounts an idmapped clone of `source` (a directory whose files the container's range
+    /// owns on disk, such as a volume of [`crate::volumes`]) that shows them with the
+    /// container's own ids (host BASE + x appears as x) and stores what is written as id x
+    /// with BASE + x. It lies in the container's run directory and is unmounted when the
+    /// returned guard drops (or by [`unshift`](Self::unshift)).
+    pub fn unshifted_view(
+        &self,
+        container_id: &str,
+        source: &Path,
+        range: &IdRange,
+    ) -> Result<View, RootfsError> {
+        let p = self.paths(container_id)?;
+        self.prepare_run_dir(&p, range)?;
+        mkdir(&p.view, 0o700)?;
+        let name = source.file_name().ok_or_else(|| RootfsError::Layout {
+            path: source.to_path_buf(),
+            reason: "a view needs a named directory".into(),
+        })?;
+        let target = p.view.join(name);
+        if mountinfo::top_at(&mountinfo::read().unwrap_or_default(), &target).is_some() {
+            sys::umount_detach(&target).map_err(io_err(format!("unmounting {}", target.display())))?;
+        }
+        mkdir(&target, 0o700)?;
+        let userns = sys::unshift_userns_fd(range)
+            .map_err(io_err(format!("creating a user namespace for {range}")))?;
+        let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
+        if let Err(e) = idmapped_clone(source, &target, &userns, false, &mounts) {
+            let _ = rmdir(&target);
+            return Err(e);
+        }
+        Ok(View { path: target })
+    }
+
     /// Ids of the containers with a persistent upper layer (for clean-up: those without an
     /// id range any more can be [`forget`](Self::forget)-ten).
     pub fn persisted(&self) -> Result<Vec<String>, RootfsError> {
@@ -506,6 +550,28 @@ impl Rootfs {
             path: p.dir.clone(),
             detail: last_err.unwrap_or_else(|| "mounts remain".into()),
         })
+    }
+}
+
+/// A mount made by [`Rootfs::unshifted_view`]: unmounted (and its mount point removed)
+/// when dropped.
+#[derive(Debug)]
+pub struct View {
+    path: PathBuf,
+}
+
+impl View {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // Failure leaves the mount for `unshift`, which finds it below the run dir.
+        if sys::umount_detach(&self.path).is_ok() {
+            let _ = rmdir(&self.path);
+        }
     }
 }
 
@@ -776,6 +842,8 @@ fn remove_run_dir(p: &Paths) -> Result<(), RootfsError> {
     remove_rootfs_dirs(p)?;
     remove_children(&p.bind)?;
     rmdir(&p.bind)?;
+    remove_children(&p.view)?;
+    rmdir(&p.view)?;
     for f in [p.state.clone(), p.dir.join(format!("{STATE_FILE}.tmp"))] {
         match fs::remove_file(&f) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {

@@ -120,6 +120,14 @@ impl Host for Fake {
         self.log(format!("volumes {id} {}", names.join(",")));
         Ok(())
     }
+    fn seed_volumes(&self, id: &str, _: &Ids, _: &Path, _: &[PathBuf]) -> Result<(), HostError> {
+        self.log(format!("seed {id}"));
+        Ok(())
+    }
+    fn save_volumes(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("save {id}"));
+        Ok(())
+    }
     fn cgroup_layout(&self) -> Layout {
         Layout::Hybrid
     }
@@ -231,22 +239,23 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "runc",
-            "register", "delegate"
+            "ping", "reclaim", "allocate", "volumes", "seed", "shift", "own", "own", "own",
+            "runc", "register", "delegate"
         ]
     );
     let calls = host.calls();
     assert_eq!(calls[2], format!("allocate c1 {}", bundle.path().display()));
     assert_eq!(calls[3], "volumes c1 docker,containerd,kubelet");
-    assert!(calls[4].ends_with(
+    assert_eq!(calls[4], "seed c1");
+    assert!(calls[5].ends_with(
         "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
     ));
     // Docker's own files are given to the container's root.
-    assert_eq!(calls[5], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
+    assert_eq!(calls[6], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
     // runc gets the shim's arguments unchanged.
-    assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
-    assert!(calls[8].ends_with("init.pid c1"));
-    assert_eq!(calls[10], format!("delegate 4242 {}", IDS.uid_base));
+    assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
+    assert!(calls[9].ends_with("init.pid c1"));
+    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(
@@ -390,7 +399,7 @@ fn a_failed_shift_is_undone_and_runc_never_runs() {
         "{err}"
     );
     assert!(err.to_string().ends_with("kernel lacks idmapped mounts"), "{err}");
-    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "volumes", "shift", "unshift"]);
+    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "volumes", "seed", "shift", "unshift"]);
     assert!(bundle.untouched());
 }
 
@@ -464,11 +473,30 @@ fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
             "state c1",
             "runc --root /run/r delete c1",
             "unregister c1",
+            "save c1",
             "unshift c1",
             "schedule-reclaim c1"
         ]
     );
     assert!(bundle.untouched());
+}
+
+fn pause(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
+    let inv = cli::parse(line.split(' ')).unwrap();
+    let Command::Pause(args) = &inv.command else { panic!() };
+    lifecycle::pause(host, &inv, &args.id)
+}
+
+/// `docker commit` pauses the container: the inner engines' data is copied into the
+/// rootfs once runc has frozen it, not when runc refused.
+#[test]
+fn pause_copies_the_volumes_after_runc_froze_the_container() {
+    let host = Fake::new();
+    assert_eq!(pause(&host, "--root /run/r pause c1").unwrap(), 0);
+    assert_eq!(host.calls(), ["runc --root /run/r pause c1", "save c1"]);
+    let host = Fake { runc_code: 1, ..Fake::new() };
+    assert_eq!(pause(&host, "pause c1").unwrap(), 1);
+    assert_eq!(host.names(), ["runc"]);
 }
 
 #[test]
@@ -492,6 +520,7 @@ fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
             "state c1",
             "runc delete --force c1",
             "unregister c1",
+            "save c1",
             "unshift c1",
             "schedule-reclaim c1"
         ]

@@ -286,6 +286,23 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
 /// opens /proc/CHILD/ns/user, then kills and reaps the child; the namespace lives on in the
 /// fd.
 pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+    userns_fd_with_maps(
+        &format!("0 {} {}\n", range.uid_base, range.count),
+        &format!("0 {} {}\n", range.gid_base, range.count),
+    )
+}
+
+/// The inverse of [`userns_fd`]: maps `BASE COUNT` to `0 COUNT` (an idmapped mount with it
+/// shows files the range owns on disk with the container's own ids, and stores what is
+/// written as id x with BASE + x).
+pub fn unshift_userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+    userns_fd_with_maps(
+        &format!("{} 0 {}\n", range.uid_base, range.count),
+        &format!("{} 0 {}\n", range.gid_base, range.count),
+    )
+}
+
+fn userns_fd_with_maps(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
     // SAFETY: the child runs only async-signal-safe syscalls (unshare, write, read, _exit)
@@ -318,10 +335,8 @@ pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
         ));
     }
     let ns = fs::File::open(format!("/proc/{pid}/ns/user"))?;
-    let map = format!("0 {} {}\n", range.uid_base, range.count);
-    fs::write(format!("/proc/{pid}/uid_map"), map)?;
-    let map = format!("0 {} {}\n", range.gid_base, range.count);
-    fs::write(format!("/proc/{pid}/gid_map"), map)?;
+    fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+    fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
     drop(hold_w);
     drop(child);
     Ok(ns.into())
