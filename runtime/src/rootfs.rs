@@ -57,6 +57,9 @@ pub const SYSTEM_RUN_DIR: &str = "/run/sysvisor/rootfs";
 pub const SYSTEM_LIB_DIR: &str = "/var/lib/sysvisor/rootfs";
 
 const STATE_FILE: &str = "state.json";
+/// Our overlay's work dir, inside Docker's work dir of the container's layer (removed with
+/// the layer).
+const OUR_WORK_DIR: &str = "sysvisor";
 const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -312,9 +315,14 @@ impl Rootfs {
             idmapped_clone(layer, &target, &userns, false, mounts)?;
             targets.push(target);
         }
+        // A work dir of our own, inside Docker's: mounting an overlay empties its work dir's
+        // `work`, which would pull it from under Docker's overlay (its copy-ups, as for
+        // `docker cp` into the running container, would fail with ENOENT).
+        mkdir(&work.join(OUR_WORK_DIR), 0o700)?;
         let name = |d: &Path| p.layer.join(d.file_name().unwrap_or_default());
+        let our_work = name(work).join(OUR_WORK_DIR);
         sys::with_creator_ids(range.uid_base, range.gid_base, || {
-            mount_overlay(&targets, &name(upper), &name(work), &p.root)
+            mount_overlay(&targets, &name(upper), &our_work, &p.root)
         })
         .map_err(io_err("taking the container's root ids to mount its overlay"))?
     }

@@ -299,10 +299,14 @@ fn shift_write_unshift_restart() {
     fs::write(merged.join("fromdocker"), "cp\n").unwrap();
     fs::write(merged.join("fromdocker1000"), "cp\n").unwrap();
     std::os::unix::fs::chown(merged.join("fromdocker1000"), Some(1000), Some(1000)).unwrap();
+    // Also where the engine's overlay must copy a directory up (its work dir is its own).
+    fs::write(merged.join("tmp/fromdocker"), "cp\n").unwrap();
     expect_userns(
         &r,
-        &format!("cat {m}/fromdocker; stat -c %u:%g {m}/fromdocker {m}/fromdocker1000"),
-        "cp\n0:0\n1000:1000",
+        &format!(
+            "cat {m}/fromdocker; stat -c %u:%g {m}/fromdocker {m}/fromdocker1000 {m}/tmp/fromdocker"
+        ),
+        "cp\n0:0\n1000:1000\n0:0",
     );
     // A host user outside the range cannot enter the container's directory.
     let dir_meta = fs::metadata(env.p("run/ctr-main")).unwrap();
@@ -630,4 +634,85 @@ fn under_a_shared_mount_like_dockers_data_root() {
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
     assert_eq!(owner(&merged.join("x")), (0, 0));
+}
+
+/// The inner engines' volume goes into Docker's layer with the container's own ids at
+/// pause/stop, and back into an empty volume (owned by the range) at create; a symlink
+/// the container planted on the way cannot send the copy to the host.
+#[test]
+fn volumes_sync_into_the_rootfs_and_back() {
+    use std::os::unix::fs::{chown, symlink};
+    use sysvisor_runc::volumes::{sync, Volumes};
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("ctr-sync");
+    let r = range(10);
+    let merged = env.docker_overlay();
+    let volumes = Volumes::at(&env.p("volumes"));
+    let docker = volumes.dir(&env.id).unwrap().join("docker");
+    volumes.ensure(&env.id, &r, std::slice::from_ref(&docker)).unwrap();
+    // Nothing in the volume, nothing in the rootfs: nothing is copied.
+    assert_eq!(sync::seed(&env.rootfs, &env.id, &r, &merged, &[docker.clone()]).unwrap().len(), 0);
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    assert!(sync::save(&volumes, &env.rootfs, &env.id).unwrap().is_empty());
+
+    // What the inner engine wrote (owned by the range on disk).
+    fs::create_dir_all(docker.join("image/overlay2")).unwrap();
+    fs::write(docker.join("image/repositories.json"), "{}").unwrap();
+    fs::write(docker.join("image/overlay2/user-file"), "u").unwrap();
+    for (p, id) in [("image", 0), ("image/overlay2", 0), ("image/repositories.json", 0)] {
+        chown(docker.join(p), Some(r.uid_base + id), Some(r.gid_base + id)).unwrap();
+    }
+    chown(docker.join("image/overlay2/user-file"), Some(r.uid_base + 1000), Some(r.gid_base + 1000))
+        .unwrap();
+    let written = sync::save(&volumes, &env.rootfs, &env.id).unwrap();
+    assert_eq!(written, vec![merged.join("var/lib/docker")]);
+    let up = env.p("layers/diff/var/lib/docker");
+    assert_eq!(owner(&up), (0, 0));
+    assert_eq!(owner(&up.join("image/repositories.json")), (0, 0));
+    assert_eq!(owner(&up.join("image/overlay2/user-file")), (1000, 1000));
+    // Again: the old copy is replaced, not merged into.
+    fs::remove_file(docker.join("image/repositories.json")).unwrap();
+    sync::save(&volumes, &env.rootfs, &env.id).unwrap();
+    assert!(!up.join("image/repositories.json").exists());
+    assert!(up.join("image/overlay2/user-file").exists());
+    assert!(mounts_under(&env.p("run/ctr-sync/view")).is_empty(), "the view is unmounted");
+
+    // A container of the committed image: its empty volume gets the copy, owned by its range.
+    let r2 = range(11);
+    let docker2 = volumes.dir("ctr-sync2").unwrap().join("docker");
+    volumes.ensure("ctr-sync2", &r2, std::slice::from_ref(&docker2)).unwrap();
+    let filled = sync::seed(&env.rootfs, "ctr-sync2", &r2, &merged, &[docker2.clone()]).unwrap();
+    assert_eq!(filled, vec![docker2.clone()]);
+    assert_eq!(owner(&docker2), (r2.uid_base, r2.gid_base));
+    let user_file = docker2.join("image/overlay2/user-file");
+    assert_eq!(owner(&user_file), (r2.uid_base + 1000, r2.gid_base + 1000));
+    // A volume with data is the container's own: left alone.
+    fs::remove_file(&user_file).unwrap();
+    assert!(sync::seed(&env.rootfs, "ctr-sync2", &r2, &merged, &[docker2.clone()])
+        .unwrap()
+        .is_empty());
+    assert!(!user_file.exists());
+    env.rootfs.unshift("ctr-sync2").unwrap();
+
+    // The container made /var/lib a symlink to a host directory: the copy stays inside.
+    let host_dir = env.p("host-etc");
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::write(host_dir.join("keep"), "host").unwrap();
+    let lib = merged.join("var/lib");
+    fs::remove_dir_all(&lib).unwrap();
+    symlink(&host_dir, &lib).unwrap();
+    let err = sync::save(&volumes, &env.rootfs, &env.id).unwrap_err();
+    assert!(err.to_string().contains("a symlink leading nowhere"), "{err}");
+    assert!(!host_dir.join("docker").exists(), "the copy followed the symlink to the host");
+    // RESOLVE_IN_ROOT: the absolute link resolves inside the rootfs.
+    let inside = merged.join(host_dir.strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    sync::save(&volumes, &env.rootfs, &env.id).unwrap();
+    assert!(!host_dir.join("docker").exists(), "the copy followed the symlink to the host");
+    assert_eq!(fs::read_to_string(host_dir.join("keep")).unwrap(), "host");
+    assert!(inside.join("docker/image").is_dir(), "{}", inside.display());
+    env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }

@@ -125,27 +125,34 @@ fn open_root(root: &Path) -> Result<OwnedFd, VolumeError> {
     fs::File::open(root).map(OwnedFd::from).map_err(io_err(format!("opening {}", root.display())))
 }
 
-/// Directory `rel` below the rootfs, resolved inside it; with `create`, made (0755, root's)
-/// where missing.
+/// Directory `rel` below the rootfs, resolved inside it (each prefix from the rootfs'
+/// root, so a symlink on the way resolves as it would inside); with `create`, made (0755,
+/// root's) where missing. A dangling symlink on the way is an error.
 fn in_root_dir(
     root_fd: &OwnedFd,
     root: &Path,
     rel: &Path,
     create: bool,
 ) -> Result<OwnedFd, VolumeError> {
-    let mut dir = sys::open_dir_in_root(root_fd.as_fd(), Path::new("/"))
-        .map_err(io_err(format!("opening {}", root.display())))?;
+    let open = |prefix: &Path| sys::open_dir_in_root(root_fd.as_fd(), prefix);
+    let err = |p: &Path| io_err(format!("opening {} in {}", p.display(), root.display()));
+    let mut dir = open(Path::new("/")).map_err(err(Path::new("/")))?;
+    let mut prefix = PathBuf::from("/");
     for part in rel.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
-        let part = Path::new(part.as_os_str());
-        let next = match sys::open_dir_in_root(dir.as_fd(), part) {
+        prefix.push(part);
+        dir = match open(&prefix) {
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
                 let at = fd_path(&dir).join(part);
-                fs::create_dir(&at).map_err(io_err(format!("creating {}", at.display())))?;
-                sys::open_dir_in_root(dir.as_fd(), part)
+                fs::create_dir(&at).map_err(io_err(format!(
+                    "creating {} in {} (a symlink leading nowhere?)",
+                    prefix.display(),
+                    root.display()
+                )))?;
+                open(&prefix)
             }
             other => other,
-        };
-        dir = next.map_err(io_err(format!("opening {} in {}", rel.display(), root.display())))?;
+        }
+        .map_err(err(&prefix))?;
     }
     Ok(dir)
 }
