@@ -7,9 +7,9 @@
 //!
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
-//! rootfs first) -> make the volume directories (an empty one gets what the image holds
-//! at its place, [`crate::volumes::sync`]) -> shift the rootfs (and the binds asked
-//! for, [`crate::binds`]; Docker's own files are given to the range) -> add the hook that
+//! rootfs first) -> make the volume directories -> shift the rootfs (and the binds asked
+//! for, [`crate::binds`]; Docker's own files are given to the range) -> fill an empty
+//! volume with what the image holds at its place ([`crate::volumes::sync`]) -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
 //! register -> delegate the cgroups (for `run`, the last two from a hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
@@ -102,16 +102,11 @@ pub trait Host {
         range: &Self::Range,
         sources: &[PathBuf],
     ) -> Result<(), HostError>;
-    /// Fills the empty volumes among `sources` with what the container's `rootfs` holds at
-    /// their place (inner engines' images committed with the image,
+    /// Fills the empty volumes among `sources` with what the container's shifted rootfs
+    /// holds at their place (inner engines' images committed with the image,
     /// [`crate::volumes::sync::seed`]).
-    fn seed_volumes(
-        &self,
-        id: &str,
-        range: &Self::Range,
-        rootfs: &Path,
-        sources: &[PathBuf],
-    ) -> Result<(), HostError>;
+    fn seed_volumes(&self, id: &str, shifted_root: &Path, sources: &[PathBuf])
+        -> Result<(), HostError>;
     /// Copies the container's volumes of inner engines into its rootfs, for `docker commit`
     /// ([`crate::volumes::sync::save`]).
     fn save_volumes(&self, id: &str) -> Result<(), HostError>;
@@ -492,12 +487,16 @@ fn prepare<H: Host>(
         let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);
         host.ensure_volumes(id, &range, &sources)
             .map_err(|source| LifecycleError::Volumes { id: id.into(), source })?;
-        host.seed_volumes(id, &range, &rootfs, &sources)
-            .map_err(|source| LifecycleError::Volumes { id: id.into(), source })?;
     }
 
     let keep = [Some(inputs.fs_mountpoint.as_path()), volumes_dir];
-    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep);
+    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep).and_then(|()| {
+        let Some(dir) = volumes_dir else { return Ok(()) };
+        let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);
+        let root = rewritten.root().as_ref().map(|r| absolute(&bundle, r.path()));
+        host.seed_volumes(id, &root.unwrap_or_else(|| rootfs.clone()), &sources)
+            .map_err(|source| LifecycleError::Volumes { id: id.into(), source })
+    });
     if let Err(e) = result {
         if let Err(undo) = host.unshift_rootfs(id) {
             host.warn(&format!("cannot undo the partial rootfs shift of container {id}: {undo}"));

@@ -304,13 +304,11 @@ impl Host for SystemHost {
     fn seed_volumes(
         &self,
         id: &str,
-        range: &IdRange,
-        rootfs: &Path,
+        shifted_root: &Path,
         sources: &[PathBuf],
     ) -> Result<(), HostError> {
-        let filled = sync::seed(&rootfs::Rootfs::system(), id, range, rootfs, sources)?;
-        for volume in filled {
-            self.log.debug(&format!("{}: filled from the image", volume.display()));
+        for volume in sync::seed(shifted_root, sources)? {
+            self.log.debug(&format!("{id}: {} filled from the image", volume.display()));
         }
         Ok(())
     }

@@ -165,6 +165,9 @@ struct State {
     rootfs: Option<PathBuf>,
     /// Sources of `lower/<n>`, top-most first.
     layers: Vec<PathBuf>,
+    /// Docker's upper dir (our overlay's upper, through `layer`).
+    #[serde(default)]
+    upper: Option<PathBuf>,
     binds: Vec<Bind>,
 }
 
@@ -261,6 +264,10 @@ impl Rootfs {
             Layout::Overlay { lowers, .. } => lowers.clone(),
             Layout::Plain => vec![rootfs.clone()],
         };
+        st.upper = match &layout {
+            Layout::Overlay { upper, .. } => Some(upper.clone()),
+            Layout::Plain => None,
+        };
         save_state(&p, &st)?;
 
         let result = self.mount_rootfs(&p, &rootfs, &layout, legacy.as_deref(), range, &mounts);
@@ -268,6 +275,7 @@ impl Rootfs {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
             st.rootfs = None;
+            st.upper = None;
             st.layers.clear();
             let _ = save_state(&p, &st);
         }
@@ -419,12 +427,16 @@ impl Rootfs {
         Ok(target)
     }
 
-    /// The rootfs and range [`shift`](Self::shift) last recorded for `container_id`
-    /// (`None` when it is not shifted).
-    pub fn recorded(&self, container_id: &str) -> Result<Option<(PathBuf, IdRange)>, RootfsError> {
+    /// What [`shift`](Self::shift) last recorded for `container_id` (`None` when it is not
+    /// shifted).
+    pub fn recorded(&self, container_id: &str) -> Result<Option<Shifted>, RootfsError> {
         let p = self.paths(container_id)?;
         let st = load_state(&p)?;
-        Ok(st.rootfs.zip(st.range))
+        Ok(st.rootfs.zip(st.range).map(|(rootfs, range)| Shifted {
+            rootfs,
+            range,
+            upper: st.upper,
+        }))
     }
 
     /// Mounts an idmapped clone of `source` (a directory whose files the container's range
@@ -559,6 +571,17 @@ impl Rootfs {
             detail: last_err.unwrap_or_else(|| "mounts remain".into()),
         })
     }
+}
+
+/// A shifted container as [`Rootfs::recorded`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shifted {
+    /// Docker's rootfs (its overlay's mount point, or a plain directory).
+    pub rootfs: PathBuf,
+    pub range: IdRange,
+    /// Docker's upper dir, where the container's writes land (`None`: a plain directory
+    /// rootfs, written directly).
+    pub upper: Option<PathBuf>,
 }
 
 /// A mount made by [`Rootfs::unshifted_view`]: unmounted (and its mount point removed)

@@ -120,8 +120,8 @@ impl Host for Fake {
         self.log(format!("volumes {id} {}", names.join(",")));
         Ok(())
     }
-    fn seed_volumes(&self, id: &str, _: &Ids, _: &Path, _: &[PathBuf]) -> Result<(), HostError> {
-        self.log(format!("seed {id}"));
+    fn seed_volumes(&self, id: &str, root: &Path, sources: &[PathBuf]) -> Result<(), HostError> {
+        self.log(format!("seed {id} {} {}", root.display(), sources.len()));
         Ok(())
     }
     fn save_volumes(&self, id: &str) -> Result<(), HostError> {
@@ -239,19 +239,20 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "volumes", "seed", "shift", "own", "own", "own",
+            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "seed",
             "runc", "register", "delegate"
         ]
     );
     let calls = host.calls();
     assert_eq!(calls[2], format!("allocate c1 {}", bundle.path().display()));
     assert_eq!(calls[3], "volumes c1 docker,containerd,kubelet");
-    assert_eq!(calls[4], "seed c1");
-    assert!(calls[5].ends_with(
+    assert!(calls[4].ends_with(
         "/overlay2/7c71886fa21a93d6229edffc4ac7b3ee1258af91d90abd843b2dfa7c521b7cb7/merged"
     ));
     // Docker's own files are given to the container's root.
-    assert_eq!(calls[6], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
+    assert_eq!(calls[5], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
+    // An empty volume gets what the shifted rootfs holds at its place.
+    assert_eq!(calls[8], "seed c1 /run/sysvisor/rootfs/c1/root 3");
     // runc gets the shim's arguments unchanged.
     assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
     assert!(calls[9].ends_with("init.pid c1"));
@@ -399,7 +400,7 @@ fn a_failed_shift_is_undone_and_runc_never_runs() {
         "{err}"
     );
     assert!(err.to_string().ends_with("kernel lacks idmapped mounts"), "{err}");
-    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "volumes", "seed", "shift", "unshift"]);
+    assert_eq!(host.names(), ["ping", "reclaim", "allocate", "volumes", "shift", "unshift"]);
     assert!(bundle.untouched());
 }
 

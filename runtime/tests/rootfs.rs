@@ -636,11 +636,12 @@ fn under_a_shared_mount_like_dockers_data_root() {
     assert_eq!(owner(&merged.join("x")), (0, 0));
 }
 
-/// The inner engines' volume goes into Docker's layer with the container's own ids at
-/// pause/stop, and back into an empty volume (owned by the range) at create; a symlink
-/// the container planted on the way cannot send the copy to the host.
+/// The inner engines' volume goes into Docker's upper dir with the container's own ids at
+/// pause/stop (opaque, replacing an older copy), and from the shifted rootfs into an empty
+/// volume (owned by the range) at create; a symlink the container planted on the way
+/// refuses the copy.
 #[test]
-fn volumes_sync_into_the_rootfs_and_back() {
+fn volumes_sync_into_the_layer_and_back() {
     use std::os::unix::fs::{chown, symlink};
     use sysvisor_runc::volumes::{sync, Volumes};
     if !is_root() {
@@ -649,70 +650,77 @@ fn volumes_sync_into_the_rootfs_and_back() {
     let env = Env::new("ctr-sync");
     let r = range(10);
     let merged = env.docker_overlay();
+    // An older copy in the image below, which must not mix in.
+    fs::create_dir_all(env.p("layers/base/var/lib/docker/stale")).unwrap();
     let volumes = Volumes::at(&env.p("volumes"));
     let docker = volumes.dir(&env.id).unwrap().join("docker");
     volumes.ensure(&env.id, &r, std::slice::from_ref(&docker)).unwrap();
-    // Nothing in the volume, nothing in the rootfs: nothing is copied.
-    assert_eq!(sync::seed(&env.rootfs, &env.id, &r, &merged, &[docker.clone()]).unwrap().len(), 0);
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
-    assert!(sync::save(&volumes, &env.rootfs, &env.id).unwrap().is_empty());
 
     // What the inner engine wrote (owned by the range on disk).
     fs::create_dir_all(docker.join("image/overlay2")).unwrap();
     fs::write(docker.join("image/repositories.json"), "{}").unwrap();
     fs::write(docker.join("image/overlay2/user-file"), "u").unwrap();
-    for (p, id) in [("image", 0), ("image/overlay2", 0), ("image/repositories.json", 0)] {
-        chown(docker.join(p), Some(r.uid_base + id), Some(r.gid_base + id)).unwrap();
+    for p in ["image", "image/overlay2", "image/repositories.json"] {
+        chown(docker.join(p), Some(r.uid_base), Some(r.gid_base)).unwrap();
     }
     chown(docker.join("image/overlay2/user-file"), Some(r.uid_base + 1000), Some(r.gid_base + 1000))
         .unwrap();
     let written = sync::save(&volumes, &env.rootfs, &env.id).unwrap();
-    assert_eq!(written, vec![merged.join("var/lib/docker")]);
     let up = env.p("layers/diff/var/lib/docker");
+    assert_eq!(written, vec![up.clone()]);
     assert_eq!(owner(&up), (0, 0));
     assert_eq!(owner(&up.join("image/repositories.json")), (0, 0));
     assert_eq!(owner(&up.join("image/overlay2/user-file")), (1000, 1000));
+    let (path, mut value) = (CString::new(up.to_str().unwrap()).unwrap(), [0u8; 8]);
+    // SAFETY: valid NUL-terminated strings and a writable buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(n, 1, "no opaque mark on {}", up.display());
+    assert_eq!(value[0], b'y');
     // Again: the old copy is replaced, not merged into.
     fs::remove_file(docker.join("image/repositories.json")).unwrap();
     sync::save(&volumes, &env.rootfs, &env.id).unwrap();
     assert!(!up.join("image/repositories.json").exists());
     assert!(up.join("image/overlay2/user-file").exists());
     assert!(mounts_under(&env.p("run/ctr-sync/view")).is_empty(), "the view is unmounted");
+    env.rootfs.unshift(&env.id).unwrap();
 
-    // A container of the committed image: its empty volume gets the copy, owned by its range.
+    // A container of the committed image: its empty volume gets the copy, owned by its
+    // range, without the older copy of the layer below.
     let r2 = range(11);
+    env.rootfs.shift("ctr-sync2", &merged, &r2).unwrap();
     let docker2 = volumes.dir("ctr-sync2").unwrap().join("docker");
     volumes.ensure("ctr-sync2", &r2, std::slice::from_ref(&docker2)).unwrap();
-    let filled = sync::seed(&env.rootfs, "ctr-sync2", &r2, &merged, &[docker2.clone()]).unwrap();
+    let root2 = env.rootfs.shifted_root("ctr-sync2");
+    let filled = sync::seed(&root2, std::slice::from_ref(&docker2)).unwrap();
     assert_eq!(filled, vec![docker2.clone()]);
     assert_eq!(owner(&docker2), (r2.uid_base, r2.gid_base));
     let user_file = docker2.join("image/overlay2/user-file");
     assert_eq!(owner(&user_file), (r2.uid_base + 1000, r2.gid_base + 1000));
+    assert!(!docker2.join("stale").exists(), "the opaque copy hides the one below");
     // A volume with data is the container's own: left alone.
     fs::remove_file(&user_file).unwrap();
-    assert!(sync::seed(&env.rootfs, "ctr-sync2", &r2, &merged, &[docker2.clone()])
-        .unwrap()
-        .is_empty());
+    assert!(sync::seed(&root2, std::slice::from_ref(&docker2)).unwrap().is_empty());
     assert!(!user_file.exists());
     env.rootfs.unshift("ctr-sync2").unwrap();
 
-    // The container made /var/lib a symlink to a host directory: the copy stays inside.
+    // The container made /var/lib a symlink to a host directory: refused, nothing written.
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
     let host_dir = env.p("host-etc");
     fs::create_dir_all(&host_dir).unwrap();
-    fs::write(host_dir.join("keep"), "host").unwrap();
-    let lib = merged.join("var/lib");
+    let lib = env.p("layers/diff/var/lib");
     fs::remove_dir_all(&lib).unwrap();
     symlink(&host_dir, &lib).unwrap();
     let err = sync::save(&volumes, &env.rootfs, &env.id).unwrap_err();
-    assert!(err.to_string().contains("a symlink leading nowhere"), "{err}");
-    assert!(!host_dir.join("docker").exists(), "the copy followed the symlink to the host");
-    // RESOLVE_IN_ROOT: the absolute link resolves inside the rootfs.
-    let inside = merged.join(host_dir.strip_prefix("/").unwrap());
-    fs::create_dir_all(&inside).unwrap();
-    sync::save(&volumes, &env.rootfs, &env.id).unwrap();
-    assert!(!host_dir.join("docker").exists(), "the copy followed the symlink to the host");
-    assert_eq!(fs::read_to_string(host_dir.join("keep")).unwrap(), "host");
-    assert!(inside.join("docker/image").is_dir(), "{}", inside.display());
+    assert!(err.to_string().contains("is not a directory (a symlink?)"), "{err}");
+    assert_eq!(fs::read_dir(&host_dir).unwrap().count(), 0, "the copy reached the host");
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }

@@ -342,6 +342,25 @@ fn userns_fd_with_maps(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     Ok(ns.into())
 }
 
+/// Marks a directory of an overlay's upper layer opaque (`trusted.overlay.opaque=y`): the
+/// layers below do not show through it.
+pub fn set_opaque(dir: &Path) -> io::Result<()> {
+    let p = cpath(dir)?;
+    let value = b"y";
+    // SAFETY: p and the name are valid NUL-terminated strings and value a buffer of the
+    // given length, all living across the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(rc.into()).map(drop)
+}
+
 /// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3: two words).
 #[repr(C)]
 struct CapHeader {

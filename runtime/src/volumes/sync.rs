@@ -1,24 +1,28 @@
 //! Inner engines' data in committed images: the host-backed volumes of [`super`] are
-//! copied into the container's rootfs when it is paused or stopped, and back from the
-//! rootfs into a fresh volume when a container starts, as Sysbox does.
+//! copied into the container's layer when it is paused or stopped, and from the image into
+//! a fresh volume when a container is created, as Sysbox does.
 //!
-//! - [`save`] (after `runc pause` and at `delete`, so `docker commit`, which pauses a
-//!   running container, and `docker commit` of a stopped one both see it): for each of
-//!   [`SYNCED`], the rootfs directory (`/var/lib/docker` in Docker's merged overlay, so in
-//!   Docker's own upper layer) is replaced by a copy of the volume, through an idmapped
-//!   view of the volume ([`Rootfs::unshifted_view`]) so that the copy has the container's
-//!   own ids (root 0, uid 1000 stays 1000), as every other file of the layer.
-//! - [`seed`] (at `create`, before the rootfs is shifted): a volume that is empty gets a
-//!   copy of the rootfs directory (an image committed so), written through the same view,
-//!   so that it belongs to the container's range.
+//! - [`save`] (after `runc pause` and at `delete`: `docker commit` pauses a running
+//!   container, and a stopped one was saved at its stop): for each of [`SYNCED`], the
+//!   directory (`/var/lib/docker`) in Docker's upper dir, the container's layer that
+//!   `docker diff`, `commit` and `export` read, is replaced by a copy of the volume, made
+//!   opaque (`trusted.overlay.opaque`) so that an older copy in the image below does not
+//!   mix in. The copy is read through an idmapped view of the volume
+//!   ([`Rootfs::unshifted_view`]), so it has the container's own ids (root 0, uid 1000
+//!   stays 1000) as every other file of the layer. The upper dir is written directly: the
+//!   container sees its volume there, never this copy, and going through Docker's overlay
+//!   while the container's own overlay shares its upper dir would meet entries that
+//!   overlay cached before.
+//! - [`seed`] (at `create`, once the rootfs is shifted): a volume that is empty gets a copy
+//!   of what the shifted rootfs holds at its place (an image committed so), read through
+//!   the container's overlay, where files already show with the range's host ids.
 //!
 //! The cost: each pause and stop copies all of the inner engines' data (images, containers)
 //! once more, and the container's layer holds a second copy of it (the inner engine reads
-//! only the volume; the copy in the rootfs is hidden below the volume's mount). Copies are
-//! made with `cp -a` (owners, modes, hard links, xattrs, device nodes such as overlay
-//! whiteouts). The rootfs directory is reached with openat2(RESOLVE_IN_ROOT), so a symlink
-//! the container planted on the way (`/var/lib -> /etc`) cannot make the copy land on
-//! the host.
+//! only the volume). Copies are made with `cp -a` (owners, modes, hard links, xattrs,
+//! device nodes such as the inner overlay's whiteouts). Directories on the way are opened
+//! one by one without following symlinks (a `/var/lib -> /etc` the container planted
+//! refuses the copy rather than send it to the host).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -28,63 +32,56 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{io_err, VolumeError, Volumes, VOLUMES};
-use crate::idrange::IdRange;
-use crate::rootfs::{mountinfo, sys, Rootfs};
+use crate::rootfs::{sys, Rootfs};
 
 /// The volumes whose data goes into the committed image (those of the inner container
 /// engines; kubelet's pods are not an image's content).
 pub const SYNCED: &[&str] = &["docker", "containerd"];
 
-/// Copies each synced volume of container `id` into its rootfs. Does nothing for a
-/// container that is not shifted (nothing recorded) or whose rootfs is not mounted any
-/// more. Returns the rootfs paths written.
+/// Copies each synced volume of container `id` into its layer. Does nothing for a
+/// container that is not shifted. Returns the paths written.
 pub fn save(volumes: &Volumes, rootfs: &Rootfs, id: &str) -> Result<Vec<PathBuf>, VolumeError> {
-    let Some((root, range)) = rootfs.recorded(id).map_err(|e| VolumeError::Sync(e.to_string()))?
-    else {
+    let Some(shifted) = rootfs.recorded(id).map_err(|e| VolumeError::Sync(e.to_string()))? else {
         return Ok(Vec::new());
     };
-    let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
-    if mountinfo::top_at(&mounts, &root).is_none_or(|m| m.fstype != "overlay") {
-        return Ok(Vec::new()); // Docker unmounted it already: nothing to write to
-    }
+    let layer = shifted.upper.clone().unwrap_or_else(|| shifted.rootfs.clone());
     let dir = volumes.dir(id)?;
-    let root_fd = open_root(&root)?;
     let mut written = Vec::new();
     for (name, inside) in synced() {
         let source = dir.join(name);
         if !source.is_dir() {
             continue; // not one of this container's volumes (the user mounted their own)
         }
-        let parent = in_root_dir(&root_fd, &root, parent_of(inside)?, true)?;
-        let target = fd_path(&parent).join(file_name(inside)?);
-        if is_empty_dir(&source)? && !target.exists() {
+        let rel = Path::new(inside.trim_start_matches('/'));
+        let shown = layer.join(rel);
+        let parent = open_beneath(&layer, parent_of(rel)?)?;
+        let target = fd_path(&parent).join(file_name(rel)?);
+        let existing = fs::symlink_metadata(&target);
+        if is_empty_dir(&source)? && existing.is_err() {
             continue;
         }
         let view = rootfs
-            .unshifted_view(id, &source, &range)
+            .unshifted_view(id, &source, &shifted.range)
             .map_err(|e| VolumeError::Sync(e.to_string()))?;
-        match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&target),
+        match existing {
+            Ok(m) if m.is_dir() => empty_dir(&target),
             Ok(_) => fs::remove_file(&target),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(_) => Ok(()),
         }
-        .map_err(io_err(format!("removing the old copy {}{inside}", root.display())))?;
-        copy(view.path(), &target)?;
-        written.push(root.join(inside.trim_start_matches('/')));
+        .map_err(io_err(format!("removing the older copy {}", shown.display())))?;
+        copy(&view.path().join("."), &target)?;
+        if shifted.upper.is_some() {
+            sys::set_opaque(&target).map_err(io_err(format!("marking {} opaque", shown.display())))?;
+        }
+        written.push(shown);
     }
     Ok(written)
 }
 
-/// Copies the rootfs directory of each synced volume among `sources` that is empty into
-/// it (with the container's range as owners). Returns the volumes filled.
-pub fn seed(
-    rootfs: &Rootfs,
-    id: &str,
-    range: &IdRange,
-    container_rootfs: &Path,
-    sources: &[PathBuf],
-) -> Result<Vec<PathBuf>, VolumeError> {
+/// Copies into each empty volume among `sources` what the container's shifted rootfs
+/// (`shifted_root`, where files show with the range's host ids) holds at its place.
+/// Returns the volumes filled.
+pub fn seed(shifted_root: &Path, sources: &[PathBuf]) -> Result<Vec<PathBuf>, VolumeError> {
     let mut filled = Vec::new();
     let mut root_fd = None;
     for (name, inside) in synced() {
@@ -97,7 +94,7 @@ pub fn seed(
         }
         let fd = match &root_fd {
             Some(fd) => fd,
-            None => root_fd.insert(open_root(container_rootfs)?),
+            None => root_fd.insert(open_dir(shifted_root)?),
         };
         let from = match sys::open_dir_in_root(fd.as_fd(), Path::new(inside)) {
             Ok(from) => from,
@@ -108,10 +105,7 @@ pub fn seed(
         if is_empty_dir(&from)? {
             continue;
         }
-        let view = rootfs
-            .unshifted_view(id, source, range)
-            .map_err(|e| VolumeError::Sync(e.to_string()))?;
-        copy(&from.join("."), view.path())?;
+        copy(&from.join("."), source)?;
         filled.push(source.clone());
     }
     Ok(filled)
@@ -121,40 +115,49 @@ fn synced() -> impl Iterator<Item = (&'static str, &'static str)> {
     VOLUMES.iter().copied().filter(|(name, _)| SYNCED.contains(name))
 }
 
-fn open_root(root: &Path) -> Result<OwnedFd, VolumeError> {
-    fs::File::open(root).map(OwnedFd::from).map_err(io_err(format!("opening {}", root.display())))
+fn open_dir(dir: &Path) -> Result<OwnedFd, VolumeError> {
+    fs::File::open(dir).map(OwnedFd::from).map_err(io_err(format!("opening {}", dir.display())))
 }
 
-/// Directory `rel` below the rootfs, resolved inside it (each prefix from the rootfs'
-/// root, so a symlink on the way resolves as it would inside); with `create`, made (0755,
-/// root's) where missing. A dangling symlink on the way is an error.
-fn in_root_dir(
-    root_fd: &OwnedFd,
-    root: &Path,
-    rel: &Path,
-    create: bool,
-) -> Result<OwnedFd, VolumeError> {
-    let open = |prefix: &Path| sys::open_dir_in_root(root_fd.as_fd(), prefix);
-    let err = |p: &Path| io_err(format!("opening {} in {}", p.display(), root.display()));
-    let mut dir = open(Path::new("/")).map_err(err(Path::new("/")))?;
-    let mut prefix = PathBuf::from("/");
+/// Directory `rel` below `base`, opened one component at a time without following
+/// symlinks, made (0755, root's) where missing.
+fn open_beneath(base: &Path, rel: &Path) -> Result<OwnedFd, VolumeError> {
+    let mut dir = open_dir(base)?;
+    let mut at = base.to_path_buf();
     for part in rel.components().filter(|c| matches!(c, std::path::Component::Normal(_))) {
-        prefix.push(part);
-        dir = match open(&prefix) {
-            Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
-                let at = fd_path(&dir).join(part);
-                fs::create_dir(&at).map_err(io_err(format!(
-                    "creating {} in {} (a symlink leading nowhere?)",
-                    prefix.display(),
-                    root.display()
-                )))?;
-                open(&prefix)
+        at.push(part);
+        let part = Path::new(part.as_os_str());
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        dir = match sys::open_in_root(dir.as_fd(), part, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let path = fd_path(&dir).join(part);
+                fs::create_dir(&path).map_err(io_err(format!("creating {}", at.display())))?;
+                sys::open_in_root(dir.as_fd(), part, flags)
             }
             other => other,
         }
-        .map_err(err(&prefix))?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOTDIR) {
+                VolumeError::Sync(format!("{} is not a directory (a symlink?)", at.display()))
+            } else {
+                io_err(format!("opening {}", at.display()))(e)
+            }
+        })?;
     }
     Ok(dir)
+}
+
+/// Removes what `dir` holds (not following symlinks), keeping `dir` itself.
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The path of an open directory for a child process (`/proc/PID/fd/N`: the directory
@@ -163,12 +166,12 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()))
 }
 
-fn parent_of(inside: &str) -> Result<&Path, VolumeError> {
-    Path::new(inside).parent().ok_or_else(|| VolumeError::Sync(format!("{inside} has no parent")))
+fn parent_of(rel: &Path) -> Result<&Path, VolumeError> {
+    rel.parent().ok_or_else(|| VolumeError::Sync(format!("{} has no parent", rel.display())))
 }
 
-fn file_name(inside: &str) -> Result<&OsStr, VolumeError> {
-    Path::new(inside).file_name().ok_or_else(|| VolumeError::Sync(format!("{inside} has no name")))
+fn file_name(rel: &Path) -> Result<&OsStr, VolumeError> {
+    rel.file_name().ok_or_else(|| VolumeError::Sync(format!("{} has no name", rel.display())))
 }
 
 fn is_empty_dir(dir: &Path) -> Result<bool, VolumeError> {
@@ -176,8 +179,8 @@ fn is_empty_dir(dir: &Path) -> Result<bool, VolumeError> {
     Ok(rd.next().is_none())
 }
 
-/// `cp -a FROM TO` (the child does not follow the /proc fd links it is given, they are
-/// the directories themselves).
+/// `cp -a FROM TO`; with FROM ending in `/.` and TO a directory, FROM's content and
+/// attributes go into TO.
 fn copy(from: &Path, to: &Path) -> Result<(), VolumeError> {
     let out = Command::new("cp")
         .arg("-a")
