@@ -110,6 +110,9 @@ pub trait Host {
     /// Copies the container's volumes of inner engines into its rootfs, for `docker commit`
     /// ([`crate::volumes::sync::save`]).
     fn save_volumes(&self, id: &str) -> Result<(), HostError>;
+    /// Mounts Docker's overlay of the container afresh, so that Docker reads what the
+    /// container wrote ([`crate::rootfs::Rootfs::refresh_engine_mount`]).
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError>;
     /// How the host mounts its cgroups.
     fn cgroup_layout(&self) -> Layout;
     /// Gives the cgroups of the container's init `pid` to the container's root
@@ -330,11 +333,18 @@ pub fn delete<H: Host>(
 }
 
 /// `pause`: runc freezes the container, then its inner engines' data is copied into its
-/// rootfs (`docker commit` pauses the container it commits). Returns runc's exit code.
+/// layer and Docker's overlay is mounted afresh (`docker commit` pauses the container it
+/// commits, then reads it there). Returns runc's exit code.
 pub fn pause<H: Host>(host: &H, inv: &Invocation, id: &str) -> Result<i32, LifecycleError> {
     let code = host.runc(&inv.args).map_err(LifecycleError::Runc)?;
     if code == 0 {
         save_volumes(host, id);
+        if let Err(e) = host.refresh_engine_mount(id) {
+            host.warn(&format!(
+                "cannot mount Docker's overlay of container {id} afresh (a `docker commit` \
+                 now may miss what the container changed where Docker looked before): {e}"
+            ));
+        }
     }
     Ok(code)
 }

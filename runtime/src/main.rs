@@ -320,6 +320,13 @@ impl Host for SystemHost {
         Ok(())
     }
 
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError> {
+        if rootfs::Rootfs::system().refresh_engine_mount(id)? {
+            self.log.debug(&format!("{id}: Docker's overlay mounted afresh"));
+        }
+        Ok(())
+    }
+
     fn cgroup_layout(&self) -> Layout {
         cgroups::host_layout()
     }

@@ -168,6 +168,9 @@ struct State {
     /// Docker's upper dir (our overlay's upper, through `layer`).
     #[serde(default)]
     upper: Option<PathBuf>,
+    /// Docker's work dir.
+    #[serde(default)]
+    work: Option<PathBuf>,
     binds: Vec<Bind>,
 }
 
@@ -264,9 +267,9 @@ impl Rootfs {
             Layout::Overlay { lowers, .. } => lowers.clone(),
             Layout::Plain => vec![rootfs.clone()],
         };
-        st.upper = match &layout {
-            Layout::Overlay { upper, .. } => Some(upper.clone()),
-            Layout::Plain => None,
+        (st.upper, st.work) = match &layout {
+            Layout::Overlay { upper, work, .. } => (Some(upper.clone()), Some(work.clone())),
+            Layout::Plain => (None, None),
         };
         save_state(&p, &st)?;
 
@@ -275,7 +278,7 @@ impl Rootfs {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
             st.rootfs = None;
-            st.upper = None;
+            (st.upper, st.work) = (None, None);
             st.layers.clear();
             let _ = save_state(&p, &st);
         }
@@ -437,6 +440,30 @@ impl Rootfs {
             range,
             upper: st.upper,
         }))
+    }
+
+    /// Mounts Docker's overlay of `container_id` afresh at its place (same layers), so that
+    /// what Docker reads there next (`docker commit`, `diff`, `export`, `cp` from the
+    /// container) shows what the container wrote through its own overlay: two overlays
+    /// over one upper dir each keep the directory entries they looked up, and Docker's
+    /// looked at the rootfs (`/etc`, ...) before the container changed it. Returns whether
+    /// it was remounted (`false`: not an overlay rootfs, or Docker's mount is not there).
+    pub fn refresh_engine_mount(&self, container_id: &str) -> Result<bool, RootfsError> {
+        let p = self.paths(container_id)?;
+        let st = load_state(&p)?;
+        let (Some(rootfs), Some(upper), Some(work)) = (st.rootfs, st.upper, st.work) else {
+            return Ok(false);
+        };
+        let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
+        match layout_of(&mounts, &rootfs, &p) {
+            Ok(Layout::Overlay { upper: u, .. }) if u == upper => {}
+            _ => return Ok(false),
+        }
+        // Our overlay keeps its own work dir: the fresh mount may empty Docker's.
+        sys::umount_detach(&rootfs)
+            .map_err(io_err(format!("unmounting Docker's overlay at {}", rootfs.display())))?;
+        mount_overlay(&st.layers, &upper, &work, &rootfs)?;
+        Ok(true)
     }
 
     /// Mounts an idmapped clone of `source` (a directory whose files the container's range

@@ -128,6 +128,10 @@ impl Host for Fake {
         self.log(format!("save {id}"));
         Ok(())
     }
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("refresh {id}"));
+        Ok(())
+    }
     fn cgroup_layout(&self) -> Layout {
         Layout::Hybrid
     }
@@ -494,7 +498,7 @@ fn pause(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
 fn pause_copies_the_volumes_after_runc_froze_the_container() {
     let host = Fake::new();
     assert_eq!(pause(&host, "--root /run/r pause c1").unwrap(), 0);
-    assert_eq!(host.calls(), ["runc --root /run/r pause c1", "save c1"]);
+    assert_eq!(host.calls(), ["runc --root /run/r pause c1", "save c1", "refresh c1"]);
     let host = Fake { runc_code: 1, ..Fake::new() };
     assert_eq!(pause(&host, "pause c1").unwrap(), 1);
     assert_eq!(host.names(), ["runc"]);

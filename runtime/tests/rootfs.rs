@@ -724,3 +724,35 @@ fn volumes_sync_into_the_layer_and_back() {
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }
+
+/// Docker's overlay, mounted afresh at pause, shows what the container changed through its
+/// own overlay even where Docker had looked before; one mount stays at Docker's path.
+#[test]
+fn refreshed_engine_mount_shows_the_containers_changes() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("ctr-refresh");
+    let r = range(12);
+    let merged = env.docker_overlay();
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    // Docker looks at /etc (as it does at start).
+    let _ = fs::read_dir(merged.join("etc")).unwrap().count();
+    assert!(merged.join("etc/hosts").exists());
+    let m = env.rootfs.shifted_root(&env.id);
+    expect_userns(&r, &format!("rm {m}/etc/hosts; echo n > {m}/etc/new", m = m.display()), "");
+
+    assert!(env.rootfs.refresh_engine_mount(&env.id).unwrap());
+    assert!(!merged.join("etc/hosts").exists());
+    assert_eq!(fs::read_to_string(merged.join("etc/new")).unwrap(), "n\n");
+    assert_eq!(owner(&merged.join("etc/new")), (0, 0));
+    let at_merged = mounts().into_iter().filter(|l| l.mount_point == merged).count();
+    assert_eq!(at_merged, 1, "Docker's path holds one overlay");
+    assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
+    // The container's overlay still works (its own work dir).
+    expect_userns(&r, &format!("cp {m}/bin/tool {m}/etc/tool2 && stat -c %u {m}/etc/tool2", m = m.display()), "0");
+    env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
+    // Not shifted: nothing to refresh.
+    assert!(!env.rootfs.refresh_engine_mount(&env.id).unwrap());
+}
