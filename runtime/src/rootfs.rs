@@ -1,26 +1,33 @@
-//! The id-shifted rootfs, without copying anything.
+//! The id-shifted rootfs, without copying anything; the container's writes land in
+//! Docker's own container layer with the ids they have inside (see docs/rootfs.md).
 //!
 //! runc 1.1.5 runs the container in its own user namespace (container uid 0 = host uid
 //! BASE) but cannot make idmapped mounts, so the rootfs is prepared here before the hand
 //! over:
 //!
 //! 1. The overlay mounted at `rootfs` (Docker's `.../overlay2/<id>/merged`) is looked up in
-//!    /proc/self/mountinfo. Its layers, the upper dir first (Docker's container layer,
-//!    which may hold files Docker wrote, such as the working directory) then the lower
-//!    dirs, become our lower layers. A rootfs that is not an overlay mount (a plain
-//!    directory, as in a hand-made bundle) is used as the single lower layer.
-//! 2. Each layer gets an idmapped clone (open_tree(OPEN_TREE_CLONE) + mount_setattr(
+//!    /proc/self/mountinfo: its upper dir (Docker's container layer), work dir and lower
+//!    dirs.
+//! 2. Each lower dir gets an idmapped clone (open_tree(OPEN_TREE_CLONE) + mount_setattr(
 //!    MOUNT_ATTR_IDMAP) with a user namespace mapping `0 BASE 65536`) at
-//!    `/run/sysvisor/rootfs/<id>/lower/<n>`: host uid 0 appears as BASE there.
+//!    `/run/sysvisor/rootfs/<id>/lower/<n>`: host uid 0 appears as BASE there. The
+//!    directory holding Docker's upper and work dirs (`overlay2/<id>`) gets one at
+//!    `/run/sysvisor/rootfs/<id>/layer`: what is written there as BASE + x is stored as x.
 //! 3. A new overlay is mounted at `/run/sysvisor/rootfs/<id>/root` ([`shifted_root`]) over
-//!    those lowers, with an upper and work dir of ours that persist under
-//!    `/var/lib/sysvisor/rootfs/<id>/{upper,work}`, the upper dir owned by BASE:BASE (an
-//!    overlay cannot be idmapped itself, and an upper dir on an idmapped mount fails with
-//!    EOVERFLOW since overlayfs acts with the mounter's credentials). The upper layer
-//!    survives `runc delete` so that `docker stop` + `docker start` keeps the container's
-//!    files; [`forget`] removes it. The overlay is mounted `nodev`.
-//! 4. A clone of that overlay is mounted over `rootfs` too, on top of Docker's merged
-//!    mount, so that Docker and runc see the shifted tree at the original path.
+//!    those lowers, with Docker's upper dir (through `layer`) as its upper and a work dir
+//!    of its own inside Docker's. An overlay cannot be idmapped itself, and acts on its
+//!    layers with its creator's credentials: it is created with filesystem ids BASE
+//!    ([`sys::with_creator_ids`]), which the idmapped upper maps to 0 (host root has no
+//!    mapping there: EOVERFLOW).
+//! 4. Docker's overlay stays alone at `rootfs`: `docker cp` writes there as for runc.
+//!    [`Rootfs::refresh_engine_mount`] mounts it afresh (at `pause`), since each of the two
+//!    overlays keeps the entries it looked up.
+//!
+//! A rootfs that is not an overlay mount (a plain directory, as in a hand-made bundle) is
+//! idmapped itself at `root` and written directly. Nothing is kept outside Docker's layer
+//! (`docker stop` + `start` finds the files there); an upper layer kept under
+//! `/var/lib/sysvisor/rootfs/<id>` by an older version is shown as the top lower layer,
+//! and [`forget`] removes it.
 //!
 //! runc with a user namespace resolves `root.path` as the container's root (host uid and
 //! gid BASE), which needs search permission on every ancestor directory: Docker's data root
@@ -29,8 +36,8 @@
 //! container's own directory is 0710 root:BASE), so the spec's `root.path` should be set
 //! to it.
 //!
-//! Inside, image files belong to root and root can change them (copy-up into the upper
-//! dir owned by the range); on the host, new files belong to the range.
+//! Inside, image files belong to root and root can change them; on the host, in Docker's
+//! layer, what the container's root wrote belongs to 0, its uid 1000's files to 1000.
 //!
 //! What was set up is recorded in `/run/sysvisor/rootfs/<id>/state.json`, but [`unshift`]
 //! finds our mounts in /proc/self/mountinfo (every mount below the container's run
@@ -299,7 +306,8 @@ impl Rootfs {
         let Layout::Overlay { upper, work, lowers } = layout else {
             // Not an overlay (a hand-made bundle): the directory itself, idmapped; what the
             // container writes lands there with its own ids, as with runc.
-            return idmapped_clone(rootfs, &p.root, &userns, false, mounts);
+            idmapped_clone(rootfs, &p.root, &userns, false, mounts)?;
+            return make_nodev(&p.root);
         };
         // Docker's upper and work dirs must stay on one mount for the overlay: their
         // common parent (`overlay2/<id>`) is cloned, idmapped.
@@ -335,7 +343,8 @@ impl Rootfs {
         sys::with_creator_ids(range.uid_base, range.gid_base, || {
             mount_overlay(&targets, &name(upper), &our_work, &p.root)
         })
-        .map_err(io_err("taking the container's root ids to mount its overlay"))?
+        .map_err(io_err("taking the container's root ids to mount its overlay"))??;
+        make_nodev(&p.root)
     }
 
     /// Unmounts everything [`shift`](Self::shift) and
@@ -631,6 +640,13 @@ impl Drop for View {
             let _ = rmdir(&self.path);
         }
     }
+}
+
+/// Device nodes an image carries must not open the host's devices for the container's
+/// root (runc mounts the container's own /dev).
+fn make_nodev(root: &Path) -> Result<(), RootfsError> {
+    sys::add_mount_attrs(root, sys::MOUNT_ATTR_NODEV)
+        .map_err(io_err(format!("making {} nodev", root.display())))
 }
 
 fn is_our_overlay(m: &mountinfo::Mount, p: &Paths) -> bool {

@@ -262,6 +262,9 @@ fn shift_write_unshift_restart() {
     assert_eq!(ours.fstype, "overlay");
     let our_upper = format!("upperdir={}", env.p("run/ctr-main/layer/diff").display());
     assert!(ours.super_opts.contains(&our_upper), "{}", ours.super_opts);
+    let line = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = line.lines().rfind(|l| l.split(' ').nth(4) == shifted.to_str()).unwrap();
+    assert!(line.split(' ').nth(5).unwrap().split(',').any(|o| o == "nodev"), "{line}");
 
     // Inside: image files belong to root (uid 1000 stays 1000), root can change them and
     // create new ones; Docker's own layer (workdir) and the init layer are there.

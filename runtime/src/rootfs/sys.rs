@@ -125,8 +125,17 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 /// Sets the mount attributes `set` (`MOUNT_ATTR_*`) on the detached mount `mnt`, and makes
 /// it private (no propagation to or from its source's peers).
 pub fn set_mount_attrs(mnt: BorrowedFd<'_>, set: u64) -> io::Result<()> {
-    let attr =
-        MountAttr { attr_set: set, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
+    mount_setattr(mnt, set, libc::MS_PRIVATE)
+}
+
+/// Sets the mount attributes `set` on the mount whose root `path` is, propagation kept.
+pub fn add_mount_attrs(path: &Path, set: u64) -> io::Result<()> {
+    let dir = fs::File::open(path)?;
+    mount_setattr(std::os::fd::AsFd::as_fd(&dir), set, 0)
+}
+
+fn mount_setattr(mnt: BorrowedFd<'_>, set: u64, propagation: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation, userns_fd: 0 };
     // SAFETY: attr is a properly laid out struct mount_attr of the size we pass, EMPTY a
     // valid C string; both outlive the call.
     let rc = unsafe {
