@@ -105,8 +105,12 @@ pub trait Host {
     /// Fills the empty volumes among `sources` with what the container's shifted rootfs
     /// holds at their place (inner engines' images committed with the image,
     /// [`crate::volumes::sync::seed`]).
-    fn seed_volumes(&self, id: &str, shifted_root: &Path, sources: &[PathBuf])
-        -> Result<(), HostError>;
+    fn seed_volumes(
+        &self,
+        id: &str,
+        shifted_root: &Path,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError>;
     /// Copies the container's volumes of inner engines into its rootfs, for `docker commit`
     /// ([`crate::volumes::sync::save`]).
     fn save_volumes(&self, id: &str) -> Result<(), HostError>;

@@ -495,7 +495,8 @@ impl Rootfs {
         })?;
         let target = p.view.join(name);
         if mountinfo::top_at(&mountinfo::read().unwrap_or_default(), &target).is_some() {
-            sys::umount_detach(&target).map_err(io_err(format!("unmounting {}", target.display())))?;
+            sys::umount_detach(&target)
+                .map_err(io_err(format!("unmounting {}", target.display())))?;
         }
         mkdir(&target, 0o700)?;
         let userns = sys::unshift_userns_fd(range)
@@ -667,11 +668,7 @@ enum Layout {
 }
 
 /// How `rootfs` is made.
-fn layout_of(
-    mounts: &[mountinfo::Mount],
-    rootfs: &Path,
-    p: &Paths,
-) -> Result<Layout, RootfsError> {
+fn layout_of(mounts: &[mountinfo::Mount], rootfs: &Path, p: &Paths) -> Result<Layout, RootfsError> {
     let layout = |reason: String| RootfsError::Layout { path: rootfs.to_path_buf(), reason };
     let Some(top) = mountinfo::top_at(mounts, rootfs).filter(|m| m.fstype == "overlay") else {
         return Ok(Layout::Plain);

@@ -243,8 +243,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "seed",
-            "runc", "register", "delegate"
+            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "seed", "runc",
+            "register", "delegate"
         ]
     );
     let calls = host.calls();

@@ -667,8 +667,12 @@ fn volumes_sync_into_the_layer_and_back() {
     for p in ["image", "image/overlay2", "image/repositories.json"] {
         chown(docker.join(p), Some(r.uid_base), Some(r.gid_base)).unwrap();
     }
-    chown(docker.join("image/overlay2/user-file"), Some(r.uid_base + 1000), Some(r.gid_base + 1000))
-        .unwrap();
+    chown(
+        docker.join("image/overlay2/user-file"),
+        Some(r.uid_base + 1000),
+        Some(r.gid_base + 1000),
+    )
+    .unwrap();
     let written = sync::save(&volumes, &env.rootfs, &env.id).unwrap();
     let up = env.p("layers/diff/var/lib/docker");
     assert_eq!(written, vec![up.clone()]);
@@ -753,7 +757,11 @@ fn refreshed_engine_mount_shows_the_containers_changes() {
     assert_eq!(at_merged, 1, "Docker's path holds one overlay");
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
     // The container's overlay still works (its own work dir).
-    expect_userns(&r, &format!("cp {m}/bin/tool {m}/etc/tool2 && stat -c %u {m}/etc/tool2", m = m.display()), "0");
+    expect_userns(
+        &r,
+        &format!("cp {m}/bin/tool {m}/etc/tool2 && stat -c %u {m}/etc/tool2", m = m.display()),
+        "0",
+    );
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     // Not shifted: nothing to refresh.

@@ -39,8 +39,18 @@ impl Drop for Images<'_> {
 #[track_caller]
 fn with_runc(e: &Engine, image: &str, script: &str) -> String {
     let out = e.docker(&[
-        "run", "--rm", "--pull", "never", "--runtime", "runc", "--label", "sysvisor-e2e=1", image,
-        "sh", "-c", script,
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--runtime",
+        "runc",
+        "--label",
+        "sysvisor-e2e=1",
+        image,
+        "sh",
+        "-c",
+        script,
     ]);
     assert!(out.success(), "plain runc in {image}: {out}");
     out.out()

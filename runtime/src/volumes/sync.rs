@@ -71,7 +71,8 @@ pub fn save(volumes: &Volumes, rootfs: &Rootfs, id: &str) -> Result<Vec<PathBuf>
         .map_err(io_err(format!("removing the older copy {}", shown.display())))?;
         copy(&view.path().join("."), &target)?;
         if shifted.upper.is_some() {
-            sys::set_opaque(&target).map_err(io_err(format!("marking {} opaque", shown.display())))?;
+            sys::set_opaque(&target)
+                .map_err(io_err(format!("marking {} opaque", shown.display())))?;
         }
         written.push(shown);
     }
@@ -85,8 +86,7 @@ pub fn seed(shifted_root: &Path, sources: &[PathBuf]) -> Result<Vec<PathBuf>, Vo
     let mut filled = Vec::new();
     let mut root_fd = None;
     for (name, inside) in synced() {
-        let Some(source) = sources.iter().find(|s| s.file_name() == Some(OsStr::new(name)))
-        else {
+        let Some(source) = sources.iter().find(|s| s.file_name() == Some(OsStr::new(name))) else {
             continue;
         };
         if !is_empty_dir(source)? {
