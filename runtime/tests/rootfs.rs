@@ -655,6 +655,11 @@ fn volumes_sync_into_the_layer_and_back() {
     let merged = env.docker_overlay();
     // An older copy in the image below, which must not mix in.
     fs::create_dir_all(env.p("layers/base/var/lib/docker/stale")).unwrap();
+    let mknod = |p: &Path, mode: libc::mode_t, dev: libc::dev_t| {
+        let c = CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path living across the call.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0, "mknod {}", p.display());
+    };
     let volumes = Volumes::at(&env.p("volumes"));
     let docker = volumes.dir(&env.id).unwrap().join("docker");
     volumes.ensure(&env.id, &r, std::slice::from_ref(&docker)).unwrap();
@@ -673,12 +678,21 @@ fn volumes_sync_into_the_layer_and_back() {
         Some(r.gid_base + 1000),
     )
     .unwrap();
+    // An inner overlay's whiteout, and a host device node the container could not make.
+    mknod(&docker.join("image/wh"), libc::S_IFCHR, 0);
+    chown(docker.join("image/wh"), Some(r.uid_base), Some(r.gid_base)).unwrap();
     let written = sync::save(&volumes, &env.rootfs, &env.id).unwrap();
     let up = env.p("layers/diff/var/lib/docker");
+    // A crafted image: a node of a host device where the volume's copy comes from.
+    mknod(&up.join("image/mem"), libc::S_IFCHR | 0o666, libc::makedev(1, 1));
+    mknod(&up.join("image/disk"), libc::S_IFBLK | 0o666, libc::makedev(8, 0));
     assert_eq!(written, vec![up.clone()]);
     assert_eq!(owner(&up), (0, 0));
     assert_eq!(owner(&up.join("image/repositories.json")), (0, 0));
     assert_eq!(owner(&up.join("image/overlay2/user-file")), (1000, 1000));
+    // The inner whiteout is an escaped empty file there, not one of the outer overlay.
+    assert!(!up.join("image/wh").exists());
+    assert_eq!(fs::metadata(up.join("image/.sysvisor-wh.wh")).unwrap().len(), 0);
     let (path, mut value) = (CString::new(up.to_str().unwrap()).unwrap(), [0u8; 8]);
     // SAFETY: valid NUL-terminated strings and a writable buffer of the given length.
     let n = unsafe {
@@ -712,6 +726,11 @@ fn volumes_sync_into_the_layer_and_back() {
     let user_file = docker2.join("image/overlay2/user-file");
     assert_eq!(owner(&user_file), (r2.uid_base + 1000, r2.gid_base + 1000));
     assert!(!docker2.join("stale").exists(), "the opaque copy hides the one below");
+    let wh = fs::symlink_metadata(docker2.join("image/wh")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "the whiteout is back");
+    assert_eq!((wh.uid(), wh.gid()), (r2.uid_base, r2.gid_base));
+    assert!(!docker2.join("image/.sysvisor-wh.wh").exists());
+    assert!(!docker2.join("image/mem").exists() && !docker2.join("image/disk").exists());
     // A volume with data is the container's own: left alone.
     fs::remove_file(&user_file).unwrap();
     assert!(sync::seed(&root2, std::slice::from_ref(&docker2)).unwrap().is_empty());

@@ -370,6 +370,14 @@ pub fn set_opaque(dir: &Path) -> io::Result<()> {
     check(rc.into()).map(drop)
 }
 
+/// Creates an overlay whiteout (a character device 0/0, mode 0) at `path`.
+pub fn mknod_whiteout(path: &Path) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: p is a valid NUL-terminated string living across the call.
+    let rc = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR, 0) };
+    check(rc.into()).map(drop)
+}
+
 /// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3: two words).
 #[repr(C)]
 struct CapHeader {

@@ -15,7 +15,15 @@
 //!   overlay cached before.
 //! - [`seed`] (at `create`, once the rootfs is shifted): a volume that is empty gets a copy
 //!   of what the shifted rootfs holds at its place (an image committed so), read through
-//!   the container's overlay, where files already show with the range's host ids.
+//!   the container's overlay, where files already show with the range's host ids. Device
+//!   nodes but overlay whiteouts are left out of it: host root makes the copy, and an
+//!   image must not give the container's root a node of a host device.
+//!
+//! An inner overlay's whiteouts (character devices 0/0) would be the outer overlay's own
+//! in the layer: they are stored there as empty files [`WHITEOUT_PREFIX`] + their name
+//! and turned back into whiteouts in the volume. An inner opaque directory's xattr
+//! (`user.overlay.opaque`) is copied as it is, but Docker's layer tar does not carry
+//! `user.*` xattrs.
 //!
 //! The cost: each pause and stop copies all of the inner engines' data (images, containers)
 //! once more, and the container's layer holds a second copy of it (the inner engine reads
@@ -28,6 +36,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,6 +79,8 @@ pub fn save(volumes: &Volumes, rootfs: &Rootfs, id: &str) -> Result<Vec<PathBuf>
         }
         .map_err(io_err(format!("removing the older copy {}", shown.display())))?;
         copy(&view.path().join("."), &target)?;
+        escape_whiteouts(&target)
+            .map_err(io_err(format!("escaping the whiteouts in {}", shown.display())))?;
         if shifted.upper.is_some() {
             sys::set_opaque(&target)
                 .map_err(io_err(format!("marking {} opaque", shown.display())))?;
@@ -106,6 +117,10 @@ pub fn seed(shifted_root: &Path, sources: &[PathBuf]) -> Result<Vec<PathBuf>, Vo
             continue;
         }
         copy(&from.join("."), source)?;
+        // The container has not started: nothing can race the clean-up.
+        remove_device_nodes(source)
+            .and_then(|()| unescape_whiteouts(source))
+            .map_err(io_err(format!("preparing {}", source.display())))?;
         filled.push(source.clone());
     }
     Ok(filled)
@@ -145,6 +160,75 @@ fn open_beneath(base: &Path, rel: &Path) -> Result<OwnedFd, VolumeError> {
         })?;
     }
     Ok(dir)
+}
+
+/// The name an inner overlay's whiteout `NAME` (a character device 0/0) gets in the
+/// container's layer, as an empty regular file: there, a whiteout would be one of the
+/// outer overlay's own and hide the entry instead of being copied.
+pub const WHITEOUT_PREFIX: &str = ".sysvisor-wh.";
+
+/// Replaces each whiteout below `dir` with an empty file `WHITEOUT_PREFIX` + its name
+/// (same owner).
+fn escape_whiteouts(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = fs::symlink_metadata(entry.path())?;
+        if meta.is_dir() {
+            escape_whiteouts(&entry.path())?;
+        } else if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            let mut name = std::ffi::OsString::from(WHITEOUT_PREFIX);
+            name.push(entry.file_name());
+            let escaped = dir.join(name);
+            fs::remove_file(entry.path())?;
+            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&escaped)?;
+            std::os::unix::fs::lchown(&escaped, Some(meta.uid()), Some(meta.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns each empty file `WHITEOUT_PREFIX` + NAME below `dir` back into a whiteout NAME
+/// (same owner).
+fn unescape_whiteouts(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = fs::symlink_metadata(entry.path())?;
+        let file_name = entry.file_name();
+        let name = file_name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes());
+        if meta.is_dir() {
+            unescape_whiteouts(&entry.path())?;
+        } else if let Some(name) =
+            name.filter(|n| !n.is_empty() && meta.is_file() && meta.len() == 0)
+        {
+            let whiteout = dir.join(OsStr::from_bytes(name));
+            fs::remove_file(entry.path())?;
+            sys::mknod_whiteout(&whiteout)?;
+            std::os::unix::fs::lchown(&whiteout, Some(meta.uid()), Some(meta.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the device nodes below `dir` but overlay whiteouts (character devices 0/0): the
+/// copy was made by host root, which can create nodes the container's root could not,
+/// and the volume is not mounted `nodev` (a node of the host's disk there would be
+/// readable inside).
+fn remove_device_nodes(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = fs::symlink_metadata(entry.path())?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            remove_device_nodes(&entry.path())?;
+        } else if kind.is_block_device() || (kind.is_char_device() && meta.rdev() != 0) {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes what `dir` holds (not following symlinks), keeping `dir` itself.
