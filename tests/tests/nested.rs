@@ -129,6 +129,10 @@ fn a_committed_system_container_keeps_its_inner_images() {
     let Some(e) = Engine::get() else { return };
     let c = system_container_with_docker(&e, &[]);
     let range = host_range(&c);
+    // An inner image whose top layer deletes a file (an inner overlay whiteout).
+    c.sh("set -e; docker run --name nols bb rm /bin/ls; docker commit nols bb-nols >/dev/null; \
+          docker rm nols >/dev/null")
+        .expect_success();
     let image = format!("sysvisor-e2e/inner-images-{}", std::process::id());
     let out = e.docker(&["commit", &c.name, &image]);
     assert!(out.success(), "docker commit: {out}");
@@ -150,6 +154,9 @@ fn a_committed_system_container_keeps_its_inner_images() {
     assert!(images.stdout.lines().any(|l| l == "bb"), "inner images: {images}");
     let out = c2.exec(&["docker", "run", "--rm", "bb", "echo", "from-the-committed-image"]);
     assert_eq!(out.expect_success().out(), "from-the-committed-image");
+    let script = "test -e /bin/ls && echo ls-is-back || echo no-ls";
+    let out = c2.exec(&["docker", "run", "--rm", "bb-nols", "sh", "-c", script]);
+    assert_eq!(out.expect_success().out(), "no-ls", "the inner layer's whiteout");
     // The copy in the new volume belongs to the new container's range.
     let id2 = c2.id();
     let meta = fs::metadata(format!("{SYSVISOR_LIB}/volumes/{id2}/docker/image")).unwrap();
