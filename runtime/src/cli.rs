@@ -173,6 +173,13 @@ pub struct DeleteArgs {
     pub id: String,
 }
 
+/// `pause`.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "pause", disable_help_flag = true, disable_version_flag = true)]
+pub struct PauseArgs {
+    pub id: String,
+}
+
 /// `kill`.
 #[derive(Debug, Clone, PartialEq, Eq, Parser)]
 #[command(name = "kill", disable_help_flag = true, disable_version_flag = true)]
@@ -235,6 +242,7 @@ pub enum Command {
     Create(CreateArgs),
     Run(RunArgs),
     Delete(DeleteArgs),
+    Pause(PauseArgs),
     Kill(KillArgs),
     Exec(Box<ExecArgs>),
     /// `--version`: ours, then runc's.
@@ -406,6 +414,7 @@ where
         "create" => CreateArgs::try_parse_from(sub_args).map(Command::Create),
         "run" => RunArgs::try_parse_from(sub_args).map(Command::Run),
         "delete" => DeleteArgs::try_parse_from(sub_args).map(Command::Delete),
+        "pause" => PauseArgs::try_parse_from(sub_args).map(Command::Pause),
         "kill" => KillArgs::try_parse_from(sub_args).map(Command::Kill),
         "exec" => ExecArgs::try_parse_from(sub_args).map(|a| Command::Exec(Box::new(a))),
         _ => return Ok(forward(Some(name), None)),

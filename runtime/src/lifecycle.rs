@@ -8,7 +8,8 @@
 //! `create` (and `run`): load the original config -> refuse what cannot be a system
 //! container -> ping the daemon -> allocate the range -> transform (systemd detected in the
 //! rootfs first) -> make the volume directories -> shift the rootfs (and the binds asked
-//! for, [`crate::binds`]; Docker's own files are given to the range) -> add the hook that
+//! for, [`crate::binds`]; Docker's own files are given to the range) -> fill an empty
+//! volume with what the image holds at its place ([`crate::volumes::sync`]) -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
 //! wait until the daemon has locked the container's `/proc` and `/sys` views (`create`
 //! only: for `run` the daemon refuses every mount-family call of a container whose views
@@ -17,7 +18,8 @@
 //! failure before runc leaves nothing behind but the range and the volume directories
 //! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
-//! the log. `delete`: runc delete -> unregister -> undo the shift -> restore the config.
+//! the log. `delete`: runc delete -> unregister -> copy the inner engines' volumes into the
+//! rootfs -> undo the shift -> restore the config. `pause`: runc pause -> copy the volumes.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -103,6 +105,21 @@ pub trait Host {
         range: &Self::Range,
         sources: &[PathBuf],
     ) -> Result<(), HostError>;
+    /// Fills the empty volumes among `sources` with what the container's shifted rootfs
+    /// holds at their place (inner engines' images committed with the image,
+    /// [`crate::volumes::sync::seed`]).
+    fn seed_volumes(
+        &self,
+        id: &str,
+        shifted_root: &Path,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError>;
+    /// Copies the container's volumes of inner engines into its rootfs, for `docker commit`
+    /// ([`crate::volumes::sync::save`]).
+    fn save_volumes(&self, id: &str) -> Result<(), HostError>;
+    /// Mounts Docker's overlay of the container afresh, so that Docker reads what the
+    /// container wrote ([`crate::rootfs::Rootfs::refresh_engine_mount`]).
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError>;
     /// How the host mounts its cgroups.
     fn cgroup_layout(&self) -> Layout;
     /// Gives the cgroups of the container's init `pid` to the container's root
@@ -323,6 +340,8 @@ pub fn delete<H: Host>(
     };
     host.debug(&format!("cleaning up container {} (known to runc: {known})", args.id));
     unregister(host, &args.id);
+    // Before the shift is undone: the rootfs it recorded is where the copy goes.
+    save_volumes(host, &args.id);
     host.unshift_rootfs(&args.id)
         .map_err(|source| LifecycleError::Unshift { id: args.id.clone(), source })?;
     if let Some(bundle) = bundle {
@@ -332,6 +351,33 @@ pub fn delete<H: Host>(
     }
     host.schedule_reclaim(&args.id);
     Ok(code)
+}
+
+/// `pause`: runc freezes the container, then its inner engines' data is copied into its
+/// layer and Docker's overlay is mounted afresh (`docker commit` pauses the container it
+/// commits, then reads it there). Returns runc's exit code.
+pub fn pause<H: Host>(host: &H, inv: &Invocation, id: &str) -> Result<i32, LifecycleError> {
+    let code = host.runc(&inv.args).map_err(LifecycleError::Runc)?;
+    if code == 0 {
+        save_volumes(host, id);
+        if let Err(e) = host.refresh_engine_mount(id) {
+            host.warn(&format!(
+                "cannot mount Docker's overlay of container {id} afresh (a `docker commit` \
+                 now may miss what the container changed where Docker looked before): {e}"
+            ));
+        }
+    }
+    Ok(code)
+}
+
+/// Best effort: the container stays paused or gets deleted whatever the copy did.
+fn save_volumes<H: Host>(host: &H, id: &str) {
+    if let Err(e) = host.save_volumes(id) {
+        host.warn(&format!(
+            "cannot copy the inner engines' data of container {id} into its rootfs (a \
+             `docker commit` now lacks it): {e}"
+        ));
+    }
 }
 
 /// The arguments for runc `kill`: SIGTERM to a systemd init (without `--all`) becomes
@@ -475,7 +521,13 @@ fn prepare<H: Host>(
     }
 
     let keep = [Some(inputs.fs_mountpoint.as_path()), volumes_dir];
-    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep);
+    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep).and_then(|()| {
+        let Some(dir) = volumes_dir else { return Ok(()) };
+        let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);
+        let root = rewritten.root().as_ref().map(|r| absolute(&bundle, r.path()));
+        host.seed_volumes(id, &root.unwrap_or_else(|| rootfs.clone()), &sources)
+            .map_err(|source| LifecycleError::Volumes { id: id.into(), source })
+    });
     if let Err(e) = result {
         if let Err(undo) = host.unshift_rootfs(id) {
             host.warn(&format!("cannot undo the partial rootfs shift of container {id}: {undo}"));

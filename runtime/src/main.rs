@@ -18,7 +18,7 @@ use sysvisor_runc::idrange::{self, Allocator, IdRange};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
-use sysvisor_runc::volumes::Volumes;
+use sysvisor_runc::volumes::{sync, Volumes};
 use sysvisor_runc::{caps, mirrors, rootfs};
 
 /// Environment variables pointing the id range allocator elsewhere.
@@ -151,6 +151,7 @@ fn run(inv: &Invocation, log: &RuncLog) -> Result<i32> {
         Command::Create(args) => Ok(lifecycle::create(&host, inv, args)?),
         Command::Run(args) => Ok(lifecycle::run(&host, inv, args)?),
         Command::Delete(args) => Ok(lifecycle::delete(&host, inv, args)?),
+        Command::Pause(args) => Ok(lifecycle::pause(&host, inv, &args.id)?),
         Command::Kill(args) => {
             let argv = lifecycle::kill_args(&host, inv, args);
             Err(runc::exec(&runc, &argv).into())
@@ -299,6 +300,32 @@ impl Host for SystemHost {
         sources: &[PathBuf],
     ) -> Result<(), HostError> {
         Ok(Volumes::system().ensure(id, range, sources)?)
+    }
+
+    fn seed_volumes(
+        &self,
+        id: &str,
+        shifted_root: &Path,
+        sources: &[PathBuf],
+    ) -> Result<(), HostError> {
+        for volume in sync::seed(shifted_root, sources)? {
+            self.log.debug(&format!("{id}: {} filled from the image", volume.display()));
+        }
+        Ok(())
+    }
+
+    fn save_volumes(&self, id: &str) -> Result<(), HostError> {
+        for copy in sync::save(&Volumes::system(), &rootfs::Rootfs::system(), id)? {
+            self.log.debug(&format!("{id}: inner engine data copied to {}", copy.display()));
+        }
+        Ok(())
+    }
+
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError> {
+        if rootfs::Rootfs::system().refresh_engine_mount(id)? {
+            self.log.debug(&format!("{id}: Docker's overlay mounted afresh"));
+        }
+        Ok(())
     }
 
     fn cgroup_layout(&self) -> Layout {

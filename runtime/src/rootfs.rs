@@ -1,26 +1,33 @@
-//! The id-shifted rootfs, without copying anything.
+//! The id-shifted rootfs, without copying anything; the container's writes land in
+//! Docker's own container layer with the ids they have inside (see docs/rootfs.md).
 //!
 //! runc 1.1.5 runs the container in its own user namespace (container uid 0 = host uid
 //! BASE) but cannot make idmapped mounts, so the rootfs is prepared here before the hand
 //! over:
 //!
 //! 1. The overlay mounted at `rootfs` (Docker's `.../overlay2/<id>/merged`) is looked up in
-//!    /proc/self/mountinfo. Its layers, the upper dir first (Docker's container layer,
-//!    which may hold files Docker wrote, such as the working directory) then the lower
-//!    dirs, become our lower layers. A rootfs that is not an overlay mount (a plain
-//!    directory, as in a hand-made bundle) is used as the single lower layer.
-//! 2. Each layer gets an idmapped clone (open_tree(OPEN_TREE_CLONE) + mount_setattr(
+//!    /proc/self/mountinfo: its upper dir (Docker's container layer), work dir and lower
+//!    dirs.
+//! 2. Each lower dir gets an idmapped clone (open_tree(OPEN_TREE_CLONE) + mount_setattr(
 //!    MOUNT_ATTR_IDMAP) with a user namespace mapping `0 BASE 65536`) at
-//!    `/run/sysvisor/rootfs/<id>/lower/<n>`: host uid 0 appears as BASE there.
+//!    `/run/sysvisor/rootfs/<id>/lower/<n>`: host uid 0 appears as BASE there. The
+//!    directory holding Docker's upper and work dirs (`overlay2/<id>`) gets one at
+//!    `/run/sysvisor/rootfs/<id>/layer`: what is written there as BASE + x is stored as x.
 //! 3. A new overlay is mounted at `/run/sysvisor/rootfs/<id>/root` ([`shifted_root`]) over
-//!    those lowers, with an upper and work dir of ours that persist under
-//!    `/var/lib/sysvisor/rootfs/<id>/{upper,work}`, the upper dir owned by BASE:BASE (an
-//!    overlay cannot be idmapped itself, and an upper dir on an idmapped mount fails with
-//!    EOVERFLOW since overlayfs acts with the mounter's credentials). The upper layer
-//!    survives `runc delete` so that `docker stop` + `docker start` keeps the container's
-//!    files; [`forget`] removes it. The overlay is mounted `nodev`.
-//! 4. A clone of that overlay is mounted over `rootfs` too, on top of Docker's merged
-//!    mount, so that Docker and runc see the shifted tree at the original path.
+//!    those lowers, with Docker's upper dir (through `layer`) as its upper and a work dir
+//!    of its own inside Docker's. An overlay cannot be idmapped itself, and acts on its
+//!    layers with its creator's credentials: it is created with filesystem ids BASE
+//!    ([`sys::with_creator_ids`]), which the idmapped upper maps to 0 (host root has no
+//!    mapping there: EOVERFLOW).
+//! 4. Docker's overlay stays alone at `rootfs`: `docker cp` writes there as for runc.
+//!    [`Rootfs::refresh_engine_mount`] mounts it afresh (at `pause`), since each of the two
+//!    overlays keeps the entries it looked up.
+//!
+//! A rootfs that is not an overlay mount (a plain directory, as in a hand-made bundle) is
+//! idmapped itself at `root` and written directly. Nothing is kept outside Docker's layer
+//! (`docker stop` + `start` finds the files there); an upper layer kept under
+//! `/var/lib/sysvisor/rootfs/<id>` by an older version is shown as the top lower layer,
+//! and [`forget`] removes it.
 //!
 //! runc with a user namespace resolves `root.path` as the container's root (host uid and
 //! gid BASE), which needs search permission on every ancestor directory: Docker's data root
@@ -29,8 +36,8 @@
 //! container's own directory is 0710 root:BASE), so the spec's `root.path` should be set
 //! to it.
 //!
-//! Inside, image files belong to root and root can change them (copy-up into the upper
-//! dir owned by the range); on the host, new files belong to the range.
+//! Inside, image files belong to root and root can change them; on the host, in Docker's
+//! layer, what the container's root wrote belongs to 0, its uid 1000's files to 1000.
 //!
 //! What was set up is recorded in `/run/sysvisor/rootfs/<id>/state.json`, but [`unshift`]
 //! finds our mounts in /proc/self/mountinfo (every mount below the container's run
@@ -57,6 +64,9 @@ pub const SYSTEM_RUN_DIR: &str = "/run/sysvisor/rootfs";
 pub const SYSTEM_LIB_DIR: &str = "/var/lib/sysvisor/rootfs";
 
 const STATE_FILE: &str = "state.json";
+/// Our overlay's work dir, inside Docker's work dir of the container's layer (removed with
+/// the layer).
+const OUR_WORK_DIR: &str = "sysvisor";
 const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -141,22 +151,33 @@ struct Paths {
     root: PathBuf,
     /// `run/<id>/lower`, 0700: idmapped layer clones `lower/<n>`.
     lower: PathBuf,
+    /// `run/<id>/layer`, 0700: idmapped clone of the directory holding Docker's upper and
+    /// work dirs.
+    layer: PathBuf,
     /// `run/<id>/bind`, 0710 root:BASE: idmapped bind sources `bind/<n>`.
     bind: PathBuf,
-    /// `lib/<id>`, 0700.
+    /// `run/<id>/view`, 0700: idmapped clones of volumes with the container's own ids.
+    view: PathBuf,
+    /// `lib/<id>`, 0700: only made by older versions, which kept their own upper layer.
     persist: PathBuf,
+    /// `lib/<id>/upper`: the upper layer an older version kept.
     upper: PathBuf,
-    work: PathBuf,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     version: u32,
     range: Option<IdRange>,
-    /// The path our overlay is also mounted over.
+    /// Docker's rootfs (its overlay's mount point) that was shifted.
     rootfs: Option<PathBuf>,
     /// Sources of `lower/<n>`, top-most first.
     layers: Vec<PathBuf>,
+    /// Docker's upper dir (our overlay's upper, through `layer`).
+    #[serde(default)]
+    upper: Option<PathBuf>,
+    /// Docker's work dir.
+    #[serde(default)]
+    work: Option<PathBuf>,
     binds: Vec<Bind>,
 }
 
@@ -207,9 +228,10 @@ impl Rootfs {
             state: dir.join(STATE_FILE),
             root: dir.join("root"),
             lower: dir.join("lower"),
+            layer: dir.join("layer"),
+            view: dir.join("view"),
             bind: dir.join("bind"),
             upper: persist.join("upper"),
-            work: persist.join("work"),
             dir,
             persist,
         })
@@ -241,21 +263,29 @@ impl Rootfs {
         remove_rootfs_dirs(&p)?;
 
         let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
-        let layers = layers_of(&mounts, &rootfs, &p)?;
-        self.prepare_dirs(&p, range)?;
-        prepare_upper(&p, range, &layers[0])?;
+        let layout = layout_of(&mounts, &rootfs, &p)?;
+        self.prepare_run_dir(&p, range)?;
+        let legacy = legacy_upper(&p, range)?;
 
         let mut st = load_state(&p)?;
         st.range = Some(*range);
         st.rootfs = Some(rootfs.clone());
-        st.layers = layers.clone();
+        st.layers = match &layout {
+            Layout::Overlay { lowers, .. } => lowers.clone(),
+            Layout::Plain => vec![rootfs.clone()],
+        };
+        (st.upper, st.work) = match &layout {
+            Layout::Overlay { upper, work, .. } => (Some(upper.clone()), Some(work.clone())),
+            Layout::Plain => (None, None),
+        };
         save_state(&p, &st)?;
 
-        let result = self.mount_rootfs(&p, &rootfs, &layers, range, &mounts);
+        let result = self.mount_rootfs(&p, &rootfs, &layout, legacy.as_deref(), range, &mounts);
         if result.is_err() {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
             st.rootfs = None;
+            (st.upper, st.work) = (None, None);
             st.layers.clear();
             let _ = save_state(&p, &st);
         }
@@ -266,26 +296,55 @@ impl Rootfs {
         &self,
         p: &Paths,
         rootfs: &Path,
-        layers: &[PathBuf],
+        layout: &Layout,
+        legacy: Option<&Path>,
         range: &IdRange,
         mounts: &[mountinfo::Mount],
     ) -> Result<(), RootfsError> {
         let userns = userns(range)?;
+        mkdir(&p.root, 0o755)?;
+        let Layout::Overlay { upper, work, lowers } = layout else {
+            // Not an overlay (a hand-made bundle): the directory itself, idmapped; what the
+            // container writes lands there with its own ids, as with runc.
+            idmapped_clone(rootfs, &p.root, &userns, false, mounts)?;
+            return make_nodev(&p.root);
+        };
+        // Docker's upper and work dirs must stay on one mount for the overlay: their
+        // common parent (`overlay2/<id>`) is cloned, idmapped.
+        let home = upper.parent().filter(|h| Some(*h) == work.parent()).ok_or_else(|| {
+            RootfsError::Layout {
+                path: rootfs.to_path_buf(),
+                reason: format!(
+                    "its upper dir {} and work dir {} are not in one directory",
+                    upper.display(),
+                    work.display()
+                ),
+            }
+        })?;
+        mkdir(&p.layer, 0o700)?;
+        idmapped_clone(home, &p.layer, &userns, false, mounts)?;
         mkdir(&p.lower, 0o700)?;
-        let mut lowers = Vec::with_capacity(layers.len());
-        for (i, layer) in layers.iter().enumerate() {
+        let mut targets = Vec::with_capacity(lowers.len() + 1);
+        // An upper layer kept by an older sysvisor-runc holds files the container wrote
+        // then, owned by the range on disk: shown as they are, above the image.
+        targets.extend(legacy.map(Path::to_path_buf));
+        for (i, layer) in lowers.iter().enumerate() {
             let target = p.lower.join(i.to_string());
             mkdir(&target, 0o700)?;
             idmapped_clone(layer, &target, &userns, false, mounts)?;
-            lowers.push(target);
+            targets.push(target);
         }
-        mkdir(&p.root, 0o755)?;
-        mount_overlay(&lowers, &p.upper, &p.work, &p.root)?;
-        let clone = sys::open_tree_clone(&p.root, false)
-            .map_err(io_err(format!("cloning the overlay at {}", p.root.display())))?;
-        sys::move_mount_to(clone.as_fd(), rootfs)
-            .map_err(io_err(format!("mounting the shifted rootfs over {}", rootfs.display())))?;
-        Ok(())
+        // A work dir of our own, inside Docker's: mounting an overlay empties its work dir's
+        // `work`, which would pull it from under Docker's overlay (its copy-ups, as for
+        // `docker cp` into the running container, would fail with ENOENT).
+        mkdir(&work.join(OUR_WORK_DIR), 0o700)?;
+        let name = |d: &Path| p.layer.join(d.file_name().unwrap_or_default());
+        let our_work = name(work).join(OUR_WORK_DIR);
+        sys::with_creator_ids(range.uid_base, range.gid_base, || {
+            mount_overlay(&targets, &name(upper), &our_work, &p.root)
+        })
+        .map_err(io_err("taking the container's root ids to mount its overlay"))??;
+        make_nodev(&p.root)
     }
 
     /// Unmounts everything [`shift`](Self::shift) and
@@ -380,6 +439,76 @@ impl Rootfs {
         Ok(target)
     }
 
+    /// What [`shift`](Self::shift) last recorded for `container_id` (`None` when it is not
+    /// shifted).
+    pub fn recorded(&self, container_id: &str) -> Result<Option<Shifted>, RootfsError> {
+        let p = self.paths(container_id)?;
+        let st = load_state(&p)?;
+        Ok(st.rootfs.zip(st.range).map(|(rootfs, range)| Shifted {
+            rootfs,
+            range,
+            upper: st.upper,
+        }))
+    }
+
+    /// Mounts Docker's overlay of `container_id` afresh at its place (same layers), so that
+    /// what Docker reads there next (`docker commit`, `diff`, `export`, `cp` from the
+    /// container) shows what the container wrote through its own overlay: two overlays
+    /// over one upper dir each keep the directory entries they looked up, and Docker's
+    /// looked at the rootfs (`/etc`, ...) before the container changed it. Returns whether
+    /// it was remounted (`false`: not an overlay rootfs, or Docker's mount is not there).
+    pub fn refresh_engine_mount(&self, container_id: &str) -> Result<bool, RootfsError> {
+        let p = self.paths(container_id)?;
+        let st = load_state(&p)?;
+        let (Some(rootfs), Some(upper), Some(work)) = (st.rootfs, st.upper, st.work) else {
+            return Ok(false);
+        };
+        let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
+        match layout_of(&mounts, &rootfs, &p) {
+            Ok(Layout::Overlay { upper: u, .. }) if u == upper => {}
+            _ => return Ok(false),
+        }
+        // Our overlay keeps its own work dir: the fresh mount may empty Docker's.
+        sys::umount_detach(&rootfs)
+            .map_err(io_err(format!("unmounting Docker's overlay at {}", rootfs.display())))?;
+        mount_overlay(&st.layers, &upper, &work, &rootfs)?;
+        Ok(true)
+    }
+
+    /// Mounts an idmapped clone of `source` (a directory whose files the container's range
+    /// owns on disk, such as a volume of [`crate::volumes`]) that shows them with the
+    /// container's own ids (host BASE + x appears as x) and stores what is written as id x
+    /// with BASE + x. It lies in the container's run directory and is unmounted when the
+    /// returned guard drops (or by [`unshift`](Self::unshift)).
+    pub fn unshifted_view(
+        &self,
+        container_id: &str,
+        source: &Path,
+        range: &IdRange,
+    ) -> Result<View, RootfsError> {
+        let p = self.paths(container_id)?;
+        self.prepare_run_dir(&p, range)?;
+        mkdir(&p.view, 0o700)?;
+        let name = source.file_name().ok_or_else(|| RootfsError::Layout {
+            path: source.to_path_buf(),
+            reason: "a view needs a named directory".into(),
+        })?;
+        let target = p.view.join(name);
+        if mountinfo::top_at(&mountinfo::read().unwrap_or_default(), &target).is_some() {
+            sys::umount_detach(&target)
+                .map_err(io_err(format!("unmounting {}", target.display())))?;
+        }
+        mkdir(&target, 0o700)?;
+        let userns = sys::unshift_userns_fd(range)
+            .map_err(io_err(format!("creating a user namespace for {range}")))?;
+        let mounts = mountinfo::read().map_err(io_err("reading /proc/self/mountinfo"))?;
+        if let Err(e) = idmapped_clone(source, &target, &userns, false, &mounts) {
+            let _ = rmdir(&target);
+            return Err(e);
+        }
+        Ok(View { path: target })
+    }
+
     /// Ids of the containers with a persistent upper layer (for clean-up: those without an
     /// id range any more can be [`forget`](Self::forget)-ten).
     pub fn persisted(&self) -> Result<Vec<String>, RootfsError> {
@@ -425,13 +554,6 @@ impl Rootfs {
         mkdir(&p.dir, 0o710)?;
         chown(&p.dir, 0, range.gid_base)?;
         set_mode(&p.dir, 0o710)
-    }
-
-    fn prepare_dirs(&self, p: &Paths, range: &IdRange) -> Result<(), RootfsError> {
-        self.prepare_run_dir(p, range)?;
-        mkdir_all(&self.lib_dir, 0o700)?;
-        mkdir(&p.persist, 0o700)?;
-        set_mode(&p.persist, 0o700)
     }
 
     /// Unmounts the container's mounts of `scope`, top-most and deepest first, until none
@@ -488,6 +610,46 @@ impl Rootfs {
     }
 }
 
+/// A shifted container as [`Rootfs::recorded`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shifted {
+    /// Docker's rootfs (its overlay's mount point, or a plain directory).
+    pub rootfs: PathBuf,
+    pub range: IdRange,
+    /// Docker's upper dir, where the container's writes land (`None`: a plain directory
+    /// rootfs, written directly).
+    pub upper: Option<PathBuf>,
+}
+
+/// A mount made by [`Rootfs::unshifted_view`]: unmounted (and its mount point removed)
+/// when dropped.
+#[derive(Debug)]
+pub struct View {
+    path: PathBuf,
+}
+
+impl View {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // Failure leaves the mount for `unshift`, which finds it below the run dir.
+        if sys::umount_detach(&self.path).is_ok() {
+            let _ = rmdir(&self.path);
+        }
+    }
+}
+
+/// Device nodes an image carries must not open the host's devices for the container's
+/// root (runc mounts the container's own /dev).
+fn make_nodev(root: &Path) -> Result<(), RootfsError> {
+    sys::add_mount_attrs(root, sys::MOUNT_ATTR_NODEV)
+        .map_err(io_err(format!("making {} nodev", root.display())))
+}
+
 fn is_our_overlay(m: &mountinfo::Mount, p: &Paths) -> bool {
     m.fstype == "overlay"
         && mountinfo::overlay(&m.super_opts)
@@ -496,15 +658,20 @@ fn is_our_overlay(m: &mountinfo::Mount, p: &Paths) -> bool {
             .is_some_and(|u| u == p.upper)
 }
 
-/// The layers to shift for `rootfs`, top-most first.
-fn layers_of(
-    mounts: &[mountinfo::Mount],
-    rootfs: &Path,
-    p: &Paths,
-) -> Result<Vec<PathBuf>, RootfsError> {
+/// What is mounted at a container's rootfs.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// Docker's overlay: its upper and work dirs, and its lower dirs top-most first.
+    Overlay { upper: PathBuf, work: PathBuf, lowers: Vec<PathBuf> },
+    /// A plain directory (a hand-made bundle).
+    Plain,
+}
+
+/// How `rootfs` is made.
+fn layout_of(mounts: &[mountinfo::Mount], rootfs: &Path, p: &Paths) -> Result<Layout, RootfsError> {
     let layout = |reason: String| RootfsError::Layout { path: rootfs.to_path_buf(), reason };
     let Some(top) = mountinfo::top_at(mounts, rootfs).filter(|m| m.fstype == "overlay") else {
-        return Ok(vec![rootfs.to_path_buf()]);
+        return Ok(Layout::Plain);
     };
     if top.root != Path::new("/") {
         return Err(layout(format!(
@@ -513,58 +680,47 @@ fn layers_of(
         )));
     }
     let o = mountinfo::overlay(&top.super_opts).map_err(layout)?;
-    if o.upper.as_deref() == Some(p.upper.as_path()) {
+    if o.upper.as_deref() == Some(p.upper.as_path()) || top.mount_point.starts_with(&p.dir) {
         return Err(layout("our own overlay is still mounted there".into()));
     }
     // Docker mounts with paths relative to its overlay2 home (`<home>/<id>/merged`) when
     // the absolute ones would not fit in a page.
     let home = rootfs.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
-    o.upper
-        .iter()
-        .chain(o.lowers.iter())
-        .map(|l| {
-            let l = if l.is_absolute() { l.clone() } else { home.join(l) };
-            let c = fs::canonicalize(&l)
-                .map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
-            if !c.is_dir() {
-                return Err(layout(format!("overlay layer {} is not a directory", c.display())));
-            }
-            Ok(c)
-        })
-        .collect()
+    let resolve = |l: &PathBuf| {
+        let l = if l.is_absolute() { l.clone() } else { home.join(l) };
+        let c = fs::canonicalize(&l)
+            .map_err(|e| layout(format!("overlay layer {}: {e}", l.display())))?;
+        if !c.is_dir() {
+            return Err(layout(format!("overlay layer {} is not a directory", c.display())));
+        }
+        Ok(c)
+    };
+    let (Some(upper), Some(work)) = (&o.upper, &o.work) else {
+        return Err(layout("a read-only overlay (no upper dir): nothing could be written".into()));
+    };
+    Ok(Layout::Overlay {
+        upper: resolve(upper)?,
+        work: resolve(work)?,
+        lowers: o.lowers.iter().map(resolve).collect::<Result<_, _>>()?,
+    })
 }
 
-/// The upper dir: new, owned by the range with the mode of the top layer's root; or the
-/// one kept from an earlier run, which must belong to the same range.
-fn prepare_upper(p: &Paths, range: &IdRange, top_layer: &Path) -> Result<(), RootfsError> {
+/// The upper layer an older sysvisor-runc kept for the container under the lib dir, if
+/// any; it must belong to the container's range.
+fn legacy_upper(p: &Paths, range: &IdRange) -> Result<Option<PathBuf>, RootfsError> {
     match fs::symlink_metadata(&p.upper) {
-        Ok(m) => {
-            if !m.is_dir() || m.uid() != range.uid_base || m.gid() != range.gid_base {
-                return Err(RootfsError::RangeMismatch {
-                    upper: p.upper.clone(),
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    range: *range,
-                });
-            }
+        Ok(m) if m.is_dir() && m.uid() == range.uid_base && m.gid() == range.gid_base => {
+            Ok(Some(p.upper.clone()))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mode = fs::metadata(top_layer)
-                .map_err(io_err(format!("reading {}", top_layer.display())))?
-                .mode()
-                & 0o7777;
-            // Built under a temporary name so that a crash never leaves a half-made upper.
-            let tmp = p.persist.join("upper.tmp");
-            let _ = fs::remove_dir(&tmp);
-            mkdir(&tmp, 0o700)?;
-            chown(&tmp, range.uid_base, range.gid_base)?;
-            set_mode(&tmp, mode)?;
-            fs::rename(&tmp, &p.upper)
-                .map_err(io_err(format!("creating {}", p.upper.display())))?;
-        }
-        Err(e) => return Err(io_err(format!("reading {}", p.upper.display()))(e)),
+        Ok(m) => Err(RootfsError::RangeMismatch {
+            upper: p.upper.clone(),
+            uid: m.uid(),
+            gid: m.gid(),
+            range: *range,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(format!("reading {}", p.upper.display()))(e)),
     }
-    mkdir(&p.work, 0o700)
 }
 
 fn userns(range: &IdRange) -> Result<OwnedFd, RootfsError> {
@@ -745,6 +901,7 @@ fn save_state(p: &Paths, st: &State) -> Result<(), RootfsError> {
 fn remove_rootfs_dirs(p: &Paths) -> Result<(), RootfsError> {
     remove_children(&p.lower)?;
     rmdir(&p.lower)?;
+    rmdir(&p.layer)?;
     rmdir(&p.root)
 }
 
@@ -756,6 +913,8 @@ fn remove_run_dir(p: &Paths) -> Result<(), RootfsError> {
     remove_rootfs_dirs(p)?;
     remove_children(&p.bind)?;
     rmdir(&p.bind)?;
+    remove_children(&p.view)?;
+    rmdir(&p.view)?;
     for f in [p.state.clone(), p.dir.join(format!("{STATE_FILE}.tmp"))] {
         match fs::remove_file(&f) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -861,16 +1020,25 @@ mod tests {
             merged.display()
         );
         let mounts = mountinfo::parse(line.as_bytes());
-        let layers = layers_of(&mounts, &merged, &paths(t.path())).unwrap();
+        let layout = layout_of(&mounts, &merged, &paths(t.path())).unwrap();
         let c = |p: &str| fs::canonicalize(home.join(p)).unwrap();
-        assert_eq!(layers, vec![c("ctr/diff"), c("ctr-init/diff"), c("img/diff")]);
-        // A plain directory is its own single layer.
-        assert_eq!(layers_of(&[], &merged, &paths(t.path())).unwrap(), vec![merged.clone()]);
+        assert_eq!(
+            layout,
+            Layout::Overlay {
+                upper: c("ctr/diff"),
+                work: c("ctr/work"),
+                lowers: vec![c("ctr-init/diff"), c("img/diff")]
+            }
+        );
+        // A plain directory is used as it is.
+        assert_eq!(layout_of(&[], &merged, &paths(t.path())).unwrap(), Layout::Plain);
         // A missing layer is an error naming it.
-        let line =
-            format!("90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE\n", merged.display());
+        let line = format!(
+            "90 42 0:50 / {} rw - overlay overlay rw,lowerdir=l/GONE,upperdir=ctr/diff,workdir=ctr/work\n",
+            merged.display()
+        );
         let err =
-            layers_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
+            layout_of(&mountinfo::parse(line.as_bytes()), &merged, &paths(t.path())).unwrap_err();
         assert!(err.to_string().contains("l/GONE"), "{err}");
     }
 

@@ -18,6 +18,9 @@
 //!   upper layer are freed (the reclaim path in `main.rs`). Nothing may be mounted below
 //!   them then (the container's mount namespace is gone with it); a mount found there
 //!   fails the removal, which is retried at the next reclaim.
+//! - Copied into the container's rootfs at pause and stop, and from an image's rootfs into
+//!   an empty volume at create, so that `docker commit` carries the inner engines' images
+//!   ([`sync`]).
 
 use std::fs;
 use std::io;
@@ -26,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 use crate::idrange::{valid_container_id, IdRange};
 use crate::rootfs::mountinfo;
+
+pub mod sync;
 
 /// Where the per-container directories live.
 pub const SYSTEM_DIR: &str = "/var/lib/sysvisor/volumes";
@@ -57,6 +62,9 @@ pub enum VolumeError {
         path.display()
     )]
     RangeMismatch { path: PathBuf, uid: u32, gid: u32, range: IdRange },
+    /// Copying a volume to or from the container's rootfs ([`sync`]) failed.
+    #[error("copying the inner engines' data between the volume and the rootfs: {0}")]
+    Sync(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> VolumeError {

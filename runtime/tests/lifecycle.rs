@@ -121,6 +121,18 @@ impl Host for Fake {
         self.log(format!("volumes {id} {}", names.join(",")));
         Ok(())
     }
+    fn seed_volumes(&self, id: &str, root: &Path, sources: &[PathBuf]) -> Result<(), HostError> {
+        self.log(format!("seed {id} {} {}", root.display(), sources.len()));
+        Ok(())
+    }
+    fn save_volumes(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("save {id}"));
+        Ok(())
+    }
+    fn refresh_engine_mount(&self, id: &str) -> Result<(), HostError> {
+        self.log(format!("refresh {id}"));
+        Ok(())
+    }
     fn cgroup_layout(&self) -> Layout {
         Layout::Hybrid
     }
@@ -241,7 +253,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     assert_eq!(
         host.names(),
         [
-            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "runc",
+            "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "seed", "runc",
             "locked", "register", "delegate"
         ]
     );
@@ -253,11 +265,13 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     ));
     // Docker's own files are given to the container's root.
     assert_eq!(calls[5], format!("own /var/lib/docker/containers/c1/resolv.conf {}", IDS.uid_base));
+    // An empty volume gets what the shifted rootfs holds at its place.
+    assert_eq!(calls[8], "seed c1 /run/sysvisor/rootfs/c1/root 3");
     // runc gets the shim's arguments unchanged.
-    assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
-    assert!(calls[8].ends_with("init.pid c1"));
-    assert_eq!(calls[9], "locked c1 4242");
-    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
+    assert!(calls[9].starts_with("runc --root /run/r --log "), "{}", calls[9]);
+    assert!(calls[9].ends_with("init.pid c1"));
+    assert_eq!(calls[10], "locked c1 4242");
+    assert_eq!(calls[12], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(
@@ -475,11 +489,30 @@ fn delete_runs_runc_then_cleans_up_and_restores_the_config() {
             "state c1",
             "runc --root /run/r delete c1",
             "unregister c1",
+            "save c1",
             "unshift c1",
             "schedule-reclaim c1"
         ]
     );
     assert!(bundle.untouched());
+}
+
+fn pause(host: &Fake, line: &str) -> Result<i32, LifecycleError> {
+    let inv = cli::parse(line.split(' ')).unwrap();
+    let Command::Pause(args) = &inv.command else { panic!() };
+    lifecycle::pause(host, &inv, &args.id)
+}
+
+/// `docker commit` pauses the container: the inner engines' data is copied into the
+/// rootfs once runc has frozen it, not when runc refused.
+#[test]
+fn pause_copies_the_volumes_after_runc_froze_the_container() {
+    let host = Fake::new();
+    assert_eq!(pause(&host, "--root /run/r pause c1").unwrap(), 0);
+    assert_eq!(host.calls(), ["runc --root /run/r pause c1", "save c1", "refresh c1"]);
+    let host = Fake { runc_code: 1, ..Fake::new() };
+    assert_eq!(pause(&host, "pause c1").unwrap(), 1);
+    assert_eq!(host.names(), ["runc"]);
 }
 
 #[test]
@@ -503,6 +536,7 @@ fn delete_of_a_container_runc_does_not_know_still_cleans_up() {
             "state c1",
             "runc delete --force c1",
             "unregister c1",
+            "save c1",
             "unshift c1",
             "schedule-reclaim c1"
         ]

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -239,7 +239,7 @@ fn expect_userns(range: &IdRange, script: &str, expected: &str) {
 // ---------- tests ----------
 
 #[test]
-fn shift_write_unshift_restart_forget() {
+fn shift_write_unshift_restart() {
     if !is_root() {
         return;
     }
@@ -248,23 +248,23 @@ fn shift_write_unshift_restart_forget() {
     let merged = env.docker_overlay();
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
 
-    // Ours is on top of Docker's, at the original path and at shifted_root.
+    // Docker's overlay stays alone at its path; ours, at shifted_root, writes to Docker's
+    // upper dir through an idmapped clone of its directory.
     let shifted = env.rootfs.shifted_root(&env.id);
     assert_eq!(shifted, env.p("run/ctr-main/root"));
-    for at in [&merged, &shifted] {
-        let top = top_at(at).unwrap();
-        assert_eq!(top.fstype, "overlay");
-        assert!(
-            top.super_opts.contains(&format!("upperdir={}", env.upper().display())),
-            "{}",
-            top.super_opts
-        );
-    }
-    assert_eq!(owner(&env.upper()), (r.uid_base, r.gid_base));
+    let docker_upper = format!("upperdir={}", env.p("layers/diff").display());
+    assert!(top_at(&merged).unwrap().super_opts.contains(&docker_upper));
+    let ours = top_at(&shifted).unwrap();
+    assert_eq!(ours.fstype, "overlay");
+    let our_upper = format!("upperdir={}", env.p("run/ctr-main/layer/diff").display());
+    assert!(ours.super_opts.contains(&our_upper), "{}", ours.super_opts);
+    let line = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = line.lines().rfind(|l| l.split(' ').nth(4) == shifted.to_str()).unwrap();
+    assert!(line.split(' ').nth(5).unwrap().split(',').any(|o| o == "nodev"), "{line}");
 
     // Inside: image files belong to root (uid 1000 stays 1000), root can change them and
     // create new ones; Docker's own layer (workdir) and the init layer are there.
-    let m = merged.display();
+    let m = shifted.display();
     expect_userns(
         &r,
         &format!(
@@ -279,36 +279,44 @@ fn shift_write_unshift_restart_forget() {
         ),
         "0:0\n0:0\n0:0\n0:0\n0:0\n1000:1000\n0:0\n1000:1000\n0:0\n0",
     );
-    expect_userns(
-        &r,
-        &format!("cat {}/newfile; stat -c %u {}/newfile", shifted.display(), shifted.display()),
-        "new\n0",
-    );
 
-    // On the host: new and copied-up files are in our upper, owned by the range; the image
-    // layers and Docker's upper are untouched.
-    let up = env.upper();
-    assert_eq!(owner(&up.join("newfile")), (r.uid_base, r.gid_base));
-    assert_eq!(owner(&up.join("newdir")), (r.uid_base + 1000, r.gid_base + 1000));
-    assert_eq!(owner(&up.join("etc/passwd")), (r.uid_base, r.gid_base));
+    // On the host: the changes are in Docker's upper dir, with the ids they have inside
+    // (what `docker diff` and `docker commit` read); the image layers are untouched.
+    let up = env.p("layers/diff");
+    assert_eq!(owner(&up.join("newfile")), (0, 0));
+    assert_eq!(owner(&up.join("newdir")), (1000, 1000));
+    assert_eq!(owner(&up.join("etc/passwd")), (0, 0));
     assert!(fs::read_to_string(up.join("etc/passwd")).unwrap().contains("appended"));
+    let whiteout = fs::symlink_metadata(up.join("etc/hosts")).unwrap();
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0, "{whiteout:?}");
     let base_passwd = env.p("layers/base/etc/passwd");
     assert_eq!(owner(&base_passwd), (0, 0));
     assert!(!fs::read_to_string(&base_passwd).unwrap().contains("appended"));
     assert!(env.p("layers/init/etc/hosts").exists());
-    assert!(!env.p("layers/diff/newfile").exists());
+    // What the engine writes at its own path as host root (`docker cp` into the running
+    // container) is root's inside, and 1000 stays 1000.
+    fs::write(merged.join("fromdocker"), "cp\n").unwrap();
+    fs::write(merged.join("fromdocker1000"), "cp\n").unwrap();
+    std::os::unix::fs::chown(merged.join("fromdocker1000"), Some(1000), Some(1000)).unwrap();
+    // Also where the engine's overlay must copy a directory up (its work dir is its own).
+    fs::write(merged.join("tmp/fromdocker"), "cp\n").unwrap();
+    expect_userns(
+        &r,
+        &format!(
+            "cat {m}/fromdocker; stat -c %u:%g {m}/fromdocker {m}/fromdocker1000 {m}/tmp/fromdocker"
+        ),
+        "cp\n0:0\n1000:1000\n0:0",
+    );
     // A host user outside the range cannot enter the container's directory.
     let dir_meta = fs::metadata(env.p("run/ctr-main")).unwrap();
     assert_eq!((dir_meta.mode() & 0o777, dir_meta.gid()), (0o710, r.gid_base));
 
-    // unshift: nothing of ours stays mounted; Docker's overlay is on top again.
+    // unshift: nothing of ours stays mounted; Docker's overlay is untouched.
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
-    assert!(!mounts().iter().any(|m| m.super_opts.contains(&env.upper().display().to_string())));
-    let top = top_at(&merged).unwrap();
-    assert!(top.super_opts.contains(&format!("upperdir={}", env.p("layers/diff").display())));
+    assert!(top_at(&merged).unwrap().super_opts.contains(&docker_upper));
     assert!(!env.p("run/ctr-main").exists());
-    assert!(env.upper().join("newfile").exists(), "the upper layer persists");
+    assert!(merged.join("newfile").exists(), "Docker's view has the container's files");
     env.rootfs.unshift(&env.id).unwrap(); // idempotent
 
     // docker stop + start: shift again; the earlier file is still root's inside.
@@ -320,12 +328,10 @@ fn shift_write_unshift_restart_forget() {
     );
     env.rootfs.unshift(&env.id).unwrap();
 
-    // docker rm: forget removes the upper layer.
-    assert_eq!(env.rootfs.persisted().unwrap(), vec!["ctr-main".to_string()]);
-    env.rootfs.forget(&env.id).unwrap();
-    assert!(!env.p("lib/ctr-main").exists());
+    // Nothing of the container is kept outside Docker's layer.
     assert!(env.rootfs.persisted().unwrap().is_empty());
-    env.rootfs.forget(&env.id).unwrap(); // idempotent
+    assert!(!env.p("lib").exists());
+    env.rootfs.forget(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }
 
@@ -401,20 +407,17 @@ fn unshift_after_a_crash_and_repeated_shift() {
     // A repeated create: the rootfs is shifted afresh, one overlay of ours on the stack,
     // the bind clone stays.
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    let shifted = env.rootfs.shifted_root(&env.id);
     let ours = |at: &Path| {
-        mounts()
-            .iter()
-            .filter(|m| {
-                m.mount_point == at && m.super_opts.contains(&env.upper().display().to_string())
-            })
-            .count()
+        let layer = env.p("run/ctr-crash/layer").display().to_string();
+        mounts().iter().filter(|m| m.mount_point == at && m.super_opts.contains(&layer)).count()
     };
-    assert_eq!(ours(&merged), 1);
-    assert_eq!(ours(&env.rootfs.shifted_root(&env.id)), 1);
+    assert_eq!(ours(&merged), 0);
+    assert_eq!(ours(&shifted), 1);
     assert!(top_at(&bind).is_some());
     expect_userns(
         &r,
-        &format!("stat -c %u {}/etc/passwd {}", merged.display(), bind.display()),
+        &format!("stat -c %u {}/etc/passwd {}", shifted.display(), bind.display()),
         "0\n0",
     );
 
@@ -423,7 +426,7 @@ fn unshift_after_a_crash_and_repeated_shift() {
     fs::remove_file(env.p("run/ctr-crash/state.json")).unwrap();
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
-    assert_eq!(ours(&merged), 0);
+    assert_eq!(ours(&shifted), 0);
     assert!(!env.p("run/ctr-crash").exists());
     // Docker's overlay is intact.
     assert!(merged.join(".dockerenv").exists());
@@ -444,31 +447,51 @@ fn plain_directory_rootfs() {
         &r,
         &format!(
             "cd {}; stat -c %u etc/motd; echo x >> etc/motd; touch new; stat -c %u new",
-            rootfs.display()
+            env.rootfs.shifted_root(&env.id).display()
         ),
         "0\n0",
     );
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.root), Vec::<PathBuf>::new());
-    // The directory itself is untouched; the changes are in our upper.
-    assert_eq!(fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hi\n");
-    assert!(!rootfs.join("new").exists());
-    assert_eq!(owner(&env.upper().join("new")), (r.uid_base, r.gid_base));
+    // The directory itself is written, with the container's own ids, as runc would.
+    assert_eq!(fs::read_to_string(rootfs.join("etc/motd")).unwrap(), "hi\nx\n");
+    assert_eq!(owner(&rootfs.join("new")), (0, 0));
 }
 
+/// A container made by an older sysvisor-runc kept its writes in its own upper layer
+/// (owned by its range on disk): they stay visible, above the image; Docker's layer gets
+/// what is written now. A kept layer of another range is refused.
 #[test]
-fn upper_of_another_range_is_refused() {
+fn upper_kept_by_an_older_version() {
     if !is_root() {
         return;
     }
-    let env = Env::new("ctr-mismatch");
+    let env = Env::new("ctr-legacy");
+    let r = range(5);
     let merged = env.docker_overlay();
-    env.rootfs.shift(&env.id, &merged, &range(5)).unwrap();
+    fs::create_dir_all(env.upper()).unwrap();
+    fs::set_permissions(env.p("lib"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(env.upper(), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    fs::write(env.upper().join("old"), "old\n").unwrap();
+    std::os::unix::fs::chown(env.upper().join("old"), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    let m = env.rootfs.shifted_root(&env.id);
+    expect_userns(
+        &r,
+        &format!("cd {}; cat old; stat -c %u old etc/passwd; touch new", m.display()),
+        "old\n0\n0",
+    );
+    assert_eq!(owner(&env.p("layers/diff/new")), (0, 0));
     env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(env.rootfs.persisted().unwrap(), vec!["ctr-legacy".to_string()]);
+
     let err = env.rootfs.shift(&env.id, &merged, &range(6)).unwrap_err();
     assert!(matches!(err, RootfsError::RangeMismatch { .. }), "{err:?}");
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
+    // docker rm: forget removes the kept layer.
+    env.rootfs.forget(&env.id).unwrap();
+    assert!(!env.p("lib/ctr-legacy").exists());
 }
 
 #[test]
@@ -579,7 +602,7 @@ fn runc_runs_the_shifted_root() {
     let out = run(&env.rootfs.shifted_root(&env.id), "sysvisor-test-shifted");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0\n0\n0\n0");
-    assert_eq!(owner(&env.upper().join("fromrunc")), (r.uid_base, r.gid_base));
+    assert_eq!(owner(&env.p("layers/diff/fromrunc")), (0, 0));
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
 }
@@ -602,11 +625,162 @@ fn under_a_shared_mount_like_dockers_data_root() {
     env.rootfs.shift(&env.id, &merged, &r).unwrap();
     expect_userns(
         &r,
-        &format!("stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x", m = merged.display()),
+        &format!(
+            "stat -c %u {m}/etc/passwd; touch {m}/x; stat -c %u {m}/x",
+            m = env.rootfs.shifted_root(&env.id).display()
+        ),
         "0\n0",
     );
     env.rootfs.unshift(&env.id).unwrap();
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
-    assert!(!merged.join("x").exists());
+    assert_eq!(owner(&merged.join("x")), (0, 0));
+}
+
+/// The inner engines' volume goes into Docker's upper dir with the container's own ids at
+/// pause/stop (opaque, replacing an older copy), and from the shifted rootfs into an empty
+/// volume (owned by the range) at create; a symlink the container planted on the way
+/// refuses the copy.
+#[test]
+fn volumes_sync_into_the_layer_and_back() {
+    use std::os::unix::fs::{chown, symlink};
+    use sysvisor_runc::volumes::{sync, Volumes};
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("ctr-sync");
+    let r = range(10);
+    let merged = env.docker_overlay();
+    // An older copy in the image below, which must not mix in.
+    fs::create_dir_all(env.p("layers/base/var/lib/docker/stale")).unwrap();
+    let mknod = |p: &Path, mode: libc::mode_t, dev: libc::dev_t| {
+        let c = CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path living across the call.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0, "mknod {}", p.display());
+    };
+    let volumes = Volumes::at(&env.p("volumes"));
+    let docker = volumes.dir(&env.id).unwrap().join("docker");
+    volumes.ensure(&env.id, &r, std::slice::from_ref(&docker)).unwrap();
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+
+    // What the inner engine wrote (owned by the range on disk).
+    fs::create_dir_all(docker.join("image/overlay2")).unwrap();
+    fs::write(docker.join("image/repositories.json"), "{}").unwrap();
+    fs::write(docker.join("image/overlay2/user-file"), "u").unwrap();
+    for p in ["image", "image/overlay2", "image/repositories.json"] {
+        chown(docker.join(p), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    }
+    chown(
+        docker.join("image/overlay2/user-file"),
+        Some(r.uid_base + 1000),
+        Some(r.gid_base + 1000),
+    )
+    .unwrap();
+    // An inner overlay's whiteout, and a host device node the container could not make.
+    mknod(&docker.join("image/wh"), libc::S_IFCHR, 0);
+    chown(docker.join("image/wh"), Some(r.uid_base), Some(r.gid_base)).unwrap();
+    let written = sync::save(&volumes, &env.rootfs, &env.id).unwrap();
+    let up = env.p("layers/diff/var/lib/docker");
+    // A crafted image: a node of a host device where the volume's copy comes from.
+    mknod(&up.join("image/mem"), libc::S_IFCHR | 0o666, libc::makedev(1, 1));
+    mknod(&up.join("image/disk"), libc::S_IFBLK | 0o666, libc::makedev(8, 0));
+    assert_eq!(written, vec![up.clone()]);
+    assert_eq!(owner(&up), (0, 0));
+    assert_eq!(owner(&up.join("image/repositories.json")), (0, 0));
+    assert_eq!(owner(&up.join("image/overlay2/user-file")), (1000, 1000));
+    // The inner whiteout is an escaped empty file there, not one of the outer overlay.
+    assert!(!up.join("image/wh").exists());
+    assert_eq!(fs::metadata(up.join("image/.sysvisor-wh.wh")).unwrap().len(), 0);
+    let (path, mut value) = (CString::new(up.to_str().unwrap()).unwrap(), [0u8; 8]);
+    // SAFETY: valid NUL-terminated strings and a writable buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(n, 1, "no opaque mark on {}", up.display());
+    assert_eq!(value[0], b'y');
+    // Again: the old copy is replaced, not merged into.
+    fs::remove_file(docker.join("image/repositories.json")).unwrap();
+    sync::save(&volumes, &env.rootfs, &env.id).unwrap();
+    assert!(!up.join("image/repositories.json").exists());
+    assert!(up.join("image/overlay2/user-file").exists());
+    assert!(mounts_under(&env.p("run/ctr-sync/view")).is_empty(), "the view is unmounted");
+    env.rootfs.unshift(&env.id).unwrap();
+
+    // A container of the committed image: its empty volume gets the copy, owned by its
+    // range, without the older copy of the layer below.
+    let r2 = range(11);
+    env.rootfs.shift("ctr-sync2", &merged, &r2).unwrap();
+    let docker2 = volumes.dir("ctr-sync2").unwrap().join("docker");
+    volumes.ensure("ctr-sync2", &r2, std::slice::from_ref(&docker2)).unwrap();
+    let root2 = env.rootfs.shifted_root("ctr-sync2");
+    let filled = sync::seed(&root2, std::slice::from_ref(&docker2)).unwrap();
+    assert_eq!(filled, vec![docker2.clone()]);
+    assert_eq!(owner(&docker2), (r2.uid_base, r2.gid_base));
+    let user_file = docker2.join("image/overlay2/user-file");
+    assert_eq!(owner(&user_file), (r2.uid_base + 1000, r2.gid_base + 1000));
+    assert!(!docker2.join("stale").exists(), "the opaque copy hides the one below");
+    let wh = fs::symlink_metadata(docker2.join("image/wh")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "the whiteout is back");
+    assert_eq!((wh.uid(), wh.gid()), (r2.uid_base, r2.gid_base));
+    assert!(!docker2.join("image/.sysvisor-wh.wh").exists());
+    assert!(!docker2.join("image/mem").exists() && !docker2.join("image/disk").exists());
+    // A volume with data is the container's own: left alone.
+    fs::remove_file(&user_file).unwrap();
+    assert!(sync::seed(&root2, std::slice::from_ref(&docker2)).unwrap().is_empty());
+    assert!(!user_file.exists());
+    env.rootfs.unshift("ctr-sync2").unwrap();
+
+    // The container made /var/lib a symlink to a host directory: refused, nothing written.
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    let host_dir = env.p("host-etc");
+    fs::create_dir_all(&host_dir).unwrap();
+    let lib = env.p("layers/diff/var/lib");
+    fs::remove_dir_all(&lib).unwrap();
+    symlink(&host_dir, &lib).unwrap();
+    let err = sync::save(&volumes, &env.rootfs, &env.id).unwrap_err();
+    assert!(err.to_string().contains("is not a directory (a symlink?)"), "{err}");
+    assert_eq!(fs::read_dir(&host_dir).unwrap().count(), 0, "the copy reached the host");
+    env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
+}
+
+/// Docker's overlay, mounted afresh at pause, shows what the container changed through its
+/// own overlay even where Docker had looked before; one mount stays at Docker's path.
+#[test]
+fn refreshed_engine_mount_shows_the_containers_changes() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("ctr-refresh");
+    let r = range(12);
+    let merged = env.docker_overlay();
+    env.rootfs.shift(&env.id, &merged, &r).unwrap();
+    // Docker looks at /etc (as it does at start).
+    let _ = fs::read_dir(merged.join("etc")).unwrap().count();
+    assert!(merged.join("etc/hosts").exists());
+    let m = env.rootfs.shifted_root(&env.id);
+    expect_userns(&r, &format!("rm {m}/etc/hosts; echo n > {m}/etc/new", m = m.display()), "");
+
+    assert!(env.rootfs.refresh_engine_mount(&env.id).unwrap());
+    assert!(!merged.join("etc/hosts").exists());
+    assert_eq!(fs::read_to_string(merged.join("etc/new")).unwrap(), "n\n");
+    assert_eq!(owner(&merged.join("etc/new")), (0, 0));
+    let at_merged = mounts().into_iter().filter(|l| l.mount_point == merged).count();
+    assert_eq!(at_merged, 1, "Docker's path holds one overlay");
+    assert!(top_at(&merged).unwrap().super_opts.contains("layers/diff"));
+    // The container's overlay still works (its own work dir).
+    expect_userns(
+        &r,
+        &format!("cp {m}/bin/tool {m}/etc/tool2 && stat -c %u {m}/etc/tool2", m = m.display()),
+        "0",
+    );
+    env.rootfs.unshift(&env.id).unwrap();
+    assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
+    // Not shifted: nothing to refresh.
+    assert!(!env.rootfs.refresh_engine_mount(&env.id).unwrap());
 }

@@ -120,6 +120,61 @@ fn docker_runs_inside_a_system_container_on_overlay2() {
     e.assert_no_leaks(&id, Some(range));
 }
 
+/// Issue 14: `docker commit` of a system container carries the images of its inner dockerd
+/// (copied from the host-backed /var/lib/docker into the layer at the commit's pause); a
+/// system container of the committed image boots with them in `docker images` and runs
+/// them.
+#[test]
+fn a_committed_system_container_keeps_its_inner_images() {
+    let Some(e) = Engine::get() else { return };
+    let c = system_container_with_docker(&e, &[]);
+    let range = host_range(&c);
+    // An inner image whose top layer deletes a file (an inner overlay whiteout).
+    c.sh("set -e; docker run --name nols bb rm /bin/ls; docker commit nols bb-nols >/dev/null; \
+          docker rm nols >/dev/null")
+        .expect_success();
+    let image = format!("sysvisor-e2e/inner-images-{}", std::process::id());
+    let out = e.docker(&["commit", &c.name, &image]);
+    assert!(out.success(), "docker commit: {out}");
+    let _image = RemoveImage(&e, image.clone());
+    assert!(c.exec(&["docker", "run", "--rm", "bb", "true"]).success(), "still runs after");
+    let id = c.id();
+    assert!(c.remove().success());
+
+    let (c2, out) = e.run_image_detached(&image, &["--runtime", RUNTIME], &[]);
+    assert!(out.success(), "{out}\n{}", e.diagnostics());
+    let (state, failed) = boot(&c2);
+    assert!(state == "running" || state == "degraded", "systemd: {state}\nfailed:\n{failed}");
+    let range2 = host_range(&c2);
+    assert!(
+        poll(Duration::from_secs(60), || c2.exec(&["docker", "info"]).success()),
+        "the inner dockerd of the committed image does not answer"
+    );
+    let images = c2.exec(&["docker", "images", "--format", "{{.Repository}}"]).expect_success();
+    assert!(images.stdout.lines().any(|l| l == "bb"), "inner images: {images}");
+    let out = c2.exec(&["docker", "run", "--rm", "bb", "echo", "from-the-committed-image"]);
+    assert_eq!(out.expect_success().out(), "from-the-committed-image");
+    let script = "test -e /bin/ls && echo ls-is-back || echo no-ls";
+    let out = c2.exec(&["docker", "run", "--rm", "bb-nols", "sh", "-c", script]);
+    assert_eq!(out.expect_success().out(), "no-ls", "the inner layer's whiteout");
+    // The copy in the new volume belongs to the new container's range.
+    let id2 = c2.id();
+    let meta = fs::metadata(format!("{SYSVISOR_LIB}/volumes/{id2}/docker/image")).unwrap();
+    assert_eq!(meta.uid(), range2.outside);
+
+    assert!(c2.remove().success());
+    e.assert_no_leaks(&id, Some(range));
+    e.assert_no_leaks(&id2, Some(range2));
+}
+
+/// Removes an image of the engine when dropped.
+struct RemoveImage<'e>(&'e Engine, String);
+impl Drop for RemoveImage<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.docker(&["rmi", "-f", &self.1]);
+    }
+}
+
 /// Needs the mount trap of sysvisor-fs (issue 6, first part): the inner container's new
 /// procfs gets the views too. Without it the inner container reads the host's meminfo.
 #[test]

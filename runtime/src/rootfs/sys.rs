@@ -125,8 +125,17 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 /// Sets the mount attributes `set` (`MOUNT_ATTR_*`) on the detached mount `mnt`, and makes
 /// it private (no propagation to or from its source's peers).
 pub fn set_mount_attrs(mnt: BorrowedFd<'_>, set: u64) -> io::Result<()> {
-    let attr =
-        MountAttr { attr_set: set, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
+    mount_setattr(mnt, set, libc::MS_PRIVATE)
+}
+
+/// Sets the mount attributes `set` on the mount whose root `path` is, propagation kept.
+pub fn add_mount_attrs(path: &Path, set: u64) -> io::Result<()> {
+    let dir = fs::File::open(path)?;
+    mount_setattr(std::os::fd::AsFd::as_fd(&dir), set, 0)
+}
+
+fn mount_setattr(mnt: BorrowedFd<'_>, set: u64, propagation: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation, userns_fd: 0 };
     // SAFETY: attr is a properly laid out struct mount_attr of the size we pass, EMPTY a
     // valid C string; both outlive the call.
     let rc = unsafe {
@@ -286,6 +295,23 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
 /// opens /proc/CHILD/ns/user, then kills and reaps the child; the namespace lives on in the
 /// fd.
 pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+    userns_fd_with_maps(
+        &format!("0 {} {}\n", range.uid_base, range.count),
+        &format!("0 {} {}\n", range.gid_base, range.count),
+    )
+}
+
+/// The inverse of [`userns_fd`]: maps `BASE COUNT` to `0 COUNT` (an idmapped mount with it
+/// shows files the range owns on disk with the container's own ids, and stores what is
+/// written as id x with BASE + x).
+pub fn unshift_userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+    userns_fd_with_maps(
+        &format!("{} 0 {}\n", range.uid_base, range.count),
+        &format!("{} 0 {}\n", range.gid_base, range.count),
+    )
+}
+
+fn userns_fd_with_maps(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
     // SAFETY: the child runs only async-signal-safe syscalls (unshare, write, read, _exit)
@@ -318,13 +344,96 @@ pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
         ));
     }
     let ns = fs::File::open(format!("/proc/{pid}/ns/user"))?;
-    let map = format!("0 {} {}\n", range.uid_base, range.count);
-    fs::write(format!("/proc/{pid}/uid_map"), map)?;
-    let map = format!("0 {} {}\n", range.gid_base, range.count);
-    fs::write(format!("/proc/{pid}/gid_map"), map)?;
+    fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+    fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
     drop(hold_w);
     drop(child);
     Ok(ns.into())
+}
+
+/// Marks a directory of an overlay's upper layer opaque (`trusted.overlay.opaque=y`): the
+/// layers below do not show through it.
+pub fn set_opaque(dir: &Path) -> io::Result<()> {
+    let p = cpath(dir)?;
+    let value = b"y";
+    // SAFETY: p and the name are valid NUL-terminated strings and value a buffer of the
+    // given length, all living across the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(rc.into()).map(drop)
+}
+
+/// Creates an overlay whiteout (a character device 0/0, mode 0) at `path`.
+pub fn mknod_whiteout(path: &Path) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: p is a valid NUL-terminated string living across the call.
+    let rc = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR, 0) };
+    check(rc.into()).map(drop)
+}
+
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (version 3: two words).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn capget() -> io::Result<[CapData; 2]> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and data are valid, writable structs of the sizes capget expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    check(rc).map(|_| data)
+}
+
+fn capset(data: &[CapData; 2]) -> io::Result<()> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    // SAFETY: header and data are valid structs of the sizes capset expects.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    check(rc).map(drop)
+}
+
+/// Runs `f` on this thread with filesystem ids `uid`:`gid` and every permitted capability
+/// effective, then restores the thread's ids and capabilities.
+///
+/// An overlay acts on its layers with the credentials of whoever created it. Created so,
+/// it creates its work directories and copy-up files as `uid` on layers that are idmapped
+/// mounts, where host root itself has no mapping (EOVERFLOW). setfsuid away from 0 drops
+/// the filesystem capabilities from the effective set; they are raised again for the
+/// overlay's copy-up (chown, whiteouts, trusted.* xattrs).
+pub fn with_creator_ids<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> io::Result<T> {
+    let saved = capget()?;
+    // SAFETY: setfsgid/setfsuid change only this thread's credentials; no memory involved.
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+    let mut raised = saved;
+    for d in &mut raised {
+        d.effective = d.permitted;
+    }
+    let result = capset(&raised).map(|()| f());
+    // SAFETY: as above, back to the ids this thread had.
+    unsafe {
+        libc::setfsuid(old_uid as libc::uid_t);
+        libc::setfsgid(old_gid as libc::gid_t);
+    }
+    capset(&saved)?;
+    result
 }
 
 /// Kills and reaps the helper child on every path.
