@@ -281,7 +281,13 @@ impl Engine {
         script.push_str(" \"$@\"\n");
         fs::write(&path, script).map_err(|e| e.to_string())?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        self.runtimes.lock().unwrap().insert(name.to_string(), path);
+        self.add_runtime_binary(name, &path)
+    }
+
+    /// Adds a runtime to the private engine (reloaded with SIGHUP) that runs the binary
+    /// `path` as it is (an installed sysvisor-runc, say). Returns the runtime's name.
+    pub fn add_runtime_binary(&self, name: &str, path: &Path) -> Result<String, String> {
+        self.runtimes.lock().unwrap().insert(name.to_string(), path.to_path_buf());
         self.write_config()?;
         let pid = MANAGED.lock().unwrap().dockerd.as_ref().map(|c| c.id());
         let pid = pid.ok_or("dockerd not running")?;
