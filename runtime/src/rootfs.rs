@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::idrange::{valid_container_id, IdRange};
+use crate::idrange::{valid_container_id, DiskRoot, IdRange};
 
 /// Where the shifted mounts of each container go (tmpfs: gone at reboot, as the mounts).
 pub const SYSTEM_RUN_DIR: &str = "/run/sysvisor/rootfs";
@@ -91,8 +91,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RootfsError {
 }
 
 /// The host's layout: [`SYSTEM_RUN_DIR`] and [`SYSTEM_LIB_DIR`].
-pub fn shift(container_id: &str, rootfs: &Path, range: &IdRange) -> Result<(), RootfsError> {
-    Rootfs::system().shift(container_id, rootfs, range)
+pub fn shift(
+    container_id: &str,
+    rootfs: &Path,
+    range: &IdRange,
+    disk: DiskRoot,
+) -> Result<(), RootfsError> {
+    Rootfs::system().shift_from(container_id, rootfs, range, disk)
 }
 
 /// See [`Rootfs::unshift`].
@@ -225,6 +230,19 @@ impl Rootfs {
         rootfs: &Path,
         range: &IdRange,
     ) -> Result<(), RootfsError> {
+        self.shift_from(container_id, rootfs, range, DiskRoot::HOST)
+    }
+
+    /// As [`shift`](Self::shift), for layers whose files the `disk` ids own for the
+    /// container's root (Docker's remapped root under `userns-remap`): on-disk id
+    /// `disk + n` shows as the range's `base + n`.
+    pub fn shift_from(
+        &self,
+        container_id: &str,
+        rootfs: &Path,
+        range: &IdRange,
+        disk: DiskRoot,
+    ) -> Result<(), RootfsError> {
         let p = self.paths(container_id)?;
         let rootfs = fs::canonicalize(rootfs)
             .map_err(io_err(format!("resolving rootfs {}", rootfs.display())))?;
@@ -251,7 +269,7 @@ impl Rootfs {
         st.layers = layers.clone();
         save_state(&p, &st)?;
 
-        let result = self.mount_rootfs(&p, &rootfs, &layers, range, &mounts);
+        let result = self.mount_rootfs(&p, &rootfs, &layers, range, disk, &mounts);
         if result.is_err() {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
@@ -268,9 +286,10 @@ impl Rootfs {
         rootfs: &Path,
         layers: &[PathBuf],
         range: &IdRange,
+        disk: DiskRoot,
         mounts: &[mountinfo::Mount],
     ) -> Result<(), RootfsError> {
-        let userns = userns(range)?;
+        let userns = userns(range, disk)?;
         mkdir(&p.lower, 0o700)?;
         let mut lowers = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
@@ -369,7 +388,8 @@ impl Rootfs {
         } else {
             fs::File::create(&target).map_err(io_err(format!("creating {}", target.display())))?;
         }
-        let result = userns(range)
+        // A bind source belongs to the host: its root is the container's root.
+        let result = userns(range, DiskRoot::HOST)
             .and_then(|ns| idmapped_clone(&source, &target, &ns, meta.is_dir(), &mounts));
         if let Err(e) = result {
             let _ = remove_placeholder(&target);
@@ -567,11 +587,11 @@ fn prepare_upper(p: &Paths, range: &IdRange, top_layer: &Path) -> Result<(), Roo
     mkdir(&p.work, 0o700)
 }
 
-fn userns(range: &IdRange) -> Result<OwnedFd, RootfsError> {
+fn userns(range: &IdRange, disk: DiskRoot) -> Result<OwnedFd, RootfsError> {
     if range.count == 0 {
         return Err(RootfsError::Layout { path: PathBuf::new(), reason: "empty id range".into() });
     }
-    sys::userns_fd(range).map_err(|e| {
+    sys::userns_fd(range, disk).map_err(|e| {
         if e.kind() == io::ErrorKind::Unsupported {
             RootfsError::Unsupported(e.to_string())
         } else {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use libc::{c_int, c_uint};
 
-use crate::idrange::IdRange;
+use crate::idrange::{DiskRoot, IdRange};
 
 // From <linux/mount.h>; stable kernel ABI.
 pub const OPEN_TREE_CLONE: c_uint = 0x1;
@@ -281,11 +281,12 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
     check(rc.into()).map(drop)
 }
 
-/// A user namespace whose uid and gid maps are `0 BASE COUNT` for `range`, as an fd (for
-/// MOUNT_ATTR_IDMAP). A forked child unshares CLONE_NEWUSER, the parent writes its maps,
+/// A user namespace whose uid and gid maps are `ROOT BASE COUNT` for `range` and `disk`
+/// (ROOT: `disk.uid`, resp. `disk.gid`), as an fd (for MOUNT_ATTR_IDMAP): an idmapped
+/// mount with it shows the files that `disk` ids own as owned by the range. A forked child unshares CLONE_NEWUSER, the parent writes its maps,
 /// opens /proc/CHILD/ns/user, then kills and reaps the child; the namespace lives on in the
 /// fd.
-pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+pub fn userns_fd(range: &IdRange, disk: DiskRoot) -> io::Result<OwnedFd> {
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
     // SAFETY: the child runs only async-signal-safe syscalls (unshare, write, read, _exit)
@@ -318,9 +319,9 @@ pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
         ));
     }
     let ns = fs::File::open(format!("/proc/{pid}/ns/user"))?;
-    let map = format!("0 {} {}\n", range.uid_base, range.count);
+    let map = format!("{} {} {}\n", disk.uid, range.uid_base, range.count);
     fs::write(format!("/proc/{pid}/uid_map"), map)?;
-    let map = format!("0 {} {}\n", range.gid_base, range.count);
+    let map = format!("{} {} {}\n", disk.gid, range.gid_base, range.count);
     fs::write(format!("/proc/{pid}/gid_map"), map)?;
     drop(hold_w);
     drop(child);
