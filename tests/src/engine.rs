@@ -865,7 +865,7 @@ static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
 /// Spawns a daemon in its own session, logging to `log`; with `pdeathsig`, it gets SIGTERM
 /// when this process dies.
-fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Child> {
+pub(crate) fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Child> {
     let err = log.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -904,7 +904,7 @@ fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Chil
     reply_rx.recv().map_err(|_| io::Error::other("keeper thread gone"))?
 }
 
-fn stop_child(mut child: Child, what: &str, grace: Duration) {
+pub(crate) fn stop_child(mut child: Child, what: &str, grace: Duration) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + grace;
@@ -919,7 +919,7 @@ fn stop_child(mut child: Child, what: &str, grace: Duration) {
     let _ = child.wait();
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
@@ -938,7 +938,7 @@ fn mounts_under(dir: &str) -> Vec<String> {
     mounts
 }
 
-fn unmount_under(dir: &str) {
+pub(crate) fn unmount_under(dir: &str) {
     for m in mounts_under(dir) {
         let c = std::ffi::CString::new(m.clone()).unwrap();
         // SAFETY: plain umount2 of a path string.
@@ -1025,7 +1025,7 @@ fn kill_stragglers() {
 
 /// SIGTERM to `pids` (processes of this harness's own engine or daemon, found by the caller),
 /// up to `grace` for them to exit, then SIGKILL to those still alive.
-fn terminate(pids: &[i32], grace: Duration) {
+pub(crate) fn terminate(pids: &[i32], grace: Duration) {
     for &pid in pids {
         // SAFETY: kill(2) on a pid the caller identified as ours; no memory is involved.
         unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -52,6 +52,7 @@ pub mod cmd;
 mod engine;
 pub mod images;
 pub mod leaks;
+pub mod second;
 
 pub use cmd::Output;
 pub use engine::{Container, Engine, Guard};
