@@ -258,12 +258,23 @@ impl SecondEngine {
     /// docker's output and the log if it fails (the guard removes what it left).
     #[track_caller]
     pub fn start_container(&self, options: &[&str], command: &[&str]) -> SecondContainer<'_> {
+        self.start_image(crate::IMAGE, options, command)
+    }
+
+    /// As [`SecondEngine::start_container`], of `image` (an empty `command`: its own).
+    #[track_caller]
+    pub fn start_image(
+        &self,
+        image: &str,
+        options: &[&str],
+        command: &[&str],
+    ) -> SecondContainer<'_> {
         static NAMES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("e2e-{}-{}-{n}", self.name, std::process::id());
         let mut args = vec!["run", "-d", "--pull", "never", "--name", &name];
         args.extend_from_slice(options);
-        args.push(crate::IMAGE);
+        args.push(image);
         args.extend_from_slice(command);
         let out = self.docker(&args);
         let container = SecondContainer { engine: self, name };
@@ -272,10 +283,33 @@ impl SecondEngine {
     }
 }
 
+impl SecondEngine {
+    /// The systemd + Docker image ([`crate::images`]) imported into this engine.
+    pub fn import_systemd_docker(&self) -> Result<&'static str, String> {
+        let tarball = crate::images::systemd_docker_tarball()?;
+        let out = self.docker(&[
+            "import",
+            "--change",
+            "CMD [\"/sbin/init\"]",
+            &tarball,
+            crate::SYSTEMD_DOCKER_IMAGE,
+        ]);
+        if !out.success() {
+            return Err(format!("docker import: {out}"));
+        }
+        Ok(crate::SYSTEMD_DOCKER_IMAGE)
+    }
+}
+
 impl SecondContainer<'_> {
     /// `docker exec NAME sh -c SCRIPT`.
     pub fn sh(&self, script: &str) -> Output {
-        self.engine.docker(&["exec", &self.name, "sh", "-c", script])
+        self.sh_as("0", script)
+    }
+
+    /// `docker exec -u USER NAME sh -c SCRIPT`.
+    pub fn sh_as(&self, user: &str, script: &str) -> Output {
+        self.engine.docker(&["exec", "-u", user, &self.name, "sh", "-c", script])
     }
 
     /// The host pid of the container's init.

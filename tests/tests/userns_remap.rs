@@ -4,10 +4,17 @@
 //! that range. sysvisor-runc replaces the mapping with the container's own exclusive range
 //! from the `sysvisor` pool and id-shifts the rootfs from Docker's range to it. Checked
 //! here: the range, the rootfs' owners inside, the views, a sysctl, the mount trap, two
-//! containers' ranges apart, and runc containers of the same engine beside them.
+//! containers' ranges apart, runc containers of the same engine beside them, that files
+//! of Docker's shared range are out of reach of a system container's root and users, and
+//! Docker inside (systemd + dockerd image, an inner container).
+
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use sysvisor_e2e::second::{subid_range, SecondContainer, SecondEngine, REMAP_USER};
-use sysvisor_e2e::{Engine, RANGE, RUNTIME};
+use sysvisor_e2e::{scratch_dir, Engine, RANGE, RUNTIME};
 
 /// The `sysvisor` pool of /etc/subuid (first id, count).
 fn pool() -> (u32, u32) {
@@ -76,5 +83,69 @@ fn system_containers_work_under_userns_remap_with_their_own_ranges() {
     let mp = plain.uid_map().expect("uid map of the runc container");
     assert_eq!((mp.inside, mp.outside), (0, remap_base), "{mp:?}");
     assert_eq!(field(&plain, "stat -c %u /bin/busybox && id -u"), "0\n0");
-    drop((a, b, plain));
+    drop((a, b));
+
+    // Attack: files of Docker's shared range (a runc container's volume, say) bound into
+    // a system container are out of reach of its root and of its users: they are not its
+    // ids. The runc container of the same engine, in that shared range, can read them.
+    let dir = scratch_dir("remap-shared");
+    fs::write(dir.join("secret"), "runc's\n").unwrap();
+    fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    chown(dir.join("secret"), Some(remap_base), Some(remap_base)).unwrap();
+    chown(&dir, Some(remap_base), Some(remap_base)).unwrap();
+    let bind = format!("{}:/shared", dir.display());
+    let c = second.start_container(&["--runtime", RUNTIME, "-v", &bind], &["sleep", "3600"]);
+    for user in ["0", "1000"] {
+        for attack in [
+            "cat /shared/secret",
+            "ls /shared",
+            "touch /shared/new",
+            "chown 0:0 /shared/secret",
+            "chmod 777 /shared",
+        ] {
+            let out = c.sh_as(user, attack);
+            assert!(!out.success(), "user {user} of a system container: `{attack}` worked: {out}");
+        }
+    }
+    assert!(!dir.join("new").exists());
+    let runc_side =
+        second.start_container(&["-v", &bind], &["sleep", "3600"]).sh("cat /shared/secret");
+    assert_eq!(runc_side.out(), "runc's", "the runc container reads its range's file: {runc_side}");
+    drop((c, plain));
+    let _ = fs::remove_dir_all(&dir);
+
+    docker_runs_inside(&second);
+}
+
+/// Polls `ok` every 250 ms until it holds or `timeout` passes.
+fn poll(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// The systemd + Docker image as a system container of the userns-remap engine: systemd
+/// boots, the inner dockerd answers, and an inner container runs.
+fn docker_runs_inside(second: &SecondEngine) {
+    let image = second.import_systemd_docker().unwrap_or_else(|e| panic!("{e}"));
+    let c = second.start_image(image, &["--runtime", RUNTIME, "-m", "512m"], &[]);
+    let mut state = String::new();
+    let booted = poll(Duration::from_secs(180), || {
+        state = c.sh("systemctl is-system-running --wait").out();
+        !matches!(state.as_str(), "" | "offline" | "initializing" | "starting")
+    });
+    assert!(booted && (state == "running" || state == "degraded"), "systemd: {state:?}");
+    let ready = poll(Duration::from_secs(90), || c.sh("docker info >/dev/null").success());
+    assert!(ready, "the inner dockerd does not answer: {}", c.sh("journalctl -u docker -n 30"));
+    let out = c.sh("set -e; rm -rf /tmp/bb; mkdir -p /tmp/bb/bin; cp /bin/busybox /tmp/bb/bin/; \
+         ln -s busybox /tmp/bb/bin/sh; ln -s busybox /tmp/bb/bin/echo; \
+         tar -C /tmp/bb -c . | docker import -c 'ENV PATH=/bin' - bb >/dev/null; rm -rf /tmp/bb; \
+         docker run --rm bb echo hello");
+    assert_eq!(out.out(), "hello", "an inner container: {out}");
 }
