@@ -53,6 +53,19 @@ fn transformed(name: &str) -> Spec {
     to_system_container(fixture(name), &inputs()).unwrap()
 }
 
+/// The uid and gid mappings of a transformed spec are the container's range, alone.
+#[track_caller]
+fn assert_maps_to_the_range(v: &Value) {
+    assert_eq!(
+        v["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": UID_BASE, "size": 65536}])
+    );
+    assert_eq!(
+        v["linux"]["gidMappings"],
+        json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
+    );
+}
+
 fn json_of(spec: &Spec) -> Value {
     serde_json::to_value(spec).unwrap()
 }
@@ -112,14 +125,7 @@ fn docker_run_gets_a_user_namespace_with_its_range_and_a_cgroup_namespace() {
     assert!(namespaces.iter().all(|ns| ns.path().is_none()));
 
     let v = json_of(&out);
-    assert_eq!(
-        v["linux"]["uidMappings"],
-        json!([{"containerID": 0, "hostID": UID_BASE, "size": 65536}])
-    );
-    assert_eq!(
-        v["linux"]["gidMappings"],
-        json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
-    );
+    assert_maps_to_the_range(&v);
     assert_eq!(v["annotations"]["io.sysvisor.uid-base"], UID_BASE.to_string());
     assert_eq!(v["annotations"]["io.sysvisor.gid-base"], GID_BASE.to_string());
     assert_eq!(v["annotations"]["io.sysvisor.id-count"], "65536");
@@ -331,14 +337,7 @@ fn userns_remap_specs_get_their_own_range_and_say_who_owns_the_layers() {
     assert_eq!(transform::disk_root(&spec).unwrap(), DiskRoot { uid: 165536, gid: 165537 });
     let v = json_of(&to_system_container(spec, &inputs()).unwrap());
     // Docker's shared range is replaced by the container's exclusive one.
-    assert_eq!(
-        v["linux"]["uidMappings"],
-        json!([{"containerID": 0, "hostID": UID_BASE, "size": 65536}])
-    );
-    assert_eq!(
-        v["linux"]["gidMappings"],
-        json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
-    );
+    assert_maps_to_the_range(&v);
     let users = v["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] == "user");
     assert_eq!(users.count(), 1);
     assert_eq!(transform::disk_root(&fixture("docker-run.json")).unwrap(), DiskRoot::HOST);
