@@ -11,9 +11,10 @@ subgid=/etc/subgid
 pool_count=67108864 # 1024 ranges of 65536 ids, as scripts/install.sh
 unit_name=sysvisor-fs.service
 live=1
-# What the package added to the host, so that purge removes exactly that: "subids" (the
-# lines added, "FILE<TAB>LINE"), "docker-runtime" (present when the runtime entry was added
-# rather than found), "created-dirs" (the state directories absent before the first install).
+# What the package added to the host, so that remove and purge take back exactly that:
+# "subids" (the lines added, "FILE<TAB>LINE"), "docker-runtime" (the runtime entry's path
+# before the package set it, empty when there was no entry), "created-dirs" (the state
+# directories absent before the first install).
 records=/var/lib/sysvisor/package
 # The directories Sysvisor's programs create at run time: the id range and registry state,
 # the FUSE mount point, the sockets, the runc-path setting.

@@ -8,8 +8,8 @@
 # act on the running system, 0: only edit files), and defines say (a message on stdout).
 # shellcheck shell=bash
 
-# edit_daemon_json add|remove|check|has PATH FILE: merges (or removes) the runtime entry;
-# prints "changed" or "unchanged" ("has": "yes" or "no"). Other keys, and other fields of the entry, are kept.
+# edit_daemon_json add|remove|check|path PATH FILE: merges (or removes) the runtime entry;
+# prints "changed" or "unchanged" ("path": the entry's path, empty when there is none). Other keys, and other fields of the entry, are kept.
 # Fails, changing nothing, on a file that is not a JSON object ("check" only checks that).
 edit_daemon_json() {
     python3 - "$sv_prog" "$1" "$runtime_name" "$2" "$3" <<'PY'
@@ -31,8 +31,9 @@ if not isinstance(runtimes, dict):
     sys.exit(f"{prog}: error: \"runtimes\" in {file} is not an object; nothing was changed")
 if action == "check":
     sys.exit(0)
-if action == "has":
-    print("yes" if name in runtimes else "no")
+if action == "path":
+    entry = runtimes.get(name)
+    print(entry.get("path", "") if isinstance(entry, dict) else "")
     sys.exit(0)
 if action == "add":
     entry = runtimes.get(name)

@@ -272,3 +272,52 @@ fn package_installs_upgrades_under_a_running_container_and_purges_clean() {
     assert_eq!(host_state(), restore.before, "purge left the host changed: {out}");
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A daemon.json with other keys and the runtime entry of scripts/install.sh: the package
+/// points the entry at its binary and keeps the rest; removing the package points the entry
+/// back, and purge leaves the file as it was.
+#[test]
+fn an_existing_daemon_json_and_install_sh_entry_come_back_after_purge() {
+    let Some(e) = Engine::exclusive() else { return };
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    if Path::new(DAEMON_JSON).exists() {
+        eprintln!("skipped: {DAEMON_JSON} exists; the test seeds one only where there is none");
+        return;
+    }
+    let dir = scratch_dir("deb-config");
+    let deb = build_package(&e, &dir, "0.1.0~e2e1");
+    // Restore removes the seed (there was no file before).
+    let restore = Restore { engine: &e, before: host_state(), daemon: None };
+    let seed = serde_json::json!({
+        "log-level": "warn",
+        "runtimes": {
+            "crun": {"path": "/usr/bin/crun"},
+            "sysvisor-runc": {"path": "/usr/local/bin/sysvisor-runc", "runtimeArgs": ["--debug"]}
+        }
+    });
+    fs::create_dir_all(Path::new(DAEMON_JSON).parent().unwrap()).unwrap();
+    fs::write(DAEMON_JSON, serde_json::to_string_pretty(&seed).unwrap()).unwrap();
+
+    dpkg(&["-i", deb.to_str().unwrap()], &[]).expect_success();
+    let config = daemon_json();
+    assert_eq!(config["log-level"], "warn", "{config}");
+    assert_eq!(config["runtimes"]["crun"], seed["runtimes"]["crun"], "{config}");
+    assert_eq!(config["runtimes"]["sysvisor-runc"]["path"], RUNC, "{config}");
+    assert_eq!(config["runtimes"]["sysvisor-runc"]["runtimeArgs"], serde_json::json!(["--debug"]));
+
+    let out = dpkg(&["--purge", PACKAGE], &[]).expect_success();
+    assert_eq!(daemon_json(), seed, "{DAEMON_JSON} after purge: {out}");
+    let mut after = host_state();
+    for (file, text) in after.files.iter_mut() {
+        if *file == DAEMON_JSON {
+            *text = None; // the seed, checked above; Restore removes it
+        }
+    }
+    assert_eq!(after, restore.before, "purge left the host changed: {out}");
+    drop(restore);
+    assert!(!Path::new(DAEMON_JSON).exists());
+    let _ = fs::remove_dir_all(&dir);
+}
