@@ -367,7 +367,8 @@ fn versions(engine: &Engine) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The running `sysvisor-fs serve` on the default socket: (pid, executable).
+/// The running `sysvisor-fs serve` of the e2e engine (on its socket,
+/// [`sysvisor_e2e::FS_SOCKET`]): (pid, executable).
 fn fs_daemon() -> Option<(u32, PathBuf)> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -377,7 +378,7 @@ fn fs_daemon() -> Option<(u32, PathBuf)> {
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let is_daemon = args.first().is_some_and(|a| a.ends_with(b"sysvisor-fs"))
             && args.get(1) == Some(&&b"serve"[..])
-            && !args.iter().any(|a| a.starts_with(b"--socket"));
+            && args.windows(2).any(|w| w == [&b"--socket"[..], sysvisor_e2e::FS_SOCKET.as_bytes()]);
         if is_daemon {
             let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
             return Some((pid, exe));
@@ -386,8 +387,8 @@ fn fs_daemon() -> Option<(u32, PathBuf)> {
     None
 }
 
-/// Why the measured daemon may not be the binary next to the harness (e.g. a debug daemon
-/// someone left running, which the engine reuses).
+/// Why the measured daemon may not be the binary next to the harness (`SYSVISOR_E2E_FS`
+/// names another).
 fn daemon_warning(engine: &Engine) -> Option<String> {
     let (pid, exe) = fs_daemon()?;
     let ours = std::fs::canonicalize(&engine.fs_bin).ok()?;

@@ -3,11 +3,13 @@
 //!
 //! Scenarios: `read` (one reader process, 1-8 threads, per file), `many` (N containers
 //! reading at once), `lifecycle` (`docker run` with runc vs sysvisor-runc), `memory`
-//! (daemon RSS with N registered containers). Each prints a table with the command,
+//! (daemon RSS with N registered containers), `fairness` (one container's mount p99 while
+//! another floods the mount trap). Each prints a table with the command,
 //! machine, kernel and versions, and can write JSON (`--json`) and an SVG chart (`--svg`).
 
 mod cgroup;
 mod chart;
+mod fairness;
 mod lifecycle;
 mod many;
 mod many_reader;
@@ -43,6 +45,8 @@ enum Cmd {
     Lifecycle(lifecycle::LifecycleArgs),
     /// Scenario "memory": daemon RSS with N containers registered on its control socket.
     Memory(memory::MemoryArgs),
+    /// Scenario "fairness": one container's mount p99 while another floods the mount trap.
+    Fairness(fairness::FairnessArgs),
     /// Internal: one measurement cell of "read", run inside the cgroup; prints JSON.
     #[command(hide = true)]
     ReadWorker {
@@ -73,6 +77,7 @@ fn main() {
         Cmd::Many(a) => many::run(a),
         Cmd::Lifecycle(a) => lifecycle::run(a),
         Cmd::Memory(a) => memory::run(a),
+        Cmd::Fairness(a) => fairness::run(a),
         Cmd::ReadWorker { path, threads, seconds } => {
             worker::run(path, threads, seconds).and_then(|r| {
                 println!("{}", serde_json::to_string(&r)?);

@@ -67,6 +67,19 @@ struct ServeArgs {
     #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
 
+    /// On kernels without MOVE_MOUNT_BENEATH (before 6.5) a container's /proc and /sys
+    /// views cannot be made locked mounts, and such containers are refused. With this, they
+    /// run, and the mount trap refuses unmounts and moves of their views by mount identity
+    /// instead; a container that races a path change against the check can still get
+    /// past it (see docs/security.md).
+    #[arg(long, env = "SYSVISOR_FS_ALLOW_UNLOCKED_VIEWS")]
+    allow_unlocked_views: bool,
+
+    /// Trapped mount calls of one container served at once (of the trap's 4 workers), so
+    /// that one container's flood of mounts cannot hold up the others'.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    trap_per_container: u32,
+
     #[command(flatten)]
     options: ServerOptions,
 }
@@ -218,13 +231,17 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     // The socket appears only once the mount is up: a runtime that can register can also
     // bind-mount the views. It goes away first at the end.
     let result = serve(&mountpoint, fs, &cpus, threads, options.transport.into(), &signals, || {
-        let control =
-            ControlServer::start(&args.socket, registry.clone(), ControlOptions::default())?;
-        let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
-        let trap = MountTrap::start(&MountTrapOptions::new(
+        let mut trap_options = MountTrapOptions::new(
             sysvisor_proto::seccomp_socket_for(&args.socket),
             mountpoint.clone(),
-        ))?;
+        );
+        trap_options.allow_unlocked_views = args.allow_unlocked_views;
+        trap_options.per_container = args.trap_per_container as usize;
+        let control_options =
+            ControlOptions { views: Some(trap_options.locks.clone()), ..ControlOptions::default() };
+        let control = ControlServer::start(&args.socket, registry.clone(), control_options)?;
+        let housekeeper = Housekeeper::start(registry.clone(), daemon::HOUSEKEEPING_INTERVAL)?;
+        let trap = MountTrap::start(&trap_options)?;
         tracing::info!(
             socket = %args.socket.display(),
             seccomp = %trap.socket().unwrap_or(Path::new("")).display(),

@@ -35,6 +35,18 @@ fn expected_uptime(age: f64) -> f64 {
     age.min(parse_uptime(&host_file("/proc/uptime")))
 }
 
+/// A container age (seconds) to register: `wanted`, or 80 % of the host's uptime on a host
+/// up for less, so that the creation lies after boot and ages stay apart on a host booted
+/// minutes ago.
+fn age_within_uptime(wanted: f64) -> f64 {
+    wanted.min(parse_uptime(&host_file("/proc/uptime")) * 0.8)
+}
+
+/// Wall-clock milliseconds of a creation `age` seconds ago.
+fn created_ago(age: f64) -> u64 {
+    now_unix_ms() - (age * 1000.0) as u64
+}
+
 /// Asserts that `up` is about `expected` (it is read a little later).
 fn assert_about(up: f64, expected: f64, what: &str) {
     assert!(
@@ -81,10 +93,11 @@ fn registered_container_uptime_counts_from_its_creation_and_survives_restarts() 
     let up = read_uptime(&init, &site);
     assert!(up < 60.0, "unregistered namespace uptime {up}");
 
-    let c = container("sysvisor-test-c1", init.pid, now_unix_ms() - 3_600_000);
+    let old = age_within_uptime(3600.0);
+    let c = container("sysvisor-test-c1", init.pid, created_ago(old));
     register(&site, &c);
     // (The namespace's view rendered just before may be served for --cache-ttl-ms more.)
-    let hour = expected_uptime(3600.0);
+    let hour = expected_uptime(old);
     eventually("uptime after registration", || (read_uptime(&init, &site) - hour).abs() < 30.0);
     assert_about(read_uptime(&init, &site), hour, "registered container");
     assert_eq!(site.list(), std::slice::from_ref(&c));
@@ -96,10 +109,10 @@ fn registered_container_uptime_counts_from_its_creation_and_survives_restarts() 
     let host = parse_uptime(&host_file("/proc/uptime"));
     assert!((host_view - host).abs() < 5.0, "host reads {host_view}, /proc/uptime says {host}");
     // Registering the same id again replaces it (`docker start`).
-    let c = Container { created_unix_ms: now_unix_ms() - 1_800_000, ..c };
+    let c = Container { created_unix_ms: created_ago(old / 2.0), ..c };
     register(&site, &c);
     assert_eq!(site.list(), std::slice::from_ref(&c));
-    let half_hour = expected_uptime(1800.0);
+    let half_hour = expected_uptime(old / 2.0);
     eventually("uptime after re-registration", || {
         (read_uptime(&init, &site) - half_hour).abs() < 30.0
     });
@@ -211,7 +224,8 @@ fn a_crashed_daemon_is_replaced_cleanly() {
     let mut daemon = Daemon::start(&site);
     let survivor = NsInit::start();
     let mut victim = NsInit::start();
-    register(&site, &container("survivor", survivor.pid, now_unix_ms() - 600_000));
+    let survivor_age = age_within_uptime(600.0);
+    register(&site, &container("survivor", survivor.pid, created_ago(survivor_age)));
     register(&site, &container("victim", victim.pid, now_unix_ms()));
 
     // Killed: a dead mount (ENOTCONN) and a socket nobody listens on stay behind.
@@ -241,7 +255,7 @@ fn a_crashed_daemon_is_replaced_cleanly() {
     assert!(log.contains("removed a stale control socket"), "{log}");
     let ids: Vec<String> = site.list().into_iter().map(|c| c.id).collect();
     assert_eq!(ids, ["survivor"], "the container whose init died is dropped on load");
-    assert_about(read_uptime(&survivor, &site), expected_uptime(600.0), "survivor");
+    assert_about(read_uptime(&survivor, &site), expected_uptime(survivor_age), "survivor");
     // Exactly one mount on the mount point: the dead one is gone.
     let mounts = mountinfo().into_iter().filter(|m| m.mount_point == site.mnt).count();
     assert_eq!(mounts, 1);

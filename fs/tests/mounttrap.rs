@@ -39,8 +39,7 @@ fn main() -> ExitCode {
     if let Ok(mode) = std::env::var(CHILD_ENV) {
         return child::main(&mode);
     }
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return ExitCode::SUCCESS;
     }
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -283,14 +282,19 @@ fn host_caller(site: &mut Site) {
     assert_eq!(get(&out, "getpid"), "0", "{out:?}");
 }
 
+/// The host uid and gid of the user namespace's root in [`userns_caller`]: far above the
+/// ranges given to containers.
+const CONTAINER_ROOT: u32 = 2_000_000_000;
+
 fn userns_caller(site: &mut Site) {
     let mut child = site.child("userns");
-    // The child has unshared its user namespace: map its root to the host's root.
+    // The child has unshared its user namespace: map its root to a host id of its own, as
+    // a container's (the trap refuses to act for host root in a user namespace).
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     let pid: u32 = line.trim().strip_prefix("unshared=").expect("unshared=PID").parse().unwrap();
-    fs::write(format!("/proc/{pid}/uid_map"), "0 0 1").unwrap();
-    fs::write(format!("/proc/{pid}/gid_map"), "0 0 1").unwrap();
+    fs::write(format!("/proc/{pid}/uid_map"), format!("0 {CONTAINER_ROOT} 1")).unwrap();
+    fs::write(format!("/proc/{pid}/gid_map"), format!("0 {CONTAINER_ROOT} 1")).unwrap();
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let out = results(child);
     assert_eq!(get(&out, "mount_proc"), "0", "{out:?}");
@@ -470,6 +474,10 @@ mod child {
                 println!("unshared={}", std::process::id());
                 std::io::stdout().flush().unwrap();
                 wait_for_go();
+                // Root of the new namespace: host id CONTAINER_ROOT, like a container's root.
+                // SAFETY: setresgid/setresuid change only this process's ids.
+                let rc = unsafe { libc::setresgid(0, 0, 0) | libc::setresuid(0, 0, 0) };
+                assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
                 unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET);
                 private_root();
                 // SAFETY: fork in a single-threaded process; the child exits below.

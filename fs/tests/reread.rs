@@ -96,7 +96,7 @@ sample("after")
 fn have_python() -> bool {
     let ok = std::process::Command::new(python3()).arg("-V").output().is_ok();
     if !ok {
-        println!("skipped: no python3");
+        sysvisor_skip::required("no python3");
     }
     ok
 }

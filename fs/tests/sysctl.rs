@@ -50,7 +50,7 @@ fn have_python() -> bool {
     let ok = Path::new(python3()).exists()
         || std::process::Command::new(python3()).arg("-V").output().is_ok();
     if !ok {
-        println!("skipped: no python3");
+        sysvisor_skip::required("no python3");
     }
     ok
 }
@@ -481,8 +481,7 @@ fn compare_with_kernel_file(path: &Path, format: Format, inputs: &[&[u8]]) {
 
 #[test]
 fn write_formats_match_the_kernels_handlers() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     // A thread of its own in a fresh network namespace: per-thread, so nothing else moves.
@@ -539,6 +538,14 @@ fn write_formats_match_the_kernels_handlers() {
                 Format::Jiffies,
                 &[limit.as_bytes(), over.as_bytes(), b"600"],
             );
+        } else {
+            // Whether it is loaded depends on what ran on the host before (a Docker with
+            // iptables loads it): say so rather than pass silently.
+            sysvisor_skip::record(
+                "sysctl::write_formats_match_the_kernels_handlers (netfilter part)",
+                sysvisor_skip::Kind::Optional,
+                "nf_conntrack is not loaded: its tcp_be_liberal and jiffies formats are not compared with the kernel",
+            );
         }
     })
     .join()
@@ -548,8 +555,7 @@ fn write_formats_match_the_kernels_handlers() {
 /// Runs `check` as root in a thread of its own that left the host's namespaces `flags`
 /// (so nothing the host or another test sees changes); skips visibly when not root.
 fn in_fresh_namespaces(flags: nix::sched::CloneFlags, check: impl FnOnce() + Send + 'static) {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     thread::spawn(move || {

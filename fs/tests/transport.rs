@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{geteuid, Pid};
+use nix::unistd::Pid;
 use sysvisor_fs::sysctl::rules::MIRRORS;
 use sysvisor_fs::views::TABLE;
 use tempfile::TempDir;
@@ -30,17 +30,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_sysvisor-fs");
 const FSTYPE: &str = "fuse.sysvisor-fs";
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Root and /dev/fuse, or a printed reason to skip.
+/// Root and /dev/fuse, or a recorded skip.
 fn can_mount() -> bool {
-    if !geteuid().is_root() {
-        eprintln!("skipping: FUSE transport tests need root");
-        return false;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: no /dev/fuse");
-        return false;
-    }
-    true
+    sysvisor_skip::unless_root_and_fuse()
 }
 
 /// File system types mounted on `path` (canonical), innermost last.
@@ -214,7 +206,7 @@ fn busybox_cat_reads_the_full_content() {
         return;
     }
     if !Command::new("busybox").arg("true").status().is_ok_and(|s| s.success()) {
-        eprintln!("skipping: no busybox (apt-get install -y busybox-static)");
+        sysvisor_skip::required("no busybox (scripts/install-deps.sh installs busybox-static)");
         return;
     }
     let daemon = Daemon::start(&[]);
@@ -444,11 +436,11 @@ fn external_unmount_stops_the_daemon() {
     assert!(mounts_at(&daemon.mountpoint).is_empty());
 }
 
-/// Whether the kernel has FUSE over io_uring (else the io_uring tests print why and pass).
+/// Whether the kernel has FUSE over io_uring (else the io_uring tests record a skip).
 fn kernel_has_uring() -> bool {
     let has = Path::new(sysvisor_fs::fuse::uring::ENABLE_PARAM).exists();
     if !has {
-        eprintln!("skipping: the kernel has no FUSE over io_uring");
+        sysvisor_skip::optional("the kernel has no FUSE over io_uring");
     }
     has
 }
@@ -707,7 +699,7 @@ fn bad_mount_points_fail_with_one_line() {
             assert!(err.contains("root"), "{err}");
             assert!(mounts_at(&plain).is_empty());
         }
-        _ => eprintln!("skipping the non-root case: uid 65534 cannot run {BIN}"),
+        _ => sysvisor_skip::optional(&format!("the non-root case: uid 65534 cannot run {BIN}")),
     }
 }
 
@@ -776,7 +768,7 @@ impl TempCgroup {
         let mut cg = TempCgroup { dirs: Vec::new() };
         for controller in controllers {
             let Some((root, v2)) = cgroup_root_of(controller) else {
-                eprintln!("skipping: no {controller} cgroup controller");
+                sysvisor_skip::optional(&format!("no {controller} cgroup controller"));
                 return None;
             };
             let dir = root.join(&name);
@@ -1054,7 +1046,7 @@ fn busybox_cat_in_one_cgroup_concurrently() {
         return;
     }
     if !have_busybox() {
-        eprintln!("skipping: no busybox (apt-get install -y busybox-static)");
+        sysvisor_skip::required("no busybox (scripts/install-deps.sh installs busybox-static)");
         return;
     }
     const TIMES: usize = 150;
@@ -1151,7 +1143,7 @@ fn sendfile_of_changing_views_is_never_cut() {
         return;
     }
     let Some(python) = python3() else {
-        eprintln!("skipping: no python3");
+        sysvisor_skip::required("no python3");
         return;
     };
     let cpus = sysvisor_fs::fuse::session::online_cpus().unwrap();
@@ -1193,12 +1185,12 @@ fn bind_mounted_view_that_grows_is_read_whole() {
         return;
     }
     if !have_busybox() {
-        eprintln!("skipping: no busybox (apt-get install -y busybox-static)");
+        sysvisor_skip::required("no busybox (scripts/install-deps.sh installs busybox-static)");
         return;
     }
     let cpus = sysvisor_fs::fuse::session::online_cpus().unwrap();
     if cpus.len() < 2 {
-        eprintln!("skipping: needs two CPUs");
+        sysvisor_skip::optional("needs two CPUs");
         return;
     }
     let daemon = Daemon::start(&["--cache-ttl-ms", "1"]);

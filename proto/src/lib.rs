@@ -70,14 +70,26 @@ pub struct Container {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Ping,
-    Register { container: Container },
-    Unregister { id: String },
+    Register {
+        container: Container,
+    },
+    Unregister {
+        id: String,
+    },
     List,
+    /// Answers once the mount trap has locked the views of container `id`, whose init is
+    /// `init_pid` (sysvisor-runc asks after `runc create`, while the init still waits for
+    /// `runc start`); an error says why the container must not run.
+    ViewsLocked {
+        id: String,
+        init_pid: u32,
+    },
 }
 
 impl Request {
     /// The `op` of every request, as it appears on the wire.
-    pub const OPS: &'static [&'static str] = &["ping", "register", "unregister", "list"];
+    pub const OPS: &'static [&'static str] =
+        &["ping", "register", "unregister", "list", "views_locked"];
 
     /// This request's `op`.
     pub fn op(&self) -> &'static str {
@@ -86,6 +98,7 @@ impl Request {
             Request::Register { .. } => "register",
             Request::Unregister { .. } => "unregister",
             Request::List => "list",
+            Request::ViewsLocked { .. } => "views_locked",
         }
     }
 }
@@ -184,6 +197,7 @@ mod tests {
             Request::Register { container },
             Request::Unregister { id: "c".into() },
             Request::List,
+            Request::ViewsLocked { id: "c".into(), init_pid: 1 },
         ];
         assert_eq!(all.len(), Request::OPS.len());
         for (request, op) in all.iter().zip(Request::OPS) {

@@ -8,6 +8,11 @@
 //!
 //! Like runc (Go's flag package through urfave/cli), long flags may be written with one
 //! dash (`-bundle`) and boolean flags take an optional `=true`/`=false`.
+//!
+//! Two global flags are sysvisor-runc's own ([`DaemonOpts`]): `--fs-socket` and
+//! `--fs-mountpoint` point it at a sysvisor-fs daemon other than the default one (Docker
+//! passes them from the runtime's `runtimeArgs` in daemon.json). They are taken out of the
+//! command line handed to runc ([`Invocation::args`]).
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
@@ -69,11 +74,32 @@ impl GlobalOpts {
     }
 }
 
+/// sysvisor-runc's own global flags, not runc's: which sysvisor-fs daemon this runtime
+/// uses. Each overrides its environment variable, which overrides the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct DaemonOpts {
+    /// The daemon's control socket (`$SYSVISOR_FS_SOCKET`, default /run/sysvisor/fs.sock);
+    /// its mount trap socket is `seccomp.sock` beside it.
+    #[arg(long = "fs-socket")]
+    pub fs_socket: Option<PathBuf>,
+    /// Where the daemon serves its views (`$SYSVISOR_FS_MOUNTPOINT`, default
+    /// /var/lib/sysvisor-fs).
+    #[arg(long = "fs-mountpoint")]
+    pub fs_mountpoint: Option<PathBuf>,
+}
+
+/// [`DaemonOpts`]' flags, which take a value each.
+const OWN_FLAGS: &[&str] = &["--fs-socket", "--fs-mountpoint"];
+/// runc's global flags that take a value (the next argument unless given as `--flag=value`).
+const GLOBAL_VALUE_FLAGS: &[&str] = &["--log", "--log-format", "--root", "--criu", "--rootless"];
+
 #[derive(Debug, Parser)]
 #[command(name = "sysvisor-runc", disable_help_flag = true, disable_version_flag = true)]
 struct TopLevel {
     #[command(flatten)]
     global: GlobalOpts,
+    #[command(flatten)]
+    daemon: DaemonOpts,
     #[arg(short = 'v', long = "version")]
     version: bool,
     #[arg(short = 'h', long = "help")]
@@ -224,9 +250,11 @@ pub enum Command {
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// The original arguments (without the program name), as they are handed to runc.
+    /// The original arguments (without the program name and [`DaemonOpts`]' flags), as they
+    /// are handed to runc.
     pub args: Vec<OsString>,
     pub global: GlobalOpts,
+    pub daemon: DaemonOpts,
     pub command: Command,
     /// Index of the subcommand's name in [`Invocation::args`] (`args.len()` when none).
     pub sub_index: usize,
@@ -261,6 +289,8 @@ impl CliError {
 /// Every long flag name sysvisor-runc parses; a single-dash spelling of one of them
 /// (`-bundle`, `-pid-file=x`) is read as the double-dash one, as runc does.
 const LONG_FLAGS: &[&str] = &[
+    "fs-socket",
+    "fs-mountpoint",
     "debug",
     "log",
     "log-format",
@@ -335,10 +365,20 @@ where
         Some(External::Args(sub)) => sub,
         None => Vec::new(),
     };
-    let sub_index = args.len() - sub.len();
+    // runc does not know our own flags: drop them from the global part.
+    let global_part = without_own_flags(&args[..args.len() - sub.len()]);
+    let sub_index = global_part.len();
+    let normalized: Vec<OsString> = without_own_flags(&normalized[..normalized.len() - sub.len()])
+        .into_iter()
+        .chain(normalized[normalized.len() - sub.len()..].iter().cloned())
+        .collect();
+    let args: Vec<OsString> =
+        global_part.into_iter().chain(args[args.len() - sub.len()..].iter().cloned()).collect();
+    let daemon = top.daemon.clone();
     let forward = |name: Option<String>, note: Option<String>| Invocation {
         args: args.clone(),
         global: top.global.clone(),
+        daemon: daemon.clone(),
         command: Command::Forward { name },
         sub_index,
         note,
@@ -350,6 +390,7 @@ where
         return Ok(Invocation {
             args: args.clone(),
             global: top.global.clone(),
+            daemon,
             command: Command::Version,
             sub_index,
             note: None,
@@ -370,7 +411,9 @@ where
         _ => return Ok(forward(Some(name), None)),
     };
     match parsed {
-        Ok(command) => Ok(Invocation { args, global: top.global, command, sub_index, note: None }),
+        Ok(command) => {
+            Ok(Invocation { args, global: top.global, daemon, command, sub_index, note: None })
+        }
         // Without its flags we cannot rewrite the bundle: refuse rather than start an
         // ordinary container under the system-container runtime.
         Err(e) if name == "create" || name == "run" => Err(CliError::from_clap(e)),
@@ -380,6 +423,35 @@ where
             Ok(forward(Some(name), Some(note)))
         }
     }
+}
+
+/// The global flags `global` (everything before the subcommand) without [`OWN_FLAGS`] and
+/// their values, in either spelling (`--fs-socket P`, `-fs-socket=P`).
+fn without_own_flags(global: &[OsString]) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(global.len());
+    let mut iter = global.iter();
+    while let Some(arg) = iter.next() {
+        let norm = normalize(arg);
+        let text = norm.to_string_lossy();
+        let (name, has_value) = match text.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (&*text, false),
+        };
+        if OWN_FLAGS.contains(&name) {
+            if !has_value {
+                iter.next();
+            }
+            continue;
+        }
+        out.push(arg.clone());
+        // A value of runc's (`--root DIR`) is kept as it is, even if it looks like a flag.
+        if GLOBAL_VALUE_FLAGS.contains(&name) && !has_value {
+            if let Some(value) = iter.next() {
+                out.push(value.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Where runc's log goes, read from a command line that may not parse (to report that it
@@ -438,6 +510,41 @@ mod tests {
         assert_eq!(normalize(OsStr::new("-unknown")), "-unknown");
         assert_eq!(normalize(OsStr::new("--bundle")), "--bundle");
         assert_eq!(normalize(OsStr::new("-")), "-");
+    }
+
+    #[test]
+    fn own_flags_are_parsed_and_not_handed_to_runc() {
+        let inv = parse([
+            "--fs-socket",
+            "/t/fs.sock",
+            "-fs-mountpoint=/t/views",
+            "--root",
+            "/r",
+            "--log",
+            "/l.json",
+            "create",
+            "--bundle",
+            "/b",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(inv.daemon.fs_socket, Some(PathBuf::from("/t/fs.sock")));
+        assert_eq!(inv.daemon.fs_mountpoint, Some(PathBuf::from("/t/views")));
+        let runc: Vec<&str> = inv.args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(runc, ["--root", "/r", "--log", "/l.json", "create", "--bundle", "/b", "x"]);
+        assert_eq!(inv.sub_index, 4);
+        assert_eq!(inv.global.root, Some(PathBuf::from("/r")));
+        assert!(matches!(inv.command, Command::Create(ref c) if c.id == "x"));
+        // Docker's runtimeArgs come first; the same flags after the subcommand are the
+        // subcommand's (and `create` has none such).
+        assert!(parse(["create", "--fs-socket", "/s", "x"]).is_err());
+        // A value of runc's that looks like our flag stays runc's.
+        let kept = without_own_flags(&["--root".into(), "--fs-socket".into()]);
+        assert_eq!(kept, [OsString::from("--root"), OsString::from("--fs-socket")]);
+        // Forwarded commands lose them too.
+        let inv = parse(["--fs-socket=/s", "list"]).unwrap();
+        assert_eq!(inv.args, [OsString::from("list")]);
+        assert_eq!(inv.sub_index, 0);
     }
 
     #[test]

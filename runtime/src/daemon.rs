@@ -2,10 +2,12 @@
 //!
 //! `create` pings the daemon before anything else happens (no daemon, no container),
 //! registers the container once runc created it, and `delete` unregisters it.
-//! `SYSVISOR_FS_SOCKET` overrides the socket path, `SYSVISOR_FS_MOUNTPOINT` the path of
-//! the daemon's views.
+//! Which daemon: the global flags `--fs-socket` and `--fs-mountpoint` (see
+//! [`crate::cli::DaemonOpts`], given to [`use_paths`]), else `SYSVISOR_FS_SOCKET` and
+//! `SYSVISOR_FS_MOUNTPOINT`, else the defaults.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sysvisor_proto::{call, Container, ProtoError, Request, DEFAULT_MOUNTPOINT, DEFAULT_SOCKET};
@@ -16,6 +18,9 @@ pub const ENV_SOCKET: &str = "SYSVISOR_FS_SOCKET";
 pub const ENV_MOUNTPOINT: &str = "SYSVISOR_FS_MOUNTPOINT";
 /// How long one request may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon may take to lock a new container's views (it waits up to 30 s
+/// itself, and answers with the reason when that is not enough).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -41,14 +46,32 @@ pub enum DaemonError {
     PidFile { path: PathBuf, reason: String },
 }
 
-/// The daemon's socket: `$SYSVISOR_FS_SOCKET` or [`DEFAULT_SOCKET`].
-pub fn socket_path() -> PathBuf {
-    env_path(ENV_SOCKET).unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+/// The paths given on the command line, for the life of the process.
+static FLAG_PATHS: OnceLock<(Option<PathBuf>, Option<PathBuf>)> = OnceLock::new();
+
+/// Makes [`socket_path`] and [`mountpoint`] answer `socket` and `mountpoint` where given
+/// (the command line's `--fs-socket` and `--fs-mountpoint`). The first call wins.
+pub fn use_paths(socket: Option<PathBuf>, mountpoint: Option<PathBuf>) {
+    let _ = FLAG_PATHS.set((socket, mountpoint));
 }
 
-/// Where the daemon's views live: `$SYSVISOR_FS_MOUNTPOINT` or [`DEFAULT_MOUNTPOINT`].
+/// The daemon's socket: `--fs-socket`, `$SYSVISOR_FS_SOCKET` or [`DEFAULT_SOCKET`].
+pub fn socket_path() -> PathBuf {
+    FLAG_PATHS
+        .get()
+        .and_then(|(socket, _)| socket.clone())
+        .or_else(|| env_path(ENV_SOCKET))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Where the daemon's views live: `--fs-mountpoint`, `$SYSVISOR_FS_MOUNTPOINT` or
+/// [`DEFAULT_MOUNTPOINT`].
 pub fn mountpoint() -> PathBuf {
-    env_path(ENV_MOUNTPOINT).unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNTPOINT))
+    FLAG_PATHS
+        .get()
+        .and_then(|(_, mountpoint)| mountpoint.clone())
+        .or_else(|| env_path(ENV_MOUNTPOINT))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNTPOINT))
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -94,6 +117,15 @@ impl Daemon {
         call(&self.socket, &Request::Unregister { id: id.to_string() }, self.timeout)
             .map(drop)
             .map_err(|source| self.request_error("unregister", id.to_string(), source))
+    }
+
+    /// Waits until the daemon has locked the views of container `id` (init `init_pid`):
+    /// an error means the container must not start.
+    pub fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), DaemonError> {
+        let request = Request::ViewsLocked { id: id.to_string(), init_pid };
+        call(&self.socket, &request, LOCK_TIMEOUT)
+            .map(drop)
+            .map_err(|source| self.request_error("lock the views of", id.to_string(), source))
     }
 
     fn request_error(&self, op: &'static str, id: String, source: ProtoError) -> DaemonError {

@@ -10,7 +10,10 @@
 //! rootfs first) -> make the volume directories -> shift the rootfs (and the binds asked
 //! for, [`crate::binds`]; Docker's own files are given to the range) -> add the hook that
 //! mounts sysvisor-fs's dynamic trees ([`crate::mirrors`]) -> save the config -> runc ->
-//! register -> delegate the cgroups (for `run`, the last two from a hook). A
+//! wait until the daemon has locked the container's `/proc` and `/sys` views (`create`
+//! only: for `run` the daemon refuses every mount-family call of a container whose views
+//! it cannot lock) -> register -> delegate the cgroups (for `run`, the last two from a
+//! hook). A
 //! failure before runc leaves nothing behind but the range and the volume directories
 //! (kept for the container's next `create`, see [`crate::idrange`]); a failure of
 //! runc undoes the shift and restores the original config; runc's own error is already in
@@ -108,6 +111,8 @@ pub trait Host {
     /// ([`crate::cgroups::delegate`]).
     fn delegate_cgroups(&self, pid: u32, ids: Ids) -> Result<(), HostError>;
     fn register(&self, container: Container) -> Result<(), HostError>;
+    /// Waits until the daemon has locked the created container's views.
+    fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), HostError>;
     fn unregister(&self, id: &str) -> Result<(), HostError>;
     fn cgroup_of(&self, pid: u32) -> Option<String>;
     fn now_unix_ms(&self) -> u64;
@@ -187,6 +192,12 @@ pub enum LifecycleError {
         #[source]
         source: HostError,
     },
+    #[error("container {id} not started: {source}")]
+    Views {
+        id: String,
+        #[source]
+        source: HostError,
+    },
     #[error("{0}")]
     Runc(#[source] HostError),
     #[error("sysvisor-runc registration hook: {0}")]
@@ -218,6 +229,12 @@ pub fn create<H: Host>(
         Ok(pid) => pid,
         Err(e) => return Err(abort_created(host, inv, &args.id, &prepared.bundle, e)),
     };
+    // The init waits for `runc start` on its exec fifo: it must not get there with views
+    // that are not locked (sysvisor-fs' mounttrap::locks).
+    if let Err(source) = host.views_locked(&args.id, pid) {
+        let e = LifecycleError::Views { id: args.id.clone(), source };
+        return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
+    }
     if let Err(e) = register(host, &args.id, pid, prepared.ids) {
         return Err(abort_created(host, inv, &args.id, &prepared.bundle, e));
     }

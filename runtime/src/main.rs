@@ -48,6 +48,7 @@ fn main() {
         }
     };
     let log = RuncLog::new(inv.global.log.clone(), inv.global.log_format, inv.global.debug);
+    daemon::use_paths(inv.daemon.fs_socket.clone(), inv.daemon.fs_mountpoint.clone());
     match run(&inv, &log) {
         Ok(code) => exit(code),
         Err(e) => {
@@ -216,7 +217,7 @@ impl Host for SystemHost {
         if let Err(e) = std::fs::metadata(&probe) {
             return Err(format!(
                 "sysvisor-fs views not found at {} ({e}): the daemon at {} serves another mount point? \
-                 set ${} to it",
+                 give it with --fs-mountpoint (or ${})",
                 mountpoint.display(),
                 self.daemon.socket.display(),
                 daemon::ENV_MOUNTPOINT
@@ -331,6 +332,10 @@ impl Host for SystemHost {
 
     fn unregister(&self, id: &str) -> Result<(), HostError> {
         Ok(self.daemon.unregister(id)?)
+    }
+
+    fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), HostError> {
+        Ok(self.daemon.views_locked(id, init_pid)?)
     }
 
     fn cgroup_of(&self, pid: u32) -> Option<String> {

@@ -897,9 +897,7 @@ mod tests {
     /// The fallback for kernels without `lowerdir+`: mount(2) with one option string.
     #[test]
     fn legacy_overlay_mount() {
-        // SAFETY: geteuid has no arguments and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
+        if !sysvisor_skip::unless_root() {
             return;
         }
         let t = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ struct Fake {
     binds_unsupported: bool,
     register_fails: bool,
     delegate_fails: bool,
+    lock_fails: bool,
     /// Exit code of the runc command (the first one; later ones exit 0).
     runc_code: i32,
     /// `runc state` answer.
@@ -154,6 +155,15 @@ impl Host for Fake {
         self.log(format!("unregister {id}"));
         Ok(())
     }
+    fn views_locked(&self, id: &str, init_pid: u32) -> Result<(), HostError> {
+        self.log(format!("locked {id} {init_pid}"));
+        if self.lock_fails {
+            return Err("the views of container c1 could not be locked, so it must not run: \
+                        this kernel cannot lock the views"
+                .into());
+        }
+        Ok(())
+    }
     fn cgroup_of(&self, _: u32) -> Option<String> {
         Some("/docker/c1".into())
     }
@@ -244,7 +254,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         host.names(),
         [
             "ping", "reclaim", "allocate", "volumes", "shift", "own", "own", "own", "runc",
-            "register", "delegate"
+            "locked", "register", "delegate"
         ]
     );
     let calls = host.calls();
@@ -258,7 +268,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     // runc gets the shim's arguments unchanged.
     assert!(calls[8].starts_with("runc --root /run/r --log "), "{}", calls[8]);
     assert!(calls[8].ends_with("init.pid c1"));
-    assert_eq!(calls[10], format!("delegate 4242 {}", IDS.uid_base));
+    assert_eq!(calls[9], "locked c1 4242");
+    assert_eq!(calls[11], format!("delegate 4242 {}", IDS.uid_base));
 
     let registered = host.registered.borrow()[0].clone();
     assert_eq!(
@@ -560,6 +571,29 @@ fn a_failed_delegation_removes_the_created_container() {
         calls[calls.len() - 4..],
         [
             format!("delegate 4242 {}", IDS.uid_base),
+            "runc --root /run/r delete --force c1".into(),
+            "unregister c1".into(),
+            "unshift c1".into()
+        ]
+    );
+    assert!(bundle.untouched());
+}
+
+#[test]
+fn views_that_cannot_be_locked_remove_the_created_container() {
+    let bundle = Bundle::new("docker-run.json");
+    let host = Fake { lock_fails: true, ..Fake::new() };
+    let err = create(&host, &bundle).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container c1 not started: the views of container c1 could not be locked, so it must \
+         not run: this kernel cannot lock the views"
+    );
+    let calls = host.calls();
+    assert_eq!(
+        calls[calls.len() - 4..],
+        [
+            "locked c1 4242".to_string(),
             "runc --root /run/r delete --force c1".into(),
             "unregister c1".into(),
             "unshift c1".into()

@@ -50,8 +50,7 @@ fn mount(source: &Path, target: &str, writable: bool) -> MirrorMount {
 
 #[test]
 fn the_hook_mounts_each_tree_with_its_flags_inside_the_rootfs() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -108,8 +107,7 @@ fn the_hook_mounts_each_tree_with_its_flags_inside_the_rootfs() {
 
 #[test]
 fn a_missing_source_fails_the_hook_with_a_clear_error() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: not root");
+    if !sysvisor_skip::unless_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -12,13 +12,9 @@ use sysvisor_runc::idrange::IdRange;
 use sysvisor_runc::rootfs::mountinfo;
 use sysvisor_runc::volumes::{VolumeError, Volumes, VOLUMES};
 
+/// Root (chown, mounts, cgroups), or a recorded skip.
 fn is_root() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("skipped: needs root (chown, mounts, cgroups)");
-    false
+    sysvisor_skip::unless_root()
 }
 
 const RANGE: IdRange = IdRange { uid_base: 3_200_000_000, gid_base: 3_300_000_000, count: 65536 };
@@ -137,7 +133,7 @@ fn a_processs_cgroups_are_given_to_the_range_but_not_their_limits() {
     }
     let hierarchies = cgroups::hierarchies(&mountinfo::read().unwrap());
     if hierarchies.is_empty() {
-        eprintln!("skipped: no cgroup hierarchy mounted");
+        sysvisor_skip::optional("no cgroup hierarchy mounted");
         return;
     }
     let t = TestCgroups::new(&hierarchies);

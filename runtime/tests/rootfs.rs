@@ -16,13 +16,9 @@ use std::process::Command;
 use sysvisor_runc::idrange::{DiskRoot, IdRange};
 use sysvisor_runc::rootfs::{Rootfs, RootfsError};
 
+/// Root (real mounts and user namespaces), or a recorded skip.
 fn is_root() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("skipped: rootfs tests need root (real mounts and user namespaces)");
-    false
+    sysvisor_skip::unless_root()
 }
 
 fn range(n: u32) -> IdRange {
@@ -540,7 +536,7 @@ fn runc_runs_the_shifted_root() {
         .find(|p| Path::new(p).exists());
     let busybox = Path::new("/bin/busybox");
     let Some(runc) = runc else {
-        eprintln!("skipped: no runc");
+        sysvisor_skip::required("no runc (scripts/install-deps.sh installs it)");
         return;
     };
     let static_bb = Command::new("file")
@@ -548,7 +544,9 @@ fn runc_runs_the_shifted_root() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"));
     if !busybox.exists() || !matches!(static_bb, Ok(true)) {
-        eprintln!("skipped: no static busybox");
+        sysvisor_skip::required(
+            "no static busybox (scripts/install-deps.sh installs busybox-static)",
+        );
         return;
     }
     let env = Env::new("ctr-runc");

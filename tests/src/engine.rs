@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{self, Output};
 use crate::leaks::{self, IdMap};
-use crate::{DATA_ROOT, DOCKER_SOCK, EXEC_ROOT, IMAGE, LABEL, RUNTIME, RUN_DIR, SCRATCH};
+use crate::{
+    DATA_ROOT, DOCKER_SOCK, EXEC_ROOT, FS_MOUNTPOINT, FS_SOCKET, FS_STATE, IMAGE, LABEL, RUNTIME,
+    RUN_DIR, SCRATCH,
+};
 
 /// How long one docker command may take.
 pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,10 +32,10 @@ pub struct Engine {
     docker_bin: PathBuf,
     /// The `sysvisor-runc` binary the engine runs.
     pub runtime_bin: PathBuf,
-    /// The `sysvisor-fs` binary (started unless a daemon already answers).
+    /// The `sysvisor-fs` binary the harness's own daemon runs.
     pub fs_bin: PathBuf,
-    /// The runtimes configured in the private daemon.json: name -> path.
-    runtimes: Mutex<BTreeMap<String, PathBuf>>,
+    /// The runtimes configured in the private daemon.json: name -> (path, runtimeArgs).
+    runtimes: Mutex<BTreeMap<String, (PathBuf, Vec<String>)>>,
     image: OnceLock<Result<String, String>>,
     /// The bookworm image with systemd and Docker ([`crate::images`]).
     pub(crate) systemd_docker_image: OnceLock<Result<String, String>>,
@@ -54,6 +57,19 @@ impl Deref for Guard {
     }
 }
 
+/// Restarts the harness's plain sysvisor-fs daemon when dropped (see
+/// [`Engine::fs_daemon_with`]).
+pub struct PlainFsDaemonAfter<'e>(&'e Engine);
+
+impl Drop for PlainFsDaemonAfter<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop_fs_daemon();
+        if let Err(err) = self.0.start_fs_daemon() {
+            eprintln!("cannot restart the plain sysvisor-fs daemon: {err}");
+        }
+    }
+}
+
 /// The daemons this process started (and so must stop).
 struct Managed {
     dockerd: Option<Child>,
@@ -70,7 +86,7 @@ static LOCK_FILE: OnceLock<File> = OnceLock::new();
 static NAMES: AtomicUsize = AtomicUsize::new(0);
 
 impl Engine {
-    /// The engine, set up on first use; `None` (after printing why) when the suite is
+    /// The engine, set up on first use; `None` (after recording the skip) when the suite is
     /// skipped. Panics if it cannot be set up.
     pub fn get() -> Option<Guard> {
         let engine = Self::instance()?;
@@ -86,8 +102,7 @@ impl Engine {
     }
 
     fn instance() -> Option<&'static Engine> {
-        if let Some(reason) = skip_reason() {
-            eprintln!("skipped: {reason}");
+        if !may_run() {
             return None;
         }
         match ENGINE.get_or_init(Engine::set_up) {
@@ -108,7 +123,8 @@ impl Engine {
             PathBuf::from("docker")
         };
         let mut runtimes = BTreeMap::new();
-        runtimes.insert(RUNTIME.to_string(), runtime_bin.clone());
+        let args = runtime_args().map(String::from).to_vec();
+        runtimes.insert(RUNTIME.to_string(), (runtime_bin.clone(), args));
         let engine = Engine {
             docker_bin,
             runtime_bin,
@@ -124,10 +140,7 @@ impl Engine {
         clean_leftovers(&engine.runtime_bin);
         ensure_subids()?;
         engine.start_dockerd()?;
-        if let Err(e) = engine.ensure_fs_daemon() {
-            // The runtime then fails with its own "no daemon" error, which tests show.
-            eprintln!("sysvisor-e2e: warning: no sysvisor-fs daemon: {e}");
-        }
+        engine.start_fs_daemon()?;
         eprintln!("sysvisor-e2e: engine ready in {:.1}s", t0.elapsed().as_secs_f64());
         Ok(engine)
     }
@@ -138,7 +151,9 @@ impl Engine {
             .lock()
             .unwrap()
             .iter()
-            .map(|(name, path)| (name.clone(), serde_json::json!({ "path": path })))
+            .map(|(name, (path, args))| {
+                (name.clone(), serde_json::json!({ "path": path, "runtimeArgs": args }))
+            })
             .collect();
         let config = serde_json::json!({
             "data-root": DATA_ROOT,
@@ -194,27 +209,24 @@ impl Engine {
         }
     }
 
-    /// Whether a sysvisor-fs daemon answers on the default socket.
-    pub fn fs_daemon_answers(&self) -> bool {
-        fs_ping()
-    }
-
-    fn ensure_fs_daemon(&self) -> Result<(), String> {
-        if fs_ping() {
-            return Ok(());
-        }
-        self.start_fs_daemon()
-    }
-
-    /// Starts the harness's own sysvisor-fs daemon (default socket and mount point) and
-    /// waits until it answers.
+    /// Starts the harness's own sysvisor-fs daemon ([`FS_SOCKET`], [`FS_MOUNTPOINT`],
+    /// [`FS_STATE`]) and waits until it answers.
     pub fn start_fs_daemon(&self) -> Result<(), String> {
+        self.start_fs_daemon_with(&[], &[])
+    }
+
+    /// As [`Engine::start_fs_daemon`], with extra arguments to `serve` and environment
+    /// variables (tests of the daemon's options; restart it plainly afterwards).
+    pub fn start_fs_daemon_with(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
         if !self.fs_bin.exists() {
             return Err(format!("{} not built", self.fs_bin.display()));
         }
         let log = log_file("sysvisor-fs.log")?;
         let mut cmd = Command::new(&self.fs_bin);
-        cmd.arg("serve");
+        cmd.args(["serve", "--socket", FS_SOCKET, "--mountpoint", FS_MOUNTPOINT])
+            .args(["--state-dir", FS_STATE])
+            .args(args)
+            .envs(env.iter().copied());
         // No PDEATHSIG: if this process is killed, the daemon must outlive dockerd's own
         // shutdown (which deletes the containers through the runtime, which unregisters
         // them). Its pid file lets the next run stop it.
@@ -243,8 +255,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Stops the sysvisor-fs daemon this harness started (SIGTERM, wait). Errors if the
-    /// daemon running is not ours (a user's daemon is never stopped).
+    /// Restarts the harness's sysvisor-fs daemon with extra `serve` arguments and
+    /// environment; the plain daemon comes back when the returned guard drops, however the
+    /// test ends. `None` (after recording a required skip) when the harness's daemon is not
+    /// running.
+    pub fn fs_daemon_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<PlainFsDaemonAfter<'_>> {
+        if let Err(e) = self.stop_fs_daemon() {
+            sysvisor_skip::required(&e);
+            return None;
+        }
+        let guard = PlainFsDaemonAfter(self);
+        self.start_fs_daemon_with(args, env).expect("start the sysvisor-fs daemon");
+        Some(guard)
+    }
+
+    /// Stops the harness's sysvisor-fs daemon (SIGTERM, wait). Errors if it is not running.
     pub fn stop_fs_daemon(&self) -> Result<(), String> {
         let child = MANAGED.lock().unwrap().fsd.take();
         match child {
@@ -253,12 +282,15 @@ impl Engine {
                 let _ = fs::remove_file(fs_pidfile());
                 Ok(())
             }
-            None => Err("the sysvisor-fs daemon running was not started by the harness".into()),
+            None => Err("the harness's sysvisor-fs daemon is not running".into()),
         }
     }
 
     /// Adds a runtime to the private engine (reloaded with SIGHUP): a wrapper script that
-    /// runs the runtime under test with extra environment variables and global arguments.
+    /// runs the runtime under test with extra environment variables and global arguments,
+    /// pointed at the harness's sysvisor-fs daemon unless these name another
+    /// (`SYSVISOR_FS_SOCKET` or `--fs-socket`, `SYSVISOR_FS_MOUNTPOINT` or
+    /// `--fs-mountpoint`).
     /// Returns the runtime's name for `--runtime`.
     pub fn add_runtime(
         &self,
@@ -274,7 +306,17 @@ impl Engine {
             script.push_str(&format!("export {k}={}\n", shell_quote(v)));
         }
         script.push_str(&format!("exec {}", shell_quote(&self.runtime_bin.to_string_lossy())));
-        for a in args {
+        let names =
+            |flag: &str, var: &str| args.contains(&flag) || env.iter().any(|(k, _)| *k == var);
+        let mut all: Vec<&str> = Vec::new();
+        if !names("--fs-socket", "SYSVISOR_FS_SOCKET") {
+            all.extend(["--fs-socket", FS_SOCKET]);
+        }
+        if !names("--fs-mountpoint", "SYSVISOR_FS_MOUNTPOINT") {
+            all.extend(["--fs-mountpoint", FS_MOUNTPOINT]);
+        }
+        all.extend_from_slice(args);
+        for a in all {
             script.push(' ');
             script.push_str(&shell_quote(a));
         }
@@ -287,7 +329,7 @@ impl Engine {
     /// Adds a runtime to the private engine (reloaded with SIGHUP) that runs the binary
     /// `path` as it is (an installed sysvisor-runc, say). Returns the runtime's name.
     pub fn add_runtime_binary(&self, name: &str, path: &Path) -> Result<String, String> {
-        self.runtimes.lock().unwrap().insert(name.to_string(), path.to_path_buf());
+        self.runtimes.lock().unwrap().insert(name.to_string(), (path.to_path_buf(), Vec::new()));
         self.write_config()?;
         let pid = MANAGED.lock().unwrap().dockerd.as_ref().map(|c| c.id());
         let pid = pid.ok_or("dockerd not running")?;
@@ -625,15 +667,22 @@ fn unique_name() -> String {
     format!("e2e-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
-fn skip_reason() -> Option<String> {
+/// Whether the e2e tests may run here; if not, the calling test's skip is recorded:
+/// `SYSVISOR_E2E=skip` turns them off on purpose (an optional skip), not being root is a
+/// required one (see the `sysvisor-skip` crate).
+fn may_run() -> bool {
     if std::env::var("SYSVISOR_E2E").is_ok_and(|v| v == "skip" || v == "0") {
-        return Some("SYSVISOR_E2E=skip".into());
+        sysvisor_skip::optional("SYSVISOR_E2E=skip");
+        return false;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the Docker end-to-end tests need root".into());
-    }
-    None
+    sysvisor_skip::unless_root()
+}
+
+/// sysvisor-runc's global flags that point it at the harness's own sysvisor-fs daemon:
+/// every runtime of the private engine gets them (`runtimeArgs`), and so does every direct
+/// call of the runtime.
+pub fn runtime_args() -> [&'static str; 4] {
+    ["--fs-socket", FS_SOCKET, "--fs-mountpoint", FS_MOUNTPOINT]
 }
 
 fn pidfile() -> PathBuf {
@@ -711,6 +760,10 @@ fn ensure_packages() -> Result<(), String> {
     if which("script").is_none() {
         missing.push("bsdutils");
     }
+    // Static test tools (tests/tools/*.c) for attacks busybox cannot make.
+    if which("gcc").is_none() || !Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists() {
+        missing.extend(["gcc", "libc6-dev"]);
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -770,7 +823,7 @@ fn binaries() -> Result<(PathBuf, PathBuf), String> {
 
 fn fs_ping() -> bool {
     sysvisor_proto::call(
-        Path::new(sysvisor_proto::DEFAULT_SOCKET),
+        Path::new(FS_SOCKET),
         &sysvisor_proto::Request::Ping,
         Duration::from_secs(2),
     )
@@ -968,6 +1021,7 @@ fn clean_leftovers(runtime_bin: &Path) {
             eprintln!("sysvisor-e2e: deleting container {id} left by an earlier run");
             let out = cmd::run(
                 Command::new(runtime_bin)
+                    .args(runtime_args())
                     .arg("--root")
                     .arg(&runc_root)
                     .args(["delete", "--force", &id]),
@@ -1001,11 +1055,21 @@ fn clean_leftovers(runtime_bin: &Path) {
         }
         let _ = fs::remove_file(fs_pidfile());
     }
+    unmount_under(FS_MOUNTPOINT);
     unmount_under(EXEC_ROOT);
     unmount_under(DATA_ROOT);
     unmount_under(SCRATCH);
+    remove_trees();
+}
+
+/// Removes the engine's and the daemon's directories (after their mounts are gone): each
+/// run starts with no state of an earlier one.
+fn remove_trees() {
+    let socket_dir = Path::new(FS_SOCKET).parent().unwrap().to_string_lossy().into_owned();
     let _ = cmd::run(
-        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH]),
+        Command::new("rm")
+            .args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH])
+            .args([FS_MOUNTPOINT, FS_STATE, &socket_dir]),
         None,
         Duration::from_secs(120),
     );
@@ -1080,9 +1144,9 @@ fn teardown() {
     if let Some(fsd) = fsd {
         stop_child(fsd, "sysvisor-fs", Duration::from_secs(15));
         let _ = fs::remove_file(fs_pidfile());
-        // A daemon killed hard leaves a dead FUSE mount behind.
-        unmount_under(sysvisor_proto::DEFAULT_MOUNTPOINT);
     }
+    // A daemon killed hard leaves a dead FUSE mount behind.
+    unmount_under(FS_MOUNTPOINT);
     if bridge {
         let _ = cmd::run(
             Command::new("ip").args(["link", "del", BRIDGE]),
@@ -1093,11 +1157,7 @@ fn teardown() {
     unmount_under(EXEC_ROOT);
     unmount_under(DATA_ROOT);
     unmount_under(SCRATCH);
-    let _ = cmd::run(
-        Command::new("rm").args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH]),
-        None,
-        Duration::from_secs(120),
-    );
+    remove_trees();
     remove_subids();
     let _ = fs::remove_dir_all(Path::new(RUN_DIR).join("runtimes"));
     let _ = fs::remove_dir(Path::new(DATA_ROOT).parent().unwrap());

@@ -3,9 +3,9 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::engine::Engine;
+use crate::engine::{Container, Engine};
 use crate::{EXEC_ROOT, SYSVISOR_LIB, SYSVISOR_ROOTFS, SYSVISOR_RUN};
 
 /// One line of a uid_map (or gid_map): `inside outside count`.
@@ -178,7 +178,7 @@ pub fn leftovers(engine: &Engine, id: &str, range: Option<crate::IdMap>) -> Vec<
             }
         }
     }
-    let socket = Path::new(sysvisor_proto::DEFAULT_SOCKET);
+    let socket = Path::new(crate::FS_SOCKET);
     if let Ok(answer) =
         sysvisor_proto::call(socket, &sysvisor_proto::Request::List, Duration::from_secs(5))
     {
@@ -227,6 +227,35 @@ fn walk(dir: &Path, id: &str, depth: usize, found: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Nothing of the mount trap is left on the host: no mount on its stage directory, no
+/// helper process (waits up to 5 s for helpers to finish; one stopped by a tracer would
+/// stay).
+#[track_caller]
+pub fn assert_trap_clean() {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let stage: Vec<&str> = info.lines().filter(|l| l.contains("mounttrap-stage")).collect();
+    assert!(stage.is_empty(), "mounts on the stage directory: {stage:#?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let helpers = pids_with_cmdline("__mounttrap-helper");
+        if helpers.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mount helpers still running: {helpers:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the container and checks that nothing of it, nor of the mount trap, is left.
+#[track_caller]
+pub fn remove_and_assert_clean(e: &Engine, c: Container<'_>) {
+    let id = c.id();
+    let range = c.uid_map();
+    assert!(c.remove().success());
+    e.assert_no_leaks(&id, range);
+    assert_trap_clean();
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! [`Engine::get`] sets everything up once per test binary (the first test that calls it
 //! pays; the others wait for it):
 //!
-//! 1. Skips (prints `skipped: ...`, returns `None`) unless running as root, or when
-//!    `SYSVISOR_E2E=skip`.
+//! 1. Skips (recorded through the `sysvisor-skip` crate, returns `None`) unless running as
+//!    root, or when `SYSVISOR_E2E=skip`.
 //! 2. Takes an exclusive `flock` on `/run/sysvisor-e2e/lock` for the life of the process, so
 //!    two test processes never share or fight over the private engine (the second waits).
 //! 3. Installs `docker.io`, `busybox-static` and `iproute2` with apt-get when missing.
@@ -23,9 +23,13 @@
 //!    or next to the executable itself when it is not in `deps/`, as for the benchmark
 //!    harness `target/<profile>/sysvisor-bench`; override with `SYSVISOR_E2E_RUNC`). A
 //!    private engine is always started, also when the host runs its own Docker.
-//! 6. Uses the `sysvisor-fs` daemon on the default socket if one answers; otherwise starts
-//!    `target/<profile>/sysvisor-fs serve` (override with `SYSVISOR_E2E_FS`) with the default
-//!    socket and mount point, and owns it.
+//! 6. Starts its **own** `sysvisor-fs` daemon, `target/<profile>/sysvisor-fs serve`
+//!    (override with `SYSVISOR_E2E_FS`), on its own socket [`FS_SOCKET`] (mount trap socket
+//!    beside it), mount point [`FS_MOUNTPOINT`] and state directory [`FS_STATE`] (emptied at
+//!    start and at exit). A daemon on the default socket (a user's, or another install) is
+//!    never used nor touched: every runtime of the private engine gets `--fs-socket` and
+//!    `--fs-mountpoint` as `runtimeArgs` in its daemon.json, so sysvisor-runc talks to the
+//!    harness's daemon only.
 //!
 //! 7. Adds the runtime's uid/gid pool (`sysvisor:BASE:67108864` in /etc/subuid and
 //!    /etc/subgid, as scripts/install.sh does) when missing, and records that it did in
@@ -39,8 +43,8 @@
 //! run stop it. On a normal exit of the test binary (tests passed or not), an `atexit`
 //! handler removes every container still there, runs one throwaway system container (the
 //! runtime frees the ranges of removed containers at its next `create`), stops dockerd
-//! (SIGTERM, then SIGKILL after 40 s) and any shim left, stops the sysvisor-fs daemon if it
-//! owns it, deletes the bridge, removes the subuid/subgid lines it added, unmounts what is
+//! (SIGTERM, then SIGKILL after 40 s) and any shim left, stops its sysvisor-fs daemon and
+//! unmounts its views, deletes the bridge, removes the subuid/subgid lines it added, unmounts what is
 //! left under its directories and removes the data root, exec root and scratch
 //! directories. Logs stay in `/run/sysvisor-e2e/*.log`.
 //!
@@ -55,12 +59,13 @@
 
 pub mod cmd;
 mod engine;
+pub mod fairness;
 pub mod images;
 pub mod leaks;
 pub mod second;
 
 pub use cmd::Output;
-pub use engine::{Container, Engine, Guard};
+pub use engine::{runtime_args, Container, Engine, Guard, PlainFsDaemonAfter};
 pub use images::SYSTEMD_DOCKER_IMAGE;
 pub use leaks::{parse_uid_map, IdMap};
 
@@ -78,6 +83,13 @@ pub const IMAGE: &str = "sysvisor-e2e/busybox";
 pub const RUNTIME: &str = "sysvisor-runc";
 /// Every container started through the harness carries this label.
 pub const LABEL: &str = "sysvisor-e2e";
+/// The harness's sysvisor-fs daemon: control socket (its mount trap socket,
+/// `seccomp.sock`, is beside it).
+pub const FS_SOCKET: &str = "/run/sysvisor-e2e/fs-sock/fs.sock";
+/// Where the harness's sysvisor-fs daemon serves its views.
+pub const FS_MOUNTPOINT: &str = "/run/sysvisor-e2e/fs-views";
+/// The harness's sysvisor-fs daemon's state directory (registrations, emulated sysctls).
+pub const FS_STATE: &str = "/run/sysvisor-e2e/fs-state";
 /// The runtime's own directories, searched by the leak check.
 pub const SYSVISOR_RUN: &str = "/run/sysvisor";
 pub const SYSVISOR_LIB: &str = "/var/lib/sysvisor";
@@ -95,4 +107,25 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     dir
+}
+
+/// Builds the static test tool `tests/tools/NAME.c` (attacks and measurements that busybox
+/// cannot make) into a scratch directory of its own, to be mounted into containers.
+/// `None`, after printing why, when it cannot be built (the caller skips).
+pub fn static_tool(name: &str) -> Option<std::path::PathBuf> {
+    let dir = scratch_dir(&format!("tool-{name}"));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tools/{name}.c"));
+    let out = cmd::run(
+        std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(dir.join(name))
+            .arg(source),
+        None,
+        std::time::Duration::from_secs(120),
+    );
+    if !out.success() {
+        eprintln!("skipped: cannot build the static tool {name}: {out}");
+        return None;
+    }
+    Some(dir)
 }

@@ -2,8 +2,8 @@
 //! that need a dockerd configured differently (`"userns-remap": "default"`). Everything of
 //! it is named after it and kept apart from the first engine: config, socket, pid file,
 //! exec root and log under `/run/sysvisor-e2e/NAME/`, data root `/var/lib/sysvisor-e2e/NAME`,
-//! its own bridge; the runtime `sysvisor-runc` is the binary under test, and it uses the
-//! harness's sysvisor-fs daemon. It runs only while the first engine's guard is held (so
+//! its own bridge; the runtime `sysvisor-runc` is the binary under test, pointed at the
+//! harness's sysvisor-fs daemon ([`engine::runtime_args`]). It runs only while the first engine's guard is held (so
 //! under its process lock), and is stopped and removed when dropped, with what dockerd
 //! added to the host for `userns-remap` (the `dockremap` user and its subordinate ids).
 
@@ -72,7 +72,9 @@ impl SecondEngine {
             "iptables": false,
             "ip-forward": false,
             "ip-masq": false,
-            "runtimes": { RUNTIME: { "path": main.runtime_bin } },
+            "runtimes": {
+                RUNTIME: { "path": main.runtime_bin, "runtimeArgs": engine::runtime_args() }
+            },
         });
         if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
             config.extend(extra.clone());

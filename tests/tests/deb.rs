@@ -5,9 +5,10 @@
 //! package's files and state directories). Where systemd does not run the host (this
 //! machine) the test starts the daemon as the postinst says.
 //!
-//! It runs under the e2e engine's lock, and exclusively in it: the harness's sysvisor-fs
-//! daemon is stopped for the package's own one on the default socket, and restarted at the
-//! end. Whatever the test changed is put back also when it fails (see [`Restore`]).
+//! It runs under the e2e engine's lock, and exclusively in it. The package's daemon serves
+//! the default socket and mount point (the harness's own daemon has private ones), so the
+//! test refuses to run where something answers there already. Whatever the test changed
+//! is put back also when it fails (see [`Restore`]).
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -52,15 +53,13 @@ fn host_state() -> HostState {
 }
 
 /// Puts the host back on drop (the test passed or not): stops the package's daemon,
-/// purges the package, writes back config files that still differ, and restarts the
-/// harness's sysvisor-fs daemon.
-struct Restore<'e> {
-    engine: &'e Engine,
+/// purges the package and writes back config files that still differ.
+struct Restore {
     before: HostState,
     daemon: Option<Child>,
 }
 
-impl Drop for Restore<'_> {
+impl Drop for Restore {
     fn drop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             // SAFETY: kill(2) on the daemon this test spawned.
@@ -86,11 +85,6 @@ impl Drop for Restore<'_> {
                     Some(text) => fs::write(file, text),
                     None => fs::remove_file(file),
                 };
-            }
-        }
-        if !self.engine.fs_daemon_answers() {
-            if let Err(e) = self.engine.start_fs_daemon() {
-                eprintln!("deb test: warning: cannot restart the harness's sysvisor-fs: {e}");
             }
         }
     }
@@ -140,8 +134,14 @@ fn build_package(engine: &Engine, dir: &Path, version: &str) -> PathBuf {
     deb
 }
 
+/// Whether a sysvisor-fs daemon answers on the default socket (the package's).
+fn default_daemon_answers() -> bool {
+    let socket = Path::new(sysvisor_proto::DEFAULT_SOCKET);
+    sysvisor_proto::call(socket, &sysvisor_proto::Request::Ping, Duration::from_secs(2)).is_ok()
+}
+
 /// Starts the installed daemon as the postinst says, and waits until it answers.
-fn start_package_daemon(engine: &Engine, log: &Path) -> Child {
+fn start_package_daemon(log: &Path) -> Child {
     let log = File::create(log).unwrap();
     let mut daemon = Command::new(FS)
         .arg("serve")
@@ -151,7 +151,7 @@ fn start_package_daemon(engine: &Engine, log: &Path) -> Child {
         .spawn()
         .unwrap_or_else(|e| panic!("{FS} serve: {e}"));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !engine.fs_daemon_answers() {
+    while !default_daemon_answers() {
         if let Ok(Some(status)) = daemon.try_wait() {
             panic!("{FS} serve exited: {status}");
         }
@@ -172,25 +172,33 @@ fn daemon_json() -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DAEMON_JSON} not JSON ({e}): {text}"))
 }
 
-fn skip_reason() -> Option<String> {
+/// Whether the package may be installed here; if not, the skip is recorded (dpkg is part
+/// of every Debian machine; the rest is what a correct machine may have).
+fn can_install() -> bool {
     if Command::new("dpkg-deb").arg("--version").output().is_err() {
-        return Some("dpkg-deb is not installed".into());
+        sysvisor_skip::required("dpkg-deb is not installed");
+        return false;
     }
     if Path::new("/run/systemd/system").exists() {
         // The package would enable and start a systemd unit on the host itself.
-        return Some("systemd runs this host: the package test runs only where it does not".into());
+        sysvisor_skip::optional("systemd runs this host: the package test runs only where not");
+        return false;
     }
     if installed_version().is_some() || Path::new(RUNC).exists() || Path::new(FS).exists() {
-        return Some(format!("a {PACKAGE} package (or {RUNC}) is already installed here"));
+        sysvisor_skip::optional(&format!("a {PACKAGE} package (or {RUNC}) is installed here"));
+        return false;
     }
-    None
+    if default_daemon_answers() {
+        sysvisor_skip::optional("a sysvisor-fs daemon answers on the default socket already");
+        return false;
+    }
+    true
 }
 
 #[test]
 fn package_installs_upgrades_under_a_running_container_and_purges_clean() {
     let Some(e) = Engine::exclusive() else { return };
-    if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+    if !can_install() {
         return;
     }
     let dir = scratch_dir("deb");
@@ -199,11 +207,7 @@ fn package_installs_upgrades_under_a_running_container_and_purges_clean() {
     let before = host_state();
     let before_config: Option<serde_json::Value> =
         fs::read_to_string(DAEMON_JSON).ok().and_then(|t| serde_json::from_str(&t).ok());
-    if let Err(reason) = e.stop_fs_daemon() {
-        eprintln!("skipped: the package's daemon needs the default socket: {reason}");
-        return;
-    }
-    let mut restore = Restore { engine: &e, before, daemon: None };
+    let mut restore = Restore { before, daemon: None };
 
     // Install: files, the pool, the runtime entry merged; no systemd, so it says how to start.
     let out = dpkg(&["-i", old.to_str().unwrap()], &[]).expect_success();
@@ -225,7 +229,7 @@ fn package_installs_upgrades_under_a_running_container_and_purges_clean() {
     let pool_after_install: Vec<Option<String>> =
         CONFIG_FILES[..2].iter().map(|f| fs::read_to_string(f).ok()).collect();
 
-    restore.daemon = Some(start_package_daemon(&e, &dir.join("sysvisor-fs.log")));
+    restore.daemon = Some(start_package_daemon(&dir.join("sysvisor-fs.log")));
     let runtime = e.add_runtime_binary("sysvisor-pkg", Path::new(RUNC)).unwrap();
     let c = e.start(&["--runtime", &runtime, "-m", "256m"], &["sleep", "3600"]);
     assert_eq!(mem_total_kb(&c), 256 * 1024, "MemTotal through the package's daemon");
@@ -279,18 +283,19 @@ fn package_installs_upgrades_under_a_running_container_and_purges_clean() {
 #[test]
 fn an_existing_daemon_json_and_install_sh_entry_come_back_after_purge() {
     let Some(e) = Engine::exclusive() else { return };
-    if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+    if !can_install() {
         return;
     }
     if Path::new(DAEMON_JSON).exists() {
-        eprintln!("skipped: {DAEMON_JSON} exists; the test seeds one only where there is none");
+        sysvisor_skip::optional(&format!(
+            "{DAEMON_JSON} exists; the test seeds one only where there is none"
+        ));
         return;
     }
     let dir = scratch_dir("deb-config");
     let deb = build_package(&e, &dir, "0.1.0~e2e1");
     // Restore removes the seed (there was no file before).
-    let restore = Restore { engine: &e, before: host_state(), daemon: None };
+    let restore = Restore { before: host_state(), daemon: None };
     let seed = serde_json::json!({
         "log-level": "warn",
         "runtimes": {

@@ -108,13 +108,13 @@ fn busy_figure(
         starved.push(format!("{:.0}% (`{tool}` showed {figure:.1})", share * 100.0));
         thread::sleep(Duration::from_secs(1));
     }
-    eprintln!(
-        "skipped: the issue's bounds for `{tool}` under a busy loop: the machine is too busy, \
-         the container's busy loop got only {} of its one CPU in {ATTEMPTS} attempts (needs \
+    sysvisor_skip::optional(&format!(
+        "the issue's bounds for `{tool}` under a busy loop: the machine is too busy, the \
+         container's busy loop got only {} of its one CPU in {ATTEMPTS} attempts (needs \
          {:.0}%); the figures did follow the loop's real share",
         starved.join(", "),
         AVAILABLE * 100.0
-    );
+    ));
     None
 }
 

@@ -52,31 +52,10 @@ fn host_mem_total_kb() -> String {
     text.lines().next().unwrap().split_whitespace().nth(1).unwrap().to_string()
 }
 
-/// Nothing of the trap is left on the host: no mount on its stage directory, no helper.
-#[track_caller]
-fn assert_trap_clean() {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let stage: Vec<&str> = info.lines().filter(|l| l.contains("mounttrap-stage")).collect();
-    assert!(stage.is_empty(), "mounts on the stage directory: {stage:#?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let helpers = leaks::pids_with_cmdline("__mounttrap-helper");
-        if helpers.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "mount helpers still running: {helpers:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Removes the container and checks that nothing of it (or of the trap) is left.
 #[track_caller]
 fn remove(e: &Engine, c: Container<'_>) {
-    let id = c.id();
-    let range = c.uid_map();
-    assert!(c.remove().success());
-    e.assert_no_leaks(&id, range);
-    assert_trap_clean();
+    leaks::remove_and_assert_clean(e, c);
 }
 
 #[test]
@@ -419,7 +398,7 @@ fn an_inner_runc_container_sees_the_views() {
     let Some(e) = Engine::get() else { return };
     let runc = Path::new("/usr/sbin/runc");
     if !runc.exists() {
-        eprintln!("skipped: no {}", runc.display());
+        sysvisor_skip::required(&format!("no {} (the engine installs docker.io)", runc.display()));
         return;
     }
     let c = e.start_system(&[
@@ -459,10 +438,7 @@ fn an_inner_runc_container_sees_the_views() {
 #[test]
 fn after_a_daemon_restart_old_processes_get_enosys_new_ones_work() {
     let Some(e) = Engine::exclusive() else { return };
-    if e.stop_fs_daemon().is_err() {
-        eprintln!("skipped: the sysvisor-fs daemon running is not the harness's");
-        return;
-    }
+    e.stop_fs_daemon().expect("stop the harness's sysvisor-fs daemon");
     e.start_fs_daemon().expect("restart the daemon");
     // The container's own process tree tries its mounts when told to (/go), after the
     // restart: it runs under the filter whose listener was the old daemon.

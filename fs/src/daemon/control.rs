@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -30,6 +31,8 @@ use parking_lot::{Condvar, Mutex};
 use sysvisor_proto::{Request, Response, MAX_LINE};
 
 use super::registry::{Registered, Registry};
+use crate::mounttrap::listener::LOCK_WAIT;
+use crate::mounttrap::ViewLocks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -69,6 +72,8 @@ pub struct ControlOptions {
     pub max_connection_time: Duration,
     /// Connections served at once; one more is answered with an error and closed.
     pub max_connections: usize,
+    /// The mount trap's lock outcomes, for `views_locked` (`None`: no trap runs).
+    pub views: Option<Arc<ViewLocks>>,
 }
 
 impl Default for ControlOptions {
@@ -77,6 +82,7 @@ impl Default for ControlOptions {
             idle_timeout: Duration::from_secs(5),
             max_connection_time: Duration::from_secs(30),
             max_connections: 64,
+            views: None,
         }
     }
 }
@@ -400,7 +406,13 @@ pub fn serve_connection(stream: &UnixStream, registry: &Registry, options: &Cont
                     let _ = write_response(stream, &Response::error(message));
                     return;
                 }
-                if write_response(stream, &handle_line(registry, &line)).is_err() || !complete {
+                if write_response(
+                    stream,
+                    &handle_line_with(registry, options.views.as_deref(), &line),
+                )
+                .is_err()
+                    || !complete
+                {
                     // Gone, or it closed after a last line without a newline.
                     return;
                 }
@@ -426,9 +438,15 @@ fn write_response(mut stream: &UnixStream, response: &Response) -> io::Result<()
     stream.write_all(&line)
 }
 
-/// The answer to one request line.
+/// The answer to one request line, without a mount trap.
 pub fn handle_line(registry: &Registry, line: &[u8]) -> Response {
+    handle_line_with(registry, None, line)
+}
+
+/// The answer to one request line; `views` answers `views_locked`.
+pub fn handle_line_with(registry: &Registry, views: Option<&ViewLocks>, line: &[u8]) -> Response {
     match parse_request(line) {
+        Ok(Request::ViewsLocked { id, init_pid }) => views_locked(views, &id, init_pid),
         Ok(request) => handle(registry, request),
         Err(message) => Response::error(message),
     }
@@ -505,6 +523,24 @@ pub fn handle(registry: &Registry, request: Request) -> Response {
             }
         },
         Request::List => Response::with_containers(registry.list()),
+        Request::ViewsLocked { id, init_pid } => views_locked(None, &id, init_pid),
+    }
+}
+
+/// Waits for the lock of a container's views (see `mounttrap::locks`).
+fn views_locked(views: Option<&ViewLocks>, id: &str, init_pid: u32) -> Response {
+    let Some(views) = views else {
+        return Response::error("this daemon runs no mount trap: no views can be locked");
+    };
+    match views.wait(id, init_pid, LOCK_WAIT) {
+        Ok(guard) => {
+            tracing::debug!(container = %id, init_pid, ?guard, "views locked: the container may start");
+            Response::ok()
+        }
+        Err(err) => {
+            tracing::warn!(container = %id, init_pid, error = %err, "the container must not start");
+            Response::error(err.to_string())
+        }
     }
 }
 
@@ -538,7 +574,7 @@ mod tests {
             (b"\xff\xfe\n", "not UTF-8"),
             (
                 b"[1,2]\n",
-                "expected a JSON object with an \"op\" (one of ping, register, unregister, list)",
+                "expected a JSON object with an \"op\" (one of ping, register, unregister, list, views_locked)",
             ),
             (b"{}\n", "expected a JSON object"),
             (b"{\"op\":3}\n", "\"op\" is not a string"),
@@ -554,11 +590,34 @@ mod tests {
     }
 
     #[test]
+    fn views_locked_answers_with_the_locks_outcome() {
+        use crate::mounttrap::locks::{Guard, LockState};
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _) = registry(dir.path());
+        let ask = |views, id: &str| {
+            let line = serde_json::to_vec(&Request::ViewsLocked { id: id.into(), init_pid: 7 });
+            handle_line_with(&registry, views, &line.unwrap())
+        };
+        assert!(error_of(ask(None, "c")).contains("runs no mount trap"));
+        let views = ViewLocks::default();
+        views.begin("ok", 7);
+        views.finish("ok", 7, LockState::Done(Guard::Locked));
+        assert_eq!(ask(Some(&views), "ok"), Response::ok());
+        views.begin("bad", 7);
+        views.finish("bad", 7, LockState::Failed("no MOVE_MOUNT_BENEATH".into()));
+        let message = error_of(ask(Some(&views), "bad"));
+        assert!(message.contains("must not run: no MOVE_MOUNT_BENEATH"), "{message}");
+    }
+
+    #[test]
     fn unknown_ops_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let (registry, _) = registry(dir.path());
         let message = error_of(handle_line(&registry, br#"{"op":"frobnicate","id":"x"}"#));
-        assert_eq!(message, r#"unknown op "frobnicate" (known: ping, register, unregister, list)"#);
+        assert_eq!(
+            message,
+            r#"unknown op "frobnicate" (known: ping, register, unregister, list, views_locked)"#
+        );
         let long = format!(r#"{{"op":"{}"}}"#, "y".repeat(10_000));
         assert!(error_of(handle_line(&registry, long.as_bytes())).len() < 200);
     }

@@ -638,6 +638,15 @@ pub(crate) mod tests {
         registry.list().into_iter().map(|c| c.id).collect()
     }
 
+    /// The wall-clock time (Unix ms) `ms` after this host booted. A time before boot counts
+    /// as boot (tick 0), so tests that compare start ticks register times after boot, also
+    /// on a host up for a few seconds.
+    fn after_boot(ms: u64) -> u64 {
+        let up = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
+        let up_ms = std::time::Duration::from(up).as_millis() as u64;
+        clock::now_unix_ms() - up_ms + ms
+    }
+
     fn files_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -654,14 +663,12 @@ pub(crate) mod tests {
         let fake = FakeProcesses::new();
         fake.spawn(10, 500, 100);
         fake.spawn(20, 600, 200);
-        let now = clock::now_unix_ms();
+        // An hour apart, both after boot whatever the host's uptime (b may be in the future).
+        let (at_a, at_b) = (after_boot(60_000), after_boot(60_000 + 3_600_000));
         let (registry, report) = open(&state, &fake);
         assert!(report.problem.is_none() && report.loaded == 0);
-        assert_eq!(registry.register(container("b", 20, now)).unwrap(), Registered::New);
-        assert_eq!(
-            registry.register(container("a", 10, now - 3_600_000)).unwrap(),
-            Registered::New
-        );
+        assert_eq!(registry.register(container("b", 20, at_b)).unwrap(), Registered::New);
+        assert_eq!(registry.register(container("a", 10, at_a)).unwrap(), Registered::New);
         let ticks_a = registry.ns_start_ticks(100).expect("ns 100 registered");
         let ticks_b = registry.ns_start_ticks(200).expect("ns 200 registered");
         let hz = clock_ticks();
@@ -687,7 +694,7 @@ pub(crate) mod tests {
         assert!(report.problem.is_none(), "{:?}", report.problem);
         assert_eq!((report.loaded, report.dropped.len()), (2, 0));
         assert_eq!(reloaded.list(), registry.list());
-        assert_eq!(reloaded.list()[0], container("a", 10, now - 3_600_000));
+        assert_eq!(reloaded.list()[0], container("a", 10, at_a));
         assert_eq!(reloaded.ns_start_ticks(100), Some(ticks_a));
         assert_eq!(reloaded.ns_start_ticks(200), Some(ticks_b));
     }
@@ -912,10 +919,9 @@ pub(crate) mod tests {
         fake.spawn(10, 500, 100);
         fake.spawn(11, 501, 100);
         let (registry, _) = open(dir.path(), &fake);
-        let now = clock::now_unix_ms();
-        registry.register(container("late", 11, now)).unwrap();
+        registry.register(container("late", 11, after_boot(200_000))).unwrap();
         let late = registry.ns_start_ticks(100).unwrap();
-        registry.register(container("early", 10, now - 100_000)).unwrap();
+        registry.register(container("early", 10, after_boot(100_000))).unwrap();
         let early = registry.ns_start_ticks(100).unwrap();
         assert!(early < late);
         registry.unregister("early").unwrap();

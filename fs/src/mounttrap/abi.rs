@@ -21,6 +21,24 @@ pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
 pub const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 /// Mount beneath the top mount of the target (Linux 6.5).
 pub const MOVE_MOUNT_BENEATH: libc::c_uint = 0x200;
+/// Follow a trailing symlink and trigger automounts at the target, as mount(2) does.
+pub const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
+pub const MOVE_MOUNT_T_AUTOMOUNTS: libc::c_uint = 0x20;
+
+/// `fsopen(2)`, `fsconfig(2)` and `fsmount(2)` (linux/mount.h).
+pub const FSOPEN_CLOEXEC: libc::c_uint = 1;
+pub const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+pub const FSCONFIG_SET_STRING: libc::c_uint = 1;
+pub const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+pub const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+/// `MOUNT_ATTR_*`: the per-mount flags of `fsmount(2)`.
+pub const MOUNT_ATTR_RDONLY: libc::c_uint = 0x01;
+pub const MOUNT_ATTR_NOSUID: libc::c_uint = 0x02;
+pub const MOUNT_ATTR_NODEV: libc::c_uint = 0x04;
+pub const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x08;
+pub const MOUNT_ATTR_NOATIME: libc::c_uint = 0x10;
+pub const MOUNT_ATTR_STRICTATIME: libc::c_uint = 0x20;
+pub const MOUNT_ATTR_NODIRATIME: libc::c_uint = 0x80;
 
 /// The magic number old programs put in the upper half of mount(2)'s flags.
 const MS_MGC_MSK: u64 = 0xffff_0000;
@@ -37,8 +55,9 @@ pub enum Syscall {
     Umount,
     /// `fsopen(fsname, flags)`
     Fsopen,
-    /// `open_tree`, `move_mount`, `mount_setattr`: trapped only so that they wait until a
-    /// new container's views are locked (see `lock`), then always continued.
+    /// `open_tree`, `move_mount`, `mount_setattr`: trapped so that they wait until a new
+    /// container's views are locked (see `lock`), then continued; for a container whose
+    /// views are not locked, checked by mount identity first (see `identity`).
     OpenTree,
     MoveMount,
     MountSetattr,

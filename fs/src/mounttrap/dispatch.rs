@@ -5,6 +5,12 @@
 //! by the other workers meanwhile) and handles it. A slow notification (a proc mount runs
 //! a helper, bounded by its timeout) ties up one worker only. An fd whose filter has no
 //! process left polls as hung up and is dropped.
+//!
+//! Fairness: one container has at most `per_container` notifications in the workers at
+//! once. An event of a container at its cap is parked (its fd stays disarmed, the
+//! notification waits in the kernel) and re-armed when one of the container's
+//! notifications is done, so a container flooding the trap (16 threads mounting proc,
+//! each a helper process) keeps the other workers free for the other containers.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +23,7 @@ use parking_lot::Mutex;
 
 use super::abi;
 use super::handler::{self, Context, Mounted, Source};
+use super::locks::ViewLocks;
 
 /// How long a worker waits for an event before it checks whether to stop.
 const WAIT_MS: libc::c_int = 200;
@@ -28,10 +35,25 @@ pub struct Dispatcher {
     stop: AtomicBool,
     ctx: Context,
     mounted: Mounted,
+    locks: Arc<ViewLocks>,
+    per_container: usize,
+    load: Mutex<HashMap<String, Load>>,
+}
+
+/// A container's notifications in the workers, and its fds parked at the cap.
+#[derive(Debug, Default)]
+struct Load {
+    running: usize,
+    parked: Vec<u64>,
 }
 
 impl Dispatcher {
-    pub fn new(ctx: Context) -> io::Result<Dispatcher> {
+    /// A dispatcher serving at most `per_container` notifications of one container at once.
+    pub fn new(
+        ctx: Context,
+        locks: Arc<ViewLocks>,
+        per_container: usize,
+    ) -> io::Result<Dispatcher> {
         // SAFETY: epoll_create1 returns a new fd or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -45,11 +67,19 @@ impl Dispatcher {
             stop: AtomicBool::new(false),
             ctx,
             mounted: Mounted::default(),
+            locks,
+            per_container: per_container.max(1),
+            load: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// The outcome of each container's lock.
+    pub fn locks(&self) -> &ViewLocks {
+        &self.locks
     }
 
     /// Where the trap mounted proc and sysfs, per container.
@@ -106,6 +136,7 @@ impl Dispatcher {
             if !sources.values().any(|s| s.container == source.container) {
                 self.mounted.forget(&source.container);
             }
+            self.locks.forget(&source.container, source.pid);
             drop(sources);
             // SAFETY: epoll_ctl DEL on our epoll fd; the event argument is ignored.
             unsafe {
@@ -134,10 +165,11 @@ impl Dispatcher {
                 continue;
             };
             if event.events & libc::EPOLLIN as u32 != 0 {
-                let received = abi::recv(source.fd.as_fd());
-                if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, source.fd.as_raw_fd(), key) {
-                    tracing::error!(container = %source.container, error = %err, "cannot re-arm a notify fd");
+                if !self.admit(&source.container, key) {
+                    continue; // parked until one of the container's calls is done
                 }
+                let received = abi::recv(source.fd.as_fd());
+                self.rearm(&source, key);
                 match received {
                     Ok(notif) => self.serve(&source, &notif),
                     // The caller was killed between the event and the receive.
@@ -146,9 +178,50 @@ impl Dispatcher {
                         tracing::warn!(container = %source.container, error = %err, "cannot receive a notification")
                     }
                 }
+                self.done(&source.container);
             } else if event.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                 self.remove(key);
             }
+        }
+    }
+
+    /// Takes one notification of `container` into a worker, or parks its fd `key` when the
+    /// container is at its cap.
+    fn admit(&self, container: &str, key: u64) -> bool {
+        let mut load = self.load.lock();
+        let entry = load.entry(container.to_string()).or_default();
+        if entry.running >= self.per_container {
+            entry.parked.push(key);
+            return false;
+        }
+        entry.running += 1;
+        true
+    }
+
+    /// One notification of `container` is done: re-arms its parked fds (all of them: one
+    /// whose caller died meanwhile would never fire again and hold up the others). Those
+    /// with a notification waiting fire at once; past the cap they park again.
+    fn done(&self, container: &str) {
+        let mut load = self.load.lock();
+        let Some(entry) = load.get_mut(container) else {
+            return;
+        };
+        entry.running = entry.running.saturating_sub(1);
+        let parked = std::mem::take(&mut entry.parked);
+        if entry.running == 0 {
+            load.remove(container);
+        }
+        drop(load);
+        for key in parked {
+            if let Some(source) = self.sources.lock().get(&key).cloned() {
+                self.rearm(&source, key);
+            }
+        }
+    }
+
+    fn rearm(&self, source: &Source, key: u64) {
+        if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, source.fd.as_raw_fd(), key) {
+            tracing::error!(container = %source.container, error = %err, "cannot re-arm a notify fd");
         }
     }
 
@@ -202,5 +275,35 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn dispatcher(per_container: usize) -> Dispatcher {
+        let ctx =
+            Context::new("/proc/self/exe".into(), "/nonexistent".into(), Duration::ZERO).unwrap();
+        Dispatcher::new(ctx, Arc::new(ViewLocks::default()), per_container).unwrap()
+    }
+
+    #[test]
+    fn a_container_at_its_cap_is_parked_the_others_are_not() {
+        let d = dispatcher(2);
+        assert!(d.admit("flood", 1));
+        assert!(d.admit("flood", 2));
+        assert!(!d.admit("flood", 3), "the third call of one container waits");
+        assert!(!d.admit("flood", 4));
+        assert!(d.admit("quiet", 5), "another container is served at once");
+        assert_eq!(d.load.lock()["flood"].parked, [3, 4]);
+        d.done("flood");
+        assert!(d.load.lock()["flood"].parked.is_empty(), "every parked fd re-armed");
+        assert!(d.admit("flood", 3));
+        d.done("flood");
+        d.done("flood");
+        d.done("quiet");
+        assert!(d.load.lock().is_empty(), "nothing left once every call is done");
     }
 }

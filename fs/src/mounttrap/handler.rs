@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 
 use super::abi::{self, Answer, Notification};
 use super::helper::{self, Job, JobFds, Target, Task};
+use super::identity;
+use super::locks::Guard;
 use super::mountinfo;
 use super::overlays::Overlays;
 use super::policy::{self, Decision, FsKind, NewMount};
@@ -30,6 +32,10 @@ pub struct Context {
     pub own_mntns: (u64, u64),
     /// `/proc`, kept open.
     pub proc: Arc<OwnedFd>,
+    /// See [`super::MountTrapOptions::allow_unlocked_views`].
+    pub allow_unlocked_views: bool,
+    /// See [`super::MountTrapOptions::pretend_no_beneath`].
+    pub pretend_no_beneath: bool,
 }
 
 impl Context {
@@ -44,6 +50,8 @@ impl Context {
             own_userns: process::ns_id(fds.user.as_fd())?,
             own_mntns: process::ns_id(fds.mnt.as_fd())?,
             proc: Arc::new(proc),
+            allow_unlocked_views: false,
+            pretend_no_beneath: false,
         })
     }
 }
@@ -56,6 +64,8 @@ pub struct Source {
     /// The pid runc reported for it (the init, or an exec'd process).
     pub pid: u32,
     pub overlays: Arc<Overlays>,
+    /// How its calls are served (whether the container's views are locked).
+    pub guard: Guard,
 }
 
 /// Where the trap mounted proc or sysfs for each container (absolute paths as the callers
@@ -107,6 +117,16 @@ pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notific
     let Ok(mut memory) = Memory::open(dir.as_fd()) else {
         return Answer::Continue;
     };
+    match source.guard {
+        // Fail closed: the container's views could not be locked.
+        Guard::Deny => return Answer::Errno(libc::EPERM),
+        Guard::Unlocked => {
+            if let Some(answer) = identity::check(source, notif, dir.as_fd(), &mut memory) {
+                return answer;
+            }
+        }
+        Guard::Locked => {}
+    }
     if !abi::id_valid(source.fd.as_fd(), notif.id) {
         return Answer::Continue;
     }
@@ -233,6 +253,51 @@ pub fn self_relative(target: &str) -> Option<&str> {
     clean.then_some(rest)
 }
 
+/// Opens a `/proc/self/REST` target of the caller as the kernel would resolve it for the
+/// caller, never through the daemon's own root:
+/// - a magic link of the caller (`fd/N`, `cwd`, `root`) on its own is the caller's object;
+/// - below `root`, the rest resolves inside the caller's root (`RESOLVE_IN_ROOT`: `/` and
+///   absolute symlinks mean the caller's root);
+/// - below another magic link (`fd/N/x`, `cwd/x`), the rest must stay beneath it
+///   (`RESOLVE_BENEATH`: EXDEV for a symlink that leaves it, where the kernel would have
+///   needed the caller's root);
+/// - any other file of /proc/TID: beneath /proc/TID, without magic links.
+///
+/// Magic links further down (the caller's /proc inside its root) are refused (ELOOP).
+fn open_self_target(
+    dir: BorrowedFd<'_>,
+    root: BorrowedFd<'_>,
+    rest: &str,
+) -> std::io::Result<OwnedFd> {
+    let no_magic = libc::RESOLVE_NO_MAGICLINKS;
+    let (link, below) = split_magic_link(rest);
+    match (link, below) {
+        (Some(link), None) => process::open_at(dir, link, libc::O_PATH),
+        (Some("root"), Some(below)) => {
+            process::open_path_in(root, below, libc::RESOLVE_IN_ROOT | no_magic)
+        }
+        (Some(link), Some(below)) => {
+            let base = process::open_at(dir, link, libc::O_PATH | libc::O_DIRECTORY)?;
+            process::open_path_in(base.as_fd(), below, libc::RESOLVE_BENEATH | no_magic)
+        }
+        (None, _) => process::open_path_in(dir, rest, libc::RESOLVE_BENEATH | no_magic),
+    }
+}
+
+/// `fd/N`, `cwd` or `root` at the start of a path below /proc/TID, and what follows it.
+fn split_magic_link(rest: &str) -> (Option<&str>, Option<&str>) {
+    let len = match rest.split('/').next() {
+        Some("root" | "cwd") => rest.split('/').next().map_or(0, str::len),
+        Some("fd") => match rest.split('/').nth(1) {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => 3 + n.len(),
+            _ => return (None, None),
+        },
+        _ => return (None, None),
+    };
+    let below = rest[len..].strip_prefix('/').filter(|b| !b.is_empty());
+    (Some(&rest[..len]), below)
+}
+
 fn new_mount(
     ctx: &Context,
     source: &Source,
@@ -253,7 +318,7 @@ fn new_mount(
         Err(err) => return fail("cannot read the caller's status", &err),
     };
     let target_fd = match self_relative(&mount.target) {
-        Some(rest) => match process::open_at(dir, rest, libc::O_PATH) {
+        Some(rest) => match open_self_target(dir, fds.root.as_fd(), rest) {
             Ok(fd) => Some(fd),
             Err(err) => return Answer::Errno(err.raw_os_error().unwrap_or(libc::ENOENT)),
         },
@@ -356,6 +421,19 @@ mod tests {
         m.forget("a");
         assert!(!m.contains("a", "/m1"));
         assert!(m.contains("b", "/proc"));
+    }
+
+    #[test]
+    fn magic_links_are_told_from_what_lies_below_them() {
+        assert_eq!(split_magic_link("fd/7"), (Some("fd/7"), None));
+        assert_eq!(split_magic_link("fd/12/sub/dir"), (Some("fd/12"), Some("sub/dir")));
+        assert_eq!(split_magic_link("root/secret/x"), (Some("root"), Some("secret/x")));
+        assert_eq!(split_magic_link("root"), (Some("root"), None));
+        assert_eq!(split_magic_link("cwd/a"), (Some("cwd"), Some("a")));
+        assert_eq!(split_magic_link("fd/x"), (None, None));
+        assert_eq!(split_magic_link("fdinfo/3"), (None, None));
+        assert_eq!(split_magic_link("rootx/a"), (None, None));
+        assert_eq!(split_magic_link("task/5/root"), (None, None));
     }
 
     #[test]

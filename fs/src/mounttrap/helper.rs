@@ -1,37 +1,54 @@
-//! The helper process that performs a proc or sysfs mount for a container.
+//! The helper processes that perform a proc or sysfs mount (or unmount) for a container.
 //!
 //! Entering a mount or user namespace needs a single-threaded process, and a procfs shows
-//! the pid namespace of the process that mounts it, so the daemon runs each such mount in
-//! a short-lived helper: its own binary (`/proc/self/exe`) with the hidden argument
-//! [`HELPER_ARG`], the [`Job`] as JSON on stdin, the caller's namespaces, root and working
-//! directory as file descriptors 3 to 8 (and a target directory as 9), the [`Outcome`] as
-//! JSON on stdout. The daemon kills it (its whole process group) after a timeout.
+//! the pid namespace of the process that creates it, so the daemon runs each such job in a
+//! short-lived helper: its own binary (`/proc/self/exe`) with the hidden argument
+//! [`HELPER_ARG`], the [`Request`] as JSON on stdin, the caller's namespaces, root and
+//! working directory as file descriptors 3 to 8 (and a target as 9), the [`Outcome`] as JSON
+//! on stdout. The daemon kills the helper's whole process group after a timeout.
 //!
-//! What it does, and why in this order:
-//! 1. `unshare(CLONE_NEWNS)`, everything private: a copy of the host's mount table of its
-//!    own, owned by the initial user namespace. Mounts made there are not subject to the
-//!    "fully visible" rule that refuses a new procfs inside the container.
-//! 2. `setns` into the caller's pid and network namespaces, then `fork`: the child lives in
-//!    the caller's pid namespace (a procfs shows the mounter's), and a sysfs shows the
-//!    mounter's network namespace.
-//! 3. The child mounts the file system on the stage directory and puts the overlays on it
-//!    (views, masks, read-only binds; host paths resolve here).
-//! 4. `setns` into the caller's user namespace and `unshare(CLONE_NEWNS)` again: the copy
-//!    now belongs to a less privileged user namespace, so the kernel locks every mount in
-//!    it (`MNT_LOCKED`, and read-only, nosuid, ... flags become unchangeable). From here
-//!    on no process of the container can unmount, move or remount an overlay, nor bind
-//!    the file system without them.
-//! 5. `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of the stage: a detached copy with the
-//!    locks (only the top mount is unlocked, so the container may unmount it whole).
-//! 6. `setns` into the caller's mount namespace, `chroot` to its root, `chdir` to its
-//!    working directory, and `move_mount` the tree onto the target as the caller named it.
+//! **Nothing of the container may reach a host-privileged process.** The helper makes
+//! itself non-dumpable before anything else (exec made it dumpable), so no process without
+//! CAP_SYS_PTRACE in the initial user namespace can ptrace it, read its memory or open its
+//! /proc/PID/{root,cwd,fd}; and the part that runs as host root never joins a namespace of
+//! the container. What does join them is forked and first becomes the caller (its
+//! effective host uid and gid, no supplementary groups, no capability outside the caller's
+//! user namespace and, once it has entered them, none the caller lacks), see [`confine`]. A mount takes three short-lived processes
+//! ([`mount`]):
+//!
+//! 1. The helper (host root, host pid namespace) unshares a private copy of the host's
+//!    mount table, owned by the initial user namespace: a new procfs mounted there is not
+//!    subject to the "fully visible" rule that refuses one inside the container.
+//! 2. A *maker* becomes the caller, enters its mount namespace and root, and its pid
+//!    (proc) or network (sysfs) namespace, and forks the *creator*: the only process that
+//!    lives in the caller's pid namespace. It runs `fsopen` (a procfs belongs to the pid
+//!    namespace of the process that opens it, a sysfs to its network namespace), sets the
+//!    caller's options and creates the superblock with the caller's own rights, and hands
+//!    the file system context to the helper over a socket. Its root is the caller's.
+//! 3. The helper `fsmount`s it in its private namespace, on the stage directory, and puts
+//!    the overlays on it (views, masks, read-only binds; host paths resolve here).
+//! 4. An *attacher* becomes the caller, starting in the stage, and unshares its mount
+//!    namespace: the copy belongs to the caller's user namespace, so the kernel locks every
+//!    mount in it (`MNT_LOCKED`; read-only, nosuid, ... become unchangeable). From here on no
+//!    process of the container can unmount, move or remount an overlay, nor bind the file
+//!    system without them. It takes a detached copy of the stage
+//!    (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`, locked but for its top mount, so the
+//!    container may unmount it whole), enters the caller's mount namespace, root and
+//!    working directory and moves the tree onto the target as the caller named it (a
+//!    trailing symlink is followed, as mount(2) does). It lives in the host's pid
+//!    namespace, where no process of the container can name it.
 //!
 //! With [`Job::replace`] (used once per container, on its own `/proc` and `/sys`), the tree
 //! goes beneath the existing top mount (`MOVE_MOUNT_BENEATH`), the children of the old
 //! mount that are not overlays (`/sys/fs/cgroup`) move over to the new one, and the old
 //! one is detached: an atomic swap, so readers never find the path empty.
+//!
+//! An unmount is done by the helper itself after it became the caller.
 
-use std::ffi::CString;
+mod confine;
+mod mount;
+mod sys;
+
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -41,12 +58,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::abi::{
-    MOVE_MOUNT_BENEATH, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLOEXEC,
-    OPEN_TREE_CLONE,
-};
-use super::overlays::{Overlay, OverlayKind};
+use super::overlays::Overlay;
 use super::policy::FsKind;
+use super::process::Credentials;
 
 /// The hidden first argument that makes `sysvisor-fs` run as the helper.
 pub const HELPER_ARG: &str = "__mounttrap-helper";
@@ -59,6 +73,15 @@ const FD_NET: RawFd = 6;
 const FD_ROOT: RawFd = 7;
 const FD_CWD: RawFd = 8;
 const FD_TARGET: RawFd = 9;
+
+/// What the daemon sends a helper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub task: Task,
+    /// The caller's host ids and capabilities: whatever of the helper joins the caller's
+    /// namespaces runs with them.
+    pub creds: Credentials,
+}
 
 /// What a helper does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,10 +131,10 @@ pub struct Outcome {
     pub step: Option<String>,
 }
 
-/// Steps whose failure is the caller's own error (a bad option, a missing target): their
-/// errno goes back to the caller as it is. Any other failure is the trap's, and the caller
-/// gets EIO.
-pub const CALLER_STEPS: &[&str] = &["mount", "attach", "umount"];
+/// Steps whose failure is the caller's own error (a bad option, a missing target, host
+/// ids the helper refuses to take): their errno goes back to the caller as it is. Any
+/// other failure is the trap's, and the caller gets EIO.
+pub const CALLER_STEPS: &[&str] = &["mount", "attach", "umount", "identity"];
 
 impl Outcome {
     /// The errno for the trapped call.
@@ -133,8 +156,9 @@ pub enum HelperError {
     NoOutcome { status: ExitStatus, stderr: String },
 }
 
-/// The caller's descriptors for a job.
+/// The caller's descriptors (and credentials) for a job.
 pub struct JobFds<'a> {
+    pub creds: Credentials,
     pub user: BorrowedFd<'a>,
     pub mnt: BorrowedFd<'a>,
     pub pid: BorrowedFd<'a>,
@@ -148,6 +172,7 @@ impl<'a> JobFds<'a> {
     /// A process's descriptors, with an optional target directory.
     pub fn of(fds: &'a super::process::ProcessFds, target: Option<BorrowedFd<'a>>) -> JobFds<'a> {
         JobFds {
+            creds: fds.creds,
             user: fds.user.as_fd(),
             mnt: fds.mnt.as_fd(),
             pid: fds.pid.as_fd(),
@@ -181,7 +206,8 @@ pub fn run(
         high.push(unsafe { OwnedFd::from_raw_fd(dup) });
     }
     let raw: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    let input = serde_json::to_vec(task).map_err(|e| HelperError::Spawn(e.into()))?;
+    let request = Request { task: task.clone(), creds: fds.creds };
+    let input = serde_json::to_vec(&request).map_err(|e| HelperError::Spawn(e.into()))?;
 
     let mut command = Command::new(exe);
     command
@@ -250,33 +276,39 @@ fn wait_a_little(pid: u32) {
     unsafe { libc::poll(&mut poll, 1, 50) };
 }
 
-/// The helper's `main`: reads the task, performs it, prints the outcome. The exit code is 0
-/// whenever an outcome was printed.
+/// The helper's `main`: makes itself non-dumpable, reads the request, performs it, prints
+/// the outcome. The exit code is 0 whenever an outcome was printed.
 pub fn main() -> i32 {
+    // First of all: exec made this process dumpable again.
+    if let Err(failure) = confine::forbid_tracing() {
+        return report_failure(failure);
+    }
     let mut input = String::new();
-    let task: Task =
+    let request: Request =
         match io::stdin().read_to_string(&mut input).map(|_| serde_json::from_str(&input)) {
-            Ok(Ok(task)) => task,
+            Ok(Ok(request)) => request,
             Ok(Err(err)) => {
-                eprintln!("bad task: {err}");
+                eprintln!("bad request: {err}");
                 return 2;
             }
             Err(err) => {
-                eprintln!("cannot read the task: {err}");
+                eprintln!("cannot read the request: {err}");
                 return 2;
             }
         };
-    let result = match &task {
-        Task::Mount(job) => perform(job),
-        Task::Unmount { target, flags } => unmount(target, *flags),
+    let result = match &request.task {
+        Task::Mount(job) => mount::perform(job, request.creds),
+        Task::Unmount { target, flags } => mount::unmount(target, *flags, request.creds),
     };
     match result {
         Ok(()) => report(&Outcome { errno: 0, step: None }),
-        Err(failure) => {
-            eprintln!("{}: {}", failure.step, io::Error::from_raw_os_error(failure.errno));
-            report(&Outcome { errno: failure.errno, step: Some(failure.step) })
-        }
+        Err(failure) => report_failure(failure),
     }
+}
+
+fn report_failure(failure: sys::Failure) -> i32 {
+    eprintln!("{}: {}", failure.step, io::Error::from_raw_os_error(failure.errno));
+    report(&Outcome { errno: failure.errno, step: Some(failure.step) })
 }
 
 fn report(outcome: &Outcome) -> i32 {
@@ -286,268 +318,6 @@ fn report(outcome: &Outcome) -> i32 {
         return 3;
     }
     0
-}
-
-/// A failed step.
-#[derive(Debug)]
-struct Failure {
-    step: String,
-    errno: i32,
-}
-
-type Step<T> = Result<T, Failure>;
-
-fn fail(step: &str) -> impl FnOnce(io::Error) -> Failure + '_ {
-    move |err| Failure { step: step.to_string(), errno: err.raw_os_error().unwrap_or(libc::EIO) }
-}
-
-fn check(rc: libc::c_long, step: &str) -> Step<libc::c_long> {
-    if rc < 0 {
-        return Err(fail(step)(io::Error::last_os_error()));
-    }
-    Ok(rc)
-}
-
-fn cstring(s: &str, step: &str) -> Step<CString> {
-    CString::new(s).map_err(|_| Failure { step: step.to_string(), errno: libc::EINVAL })
-}
-
-fn path_cstring(p: &Path, step: &str) -> Step<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Failure { step: step.to_string(), errno: libc::EINVAL })
-}
-
-fn sys_mount(
-    source: Option<&CString>,
-    target: &CString,
-    fstype: Option<&CString>,
-    flags: u64,
-    data: Option<&CString>,
-    step: &str,
-) -> Step<()> {
-    let ptr = |s: Option<&CString>| s.map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: mount(2) with NUL-terminated strings that live across the call (or null).
-    let rc = unsafe {
-        libc::mount(
-            ptr(source),
-            target.as_ptr(),
-            ptr(fstype),
-            flags as libc::c_ulong,
-            ptr(data).cast(),
-        )
-    };
-    check(rc as libc::c_long, step).map(drop)
-}
-
-fn setns(fd: RawFd, nstype: libc::c_int, step: &str) -> Step<()> {
-    // SAFETY: setns on an fd the daemon passed us.
-    check(unsafe { libc::setns(fd, nstype) } as libc::c_long, step).map(drop)
-}
-
-fn perform(job: &Job) -> Step<()> {
-    // SAFETY: unshare of the mount namespace in this single-threaded process.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long, "unshare")?;
-    let root = cstring("/", "private")?;
-    sys_mount(None, &root, None, libc::MS_REC | libc::MS_PRIVATE, None, "private")?;
-    setns(FD_PID, libc::CLONE_NEWPID, "setns pid")?;
-    setns(FD_NET, libc::CLONE_NEWNET, "setns net")?;
-    // SAFETY: fork in a single-threaded process; the child only runs this job and exits.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(fail("fork")(io::Error::last_os_error()));
-    }
-    if child == 0 {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = match in_pid_namespace(job) {
-            Ok(()) => report(&Outcome { errno: 0, step: None }),
-            Err(failure) => {
-                eprintln!("{}: {}", failure.step, io::Error::from_raw_os_error(failure.errno));
-                report(&Outcome { errno: failure.errno, step: Some(failure.step) })
-            }
-        };
-        // SAFETY: leave without running the parent's exit handlers twice.
-        unsafe { libc::_exit(code + 10) };
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child, into a status we own.
-    let rc = unsafe { libc::waitpid(child, &mut status, 0) };
-    if rc < 0 {
-        return Err(fail("wait")(io::Error::last_os_error()));
-    }
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 10 {
-        // The child printed its outcome; print nothing more.
-        // SAFETY: see above.
-        unsafe { libc::_exit(0) };
-    }
-    Err(Failure { step: format!("child ended with status {status:#x}"), errno: libc::EIO })
-}
-
-/// Enters the caller's user and mount namespaces, root and working directory.
-fn enter_caller() -> Step<()> {
-    setns(FD_MNT, libc::CLONE_NEWNS, "setns mnt")?;
-    // SAFETY: fchdir/chroot/fchdir on fds the daemon passed us.
-    check(unsafe { libc::fchdir(FD_ROOT) } as libc::c_long, "chroot")?;
-    let dot = cstring(".", "chroot")?;
-    // SAFETY: chroot to the current directory.
-    check(unsafe { libc::chroot(dot.as_ptr()) } as libc::c_long, "chroot")?;
-    // SAFETY: as above.
-    check(unsafe { libc::fchdir(FD_CWD) } as libc::c_long, "chdir").map(drop)
-}
-
-fn unmount(target: &str, flags: i32) -> Step<()> {
-    setns(FD_USER, libc::CLONE_NEWUSER, "setns user")?;
-    enter_caller()?;
-    let target = cstring(target, "umount")?;
-    // SAFETY: umount2 with a NUL-terminated path.
-    check(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long, "umount").map(drop)
-}
-
-fn in_pid_namespace(job: &Job) -> Step<()> {
-    let stage = path_cstring(&job.stage, "stage")?;
-    let fstype = cstring(job.fs.name(), "mount")?;
-    let data = job.data.as_deref().map(|d| cstring(d, "mount")).transpose()?;
-    sys_mount(Some(&fstype), &stage, Some(&fstype), job.flags, data.as_ref(), "mount")?;
-    for overlay in &job.overlays {
-        apply(&job.stage, overlay)?;
-    }
-
-    // Lock: a copy of this namespace owned by the caller's user namespace.
-    setns(FD_USER, libc::CLONE_NEWUSER, "setns user")?;
-    // SAFETY: unshare in a single-threaded process.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long, "lock")?;
-    // SAFETY: open_tree with a NUL-terminated path; returns a new fd or -1.
-    let tree = check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                stage.as_ptr(),
-                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
-            )
-        },
-        "open_tree",
-    )?;
-    // SAFETY: the kernel just returned this fd.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-
-    enter_caller()?;
-
-    match &job.target {
-        Target::Fd => move_mount(
-            tree.as_fd(),
-            None,
-            // SAFETY: fd 9 was passed to us for this job and stays open.
-            unsafe { BorrowedFd::borrow_raw(FD_TARGET) },
-            None,
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-            "attach",
-        ),
-        Target::Path(path) if job.replace.is_none() => {
-            let at_cwd = cwd_fd();
-            move_mount(tree.as_fd(), None, at_cwd, Some(path), MOVE_MOUNT_F_EMPTY_PATH, "attach")
-        }
-        Target::Path(path) => replace(tree.as_fd(), path, job.replace.as_deref().unwrap_or(&[])),
-    }
-}
-
-/// The swap of [`Job::replace`].
-fn replace(tree: BorrowedFd<'_>, path: &str, carry: &[String]) -> Step<()> {
-    let at_cwd = cwd_fd();
-    move_mount(
-        tree,
-        None,
-        at_cwd,
-        Some(path),
-        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_BENEATH,
-        "beneath",
-    )?;
-    // On a failure from here on the old mount stays on top: the container keeps what it
-    // had, and the new tree stays hidden beneath it.
-    for rel in carry {
-        let from = format!("{}/{rel}", path.trim_end_matches('/'));
-        move_mount(at_cwd, Some(&from), tree, Some(rel), 0, "carry")?;
-    }
-    let target = cstring(path, "detach")?;
-    // SAFETY: umount2 with a NUL-terminated path.
-    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } as libc::c_long, "detach")
-        .map(drop)
-}
-
-fn cwd_fd() -> BorrowedFd<'static> {
-    // SAFETY: AT_FDCWD is a valid "fd" for the *at calls for the life of the process.
-    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
-}
-
-fn move_mount(
-    from: BorrowedFd<'_>,
-    from_path: Option<&str>,
-    to: BorrowedFd<'_>,
-    to_path: Option<&str>,
-    flags: libc::c_uint,
-    step: &str,
-) -> Step<()> {
-    let from_path = cstring(from_path.unwrap_or(""), step)?;
-    let to_path = cstring(to_path.unwrap_or(""), step)?;
-    // SAFETY: move_mount with valid fds (or AT_FDCWD) and NUL-terminated paths.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            from.as_raw_fd(),
-            from_path.as_ptr(),
-            to.as_raw_fd(),
-            to_path.as_ptr(),
-            flags,
-        )
-    };
-    check(rc, step).map(drop)
-}
-
-/// Puts one overlay on the stage. A path the file system does not have is skipped (as runc
-/// skips missing masked and read-only paths); symlinks are skipped too.
-fn apply(stage: &Path, overlay: &Overlay) -> Step<()> {
-    let step = format!("overlay {}", overlay.rel);
-    let path = stage.join(&overlay.rel);
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(meta) if !meta.file_type().is_symlink() => meta,
-        _ => return Ok(()),
-    };
-    let target = path_cstring(&path, &step)?;
-    let keep = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    match &overlay.kind {
-        OverlayKind::Bind { source, recursive, flags } => {
-            let source = path_cstring(source, &step)?;
-            let rec = if *recursive { libc::MS_REC } else { 0 };
-            sys_mount(Some(&source), &target, None, libc::MS_BIND | rec, None, &step)?;
-            if *flags != 0 {
-                let remount = libc::MS_BIND | libc::MS_REMOUNT | flags;
-                sys_mount(None, &target, None, remount, None, &step)?;
-            }
-            Ok(())
-        }
-        OverlayKind::ReadOnly => {
-            sys_mount(Some(&target), &target, None, libc::MS_BIND | libc::MS_REC, None, &step)?;
-            let remount = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep;
-            sys_mount(None, &target, None, remount, None, &step)
-        }
-        OverlayKind::Mask if meta.is_dir() => {
-            let tmpfs = cstring("tmpfs", &step)?;
-            let options = cstring("size=0,mode=0555", &step)?;
-            sys_mount(
-                Some(&tmpfs),
-                &target,
-                Some(&tmpfs),
-                libc::MS_RDONLY | keep,
-                Some(&options),
-                &step,
-            )
-        }
-        OverlayKind::Mask => {
-            let null = cstring("/dev/null", &step)?;
-            sys_mount(Some(&null), &target, None, libc::MS_BIND, None, &step)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -561,13 +331,19 @@ mod tests {
             flags: libc::MS_NOSUID,
             data: Some("hidepid=2".into()),
             target: Target::Path("/proc".into()),
-            overlays: vec![Overlay { rel: "keys".into(), kind: OverlayKind::Mask }],
+            overlays: vec![Overlay {
+                rel: "keys".into(),
+                kind: super::super::overlays::OverlayKind::Mask,
+            }],
             stage: "/run/sysvisor/mounttrap".into(),
             replace: Some(vec!["fs/cgroup".into()]),
         };
-        let task = Task::Mount(job);
-        let json = serde_json::to_string(&task).unwrap();
-        assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), task);
+        let request = Request {
+            task: Task::Mount(job),
+            creds: Credentials { uid: 100000, gid: 100000, caps: u64::MAX },
+        };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
         assert!(json.contains(r#""task":"mount""#) && json.contains(r#""fs":"proc""#), "{json}");
         let unmount = Task::Unmount { target: "/mnt".into(), flags: libc::MNT_DETACH };
         let json = serde_json::to_string(&unmount).unwrap();
@@ -580,6 +356,7 @@ mod tests {
         assert_eq!(at("mount", libc::EINVAL).caller_errno(), libc::EINVAL);
         assert_eq!(at("attach", libc::ENOENT).caller_errno(), libc::ENOENT);
         assert_eq!(at("umount", libc::EBUSY).caller_errno(), libc::EBUSY);
+        assert_eq!(at("identity", libc::EPERM).caller_errno(), libc::EPERM);
         assert_eq!(at("overlay meminfo", libc::ENOENT).caller_errno(), libc::EIO);
         assert_eq!(at("setns user", libc::EPERM).caller_errno(), libc::EIO);
         assert_eq!(Outcome { errno: 0, step: None }.caller_errno(), 0);

@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::dispatch::Dispatcher;
 use super::handler::Source;
 use super::lock;
+use super::locks::{Guard, LockState};
 use super::overlays::Overlays;
 use super::state::{self, ProcessState};
 use super::MountTrapError;
@@ -30,6 +31,9 @@ use crate::daemon::control;
 
 /// How long runc may take to send its message.
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long another notify fd of a container waits for the lock of its views (two
+/// helpers, each bounded by its 10 s timeout, with room to spare).
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Connections registered at once by threads of their own.
 pub const MAX_REGISTERING: usize = 16;
 
@@ -168,30 +172,60 @@ fn register(
         }
     };
     let pid = state.pid as u32;
-    if state.is_init() {
-        match lock::lock_container(dispatcher.context(), pid, &overlays) {
-            Ok(locked) => {
-                for fs in &locked {
-                    dispatcher.mounted().add(&id, fs.container_path().to_string());
-                }
-                let names: Vec<&str> = locked.iter().map(|fs| fs.container_path()).collect();
-                tracing::info!(container = %id, pid, locked = ?names, "views locked");
-            }
-            Err(lock::LockError::Gone(_)) => {
-                tracing::debug!(container = %id, pid, "the init is gone: nothing to lock")
-            }
-            Err(err) => tracing::warn!(
-                container = %id,
-                pid,
-                error = %err,
-                "cannot lock the views; only the trap's checks protect them"
-            ),
-        }
-    }
-    let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays) };
+    let guard = if state.is_init() {
+        lock_init(dispatcher, &id, pid, &overlays)
+    } else {
+        // A `runc exec` process: served as its container's init once the lock has ended.
+        dispatcher.locks().guard_for(&id, LOCK_WAIT)
+    };
+    let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays), guard };
     dispatcher
         .add(source)
         .map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;
     tracing::debug!(container = %id, pid, init = state.is_init(), "serving a notify fd");
     Ok(())
+}
+
+/// Locks the views of the container whose init is `pid`, records the outcome for
+/// sysvisor-runc ([`super::locks`]) and returns how the init's notify fd is served. A
+/// failure fails closed: sysvisor-runc deletes the container before it starts, and until
+/// then (or if nothing asks, as with `runc run`) every trapped call of the container gets
+/// EPERM. (Killing the init here would break `runc create`, still talking to it.)
+fn lock_init(dispatcher: &Dispatcher, id: &str, pid: u32, overlays: &Overlays) -> Guard {
+    let locks = dispatcher.locks();
+    locks.begin(id, pid);
+    let ctx = dispatcher.context();
+    let state = match lock::lock_container(ctx, pid, overlays) {
+        Ok(locked) => {
+            for fs in &locked {
+                dispatcher.mounted().add(id, fs.container_path().to_string());
+            }
+            let names: Vec<&str> = locked.iter().map(|fs| fs.container_path()).collect();
+            tracing::info!(container = %id, pid, locked = ?names, "views locked");
+            LockState::Done(Guard::Locked)
+        }
+        Err(lock::LockError::Gone(_)) => {
+            tracing::debug!(container = %id, pid, "the init is gone: nothing to lock");
+            LockState::Done(Guard::Locked)
+        }
+        Err(lock::LockError::NoBeneath) if ctx.allow_unlocked_views => {
+            tracing::warn!(
+                container = %id,
+                pid,
+                "views not locked (no MOVE_MOUNT_BENEATH); --allow-unlocked-views: the trap \
+                 refuses unmounts and moves of protected mounts by their identity"
+            );
+            LockState::Done(Guard::Unlocked)
+        }
+        Err(err) => {
+            tracing::error!(container = %id, pid, error = %err, "cannot lock the views; refusing the container");
+            LockState::Failed(err.to_string())
+        }
+    };
+    let guard = match &state {
+        LockState::Done(guard) => *guard,
+        _ => Guard::Deny,
+    };
+    locks.finish(id, pid, state);
+    guard
 }

@@ -39,6 +39,13 @@ pub enum LockError {
     Helper(#[from] helper::HelperError),
     #[error("the swap of {fs} failed at {step}: {error}")]
     Failed { fs: &'static str, step: String, error: std::io::Error },
+    #[error(
+        "this kernel cannot lock the views: it lacks MOVE_MOUNT_BENEATH (Linux 6.5), which \
+         swaps /proc and /sys for locked copies; the host can accept running containers with \
+         unlocked views, guarded by the mount trap only, with `sysvisor-fs serve \
+         --allow-unlocked-views` (see docs/security.md)"
+    )]
+    NoBeneath,
 }
 
 /// How to swap one file system.
@@ -117,8 +124,15 @@ pub fn lock_container(
             stage: ctx.stage.clone(),
             replace: Some(plan.carry),
         };
+        if ctx.pretend_no_beneath {
+            return Err(LockError::NoBeneath);
+        }
         let job_fds = JobFds::of(&fds, None);
         let outcome = helper::run(&ctx.exe, &Task::Mount(job), &job_fds, ctx.helper_timeout)?;
+        // Kernels before 6.5 refuse the unknown flag with EINVAL.
+        if outcome.step.as_deref() == Some("beneath") && outcome.errno == libc::EINVAL {
+            return Err(LockError::NoBeneath);
+        }
         if outcome.errno != 0 {
             return Err(LockError::Failed {
                 fs: fs.name(),

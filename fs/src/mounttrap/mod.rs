@@ -24,8 +24,10 @@ pub mod abi;
 pub mod dispatch;
 pub mod handler;
 pub mod helper;
+pub mod identity;
 pub mod listener;
 pub mod lock;
+pub mod locks;
 pub mod mountinfo;
 pub mod overlays;
 pub mod policy;
@@ -42,6 +44,7 @@ use std::time::Duration;
 pub use dispatch::{Dispatcher, Workers};
 pub use handler::Context;
 pub use listener::Listener;
+pub use locks::{Guard, ViewLocks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountTrapError {
@@ -74,12 +77,27 @@ pub struct MountTrapOptions {
     pub fs_mountpoint: PathBuf,
     /// Worker threads serving notifications.
     pub workers: usize,
+    /// Notifications of one container served at once (see [`dispatch`]).
+    pub per_container: usize,
     /// How long a helper may take.
     pub helper_timeout: Duration,
     /// The binary run as the helper: the daemon's own (`/proc/self/exe`, which stays the
     /// running version even if the file is replaced by an upgrade).
     pub helper_exe: PathBuf,
+    /// Run containers whose views cannot be locked (a kernel without
+    /// `MOVE_MOUNT_BENEATH`) with the trap's identity checks instead of refusing them
+    /// (`serve --allow-unlocked-views`; the risk is in docs/security.md).
+    pub allow_unlocked_views: bool,
+    /// Test only: behave as if the kernel had no `MOVE_MOUNT_BENEATH`
+    /// ([`PRETEND_NO_BENEATH_ENV`]), so that the older kernels' path is tested here.
+    pub pretend_no_beneath: bool,
+    /// The outcome of each container's lock, shared with the control socket.
+    pub locks: Arc<ViewLocks>,
 }
+
+/// The hidden, test-only switch of [`MountTrapOptions::pretend_no_beneath`]: set to `1` in
+/// the daemon's environment.
+pub const PRETEND_NO_BENEATH_ENV: &str = "SYSVISOR_FS_TEST_PRETEND_NO_MOVE_MOUNT_BENEATH";
 
 impl MountTrapOptions {
     pub fn new(socket: PathBuf, fs_mountpoint: PathBuf) -> MountTrapOptions {
@@ -89,8 +107,12 @@ impl MountTrapOptions {
             stage,
             fs_mountpoint,
             workers: 4,
+            per_container: 2,
             helper_timeout: Duration::from_secs(10),
             helper_exe: PathBuf::from("/proc/self/exe"),
+            allow_unlocked_views: false,
+            pretend_no_beneath: std::env::var_os(PRETEND_NO_BENEATH_ENV).is_some_and(|v| v == "1"),
+            locks: Arc::new(ViewLocks::default()),
         }
     }
 }
@@ -108,9 +130,17 @@ impl MountTrap {
     pub fn start(options: &MountTrapOptions) -> Result<MountTrap, MountTrapError> {
         prepare_stage(&options.stage)?;
         let exe = options.helper_exe.clone();
-        let ctx = Context::new(exe, options.stage.clone(), options.helper_timeout)
+        let mut ctx = Context::new(exe, options.stage.clone(), options.helper_timeout)
             .map_err(MountTrapError::Start)?;
-        let dispatcher = Arc::new(Dispatcher::new(ctx).map_err(MountTrapError::Start)?);
+        ctx.allow_unlocked_views = options.allow_unlocked_views;
+        ctx.pretend_no_beneath = options.pretend_no_beneath;
+        if ctx.pretend_no_beneath {
+            tracing::warn!("test switch: behaving as if the kernel had no MOVE_MOUNT_BENEATH");
+        }
+        let dispatcher = Arc::new(
+            Dispatcher::new(ctx, options.locks.clone(), options.per_container)
+                .map_err(MountTrapError::Start)?,
+        );
         let workers =
             Workers::start(dispatcher.clone(), options.workers).map_err(MountTrapError::Start)?;
         let listener =

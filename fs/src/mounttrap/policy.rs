@@ -10,7 +10,8 @@
 //!
 //! Continuing is safe because the kernel then runs the call in the caller's own context,
 //! with every check it always makes; the views and masks are locked mounts (see `lock`), so
-//! no continued call can uncover what they hide.
+//! no continued call can uncover what they hide. Where they are not (see `locks::Guard`),
+//! `identity` refuses what would uncover them before these decisions are made.
 
 use super::abi::{self, Notification, Syscall};
 

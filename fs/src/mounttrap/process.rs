@@ -26,6 +26,34 @@ pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> io::Resul
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat2(dir, path, O_PATH | O_CLOEXEC)` with `resolve` (`RESOLVE_*`): the kernel
+/// resolves the path, symlinks included, without leaving `dir` (`RESOLVE_IN_ROOT` treats
+/// `dir` as `/`), as a process whose root is `dir` would.
+pub fn open_path_in(dir: BorrowedFd<'_>, path: &str, resolve: u64) -> io::Result<OwnedFd> {
+    let c_path =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain data; zeroed is its "no flags" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and an open_how of
+    // the size passed; it returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
 /// `/proc/PID` as a directory handle.
 pub fn proc_dir(pid: u32) -> io::Result<OwnedFd> {
     let proc = File::open("/proc")?;
@@ -37,9 +65,35 @@ pub fn proc_dir_in(proc: BorrowedFd<'_>, pid: u32) -> io::Result<OwnedFd> {
     open_at(proc, &pid.to_string(), libc::O_PATH | libc::O_DIRECTORY)
 }
 
-/// A process's namespaces, root and working directory.
+/// A process's effective user and group ids, as the host sees them, and its effective
+/// capabilities (in its own user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub caps: u64,
+}
+
+impl Credentials {
+    /// From /proc/PID/status (`Uid:` and `Gid:` list real, effective, saved and file system
+    /// ids; `CapEff:` is hexadecimal).
+    pub fn from_status(status: &str) -> Option<Credentials> {
+        let effective = |key: &str| {
+            let line = status.lines().find_map(|line| line.strip_prefix(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some(Credentials {
+            uid: effective("Uid:")?,
+            gid: effective("Gid:")?,
+            caps: effective_caps(status)?,
+        })
+    }
+}
+
+/// A process's namespaces, root and working directory, and its credentials.
 #[derive(Debug)]
 pub struct ProcessFds {
+    pub creds: Credentials,
     pub user: OwnedFd,
     pub mnt: OwnedFd,
     pub pid: OwnedFd,
@@ -51,7 +105,11 @@ pub struct ProcessFds {
 impl ProcessFds {
     pub fn open(dir: BorrowedFd<'_>) -> io::Result<ProcessFds> {
         let ns = |name: &str| open_at(dir, &format!("ns/{name}"), libc::O_RDONLY);
+        let status = read_text(dir, "status")?;
+        let creds = Credentials::from_status(&status)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no ids in status"))?;
         Ok(ProcessFds {
+            creds,
             user: ns("user")?,
             mnt: ns("mnt")?,
             pid: ns("pid")?,
@@ -81,13 +139,15 @@ pub fn read_text(dir: BorrowedFd<'_>, path: &str) -> io::Result<String> {
 /// The capability number of CAP_SYS_ADMIN (linux/capability.h).
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// The effective capability set of /proc/PID/status.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// Whether /proc/PID/status shows CAP_SYS_ADMIN in the effective set.
 pub fn has_cap_sys_admin(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+    effective_caps(status).is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// (device, inode) of a namespace file: equal for the same namespace.
@@ -212,6 +272,42 @@ mod tests {
         let long = vec![b'y'; 2 * MAX_STRING];
         assert_eq!(memory.string(long.as_ptr() as u64), None);
         assert_eq!(memory.string(0), None, "NULL");
+    }
+
+    #[test]
+    fn effective_ids_from_status() {
+        let status = "Name:\tsh\nUid:\t1000\t100000\t100000\t100000\nGid:\t5\t100005\t7\t8\n\
+                      CapEff:\t0000000000200000\n";
+        let creds = Credentials { uid: 100000, gid: 100005, caps: 1 << CAP_SYS_ADMIN };
+        assert_eq!(Credentials::from_status(status), Some(creds));
+        assert_eq!(Credentials::from_status("Uid:\t1\n"), None);
+        assert_eq!(Credentials::from_status("Uid:\tx\tx\nGid:\t1\t1\n"), None);
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_given_root() {
+        let base = std::env::temp_dir().join(format!("sysvisor-resolve-{}", std::process::id()));
+        let inner = base.join("root");
+        std::fs::create_dir_all(inner.join("dir")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        // An absolute symlink means the root's own /dir, not the real /dir.
+        std::os::unix::fs::symlink("/dir", inner.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", inner.join("up")).unwrap();
+        let root = File::open(&inner).unwrap();
+        let in_root = libc::RESOLVE_IN_ROOT;
+        let abs = open_path_in(root.as_fd(), "abs", in_root).unwrap();
+        let dir = std::fs::metadata(inner.join("dir")).unwrap();
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat into a buffer we own.
+        assert_eq!(unsafe { libc::fstat(abs.as_raw_fd(), st.as_mut_ptr()) }, 0);
+        // SAFETY: fstat succeeded.
+        let st = unsafe { st.assume_init() };
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.st_dev, st.st_ino), (dir.dev(), dir.ino()));
+        // `..` stops at the root: "outside" is not reached.
+        let err = open_path_in(root.as_fd(), "up", in_root).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -116,7 +116,11 @@ pub fn receive(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<(Vec<u8>, Ve
 }
 
 /// One recvmsg: data into `buf`, attached fds (close-on-exec) appended to `fds`.
-fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+pub(crate) fn recv_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
     const MAX_FDS: usize = 16;
     // Room for one SCM_RIGHTS message of MAX_FDS descriptors, aligned for cmsghdr.
     let mut control = [0u64; 16];

@@ -120,16 +120,54 @@ impl Format {
     }
 }
 
-/// The kernel's HZ (CONFIG_HZ), for jiffies conversions: from the kernel's config when it
-/// can be found (`/boot/config-RELEASE`), else 250, the most common distribution setting.
+/// The kernel's HZ (CONFIG_HZ), for jiffies conversions, from the running kernel: measured
+/// on its jiffies counter against its monotonic clock in /proc/timer_list (root only), else
+/// `CONFIG_HZ` from `/boot/config-RELEASE`. When neither can be read, 1000, the highest HZ
+/// kernels are built with: the jiffies bound (`INT_MAX / HZ`) is then the strictest, so a
+/// write the kernel might refuse is refused, never accepted.
 pub fn kernel_hz() -> u64 {
     static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *HZ.get_or_init(|| {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let config =
-            std::fs::read_to_string(format!("/boot/config-{}", release.trim())).unwrap_or_default();
-        hz_from_config(&config).unwrap_or(250)
+        measured_hz().unwrap_or_else(|| {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            let config = std::fs::read_to_string(format!("/boot/config-{}", release.trim()))
+                .unwrap_or_default();
+            hz_from_config(&config).unwrap_or(1000)
+        })
     })
+}
+
+/// The HZ values Linux can be configured with (kernel/Kconfig.hz).
+const HZ_CHOICES: [u64; 4] = [100, 250, 300, 1000];
+
+/// HZ measured on /proc/timer_list: two readings 200 ms apart (up to three tries).
+fn measured_hz() -> Option<u64> {
+    let sample = || timer_list_sample(&std::fs::read_to_string("/proc/timer_list").ok()?);
+    (0..3).find_map(|_| {
+        let first = sample()?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        hz_from_samples(first, sample()?)
+    })
+}
+
+/// `(now_ns, jiffies)` from /proc/timer_list: its `now at N nsecs` line (CLOCK_MONOTONIC)
+/// and the first `jiffies: N` line.
+pub fn timer_list_sample(text: &str) -> Option<(u64, u64)> {
+    let mut lines = text.lines().map(str::trim);
+    let now = lines
+        .clone()
+        .find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.parse().ok())?;
+    let jiffies = lines.find_map(|l| l.strip_prefix("jiffies: ")?.trim().parse().ok())?;
+    Some((now, jiffies))
+}
+
+/// The HZ choice that two `(now_ns, jiffies)` samples show: the jiffies per second between
+/// them, which must lie within 8 % of one choice (the choices are at least 17 % apart).
+pub fn hz_from_samples(a: (u64, u64), b: (u64, u64)) -> Option<u64> {
+    let ns = b.0.checked_sub(a.0).filter(|&ns| ns >= 50_000_000)?;
+    let ticks = b.1.checked_sub(a.1)?;
+    let rate = ticks as f64 * 1e9 / ns as f64;
+    HZ_CHOICES.into_iter().find(|&hz| (rate / hz as f64 - 1.0).abs() < 0.08)
 }
 
 /// `CONFIG_HZ=N` from a kernel config.
@@ -493,6 +531,42 @@ mod tests {
         assert_eq!(w(Format::Jiffies, "600", b"-5").0, Some("-5".into()));
         assert_eq!(hz_from_config("# x\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"), Some(250));
         assert_eq!(hz_from_config("CONFIG_HZ=0"), None);
+    }
+
+    #[test]
+    fn hz_is_measured_from_timer_list_samples() {
+        let text = "Timer List Version: v0.10\nHRTIMER_MAX_CLOCK_BASES: 8\nnow at 708118879431 nsecs\n\ncpu: 0\n clock 0:\njiffies: 4295069262\njiffies: 4295069263\n";
+        assert_eq!(timer_list_sample(text), Some((708_118_879_431, 4_295_069_262)));
+        assert_eq!(timer_list_sample("jiffies: 1\n"), None);
+        let t0 = (1_000_000_000, 4_294_000_000);
+        // 200 ms: 50 ticks at 250 Hz, 60 at 300, 20 at 100, 200 at 1000; a tick either way.
+        for (ticks, hz) in [(50, 250), (51, 250), (49, 250), (60, 300), (20, 100), (200, 1000)] {
+            let t1 = (t0.0 + 200_000_000, t0.1 + ticks);
+            assert_eq!(hz_from_samples(t0, t1), Some(hz), "{ticks} ticks");
+        }
+        // Between choices, backwards or too short: no answer rather than a guess.
+        assert_eq!(hz_from_samples(t0, (t0.0 + 200_000_000, t0.1 + 55)), None);
+        assert_eq!(hz_from_samples(t0, (t0.0 - 1, t0.1 + 50)), None);
+        assert_eq!(hz_from_samples(t0, (t0.0 + 1_000_000, t0.1)), None);
+    }
+
+    /// Where the kernel's config is readable (/proc/config.gz, `zcat`), the measured HZ is
+    /// its CONFIG_HZ.
+    #[test]
+    fn measured_hz_is_the_kernels() {
+        let Some(hz) = measured_hz() else {
+            sysvisor_skip::required("/proc/timer_list is not readable (not root)");
+            return;
+        };
+        let config = std::process::Command::new("zcat").arg("/proc/config.gz").output();
+        match config.ok().filter(|o| o.status.success()) {
+            Some(out) => {
+                let config = String::from_utf8_lossy(&out.stdout);
+                assert_eq!(Some(hz), hz_from_config(&config), "measured {hz}");
+            }
+            None => assert!(HZ_CHOICES.contains(&hz)),
+        }
+        assert_eq!(kernel_hz(), hz);
     }
 
     #[test]

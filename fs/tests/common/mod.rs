@@ -87,25 +87,14 @@ fn temp_root() -> PathBuf {
 // Skipping and leak checks
 // ---------------------------------------------------------------------------------------
 
-/// Why the root integration tests cannot run here, if they cannot.
-pub fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root");
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("no /dev/fuse");
-    }
-    None
-}
-
-/// Starts a root integration test. Returns `None` after printing `skipped: <why>` when the
-/// test cannot run here (the test then just returns). Otherwise returns a guard that runs
+/// Starts a root integration test. Returns `None` after recording the skip (not root, no
+/// /dev/fuse: see the `sysvisor-skip` crate) when the test cannot run here (the test then
+/// just returns). Otherwise returns a guard that runs
 /// [`assert_no_leaks`] when dropped, unless the test is already panicking; bind it first
 /// (`let Some(_leaks) = setup() else { return };`) so it is dropped last.
 #[must_use]
 pub fn setup() -> Option<LeakCheck> {
-    if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
+    if !sysvisor_skip::unless_root_and_fuse() {
         return None;
     }
     Some(LeakCheck { tid: gettid() })
