@@ -8,12 +8,31 @@
 # act on the running system, 0: only edit files), and defines say (a message on stdout).
 # shellcheck shell=bash
 
+# The Python both editors start with: write(PATH, TEXT) replaces a file atomically (temp
+# file, fsync, rename), keeping its mode (0644 for a new one).
+sv_py_write='
+import os, tempfile
+
+def write(path, text):
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+'
+
 # edit_daemon_json add|remove|check|path PATH FILE: merges (or removes) the runtime entry;
-# prints "changed" or "unchanged" ("path": the entry's path, empty when there is none). Other keys, and other fields of the entry, are kept.
-# Fails, changing nothing, on a file that is not a JSON object ("check" only checks that).
+# prints "changed" or "unchanged" ("path": the entry's path, empty when there is none).
+# Other keys, and other fields of the entry, are kept. Fails, changing nothing, on a file
+# that is not a JSON object ("check" only checks that).
 edit_daemon_json() {
-    python3 - "$sv_prog" "$1" "$runtime_name" "$2" "$3" <<'PY'
-import json, os, sys, tempfile
+    { echo "$sv_py_write"; cat <<'PY'; } | python3 - "$sv_prog" "$1" "$runtime_name" "$2" "$3"
+import json, sys
 prog, action, name, path, file = sys.argv[1:6]
 exists = os.path.exists(file)
 text = open(file).read() if exists else ""
@@ -59,16 +78,7 @@ if action == "remove" and not config:
     os.unlink(file)  # an empty daemon.json says nothing: leave none
     print("changed")
     sys.exit(0)
-directory = os.path.dirname(file) or "."
-os.makedirs(directory, exist_ok=True)
-mode = os.stat(file).st_mode & 0o7777 if exists else 0o644
-fd, tmp = tempfile.mkstemp(dir=directory, prefix=".daemon.json.")
-with os.fdopen(fd, "w") as f:
-    f.write(new)
-    f.flush()
-    os.fsync(f.fileno())
-os.chmod(tmp, mode)
-os.replace(tmp, file)
+write(file, new)
 print("changed")
 PY
 }
@@ -80,8 +90,8 @@ PY
 # "remove-line LINE" removes the lines equal to LINE only (what a package added). The last
 # line printed is "changed" or "unchanged".
 edit_subids() {
-    python3 - "$sv_prog" "$@" <<'PY'
-import os, sys, tempfile
+    { echo "$sv_py_write"; cat <<'PY'; } | python3 - "$sv_prog" "$@"
+import sys
 prog, action, arg, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:6]
 USER, ALIGN, MIN_BASE = "sysvisor", 65536, 100000
 texts = [open(f).read() if os.path.exists(f) else "" for f in files]
@@ -94,18 +104,6 @@ def entries(text):
                 yield parts[0], int(parts[1]), int(parts[2])
             except ValueError:
                 pass
-
-def write(path, text):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 changed = False
 if action == "add":
