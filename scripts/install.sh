@@ -81,7 +81,9 @@ live=1 # act on the running system (services, dockerd, apt)
 if [ "$live" = 1 ] && [ "$(id -u)" != 0 ]; then
     die "run as root (sudo $0 ...), or stage with --destdir DIR"
 fi
-systemd_runs() { [ "$live" = 1 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+sv_prog=install.sh
+# shellcheck source=lib/host-setup.sh
+. "$repo/scripts/lib/host-setup.sh"
 
 # ---- helpers -------------------------------------------------------------------------
 
@@ -141,163 +143,6 @@ build_binaries() {
     runc_bin="$target/release/sysvisor-runc"
 }
 
-# edit_daemon_json add|remove|check PATH FILE: merges (or removes) the runtime entry;
-# prints "changed" or "unchanged". Other keys, and other fields of the entry, are kept.
-# Fails, changing nothing, on a file that is not a JSON object ("check" only checks that).
-edit_daemon_json() {
-    python3 - "$1" "$runtime_name" "$2" "$3" <<'PY'
-import json, os, sys, tempfile
-action, name, path, file = sys.argv[1:5]
-exists = os.path.exists(file)
-text = open(file).read() if exists else ""
-if text.strip():
-    try:
-        config = json.loads(text)
-    except ValueError as e:
-        sys.exit(f"install.sh: error: {file} is not valid JSON ({e}); fix it first, nothing was changed")
-else:
-    config = {}
-if not isinstance(config, dict):
-    sys.exit(f"install.sh: error: {file} does not hold a JSON object; nothing was changed")
-runtimes = config.get("runtimes", {})
-if not isinstance(runtimes, dict):
-    sys.exit(f"install.sh: error: \"runtimes\" in {file} is not an object; nothing was changed")
-if action == "check":
-    sys.exit(0)
-if action == "add":
-    entry = runtimes.get(name)
-    entry = dict(entry) if isinstance(entry, dict) else {}
-    entry["path"] = path
-    runtimes[name] = entry
-    config["runtimes"] = runtimes
-else:
-    if name not in runtimes:
-        print("unchanged")
-        sys.exit(0)
-    del runtimes[name]
-    if runtimes or os.environ.get("SYSVISOR_DOCKERD_RUNS") == "1":
-        # A running dockerd drops a runtime on reload only when "runtimes" is present.
-        config["runtimes"] = runtimes
-    else:
-        config.pop("runtimes", None)
-new = json.dumps(config, indent=4) + "\n"
-if exists and text.strip() and json.loads(text) == config:
-    print("unchanged")
-    sys.exit(0)
-if action == "remove" and not config:
-    os.unlink(file)  # an empty daemon.json says nothing: leave none
-    print("changed")
-    sys.exit(0)
-directory = os.path.dirname(file) or "."
-os.makedirs(directory, exist_ok=True)
-mode = os.stat(file).st_mode & 0o7777 if exists else 0o644
-fd, tmp = tempfile.mkstemp(dir=directory, prefix=".daemon.json.")
-with os.fdopen(fd, "w") as f:
-    f.write(new)
-    f.flush()
-    os.fsync(f.fileno())
-os.chmod(tmp, mode)
-os.replace(tmp, file)
-print("changed")
-PY
-}
-
-# edit_subids add|remove COUNT SUBUID SUBGID: adds "sysvisor:BASE:COUNT" to each file that
-# lacks a sysvisor entry (BASE: 65536-aligned, >= 100000, after the end of every entry of
-# both files, the same in both when both are added), or removes the sysvisor lines.
-edit_subids() {
-    python3 - "$@" <<'PY'
-import os, sys, tempfile
-action, count, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:5]
-USER, ALIGN, MIN_BASE = "sysvisor", 65536, 100000
-texts = [open(f).read() if os.path.exists(f) else "" for f in files]
-
-def entries(text):
-    for line in text.splitlines():
-        parts = line.strip().split(":")
-        if len(parts) == 3 and not line.lstrip().startswith("#"):
-            try:
-                yield parts[0], int(parts[1]), int(parts[2])
-            except ValueError:
-                pass
-
-def write(path, text):
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-changed = False
-if action == "add":
-    missing = [i for i, t in enumerate(texts) if not any(u == USER for u, _, _ in entries(t))]
-    end = max([MIN_BASE] + [s + c for t in texts for _, s, c in entries(t)])
-    base = -(-end // ALIGN) * ALIGN
-    if base + count > 2**32:
-        sys.exit(f"install.sh: error: no room for {count} ids after the existing entries of {files[0]} and {files[1]}")
-    for i in missing:
-        text = texts[i]
-        if text and not text.endswith("\n"):
-            text += "\n"
-        write(files[i], text + f"{USER}:{base}:{count}\n")
-        print(f"added {USER}:{base}:{count} to {files[i]}")
-        changed = True
-else:
-    for f, text in zip(files, texts):
-        kept = [l for l in text.splitlines(keepends=True) if l.split(":")[0].strip() != USER]
-        if "".join(kept) != text:
-            write(f, "".join(kept))
-            print(f"removed the {USER} entry from {f}")
-            changed = True
-print("changed" if changed else "unchanged")
-PY
-}
-
-# PIDs of the dockerd processes that read $docker_config (default config or named).
-dockerd_pids() {
-    local pid args
-    for pid in $(pidof dockerd 2>/dev/null || true); do
-        args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
-        case "$args" in
-            *--config-file=*|*"--config-file "*)
-                case "$args" in *"--config-file=$docker_config"*|*"--config-file $docker_config"*) echo "$pid" ;; esac ;;
-            *) [ "$docker_config" = /etc/docker/daemon.json ] && echo "$pid" ;;
-        esac
-    done
-}
-
-reload_dockerd() {
-    [ "$live" = 1 ] || return 0
-    local pids
-    pids="$(dockerd_pids)"
-    if [ -z "$pids" ]; then
-        say "dockerd is not running: it reads $docker_config when it starts"
-        return 0
-    fi
-    for pid in $pids; do
-        kill -HUP "$pid" && say "reloaded dockerd (pid $pid, SIGHUP)"
-    done
-    # Check the result through the default socket, when a daemon answers there.
-    command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || return 0
-    local want=1 has i
-    [ "$uninstall" = 1 ] && want=0
-    for i in $(seq 50); do
-        has=0
-        case "$(docker info --format '{{json .Runtimes}}' 2>/dev/null || true)" in *"\"$runtime_name\""*) has=1 ;; esac
-        if [ "$has" = "$want" ]; then
-            [ "$want" = 1 ] && say "docker lists the runtime: docker run --runtime=$runtime_name ..."
-            return 0
-        fi
-        sleep 0.1
-    done
-    say "warning: docker info does not show the change yet (check dockerd's log)"
-}
-
 fs_daemon_answers() { [ -S /run/sysvisor/fs.sock ] && pidof sysvisor-fs >/dev/null 2>&1; }
 
 # ---- uninstall -----------------------------------------------------------------------
@@ -325,7 +170,7 @@ if [ "$uninstall" = 1 ]; then
     result="$(SYSVISOR_DOCKERD_RUNS=$dockerd_runs edit_daemon_json remove "" "$(d "$docker_config")")"
     if [ "$result" = changed ]; then
         say "removed the $runtime_name runtime from $(d "$docker_config")"
-        reload_dockerd
+        reload_dockerd 0
     fi
     edit_subids remove "$pool_count" "$(d "$subuid")" "$(d "$subgid")" | grep -v '^\(un\)\{0,1\}changed$' | sed 's/^/install.sh: /' || true
     for bin in sysvisor-fs sysvisor-runc; do
@@ -378,7 +223,7 @@ install_file "$runc_bin" "$(d "$bindir/sysvisor-runc")" 0755
 # The unit, with ExecStart pointing at this prefix.
 unit_tmp="$(mktemp)"
 trap 'rm -f "$unit_tmp"' EXIT
-sed "s#/usr/local/bin/#$bindir/#g" "$repo/packaging/$unit_name" >"$unit_tmp"
+unit_for_bindir "$bindir" "$repo/packaging/$unit_name" >"$unit_tmp"
 changed=0
 install_file "$unit_tmp" "$(d "$unit_path")" 0644
 unit_changed=$changed

@@ -61,6 +61,21 @@ impl IdRange {
     }
 }
 
+/// The host ids that own the container root's files in the image layers on disk: 0 when
+/// the engine gives the container no user namespace, Docker's remapped root (the first
+/// ids of the `dockremap` subordinate ranges) under `userns-remap`. The rootfs shift maps
+/// container id `n`'s files (`DiskRoot + n` on disk) to the container's own range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskRoot {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DiskRoot {
+    /// Layers owned by the host's own ids (no engine user namespace).
+    pub const HOST: DiskRoot = DiskRoot { uid: 0, gid: 0 };
+}
+
 impl fmt::Display for IdRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -29,6 +29,7 @@ use sysvisor_proto::Container;
 
 use crate::cgroups::Layout;
 use crate::cli::{CreateArgs, DeleteArgs, ExecArgs, Invocation, KillArgs, RunArgs};
+use crate::idrange::DiskRoot;
 use crate::nesting::{self, NestingInputs};
 use crate::runc::RuncState;
 use crate::spec::{self, SpecError};
@@ -74,13 +75,14 @@ pub trait Host {
     fn schedule_reclaim(&self, id: &str);
     /// The container's range: the one it had if it had one, else a fresh one.
     fn allocate(&self, id: &str, bundle: &Path) -> Result<Self::Range, HostError>;
-    /// Shifts the container's rootfs to its range; returns the path to give runc as
-    /// `root.path`.
+    /// Shifts the container's rootfs (whose root's files the `disk` ids own) to its
+    /// range; returns the path to give runc as `root.path`.
     fn shift_rootfs(
         &self,
         id: &str,
         rootfs: &Path,
         range: &Self::Range,
+        disk: DiskRoot,
     ) -> Result<PathBuf, HostError>;
     /// An id-shifted stand-in for a bind mount's source (container root = host root
     /// there), `None` when its filesystem cannot be shifted.
@@ -466,6 +468,7 @@ fn prepare<H: Host>(
         .map_err(|source| LifecycleError::Bundle { path: bundle.to_path_buf(), source })?;
     let original = spec::load_original(&bundle)?;
     transform::validate(&original.spec)?;
+    let disk = transform::disk_root(&original.spec)?;
     let rootfs = original
         .spec
         .root()
@@ -521,7 +524,7 @@ fn prepare<H: Host>(
     }
 
     let keep = [Some(inputs.fs_mountpoint.as_path()), volumes_dir];
-    let result = shift(host, id, &rootfs, &range, &mut rewritten, &keep).and_then(|()| {
+    let result = shift(host, id, &rootfs, &range, disk, &mut rewritten, &keep).and_then(|()| {
         let Some(dir) = volumes_dir else { return Ok(()) };
         let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);
         let root = rewritten.root().as_ref().map(|r| absolute(&bundle, r.path()));
@@ -576,14 +579,13 @@ fn shift<H: Host>(
     id: &str,
     rootfs: &Path,
     range: &H::Range,
+    disk: DiskRoot,
     spec: &mut oci_spec::runtime::Spec,
     keep: &[Option<&Path>],
 ) -> Result<(), LifecycleError> {
     let wanted = binds::shift_requests(spec)?;
-    let root = host.shift_rootfs(id, rootfs, range).map_err(|source| LifecycleError::Shift {
-        id: id.into(),
-        rootfs: rootfs.to_path_buf(),
-        source,
+    let root = host.shift_rootfs(id, rootfs, range, disk).map_err(|source| {
+        LifecycleError::Shift { id: id.into(), rootfs: rootfs.to_path_buf(), source }
     })?;
     if let Some(r) = spec.root_mut() {
         r.set_path(root);

@@ -14,7 +14,7 @@ use sysvisor_proto::Container;
 use sysvisor_runc::cgroups::{self, Layout};
 use sysvisor_runc::cli::{self, Command, Invocation};
 use sysvisor_runc::daemon::{self, Daemon};
-use sysvisor_runc::idrange::{self, Allocator, IdRange};
+use sysvisor_runc::idrange::{self, Allocator, DiskRoot, IdRange};
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids};
 use sysvisor_runc::log::RuncLog;
 use sysvisor_runc::runc::{self, RuncState};
@@ -254,8 +254,14 @@ impl Host for SystemHost {
         Ok(self.allocator()?.allocate(id, bundle)?)
     }
 
-    fn shift_rootfs(&self, id: &str, rootfs: &Path, range: &IdRange) -> Result<PathBuf, HostError> {
-        rootfs::shift(id, rootfs, range)?;
+    fn shift_rootfs(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        range: &IdRange,
+        disk: DiskRoot,
+    ) -> Result<PathBuf, HostError> {
+        rootfs::shift(id, rootfs, range, disk)?;
         Ok(rootfs::shifted_root(id))
     }
 

@@ -9,7 +9,8 @@
 //!    /proc/self/mountinfo: its upper dir (Docker's container layer), work dir and lower
 //!    dirs.
 //! 2. Each lower dir gets an idmapped clone (open_tree(OPEN_TREE_CLONE) + mount_setattr(
-//!    MOUNT_ATTR_IDMAP) with a user namespace mapping `0 BASE 65536`) at
+//!    MOUNT_ATTR_IDMAP) with a user namespace mapping `0 BASE 65536`; under Docker's
+//!    `userns-remap`, `DISK BASE 65536`, DISK being Docker's remapped root, [`DiskRoot`]) at
 //!    `/run/sysvisor/rootfs/<id>/lower/<n>`: host uid 0 appears as BASE there. The
 //!    directory holding Docker's upper and work dirs (`overlay2/<id>`) gets one at
 //!    `/run/sysvisor/rootfs/<id>/layer`: what is written there as BASE + x is stored as x.
@@ -56,7 +57,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::idrange::{valid_container_id, IdRange};
+use crate::idrange::{valid_container_id, DiskRoot, IdRange};
 
 /// Where the shifted mounts of each container go (tmpfs: gone at reboot, as the mounts).
 pub const SYSTEM_RUN_DIR: &str = "/run/sysvisor/rootfs";
@@ -101,8 +102,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RootfsError {
 }
 
 /// The host's layout: [`SYSTEM_RUN_DIR`] and [`SYSTEM_LIB_DIR`].
-pub fn shift(container_id: &str, rootfs: &Path, range: &IdRange) -> Result<(), RootfsError> {
-    Rootfs::system().shift(container_id, rootfs, range)
+pub fn shift(
+    container_id: &str,
+    rootfs: &Path,
+    range: &IdRange,
+    disk: DiskRoot,
+) -> Result<(), RootfsError> {
+    Rootfs::system().shift_from(container_id, rootfs, range, disk)
 }
 
 /// See [`Rootfs::unshift`].
@@ -247,6 +253,19 @@ impl Rootfs {
         rootfs: &Path,
         range: &IdRange,
     ) -> Result<(), RootfsError> {
+        self.shift_from(container_id, rootfs, range, DiskRoot::HOST)
+    }
+
+    /// As [`shift`](Self::shift), for layers whose files the `disk` ids own for the
+    /// container's root (Docker's remapped root under `userns-remap`): on-disk id
+    /// `disk + n` shows as the range's `base + n`.
+    pub fn shift_from(
+        &self,
+        container_id: &str,
+        rootfs: &Path,
+        range: &IdRange,
+        disk: DiskRoot,
+    ) -> Result<(), RootfsError> {
         let p = self.paths(container_id)?;
         let rootfs = fs::canonicalize(rootfs)
             .map_err(io_err(format!("resolving rootfs {}", rootfs.display())))?;
@@ -280,7 +299,8 @@ impl Rootfs {
         };
         save_state(&p, &st)?;
 
-        let result = self.mount_rootfs(&p, &rootfs, &layout, legacy.as_deref(), range, &mounts);
+        let result =
+            self.mount_rootfs(&p, &rootfs, &layout, legacy.as_deref(), range, disk, &mounts);
         if result.is_err() {
             let _ = self.teardown(&p, Scope::Rootfs);
             let _ = remove_rootfs_dirs(&p);
@@ -292,6 +312,8 @@ impl Rootfs {
         result
     }
 
+    // The inputs of one shift, each needed: bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn mount_rootfs(
         &self,
         p: &Paths,
@@ -299,9 +321,10 @@ impl Rootfs {
         layout: &Layout,
         legacy: Option<&Path>,
         range: &IdRange,
+        disk: DiskRoot,
         mounts: &[mountinfo::Mount],
     ) -> Result<(), RootfsError> {
-        let userns = userns(range)?;
+        let userns = userns(range, disk)?;
         mkdir(&p.root, 0o755)?;
         let Layout::Overlay { upper, work, lowers } = layout else {
             // Not an overlay (a hand-made bundle): the directory itself, idmapped; what the
@@ -337,7 +360,13 @@ impl Rootfs {
         // A work dir of our own, inside Docker's: mounting an overlay empties its work dir's
         // `work`, which would pull it from under Docker's overlay (its copy-ups, as for
         // `docker cp` into the running container, would fail with ENOENT).
-        mkdir(&work.join(OUR_WORK_DIR), 0o700)?;
+        // Owned by the disk's root (Docker's remapped root under userns-remap), which the
+        // idmapped clone shows as the container's: the overlay's creator must own it, or
+        // the overlay falls back to read-only.
+        let our_work_dir = work.join(OUR_WORK_DIR);
+        mkdir(&our_work_dir, 0o700)?;
+        std::os::unix::fs::chown(&our_work_dir, Some(disk.uid), Some(disk.gid))
+            .map_err(io_err(format!("chown {}", our_work_dir.display())))?;
         let name = |d: &Path| p.layer.join(d.file_name().unwrap_or_default());
         let our_work = name(work).join(OUR_WORK_DIR);
         sys::with_creator_ids(range.uid_base, range.gid_base, || {
@@ -428,7 +457,8 @@ impl Rootfs {
         } else {
             fs::File::create(&target).map_err(io_err(format!("creating {}", target.display())))?;
         }
-        let result = userns(range)
+        // A bind source belongs to the host: its root is the container's root.
+        let result = userns(range, DiskRoot::HOST)
             .and_then(|ns| idmapped_clone(&source, &target, &ns, meta.is_dir(), &mounts));
         if let Err(e) = result {
             let _ = remove_placeholder(&target);
@@ -723,11 +753,11 @@ fn legacy_upper(p: &Paths, range: &IdRange) -> Result<Option<PathBuf>, RootfsErr
     }
 }
 
-fn userns(range: &IdRange) -> Result<OwnedFd, RootfsError> {
+fn userns(range: &IdRange, disk: DiskRoot) -> Result<OwnedFd, RootfsError> {
     if range.count == 0 {
         return Err(RootfsError::Layout { path: PathBuf::new(), reason: "empty id range".into() });
     }
-    sys::userns_fd(range).map_err(|e| {
+    sys::userns_fd(range, disk).map_err(|e| {
         if e.kind() == io::ErrorKind::Unsupported {
             RootfsError::Unsupported(e.to_string())
         } else {

@@ -8,11 +8,15 @@
 //! What it does:
 //! - refuses a container that shares the host's pid, network, UTS or IPC namespace (no
 //!   entry, or an entry with a path: the host's or another container's; sysvisor-fs writes
-//!   the hostname and IPC limits of the container's own namespaces, never the host's), or that already has a user namespace or id mappings (Docker's
-//!   userns-remap, `--userns=host` paths) — [`validate`] checks that alone, so that the
-//!   caller can refuse before allocating anything;
-//! - adds a user namespace mapping container ids 0..count to the allocated host range, and
-//!   a private cgroup namespace;
+//!   the hostname and IPC limits of the container's own namespaces, never the host's), that
+//!   joins an existing user namespace, whose id mappings are not the one-entry shape of
+//!   Docker's `userns-remap`, or that is already a system container's (our annotations) —
+//!   [`validate`] checks that alone, so that the caller can refuse before allocating
+//!   anything;
+//! - adds a user namespace mapping container ids 0..count to the allocated host range (it
+//!   replaces the engine's own mapping under `userns-remap`: the container still gets an
+//!   exclusive range, and [`disk_root`] tells the rootfs shift which ids own the layers),
+//!   and a private cgroup namespace;
 //! - bind-mounts the sysvisor-fs views read-only over `/proc/{meminfo,cpuinfo,stat,uptime,
 //!   loadavg,diskstats,swaps}` (when the container mounts a procfs at `/proc`) and
 //!   `/sys/devices/system/cpu/online` (when it mounts a sysfs at `/sys`), right after the
@@ -55,6 +59,7 @@ use oci_spec::runtime::{
     LinuxNamespace, LinuxNamespaceType, Mount, Process, Spec,
 };
 
+use crate::idrange::DiskRoot;
 use crate::nesting::{self, NestingInputs};
 use crate::{caps, seccomp, systemd};
 
@@ -152,10 +157,18 @@ pub enum TransformError {
     )]
     SharedIpc(String),
     #[error(
-        "the container already has a user namespace or id mappings (Docker userns-remap or --userns?); \
-         sysvisor-runc assigns its own and does not support that yet"
+        "the container joins an existing user namespace ({0}); system containers need their \
+         own (sysvisor-runc assigns it)"
     )]
-    UserNamespacePresent,
+    UserNamespacePresent(String),
+    #[error(
+        "unsupported id mappings in the config ({0}): sysvisor-runc accepts none, or one \
+         mapping from container id 0 for uids and one for gids in a new user namespace \
+         (Docker's userns-remap)"
+    )]
+    UnsupportedIdMappings(String),
+    #[error("the config is already a system container's (it carries {ANNOTATION_UID_BASE})")]
+    AlreadySystemContainer,
     #[error("refusing to map container root to host {kind} 0: the id range must start above 0")]
     RootRange { kind: &'static str },
     #[error("the id range is empty")]
@@ -185,14 +198,50 @@ pub fn validate(spec: &Spec) -> Result<(), TransformError> {
     own(LinuxNamespaceType::Network, TransformError::HostNetwork, TransformError::SharedNetwork)?;
     own(LinuxNamespaceType::Uts, TransformError::HostUts, TransformError::SharedUts)?;
     own(LinuxNamespaceType::Ipc, TransformError::HostIpc, TransformError::SharedIpc)?;
-    let has_mappings = |m: &Option<Vec<LinuxIdMapping>>| m.as_ref().is_some_and(|m| !m.is_empty());
-    if find(LinuxNamespaceType::User).is_some_and(|ns| ns.path().is_some())
-        || has_mappings(linux.uid_mappings())
-        || has_mappings(linux.gid_mappings())
-    {
-        return Err(TransformError::UserNamespacePresent);
+    if spec.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_UID_BASE)) {
+        return Err(TransformError::AlreadySystemContainer);
     }
-    Ok(())
+    disk_root(spec).map(drop)
+}
+
+/// The host ids that own the container root's files in the rootfs's layers: those the
+/// engine's own user namespace maps container id 0 to (Docker's `userns-remap` chowns the
+/// image layers to that range), or the host's root when the spec has no id mappings.
+/// Refuses a user namespace joined by path and mappings of another shape (several
+/// entries, or not starting at container id 0), which no rootfs shift could honour.
+pub fn disk_root(spec: &Spec) -> Result<DiskRoot, TransformError> {
+    let linux = spec.linux().as_ref().ok_or(TransformError::NoLinux)?;
+    let user = linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|ns| ns.typ() == LinuxNamespaceType::User);
+    if let Some(path) = user.and_then(|ns| ns.path().as_ref()) {
+        return Err(TransformError::UserNamespacePresent(path.display().to_string()));
+    }
+    let entries = |m: &Option<Vec<LinuxIdMapping>>| m.as_deref().unwrap_or(&[]).to_vec();
+    let (uids, gids) = (entries(linux.uid_mappings()), entries(linux.gid_mappings()));
+    if uids.is_empty() && gids.is_empty() {
+        return Ok(DiskRoot::HOST);
+    }
+    let root_of = |kind: &str, m: &[LinuxIdMapping]| match m {
+        [one] if one.container_id() == 0 && one.size() > 0 => Ok(one.host_id()),
+        _ => Err(TransformError::UnsupportedIdMappings(format!(
+            "{kind}: {}",
+            m.iter()
+                .map(|e| format!("{} {} {}", e.container_id(), e.host_id(), e.size()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    };
+    let (uid, gid) = (root_of("uids", &uids)?, root_of("gids", &gids)?);
+    if user.is_none() {
+        return Err(TransformError::UnsupportedIdMappings(
+            "id mappings without a user namespace".into(),
+        ));
+    }
+    Ok(DiskRoot { uid, gid })
 }
 
 /// Rewrites `spec` into a system container's spec (see the module doc).

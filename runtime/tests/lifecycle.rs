@@ -9,6 +9,7 @@ use serde_json::Value;
 use sysvisor_proto::Container;
 use sysvisor_runc::cgroups::Layout;
 use sysvisor_runc::cli::{self, Command, Invocation};
+use sysvisor_runc::idrange::DiskRoot;
 use sysvisor_runc::lifecycle::{self, Host, HostError, Ids, LifecycleError};
 use sysvisor_runc::runc::RuncState;
 use sysvisor_runc::spec;
@@ -85,8 +86,19 @@ impl Host for Fake {
         }
         Ok(IDS)
     }
-    fn shift_rootfs(&self, id: &str, rootfs: &Path, _: &Ids) -> Result<PathBuf, HostError> {
-        self.log(format!("shift {id} {}", rootfs.display()));
+    fn shift_rootfs(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        _: &Ids,
+        disk: DiskRoot,
+    ) -> Result<PathBuf, HostError> {
+        let from = if disk == DiskRoot::HOST {
+            String::new()
+        } else {
+            format!(" from {}:{}", disk.uid, disk.gid)
+        };
+        self.log(format!("shift {id} {}{from}", rootfs.display()));
         if self.shift_fails {
             return Err("kernel lacks idmapped mounts".into());
         }

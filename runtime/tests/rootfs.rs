@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sysvisor_runc::idrange::IdRange;
+use sysvisor_runc::idrange::{DiskRoot, IdRange};
 use sysvisor_runc::rootfs::{Rootfs, RootfsError};
 
 /// Root (real mounts and user namespaces), or a recorded skip.
@@ -98,6 +98,12 @@ impl Env {
     /// fresh upper `diff`, mounted at `merged`. Everything owned by host root but one
     /// file of uid 1000.
     fn docker_overlay(&self) -> PathBuf {
+        self.docker_overlay_owned_by(DiskRoot::HOST)
+    }
+
+    /// As [`Env::docker_overlay`], with every layer's ids moved up by `disk` (as Docker's
+    /// userns-remap chowns them), but for one file left to host root (`etc/hostroot`).
+    fn docker_overlay_owned_by(&self, disk: DiskRoot) -> PathBuf {
         let base = self.p("layers/base");
         for d in ["etc", "bin", "home/user", "tmp"] {
             fs::create_dir_all(base.join(d)).unwrap();
@@ -114,6 +120,12 @@ impl Env {
         // Docker writes the WORKDIR into the container's own layer before the start.
         fs::create_dir_all(self.p("layers/diff/workdir")).unwrap();
         fs::create_dir_all(self.p("layers/work")).unwrap();
+        if disk != DiskRoot::HOST {
+            for layer in ["layers/base", "layers/init", "layers/diff"] {
+                shift_owners(&self.p(layer), disk);
+            }
+            fs::write(base.join("etc/hostroot"), "host\n").unwrap();
+        }
         let merged = self.p("layers/merged");
         fs::create_dir_all(&merged).unwrap();
         let opts = format!(
@@ -154,6 +166,17 @@ impl Drop for Env {
         } else {
             // Never delete through a mount: leave the directory for a human.
             eprintln!("mounts left below {}, not removing it", dir.keep().display());
+        }
+    }
+}
+
+/// Adds `disk` to the owner of every file below `dir` (and of `dir`).
+fn shift_owners(dir: &Path, disk: DiskRoot) {
+    let m = fs::symlink_metadata(dir).unwrap();
+    std::os::unix::fs::lchown(dir, Some(m.uid() + disk.uid), Some(m.gid() + disk.gid)).unwrap();
+    if m.is_dir() {
+        for entry in fs::read_dir(dir).unwrap() {
+            shift_owners(&entry.unwrap().path(), disk);
         }
     }
 }
@@ -783,4 +806,34 @@ fn refreshed_engine_mount_shows_the_containers_changes() {
     assert_eq!(mounts_under(&env.p("run")), Vec::<PathBuf>::new());
     // Not shifted: nothing to refresh.
     assert!(!env.rootfs.refresh_engine_mount(&env.id).unwrap());
+}
+
+#[test]
+fn layers_of_a_userns_remap_engine_are_shifted_from_its_root() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new("ctr-remap");
+    let r = range(5);
+    let disk = DiskRoot { uid: 2_000_000_000, gid: 2_100_000_000 };
+    let merged = env.docker_overlay_owned_by(disk);
+    env.rootfs.shift_from(&env.id, &merged, &r, disk).unwrap();
+    // Docker's range shows as the container's ids; a host root file is nobody's.
+    let shifted = env.rootfs.shifted_root(&env.id);
+    expect_userns(
+        &r,
+        &format!(
+            "cd {}\n\
+             stat -c %u:%g . etc/passwd home/user/file .dockerenv workdir etc/hostroot\n\
+             echo more >> etc/passwd\n\
+             ! echo more 2>/dev/null >> etc/hostroot\n\
+             echo ok",
+            shifted.display()
+        ),
+        "0:0\n0:0\n1000:1000\n0:0\n0:0\n65534:65534\nok",
+    );
+    // What root wrote lands in Docker's layer with Docker's remapped root as owner, as
+    // the engine's own containers store it.
+    assert_eq!(owner(&env.p("layers/diff/etc/passwd")), (disk.uid, disk.gid));
+    assert_eq!(owner(&env.p("layers/base/etc/passwd")), (disk.uid, disk.gid), "layers untouched");
 }

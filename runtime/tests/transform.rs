@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
 use serde_json::{json, Value};
 use sysvisor_runc::cgroups::Layout;
+use sysvisor_runc::idrange::DiskRoot;
 use sysvisor_runc::nesting::NestingInputs;
 use sysvisor_runc::transform::{
     self, to_system_container, validate, TransformError, TransformInputs, VIEWS,
@@ -50,6 +51,19 @@ fn inputs() -> TransformInputs {
 
 fn transformed(name: &str) -> Spec {
     to_system_container(fixture(name), &inputs()).unwrap()
+}
+
+/// The uid and gid mappings of a transformed spec are the container's range, alone.
+#[track_caller]
+fn assert_maps_to_the_range(v: &Value) {
+    assert_eq!(
+        v["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": UID_BASE, "size": 65536}])
+    );
+    assert_eq!(
+        v["linux"]["gidMappings"],
+        json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
+    );
 }
 
 fn json_of(spec: &Spec) -> Value {
@@ -111,14 +125,7 @@ fn docker_run_gets_a_user_namespace_with_its_range_and_a_cgroup_namespace() {
     assert!(namespaces.iter().all(|ns| ns.path().is_none()));
 
     let v = json_of(&out);
-    assert_eq!(
-        v["linux"]["uidMappings"],
-        json!([{"containerID": 0, "hostID": UID_BASE, "size": 65536}])
-    );
-    assert_eq!(
-        v["linux"]["gidMappings"],
-        json!([{"containerID": 0, "hostID": GID_BASE, "size": 65536}])
-    );
+    assert_maps_to_the_range(&v);
     assert_eq!(v["annotations"]["io.sysvisor.uid-base"], UID_BASE.to_string());
     assert_eq!(v["annotations"]["io.sysvisor.gid-base"], GID_BASE.to_string());
     assert_eq!(v["annotations"]["io.sysvisor.id-count"], "65536");
@@ -342,8 +349,63 @@ fn existing_user_namespaces_are_refused_so_a_rewrite_is_never_rewritten() {
     let once = transformed("docker-run.json");
     assert_eq!(
         to_system_container(once, &inputs()).unwrap_err(),
-        TransformError::UserNamespacePresent
+        TransformError::AlreadySystemContainer
     );
+}
+
+/// docker-run.json as Docker writes it under `"userns-remap": "default"`: a new user
+/// namespace and one mapping of container id 0 to the `dockremap` ranges.
+fn userns_remap_spec(uid_maps: Value, gid_maps: Value, user_ns: Value) -> Spec {
+    let mut v: Value = serde_json::from_str(&fixture_text("docker-run.json")).unwrap();
+    v["linux"]["namespaces"].as_array_mut().unwrap().push(user_ns);
+    v["linux"]["uidMappings"] = uid_maps;
+    v["linux"]["gidMappings"] = gid_maps;
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn userns_remap_specs_get_their_own_range_and_say_who_owns_the_layers() {
+    let spec = userns_remap_spec(
+        json!([{"containerID": 0, "hostID": 165536, "size": 65536}]),
+        json!([{"containerID": 0, "hostID": 165537, "size": 65536}]),
+        json!({"type": "user"}),
+    );
+    assert_eq!(transform::disk_root(&spec).unwrap(), DiskRoot { uid: 165536, gid: 165537 });
+    let v = json_of(&to_system_container(spec, &inputs()).unwrap());
+    // Docker's shared range is replaced by the container's exclusive one.
+    assert_maps_to_the_range(&v);
+    let users = v["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] == "user");
+    assert_eq!(users.count(), 1);
+    assert_eq!(transform::disk_root(&fixture("docker-run.json")).unwrap(), DiskRoot::HOST);
+}
+
+#[test]
+fn user_namespaces_and_mappings_of_other_shapes_are_refused() {
+    let one = json!([{"containerID": 0, "hostID": 165536, "size": 65536}]);
+    let joined = userns_remap_spec(
+        one.clone(),
+        one.clone(),
+        json!({"type": "user", "path": "/proc/1/ns/user"}),
+    );
+    assert_eq!(
+        validate(&joined).unwrap_err(),
+        TransformError::UserNamespacePresent("/proc/1/ns/user".into())
+    );
+    let two = json!([{"containerID": 0, "hostID": 165536, "size": 1000},
+                     {"containerID": 1000, "hostID": 1000, "size": 1}]);
+    let split = userns_remap_spec(two, one.clone(), json!({"type": "user"}));
+    let err = validate(&split).unwrap_err();
+    assert!(matches!(err, TransformError::UnsupportedIdMappings(_)), "{err}");
+    assert!(err.to_string().contains("0 165536 1000, 1000 1000 1"), "{err}");
+    let shifted = json!([{"containerID": 1, "hostID": 165536, "size": 65536}]);
+    let err =
+        validate(&userns_remap_spec(one.clone(), shifted, json!({"type": "user"}))).unwrap_err();
+    assert!(matches!(err, TransformError::UnsupportedIdMappings(_)), "{err}");
+    let mut no_ns: Value = serde_json::from_str(&fixture_text("docker-run.json")).unwrap();
+    no_ns["linux"]["uidMappings"] = one.clone();
+    no_ns["linux"]["gidMappings"] = one;
+    let err = validate(&serde_json::from_value(no_ns).unwrap()).unwrap_err();
+    assert!(matches!(err, TransformError::UnsupportedIdMappings(_)), "{err}");
 }
 
 #[test]

@@ -323,7 +323,13 @@ impl Engine {
         script.push_str(" \"$@\"\n");
         fs::write(&path, script).map_err(|e| e.to_string())?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-        self.runtimes.lock().unwrap().insert(name.to_string(), (path, Vec::new()));
+        self.add_runtime_binary(name, &path)
+    }
+
+    /// Adds a runtime to the private engine (reloaded with SIGHUP) that runs the binary
+    /// `path` as it is (an installed sysvisor-runc, say). Returns the runtime's name.
+    pub fn add_runtime_binary(&self, name: &str, path: &Path) -> Result<String, String> {
+        self.runtimes.lock().unwrap().insert(name.to_string(), (path.to_path_buf(), Vec::new()));
         self.write_config()?;
         let pid = MANAGED.lock().unwrap().dockerd.as_ref().map(|c| c.id());
         let pid = pid.ok_or("dockerd not running")?;
@@ -912,7 +918,7 @@ static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
 /// Spawns a daemon in its own session, logging to `log`; with `pdeathsig`, it gets SIGTERM
 /// when this process dies.
-fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Child> {
+pub(crate) fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Child> {
     let err = log.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(log).stderr(err);
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -951,7 +957,7 @@ fn spawn_daemon(mut cmd: Command, log: File, pdeathsig: bool) -> io::Result<Chil
     reply_rx.recv().map_err(|_| io::Error::other("keeper thread gone"))?
 }
 
-fn stop_child(mut child: Child, what: &str, grace: Duration) {
+pub(crate) fn stop_child(mut child: Child, what: &str, grace: Duration) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + grace;
@@ -966,7 +972,7 @@ fn stop_child(mut child: Child, what: &str, grace: Duration) {
     let _ = child.wait();
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
 }
@@ -985,7 +991,7 @@ fn mounts_under(dir: &str) -> Vec<String> {
     mounts
 }
 
-fn unmount_under(dir: &str) {
+pub(crate) fn unmount_under(dir: &str) {
     for m in mounts_under(dir) {
         let c = std::ffi::CString::new(m.clone()).unwrap();
         // SAFETY: plain umount2 of a path string.
@@ -1083,7 +1089,7 @@ fn kill_stragglers() {
 
 /// SIGTERM to `pids` (processes of this harness's own engine or daemon, found by the caller),
 /// up to `grace` for them to exit, then SIGKILL to those still alive.
-fn terminate(pids: &[i32], grace: Duration) {
+pub(crate) fn terminate(pids: &[i32], grace: Duration) {
     for &pid in pids {
         // SAFETY: kill(2) on a pid the caller identified as ours; no memory is involved.
         unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -32,8 +32,8 @@ impl Engine {
     }
 }
 
-fn import_systemd_docker(engine: &Engine) -> Result<String, String> {
-    let t0 = Instant::now();
+/// The root tarball of the systemd + Docker image (built once, then cached).
+pub(crate) fn systemd_docker_tarball() -> Result<String, String> {
     let build = cmd::run(Command::new("bash").arg(SYSTEMD_DOCKER_SCRIPT), None, BUILD_TIMEOUT);
     if !build.success() {
         return Err(format!("{build}"));
@@ -42,6 +42,12 @@ fn import_systemd_docker(engine: &Engine) -> Result<String, String> {
     if !Path::new(&tarball).is_file() {
         return Err(format!("the script named no tarball: {build}"));
     }
+    Ok(tarball)
+}
+
+fn import_systemd_docker(engine: &Engine) -> Result<String, String> {
+    let t0 = Instant::now();
+    let tarball = systemd_docker_tarball()?;
     let built = t0.elapsed();
     let out = cmd::run(
         &mut engine.docker_cmd(&[

@@ -48,6 +48,11 @@
 //! left under its directories and removes the data root, exec root and scratch
 //! directories. Logs stay in `/run/sysvisor-e2e/*.log`.
 //!
+//! [`second::SecondEngine`] starts a second private dockerd beside it (for
+//! `"userns-remap": "default"`), with everything named after it: `/run/sysvisor-e2e/NAME/`,
+//! `/var/lib/sysvisor-e2e/NAME`, bridge `sve2e-NAME`; dropping it stops it and removes its
+//! files and the `dockremap` user and subordinate ids that dockerd added.
+//!
 //! Tests run in parallel; a test that disturbs everyone (stopping the sysvisor-fs daemon) or
 //! must not be disturbed (nothing else may reclaim a range while it checks that `docker rm`
 //! freed it) takes [`Engine::exclusive`] instead of [`Engine::get`].
@@ -57,6 +62,7 @@ mod engine;
 pub mod fairness;
 pub mod images;
 pub mod leaks;
+pub mod second;
 
 pub use cmd::Output;
 pub use engine::{runtime_args, Container, Engine, Guard, PlainFsDaemonAfter};

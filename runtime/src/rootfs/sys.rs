@@ -10,7 +10,7 @@ use std::path::Path;
 
 use libc::{c_int, c_uint};
 
-use crate::idrange::IdRange;
+use crate::idrange::{DiskRoot, IdRange};
 
 // From <linux/mount.h>; stable kernel ABI.
 pub const OPEN_TREE_CLONE: c_uint = 0x1;
@@ -290,20 +290,19 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
     check(rc.into()).map(drop)
 }
 
-/// A user namespace whose uid and gid maps are `0 BASE COUNT` for `range`, as an fd (for
-/// MOUNT_ATTR_IDMAP). A forked child unshares CLONE_NEWUSER, the parent writes its maps,
-/// opens /proc/CHILD/ns/user, then kills and reaps the child; the namespace lives on in the
-/// fd.
-pub fn userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
+/// A user namespace whose uid and gid maps are `ROOT BASE COUNT` for `range` and `disk`
+/// (ROOT: `disk.uid`, resp. `disk.gid`), as an fd (for MOUNT_ATTR_IDMAP): an idmapped
+/// mount with it shows the files that `disk` ids own as owned by the range.
+pub fn userns_fd(range: &IdRange, disk: DiskRoot) -> io::Result<OwnedFd> {
     userns_fd_with_maps(
-        &format!("0 {} {}\n", range.uid_base, range.count),
-        &format!("0 {} {}\n", range.gid_base, range.count),
+        &format!("{} {} {}\n", disk.uid, range.uid_base, range.count),
+        &format!("{} {} {}\n", disk.gid, range.gid_base, range.count),
     )
 }
 
-/// The inverse of [`userns_fd`]: maps `BASE COUNT` to `0 COUNT` (an idmapped mount with it
-/// shows files the range owns on disk with the container's own ids, and stores what is
-/// written as id x with BASE + x).
+/// The inverse of [`userns_fd`] for host-owned data (`disk` = 0): maps `BASE COUNT` to
+/// `0 COUNT` (an idmapped mount with it shows files the range owns on disk with the
+/// container's own ids, and stores what is written as id x with BASE + x).
 pub fn unshift_userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
     userns_fd_with_maps(
         &format!("{} 0 {}\n", range.uid_base, range.count),
@@ -311,6 +310,9 @@ pub fn unshift_userns_fd(range: &IdRange) -> io::Result<OwnedFd> {
     )
 }
 
+/// A user namespace with these maps, as an fd. A forked child unshares CLONE_NEWUSER, the
+/// parent writes its maps, opens /proc/CHILD/ns/user, then kills and reaps the child; the
+/// namespace lives on in the fd.
 fn userns_fd_with_maps(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     let (ready_r, ready_w) = pipe()?;
     let (hold_r, hold_w) = pipe()?;
