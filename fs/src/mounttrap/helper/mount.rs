@@ -76,7 +76,12 @@ fn create(job: &Job, creds: Credentials, report: BorrowedFd<'_>) -> Step<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     close_all_but(report.as_raw_fd())?;
-    limit_caps(creds.caps)?;
+    // The swap of a container's own /proc and /sys is the daemon's work, done before the
+    // container's first instruction: a container started with `--cap-drop ALL` still gets
+    // its views locked (its init has no CAP_SYS_ADMIN to create a procfs with).
+    if job.replace.is_none() {
+        limit_caps(creds.caps)?;
+    }
     let name = cstring(job.fs.name(), "fsopen")?;
     // SAFETY: fsopen with a NUL-terminated name; returns a new fd or -1.
     let context = check_fd(
