@@ -21,7 +21,7 @@
 //! [`Guard::Unlocked`]: super::locks::Guard::Unlocked
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::abi::{self, Answer, Notification, Syscall, OPEN_TREE_CLONE};
 use super::handler::Source;
@@ -217,28 +217,7 @@ fn absent_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
 
 fn openat2(dir: &OwnedFd, path: &str, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
     let path = if path.is_empty() { "." } else { path };
-    let c_path =
-        std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is a plain struct of integers; zeroed is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and an open_how we
-    // own, of the size we pass; it returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c_path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    process::openat2(dir.as_fd(), path, flags, resolve)
 }
 
 /// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8).

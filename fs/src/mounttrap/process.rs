@@ -30,11 +30,21 @@ pub fn open_at(dir: BorrowedFd<'_>, path: &str, flags: libc::c_int) -> io::Resul
 /// resolves the path, symlinks included, without leaving `dir` (`RESOLVE_IN_ROOT` treats
 /// `dir` as `/`), as a process whose root is `dir` would.
 pub fn open_path_in(dir: BorrowedFd<'_>, path: &str, resolve: u64) -> io::Result<OwnedFd> {
+    openat2(dir, path, libc::O_PATH, resolve)
+}
+
+/// `openat2(dir, path, flags | O_CLOEXEC, resolve)`.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c_path =
         std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open_how is plain data; zeroed is its "no flags" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = resolve;
     // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and an open_how of
     // the size passed; it returns a new fd or -1.
