@@ -91,7 +91,6 @@ pub fn run(a: FairnessArgs) -> Result<()> {
             measure_flooded(&engine, &tool, a.pairs, a.threads).map_err(anyhow::Error::msg)?;
         rows.push(row(format!("flooded, --trap-per-container {cap}"), figures));
     }
-    let _ = std::fs::remove_dir_all(&tool);
     println!("{:<36} {:>10} {:>10} {:>10}", "case", "p50 us", "p99 us", "max us");
     for r in &rows {
         println!("{:<36} {:>10} {:>10} {:>10}", r.case, r.p50_us, r.p99_us, r.max_us);
