@@ -11,6 +11,7 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod stat;
 pub mod swaps;
+pub mod sysinfo;
 pub mod uptime;
 
 use crate::caller::Caller;
