@@ -75,4 +75,14 @@ pub static TABLE: &[ViewSpec] = &[
         generate: cpu_online::generate,
         scope: Scope::Cgroup,
     },
+    ViewSpec {
+        path: "sys/devices/system/cpu/possible",
+        generate: cpu_online::generate_possible,
+        scope: Scope::Cgroup,
+    },
+    ViewSpec {
+        path: "sys/devices/system/cpu/present",
+        generate: cpu_online::generate_present,
+        scope: Scope::Cgroup,
+    },
 ];
