@@ -9,6 +9,7 @@
  *                          sysinfo on it. Each must give EFAULT or a correct answer,
  *                          and nothing read-only may change.
  *   sysinfo_probe loop N   N sysinfo calls, then ns per call (the trap's cost)
+ *   sysinfo_probe getpid N N getpid calls, then ns per call (an untrapped call)
  *
  * Built static at test time (tests/src/lib.rs, static_tool). */
 #define _GNU_SOURCE
@@ -134,11 +135,16 @@ static int attack(const char *file, long rounds) {
 	return 0;
 }
 
-static int loop(long n) {
+static int loop(long n, int getpid_only) {
 	struct sysinfo s;
 	struct timespec a, b;
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	for (long i = 0; i < n; i++) raw_sysinfo(&s);
+	for (long i = 0; i < n; i++) {
+		if (getpid_only)
+			syscall(SYS_getpid);
+		else
+			raw_sysinfo(&s);
+	}
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
 	printf("ns_per_call=%.1f\n", ns / n);
@@ -150,7 +156,8 @@ int main(int argc, char **argv) {
 	if (argc >= 2 && strcmp(argv[1], "show") == 0) return show();
 	if (argc >= 3 && strcmp(argv[1], "attack") == 0)
 		return attack(argv[2], argc >= 4 ? atol(argv[3]) : 2000);
-	if (argc >= 3 && strcmp(argv[1], "loop") == 0) return loop(atol(argv[2]));
-	fprintf(stderr, "usage: %s show | attack FILE [ROUNDS] | loop N\n", argv[0]);
+	if (argc >= 3 && strcmp(argv[1], "loop") == 0) return loop(atol(argv[2]), 0);
+	if (argc >= 3 && strcmp(argv[1], "getpid") == 0) return loop(atol(argv[2]), 1);
+	fprintf(stderr, "usage: %s show | attack FILE [ROUNDS] | loop N | getpid N\n", argv[0]);
 	return 2;
 }

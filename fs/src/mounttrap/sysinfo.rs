@@ -32,7 +32,8 @@
 //!   trap. It is logged.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 
 use super::abi::{self, Answer, Notification};
@@ -174,7 +175,9 @@ fn write(
     let mem = File::from(
         process::open_at(dir.as_fd(), "mem", libc::O_RDWR).map_err(|e| format!("mem: {e}"))?,
     );
-    let maps = process::read_text(dir.as_fd(), "maps").map_err(|e| format!("maps: {e}"))?;
+    let maps = File::from(
+        process::open_at(dir.as_fd(), "maps", libc::O_RDONLY).map_err(|e| format!("maps: {e}"))?,
+    );
     if !abi::id_valid(fd, notif.id) {
         return Ok(Answer::Continue); // the caller is gone: nobody reads the answer
     }
@@ -184,13 +187,83 @@ fn write(
     }
     let bytes = encode(&figures, page_size(), abi::is_32bit(notif.arch, notif.nr));
     let address = abi::arg(notif.arch, notif.nr, notif.args[0]);
-    if !writable(&maps, address, bytes.len() as u64) {
+    let writable = buffer_writable(&maps, dir.as_fd(), address, bytes.len() as u64)
+        .map_err(|e| format!("maps: {e}"))?;
+    if !writable {
         return Ok(Answer::Errno(libc::EFAULT));
     }
     match mem.write_at(&bytes, address) {
         Ok(n) if n == bytes.len() => Ok(Answer::Success),
         _ => Ok(Answer::Errno(libc::EFAULT)),
     }
+}
+
+/// Whether `[address, address + len)` lies in writable mappings of the process whose
+/// `maps` is open: asked with PROCMAP_QUERY (Linux 6.11; a lookup per mapping), else
+/// read from the text of `maps` ([`writable`]), which costs far more for a process with
+/// many mappings.
+fn buffer_writable(maps: &File, dir: BorrowedFd<'_>, address: u64, len: u64) -> io::Result<bool> {
+    match query_writable(maps, address, len) {
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
+            Ok(writable(&process::read_text(dir, "maps")?, address, len))
+        }
+        other => other,
+    }
+}
+
+/// `struct procmap_query` (linux/fs.h).
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: libc::Ioctl = 0xC068_6611u32 as libc::Ioctl;
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+
+/// [`buffer_writable`] by PROCMAP_QUERY: the mapping that contains each address in turn
+/// (ENOENT: none does).
+fn query_writable(maps: &File, address: u64, len: u64) -> io::Result<bool> {
+    let Some(end) = address.checked_add(len) else { return Ok(false) };
+    let mut at = address;
+    while at < end {
+        let mut query = ProcmapQuery {
+            size: std::mem::size_of::<ProcmapQuery>() as u64,
+            query_addr: at,
+            ..ProcmapQuery::default()
+        };
+        // SAFETY: the ioctl reads and writes one procmap_query in memory we own; the name
+        // and build id buffers are absent (their sizes 0).
+        let rc = unsafe { libc::ioctl(maps.as_raw_fd(), PROCMAP_QUERY, &mut query as *mut _) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::ENOENT) => Ok(false),
+                _ => Err(err),
+            };
+        }
+        let covers = query.vma_start <= at && query.vma_end > at;
+        if !covers || query.vma_flags & PROCMAP_QUERY_VMA_WRITABLE == 0 {
+            return Ok(false);
+        }
+        at = query.vma_end;
+    }
+    Ok(true)
 }
 
 fn page_size() -> u64 {
@@ -265,6 +338,26 @@ mod tests {
         let s: libc::sysinfo =
             unsafe { std::ptr::read_unaligned(encode(&huge, 4096, false).as_ptr().cast()) };
         assert_eq!((s.totalram, s.mem_unit), (u64::MAX / 4096, 4096));
+    }
+
+    #[test]
+    fn the_kernel_is_asked_about_our_own_mappings() {
+        let dir = process::proc_dir(std::process::id()).unwrap();
+        let maps = File::from(process::open_at(dir.as_fd(), "maps", libc::O_RDONLY).unwrap());
+        let text = process::read_text(dir.as_fd(), "maps").unwrap();
+        let buffer = vec![0u8; 3 * 4096];
+        let code = the_kernel_is_asked_about_our_own_mappings as usize as u64;
+        let cases = [(buffer.as_ptr() as u64, 112, true), (code, 112, false), (0, 112, false)];
+        for (address, len, want) in cases {
+            assert_eq!(writable(&text, address, len), want, "{address:#x} from the text");
+            assert_eq!(buffer_writable(&maps, dir.as_fd(), address, len).unwrap(), want);
+            match query_writable(&maps, address, len) {
+                Ok(answer) => assert_eq!(answer, want, "{address:#x} by PROCMAP_QUERY"),
+                // Before Linux 6.11: the text is read instead.
+                Err(err) => assert_eq!(err.raw_os_error(), Some(libc::ENOTTY), "{err}"),
+            }
+        }
+        assert_eq!(std::mem::size_of::<ProcmapQuery>(), 104);
     }
 
     #[test]
