@@ -346,7 +346,7 @@ mod tests {
         let maps = File::from(process::open_at(dir.as_fd(), "maps", libc::O_RDONLY).unwrap());
         let text = process::read_text(dir.as_fd(), "maps").unwrap();
         let buffer = vec![0u8; 3 * 4096];
-        let code = the_kernel_is_asked_about_our_own_mappings as usize as u64;
+        let code = the_kernel_is_asked_about_our_own_mappings as *const () as u64;
         let cases = [(buffer.as_ptr() as u64, 112, true), (code, 112, false), (0, 112, false)];
         for (address, len, want) in cases {
             assert_eq!(writable(&text, address, len), want, "{address:#x} from the text");
