@@ -245,6 +245,8 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
         );
         trap_options.allow_unlocked_views = args.allow_unlocked_views;
         trap_options.per_container = args.trap_per_container as usize;
+        trap_options.sysinfo =
+            Some(Arc::clone(&service) as Arc<dyn mounttrap::sysinfo::FiguresSource>);
         let control_options =
             ControlOptions { views: Some(trap_options.locks.clone()), ..ControlOptions::default() };
         let control = ControlServer::start(&args.socket, registry.clone(), control_options)?;

@@ -20,6 +20,7 @@ use crate::loadavg::{LoadavgTracker, SAMPLE_INTERVAL};
 use crate::sysctl::identity::Containers;
 use crate::sysctl::store::Store;
 use crate::sysctl::{Mirrors, MirrorsConfig};
+use crate::views::sysinfo::Figures;
 use crate::views::{Request, Scope, ViewError, ViewSpec, TABLE};
 
 /// How the service is set up.
@@ -152,6 +153,23 @@ impl Service {
         let bytes = (spec.generate)(&request)?;
         self.views.insert(key, Arc::from(bytes.as_slice()));
         Ok(bytes)
+    }
+
+    /// sysinfo(2)'s figures for process `pid`, read back from its meminfo, uptime and
+    /// loadavg views (see [`crate::views::sysinfo`]), so that they agree with the files.
+    pub fn sysinfo(&self, pid: u32) -> Result<Figures, ServiceError> {
+        let view = |path: &str| -> Result<String, ServiceError> {
+            let index = TABLE.iter().position(|spec| spec.path == path).ok_or_else(|| {
+                ServiceError::View(ViewError::Malformed {
+                    path: path.into(),
+                    reason: "not in the views table".into(),
+                })
+            })?;
+            Ok(String::from_utf8_lossy(&self.content(index, pid)?).into_owned())
+        };
+        let (meminfo, uptime, loadavg) =
+            (view("proc/meminfo")?, view("proc/uptime")?, view("proc/loadavg")?);
+        Ok(crate::views::sysinfo::from_views(&meminfo, &uptime, &loadavg)?)
     }
 
     /// The id of the cgroup set process `pid` is in (`Caller::cgroup_id`): processes that

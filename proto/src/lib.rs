@@ -32,6 +32,11 @@ pub const SECCOMP_SOCKET_NAME: &str = "seccomp.sock";
 pub const MOUNT_TRAP_SYSCALLS: &[&str] =
     &["mount", "umount", "umount2", "fsopen", "open_tree", "move_mount", "mount_setattr"];
 
+/// The system calls about the machine that the daemon answers with the container's own
+/// figures (`SCMP_ACT_NOTIFY` to the same listener): `sysinfo` (memory, swap, uptime,
+/// loads, tasks; see sysvisor-fs' `mounttrap::sysinfo`).
+pub const INFO_TRAP_SYSCALLS: &[&str] = &["sysinfo"];
+
 /// mount(2) flags that keep a `mount` call from being trapped at all: remounts
 /// (`MS_REMOUNT`) and propagation changes (`MS_SHARED`, `MS_PRIVATE`, `MS_SLAVE`,
 /// `MS_UNBINDABLE`). The daemon would only let them continue (the kernel refuses whatever

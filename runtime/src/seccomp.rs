@@ -39,7 +39,9 @@
 //! instead (`SCMP_ACT_NOTIFY`, with `listenerPath` set to the daemon's seccomp socket): it
 //! performs proc and sysfs mounts itself with the virtual views on them, refuses to unmount
 //! a view, and lets every other call continue as if nothing had trapped it (see
-//! docs/mounttrap.md). Every other system call runs without any round trip.
+//! docs/mounttrap.md). `sysinfo` goes there too ([`sysvisor_proto::INFO_TRAP_SYSCALLS`]),
+//! answered with the container's memory, uptime and loads (docs/fs.md). Every other
+//! system call runs without any round trip.
 //!
 //! Which profile a container gets ([`profile_for`]):
 //!
@@ -160,7 +162,9 @@ pub fn system_container_profile() -> LinuxSeccomp {
 
 /// The rules that send the mount family to the seccomp listener: `mount` unless its flags
 /// hold one of [`sysvisor_proto::MOUNT_FLAGS_NOT_TRAPPED`] (remounts and propagation
-/// changes run without the round trip), and every other call of the family always.
+/// changes run without the round trip), every other call of the family always, and
+/// `sysinfo` ([`sysvisor_proto::INFO_TRAP_SYSCALLS`]), which the daemon answers with the
+/// container's figures.
 pub fn mount_trap_rules() -> Vec<LinuxSyscall> {
     let notify = |names: Vec<String>| {
         let mut rule = LinuxSyscall::default();
@@ -178,7 +182,17 @@ pub fn mount_trap_rules() -> Vec<LinuxSyscall> {
     let mut mount = notify(vec!["mount".into()]);
     mount.set_args(Some(vec![flags]));
     let others = sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().filter(|n| **n != "mount");
-    vec![mount, notify(others.map(|n| n.to_string()).collect())]
+    let info = sysvisor_proto::INFO_TRAP_SYSCALLS.iter();
+    vec![
+        mount,
+        notify(others.map(|n| n.to_string()).collect()),
+        notify(info.map(|n| n.to_string()).collect()),
+    ]
+}
+
+/// Every call the listener receives: the mount family and [`sysvisor_proto::INFO_TRAP_SYSCALLS`].
+fn trapped_names() -> impl Iterator<Item = &'static str> {
+    sysvisor_proto::MOUNT_TRAP_SYSCALLS.iter().chain(sysvisor_proto::INFO_TRAP_SYSCALLS).copied()
 }
 
 /// The profile of a system container: [`system_container_profile`], plus the mount trap
@@ -236,7 +250,7 @@ pub fn merge(user: &LinuxSeccomp, listener: Option<&Path>) -> Result<LinuxSeccom
     // Which calls of the mount family the user's profile lets run.
     let mut trapped: Vec<&str> = Vec::new();
     if listener.is_some() {
-        for name in sysvisor_proto::MOUNT_TRAP_SYSCALLS {
+        for name in trapped_names() {
             let naming: Vec<&LinuxSyscall> =
                 rules.iter().filter(|r| r.names().iter().any(|n| n == name)).collect();
             if naming.iter().any(|r| r.args().as_ref().is_some_and(|a| !a.is_empty())) {
@@ -352,7 +366,7 @@ mod tests {
         let rules = json["syscalls"].as_array().unwrap();
         // The deny rules of the system container profile come first, unchanged.
         let deny = system_container_profile().syscalls().as_ref().map_or(0, |r| r.len());
-        assert_eq!(rules.len(), deny + 2);
+        assert_eq!(rules.len(), deny + 3);
         assert!(rules[..deny].iter().all(|r| r["action"] == "SCMP_ACT_ERRNO"));
         let (mount, others) = (&rules[deny], &rules[deny + 1]);
         // mount: notified unless a remount or a propagation change.
@@ -376,8 +390,13 @@ mod tests {
         let mut trapped: Vec<&str> =
             others["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
         trapped.push("mount");
+        let info = &rules[deny + 2];
+        assert_eq!(info["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(info["names"], serde_json::json!(["sysinfo"]));
+        assert!(info["args"].is_null(), "every sysinfo is answered");
+        trapped.push("sysinfo");
         trapped.sort();
-        let mut all = sysvisor_proto::MOUNT_TRAP_SYSCALLS.to_vec();
+        let mut all: Vec<&str> = trapped_names().collect();
         all.sort();
         assert_eq!(trapped, all);
         // Nothing is both trapped and denied, and the ordinary calls are in neither list.

@@ -19,7 +19,7 @@
 //!   and a private cgroup namespace;
 //! - bind-mounts the sysvisor-fs views read-only over `/proc/{meminfo,cpuinfo,stat,uptime,
 //!   loadavg,diskstats,swaps}` (when the container mounts a procfs at `/proc`) and
-//!   `/sys/devices/system/cpu/online` (when it mounts a sysfs at `/sys`), right after the
+//!   `/sys/devices/system/cpu/{online,possible,present}` (when it mounts a sysfs at `/sys`), right after the
 //!   last of those mounts; a mount the user already placed on one of these paths (LXCFS
 //!   users' `-v`) wins over ours;
 //! - drops `maskedPaths` entries that would hide a view (the path itself or a parent);
@@ -84,6 +84,8 @@ pub const VIEWS: &[&str] = &[
     "proc/diskstats",
     "proc/swaps",
     "sys/devices/system/cpu/online",
+    "sys/devices/system/cpu/possible",
+    "sys/devices/system/cpu/present",
 ];
 
 /// Mount options of a view: a read-only bind. `nosuid`, `nodev` and `noexec` are asked for

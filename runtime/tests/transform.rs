@@ -772,6 +772,8 @@ fn a_users_deny_list_profile_is_merged_not_replaced() {
     assert_eq!(rules_for(&p, "mount"), [("SCMP_ACT_NOTIFY".to_string(), true)]);
     assert_eq!(rules_for(&p, "move_mount"), [("SCMP_ACT_NOTIFY".to_string(), false)]);
     assert_eq!(rules_for(&p, "umount2"), [("SCMP_ACT_ERRNO".to_string(), false)]);
+    // sysinfo, allowed by the default: answered by the daemon.
+    assert_eq!(rules_for(&p, "sysinfo"), [("SCMP_ACT_NOTIFY".to_string(), false)]);
 }
 
 #[test]
@@ -793,6 +795,7 @@ fn a_users_allow_list_profile_keeps_its_default_and_traps_what_it_allows() {
     assert_eq!(rules_for(&p, "mount"), [("SCMP_ACT_NOTIFY".to_string(), false)]);
     // Not allowed by the user: refused by its default, no trap.
     assert!(rules_for(&p, "umount2").is_empty());
+    assert!(rules_for(&p, "sysinfo").is_empty());
     // keyctl: the deny list's ENOSYS, not the user's allow.
     let keyctl: Vec<&Value> = p["syscalls"]
         .as_array()

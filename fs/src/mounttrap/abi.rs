@@ -61,6 +61,8 @@ pub enum Syscall {
     OpenTree,
     MoveMount,
     MountSetattr,
+    /// `sysinfo(info)`: answered with the container's figures (see `sysinfo`).
+    Sysinfo,
 }
 
 impl Syscall {
@@ -77,22 +79,26 @@ impl Syscall {
             AUDIT_ARCH_X86_64 => match nr & !X32_SYSCALL_BIT {
                 165 => Some(Syscall::Mount),
                 166 => Some(Syscall::Umount2),
+                99 => Some(Syscall::Sysinfo),
                 other => generic(other),
             },
             AUDIT_ARCH_I386 => match nr {
                 21 => Some(Syscall::Mount),
                 22 => Some(Syscall::Umount),
                 52 => Some(Syscall::Umount2),
+                116 => Some(Syscall::Sysinfo),
                 other => generic(other),
             },
             AUDIT_ARCH_AARCH64 => match nr {
                 40 => Some(Syscall::Mount),
                 39 => Some(Syscall::Umount2),
+                179 => Some(Syscall::Sysinfo),
                 other => generic(other),
             },
             AUDIT_ARCH_ARM => match nr {
                 21 => Some(Syscall::Mount),
                 52 => Some(Syscall::Umount2),
+                116 => Some(Syscall::Sysinfo),
                 other => generic(other),
             },
             _ => None,
@@ -219,6 +225,14 @@ mod tests {
         assert_eq!(Syscall::decode(AUDIT_ARCH_ARM, 21), Some(Syscall::Mount));
         assert_eq!(Syscall::decode(AUDIT_ARCH_ARM, 429), Some(Syscall::MoveMount));
         assert_eq!(Syscall::decode(0x1234, 165), None, "unknown architecture");
+        assert_eq!(Syscall::decode(AUDIT_ARCH_X86_64, 99), Some(Syscall::Sysinfo));
+        assert_eq!(
+            Syscall::decode(AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 99),
+            Some(Syscall::Sysinfo)
+        );
+        assert_eq!(Syscall::decode(AUDIT_ARCH_I386, 116), Some(Syscall::Sysinfo));
+        assert_eq!(Syscall::decode(AUDIT_ARCH_AARCH64, 179), Some(Syscall::Sysinfo));
+        assert_eq!(Syscall::decode(AUDIT_ARCH_ARM, 116), Some(Syscall::Sysinfo));
     }
 
     #[test]
@@ -243,5 +257,6 @@ mod tests {
         {
             assert!(sysvisor_proto::MOUNT_TRAP_SYSCALLS.contains(&name), "{name}");
         }
+        assert_eq!(sysvisor_proto::INFO_TRAP_SYSCALLS, &["sysinfo"]);
     }
 }

@@ -36,6 +36,8 @@ pub struct Context {
     pub allow_unlocked_views: bool,
     /// See [`super::MountTrapOptions::pretend_no_beneath`].
     pub pretend_no_beneath: bool,
+    /// See [`super::MountTrapOptions::sysinfo`].
+    pub sysinfo: Option<Arc<dyn super::sysinfo::FiguresSource>>,
 }
 
 impl Context {
@@ -52,6 +54,7 @@ impl Context {
             proc: Arc::new(proc),
             allow_unlocked_views: false,
             pretend_no_beneath: false,
+            sysinfo: None,
         })
     }
 }
@@ -110,6 +113,10 @@ fn absolute_path(notif: &Notification, target: &str) -> Option<String> {
 
 /// Decides and carries out one notification; returns the answer to send.
 pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notification) -> Answer {
+    // Not a mount: no guard applies (it touches no mount), answered on its own.
+    if abi::Syscall::decode(notif.arch, notif.nr) == Some(abi::Syscall::Sysinfo) {
+        return super::sysinfo::answer(ctx, source, notif);
+    }
     // A caller that is gone cannot be answered anyway (the send fails with ENOENT).
     let Ok(dir) = process::proc_dir_in(ctx.proc.as_fd(), notif.pid) else {
         return Answer::Continue;

@@ -108,7 +108,7 @@ pub fn check(
             };
             (path, Act::Detach)
         }
-        Syscall::Fsopen | Syscall::MountSetattr => return None,
+        Syscall::Fsopen | Syscall::MountSetattr | Syscall::Sysinfo => return None,
     };
     let refuse = |why: &str| {
         tracing::info!(

@@ -13,7 +13,9 @@
 //!   ([`lock`]), so that nothing can unmount, move or remount an overlay;
 //! - refuses `umount2` of an overlay with EPERM ([`handler`]), answers `fsopen("proc")`
 //!   with ENOSYS (tools fall back to `mount(2)`), and lets every other call continue
-//!   untouched ([`policy`]).
+//!   untouched ([`policy`]);
+//! - answers `sysinfo` with the container's memory, swap, uptime, loads and tasks
+//!   ([`sysinfo`]).
 //!
 //! Layers: [`abi`] (system call numbers, notify ioctls), [`state`] (runc's message),
 //! [`policy`] (pure decisions), [`mountinfo`] and [`overlays`] (pure), [`process`] (the
@@ -33,6 +35,7 @@ pub mod overlays;
 pub mod policy;
 pub mod process;
 pub mod state;
+pub mod sysinfo;
 
 use std::fs;
 use std::io;
@@ -93,6 +96,9 @@ pub struct MountTrapOptions {
     pub pretend_no_beneath: bool,
     /// The outcome of each container's lock, shared with the control socket.
     pub locks: Arc<ViewLocks>,
+    /// Where `sysinfo` answers come from (the daemon's service); `None`: the kernel
+    /// answers (see [`sysinfo`]).
+    pub sysinfo: Option<Arc<dyn sysinfo::FiguresSource>>,
 }
 
 /// The hidden, test-only switch of [`MountTrapOptions::pretend_no_beneath`]: set to `1` in
@@ -113,6 +119,7 @@ impl MountTrapOptions {
             allow_unlocked_views: false,
             pretend_no_beneath: std::env::var_os(PRETEND_NO_BENEATH_ENV).is_some_and(|v| v == "1"),
             locks: Arc::new(ViewLocks::default()),
+            sysinfo: None,
         }
     }
 }
@@ -134,6 +141,7 @@ impl MountTrap {
             .map_err(MountTrapError::Start)?;
         ctx.allow_unlocked_views = options.allow_unlocked_views;
         ctx.pretend_no_beneath = options.pretend_no_beneath;
+        ctx.sysinfo = options.sysinfo.clone();
         if ctx.pretend_no_beneath {
             tracing::warn!("test switch: behaving as if the kernel had no MOVE_MOUNT_BENEATH");
         }

@@ -145,7 +145,10 @@ pub fn decide(notif: &Notification, strings: &mut impl Strings) -> Decision {
             Some(_) => Decision::Answer(abi::Answer::Errno(libc::ENOSYS)),
             None => CONTINUE,
         },
-        Syscall::OpenTree | Syscall::MoveMount | Syscall::MountSetattr => CONTINUE,
+        // sysinfo is answered before any decision (see `handler::handle`).
+        Syscall::OpenTree | Syscall::MoveMount | Syscall::MountSetattr | Syscall::Sysinfo => {
+            CONTINUE
+        }
     }
 }
 

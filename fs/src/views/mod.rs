@@ -11,6 +11,7 @@ pub mod loadavg;
 pub mod meminfo;
 pub mod stat;
 pub mod swaps;
+pub mod sysinfo;
 pub mod uptime;
 
 use crate::caller::Caller;
@@ -72,6 +73,16 @@ pub static TABLE: &[ViewSpec] = &[
     ViewSpec {
         path: "sys/devices/system/cpu/online",
         generate: cpu_online::generate,
+        scope: Scope::Cgroup,
+    },
+    ViewSpec {
+        path: "sys/devices/system/cpu/possible",
+        generate: cpu_online::generate_possible,
+        scope: Scope::Cgroup,
+    },
+    ViewSpec {
+        path: "sys/devices/system/cpu/present",
+        generate: cpu_online::generate_present,
         scope: Scope::Cgroup,
     },
 ];

@@ -53,6 +53,8 @@ pub const VIEWS: &[&str] = &[
     "proc/swaps",
     "proc/uptime",
     "sys/devices/system/cpu/online",
+    "sys/devices/system/cpu/possible",
+    "sys/devices/system/cpu/present",
 ];
 /// How long a reader may run before it counts as hung.
 pub const READER_TIMEOUT: Duration = Duration::from_secs(20);
