@@ -160,6 +160,8 @@ fn remember(source: &Source, mounted: &Mounted, notif: &Notification, target: &s
 }
 
 /// `umount2`:
+/// - of the container's own `/proc` or `/sys`, lazily or not: EBUSY, as the kernel answers
+///   for a mount in use (the views stand on it, and every later `docker exec` needs it);
 /// - of a protected mount (an overlay): EPERM;
 /// - without MNT_DETACH, of a proc or sysfs the trap mounted and whose only children are its
 ///   overlays: performed lazily for the caller (the kernel would say EBUSY because of the
@@ -182,7 +184,8 @@ fn check_umount(
         return Answer::Continue;
     };
     let ours = flags & libc::MNT_DETACH == 0 && mounted.contains(&source.container, &path);
-    if !ours && !source.overlays.may_cover_path(&path) {
+    let own_fs = FsKind::is_container_path(&path);
+    if !ours && !own_fs && !source.overlays.may_cover_path(&path) {
         return Answer::Continue;
     }
     let Ok(text) = process::read_text(dir, "mountinfo") else {
@@ -192,6 +195,15 @@ fn check_umount(
     let Some(entry) = mountinfo::top_mount_at(&entries, &path) else {
         return Answer::Continue;
     };
+    if own_fs && mountinfo::is_container_root_fs(&entries, entry) {
+        tracing::info!(
+            container = %source.container,
+            pid = notif.pid,
+            path = %path,
+            "refused to unmount the container's own proc or sysfs"
+        );
+        return Answer::Errno(libc::EBUSY);
+    }
     if mountinfo::is_protected(&entries, entry, &source.overlays) {
         tracing::info!(
             container = %source.container,

@@ -39,6 +39,11 @@ impl FsKind {
         }
     }
 
+    /// Whether `path` (absolute, cleaned) is where a system container has proc or sysfs.
+    pub fn is_container_path(path: &str) -> bool {
+        [FsKind::Proc, FsKind::Sysfs].iter().any(|fs| fs.container_path() == path)
+    }
+
     /// Where a system container has this file system mounted.
     pub fn container_path(self) -> &'static str {
         match self {

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use super::confine::{become_caller, close_all_but, limit_caps};
 use super::sys::{
-    check, check_fd, cstring, cwd_fd, fchdir, fork_child, move_mount, path_cstring, receive, send,
-    setns, socket_pair, success, sys_mount, unshare_mounts, wait, Failure, Step,
+    check, check_fd, cstring, cwd_fd, fchdir, fork_child, make_tree_read_only, move_mount,
+    path_cstring, receive, send, setns, socket_pair, success, sys_mount, unshare_mounts, wait,
+    Failure, Step,
 };
 use super::{Job, Target, FD_CWD, FD_MNT, FD_NET, FD_PID, FD_ROOT, FD_TARGET};
 use crate::mounttrap::abi::{
@@ -42,6 +43,12 @@ pub fn perform(job: &Job, creds: Credentials) -> Step<()> {
     move_mount(tree.as_fd(), None, cwd_fd(), Some(stage_str), MOVE_MOUNT_F_EMPTY_PATH, "stage")?;
     for overlay in &job.overlays {
         apply(&job.stage, overlay)?;
+    }
+    // A read-only proc or sysfs is read-only through every tree grafted on it (the
+    // writable sysctl mirror of /proc/sys included), as the kernel's own file would be.
+    // Not for the swap of a container's own /proc and /sys: its planned overlays stay.
+    if job.flags & libc::MS_RDONLY != 0 && job.replace.is_none() {
+        make_tree_read_only(&job.stage, "read-only overlays")?;
     }
     let staged = std::fs::File::open(&job.stage).map_err(super::sys::fail("stage"))?;
 
