@@ -429,6 +429,13 @@ impl Mirrors {
                 && rules::rules_below(spec.rules, path).any(|r| self.emulated_exists(mirror, r));
             return Ok(makes_dir.then(|| (dir(None), None)));
         };
+        // An emptied directory (/sys/kernel/debug, ...) is what the container's own mount
+        // point of that file system would be: the host's mode, owned by the container's
+        // root (the host's root would show as 65534 inside).
+        if let (NodeType::Dir, Kind::EmptyDir, Some(c)) = (stat.typ, kind, container) {
+            let attr = NodeAttr { mode: stat.mode, uid: c.uid_base, gid: c.gid_base, ..dir(None) };
+            return Ok(Some((attr, None)));
+        }
         match stat.typ {
             NodeType::Dir => return Ok(Some((dir(Some(stat)), None))),
             NodeType::Symlink => {
