@@ -80,6 +80,7 @@ use super::handles::{HandleTable, Snapshot};
 use super::inode::{file_ino, file_st_ino, DynInodes, DynNode, Ino, LookupError, Node, Tree};
 use crate::service::{Service, ServiceError};
 use crate::sysctl::{Asker, Found, Listed, NodeAttr, NodeType};
+use crate::views::ViewError;
 
 /// How long the kernel may cache static directory entries, negative entries and directory
 /// attributes: the static tree never changes for the lifetime of the mount.
@@ -1011,9 +1012,12 @@ impl<S: ContentSource> VirtualFs<S> {
 
     /// View `view` (of file `node`) for process `pid`; EIO if it cannot be rendered.
     fn render_view(&self, node: &Node, view: usize, pid: u32) -> io::Result<Vec<u8>> {
-        self.source.content(view, pid).map_err(|err| {
-            tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
-            errno(libc::EIO)
+        self.source.content(view, pid).map_err(|err| match err {
+            ServiceError::View(ViewError::Absent(_)) => errno(libc::ENOENT),
+            err => {
+                tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
+                errno(libc::EIO)
+            }
         })
     }
 
@@ -1803,14 +1807,17 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
         let mut want = vec![".", ".."];
-        // The view files and the mirror directory (`sys`) of `proc`.
+        // The view files and directories (`pressure`) and the mirror directory (`sys`) of
+        // `proc`.
         let mut files: Vec<&str> = TABLE
             .iter()
             .map(|s| s.path)
             .chain(MIRRORS.iter().map(|m| m.path))
             .filter_map(|p| p.strip_prefix("proc/"))
+            .map(|p| p.split('/').next().unwrap_or(p))
             .collect();
         files.sort();
+        files.dedup();
         want.extend(files);
         assert_eq!(names, want);
         // Files are listed with the lister's inode numbers.

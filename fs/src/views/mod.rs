@@ -9,6 +9,7 @@ pub mod cpuinfo;
 pub mod diskstats;
 pub mod loadavg;
 pub mod meminfo;
+pub mod pressure;
 pub mod stat;
 pub mod swaps;
 pub mod uptime;
@@ -39,6 +40,10 @@ pub enum ViewError {
     Malformed { path: String, reason: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The file does not exist for this caller (ENOENT): the figures it would show are not
+    /// the caller's to see (the host's pressure, say, when its cgroup has none).
+    #[error("{0} has no figures for this caller")]
+    Absent(String),
 }
 
 /// What a rendered view depends on besides host files, and so how it may be cached.
@@ -66,6 +71,13 @@ pub static TABLE: &[ViewSpec] = &[
     ViewSpec { path: "proc/diskstats", generate: diskstats::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/loadavg", generate: loadavg::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/meminfo", generate: meminfo::generate, scope: Scope::Cgroup },
+    ViewSpec { path: "proc/pressure/cpu", generate: pressure::generate_cpu, scope: Scope::Cgroup },
+    ViewSpec { path: "proc/pressure/io", generate: pressure::generate_io, scope: Scope::Cgroup },
+    ViewSpec {
+        path: "proc/pressure/memory",
+        generate: pressure::generate_memory,
+        scope: Scope::Cgroup,
+    },
     ViewSpec { path: "proc/stat", generate: stat::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/swaps", generate: swaps::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/uptime", generate: uptime::generate, scope: Scope::CgroupAndPidNs },
