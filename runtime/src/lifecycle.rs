@@ -63,10 +63,6 @@ pub trait Host {
             .and_then(|text| transform::parse_cpu_list(&text))
             .unwrap_or_default()
     }
-    /// Whether the kernel has pressure stall information (`/proc/pressure`).
-    fn has_psi(&self) -> bool {
-        std::path::Path::new("/proc/pressure").is_dir()
-    }
     /// Returns the ranges of containers that are gone for good to the pool.
     fn reclaim_ranges(&self) -> Result<(), HostError>;
     /// After `delete`: `docker rm` removes the container's layer only once `runc delete`
@@ -462,7 +458,6 @@ fn prepare<H: Host>(
         seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
         seccomp_origin: seccomp_origin(&original.spec, id),
         host_cpus: host.online_cpus(),
-        host_psi: host.has_psi(),
         cpu_spread: ids.uid_base / ids.count.max(1),
         nesting,
     };

@@ -78,15 +78,8 @@ pub const VIEWS: &[&str] = &[
     "proc/loadavg",
     "proc/diskstats",
     "proc/swaps",
-    "proc/pressure/cpu",
-    "proc/pressure/memory",
-    "proc/pressure/io",
     "sys/devices/system/cpu/online",
 ];
-
-/// The views of the kernel's pressure stall information: bound only where the host kernel
-/// has `/proc/pressure` (PSI built in and on), since a bind needs its target to exist.
-pub const PRESSURE_VIEWS: &str = "proc/pressure/";
 
 /// Mount options of a view: a read-only bind. `nosuid`, `nodev` and `noexec` are asked for
 /// explicitly because a FUSE mount carries `nosuid,nodev`, and inside a user namespace a
@@ -114,8 +107,6 @@ pub struct TransformInputs {
     pub seccomp_origin: seccomp::Origin,
     /// The host's online CPUs, ascending.
     pub host_cpus: Vec<u32>,
-    /// Whether the host kernel has `/proc/pressure` (see [`PRESSURE_VIEWS`]).
-    pub host_psi: bool,
     /// Spreads pinned containers over the CPUs (the index of the container's id range).
     pub cpu_spread: u32,
     /// Cgroups, volumes and systemd for system software inside ([`crate::nesting`]).
@@ -227,7 +218,7 @@ pub fn to_system_container(
 
     // The views must not be hidden by a masked parent.
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint, inputs.host_psi);
+    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint);
     spec.set_mounts(Some(nesting::apply(mounts, &inputs.nesting)));
     if inputs.nesting.systemd {
         systemd::prepare(&mut spec);
@@ -435,11 +426,7 @@ fn mapping(host_id: u32, size: u32) -> LinuxIdMapping {
 
 /// Adds the view mounts to `mounts`; returns the new list and the container paths that now
 /// carry a view (ours or the user's).
-fn add_view_mounts(
-    mut mounts: Vec<Mount>,
-    fs_mountpoint: &Path,
-    host_psi: bool,
-) -> (Vec<Mount>, Vec<PathBuf>) {
+fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>, Vec<PathBuf>) {
     let has_fs = |dest: &str, typ: &str| {
         mounts.iter().any(|m| m.destination() == Path::new(dest) && m.typ().as_deref() == Some(typ))
     };
@@ -451,7 +438,7 @@ fn add_view_mounts(
     for view in VIEWS {
         let target = Path::new("/").join(view);
         let wanted = if view.starts_with("proc/") { has_proc } else { has_sys };
-        if !wanted || (!host_psi && view.starts_with(PRESSURE_VIEWS)) {
+        if !wanted {
             continue;
         }
         targets.push(target.clone());
@@ -510,7 +497,6 @@ mod tests {
             seccomp_listener: None,
             seccomp_origin: seccomp::Origin::EngineDefault,
             host_cpus: vec![0, 1],
-            host_psi: true,
             cpu_spread: 0,
             nesting: NestingInputs::default(),
         };

@@ -43,7 +43,6 @@ fn inputs() -> TransformInputs {
         seccomp_listener: None,
         seccomp_origin: seccomp::Origin::EngineDefault,
         host_cpus: vec![0, 1],
-        host_psi: true,
         cpu_spread: 0,
         nesting: NestingInputs::default(),
     }
@@ -787,28 +786,4 @@ fn dockers_default_profile_and_no_profile_get_the_system_profile() {
         out.linux().as_ref().unwrap().seccomp().as_ref(),
         Some(&seccomp::profile(Some(listener)))
     );
-}
-
-#[test]
-fn pressure_views_only_where_the_host_kernel_has_psi() {
-    let dests = |host_psi: bool| -> Vec<String> {
-        let out = to_system_container(
-            fixture("docker-run.json"),
-            &TransformInputs { host_psi, ..inputs() },
-        )
-        .unwrap();
-        out.mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().display().to_string())
-            .collect()
-    };
-    let with = dests(true);
-    for resource in ["cpu", "memory", "io"] {
-        assert!(with.contains(&format!("/proc/pressure/{resource}")), "{with:?}");
-    }
-    let without = dests(false);
-    assert!(!without.iter().any(|d| d.starts_with("/proc/pressure")), "{without:?}");
-    assert!(without.contains(&"/proc/meminfo".to_string()));
 }
