@@ -471,6 +471,7 @@ fn mirrors_are_planned_and_proc_sys_leaves_the_read_only_paths() {
         plan,
         [
             expect("proc/sys", true),
+            expect("proc/pressure", false),
             expect("sys/kernel", false),
             expect("sys/devices/virtual/dmi/id", false),
             expect("sys/module/nf_conntrack/parameters", true),
@@ -502,7 +503,7 @@ fn mirrors_follow_the_containers_proc_and_sys_and_give_way_to_the_users_mounts()
     v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/sys");
     let out = to_system_container(serde_json::from_value(v.clone()).unwrap(), &inputs()).unwrap();
     let targets: Vec<PathBuf> = mirror_plan(&out).into_iter().map(|m| m.target).collect();
-    assert_eq!(targets, [PathBuf::from("/proc/sys")]);
+    assert_eq!(targets, [PathBuf::from("/proc/sys"), PathBuf::from("/proc/pressure")]);
     // The user's own mount below a tree wins (and so does one on it).
     v["mounts"].as_array_mut().unwrap().push(json!({
         "destination": "/proc/sys/kernel/ns_last_pid", "type": "bind", "source": "/x", "options": ["rbind"]
