@@ -508,6 +508,12 @@ fn mirrors_follow_the_containers_proc_and_sys_and_give_way_to_the_users_mounts()
     v["mounts"].as_array_mut().unwrap().push(json!({
         "destination": "/proc/sys/kernel/ns_last_pid", "type": "bind", "source": "/x", "options": ["rbind"]
     }));
+    let out = to_system_container(serde_json::from_value(v.clone()).unwrap(), &inputs()).unwrap();
+    let targets: Vec<PathBuf> = mirror_plan(&out).into_iter().map(|m| m.target).collect();
+    assert_eq!(targets, [PathBuf::from("/proc/pressure")]);
+    v["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/proc/pressure", "type": "bind", "source": "/y", "options": ["rbind"]
+    }));
     let out = to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap();
     assert!(mirror_plan(&out).is_empty());
     assert!(!out.annotations().as_ref().unwrap().contains_key(mirrors::ANNOTATION));
