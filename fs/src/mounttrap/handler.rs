@@ -139,6 +139,13 @@ pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notific
             }
             answer
         }
+        // A target through the caller's /proc/self would be the helper's own: left to the
+        // kernel (EPERM), as before the trap knew these file systems.
+        Decision::EmptyMount(mount) if self_relative(&mount.target).is_some() => Answer::Continue,
+        Decision::EmptyMount(mount) => {
+            let task = Task::EmptyMount { fs: mount.fs, target: mount.target, flags: mount.flags };
+            run_as_caller(ctx, source, notif, dir.as_fd(), &task, "the empty mount helper failed")
+        }
         Decision::CheckUmount { target, flags } => {
             check_umount(ctx, source, mounted, notif, dir.as_fd(), &target, flags)
         }
@@ -230,6 +237,20 @@ fn unmount_lazily(
     target: &str,
     flags: i32,
 ) -> Answer {
+    let task = Task::Unmount { target: target.to_string(), flags: flags | libc::MNT_DETACH };
+    run_as_caller(ctx, source, notif, dir, &task, "the unmount helper failed")
+}
+
+/// Runs `task` in a helper that becomes the caller, after the kernel's permission check
+/// for the caller (CAP_SYS_ADMIN over its mount namespace's owner).
+fn run_as_caller(
+    ctx: &Context,
+    source: &Source,
+    notif: &Notification,
+    dir: BorrowedFd<'_>,
+    task: &Task,
+    what: &str,
+) -> Answer {
     let fail = |what: &str, err: &dyn std::fmt::Display| {
         tracing::warn!(container = %source.container, pid = notif.pid, error = %err, "{what}");
         Answer::Errno(libc::EIO)
@@ -242,16 +263,20 @@ fn unmount_lazily(
     if !abi::id_valid(source.fd.as_fd(), notif.id) {
         return Answer::Continue;
     }
+    match process::ns_id(fds.user.as_fd()) {
+        Ok(id) if id != ctx.own_userns => {}
+        // Not in a container's user namespace: not ours to handle.
+        _ => return Answer::Continue,
+    }
     match caller_may_admin(&fds, &status, &[&fds.mnt]) {
         Ok(true) => {}
         Ok(false) => return Answer::Errno(libc::EPERM),
         Err(err) => return fail("cannot check the caller's privileges", &err),
     }
-    let task = Task::Unmount { target: target.to_string(), flags: flags | libc::MNT_DETACH };
-    match helper::run(&ctx.exe, &task, &JobFds::of(&fds, None), ctx.helper_timeout) {
+    match helper::run(&ctx.exe, task, &JobFds::of(&fds, None), ctx.helper_timeout) {
         Ok(outcome) if outcome.errno == 0 => Answer::Success,
         Ok(outcome) => Answer::Errno(outcome.caller_errno()),
-        Err(err) => fail("the unmount helper failed", &err),
+        Err(err) => fail(what, &err),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::mounttrap::abi::{
     MOVE_MOUNT_T_SYMLINKS, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 };
 use crate::mounttrap::overlays::{Overlay, OverlayKind};
-use crate::mounttrap::policy::FsKind;
+use crate::mounttrap::policy::{EmptyFs, FsKind, PASSED_FLAGS};
 use crate::mounttrap::process::Credentials;
 
 /// The whole mount, run by the helper (host root, in the host's pid namespace).
@@ -246,6 +246,21 @@ fn enter_caller() -> Step<()> {
     // SAFETY: chroot to the current directory.
     check(unsafe { libc::chroot(dot.as_ptr()) } as libc::c_long, "chroot")?;
     fchdir(FD_CWD, "chdir")
+}
+
+/// An empty, read-only tmpfs in place of `fs` for the caller, as the caller (its ids, its
+/// capabilities, in its namespaces and root): nothing it could not mount itself. The
+/// source names the file system asked for, so that mount tables read as expected.
+pub fn empty_mount(fs: EmptyFs, target: &str, flags: u64, creds: Credentials) -> Step<()> {
+    become_caller(creds)?;
+    enter_caller()?;
+    limit_caps(creds.caps)?;
+    let source = cstring(fs.name(), "mount")?;
+    let tmpfs = cstring("tmpfs", "mount")?;
+    let target = cstring(target, "mount")?;
+    let options = cstring(&format!("mode={:o},size=4k,nr_inodes=16", fs.root_mode()), "mount")?;
+    let flags = (flags & PASSED_FLAGS) | libc::MS_RDONLY;
+    sys_mount(Some(&source), &target, Some(&tmpfs), flags, Some(&options), "mount")
 }
 
 /// An unmount for the caller, as the caller.
