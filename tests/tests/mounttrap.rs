@@ -588,3 +588,56 @@ fn c_as(e: &Engine, c: &Container, uid: u32, script: &str) -> HashMap<String, St
         .expect_success()
         .fields()
 }
+
+/// debugfs, tracefs, securityfs and configfs, which no user namespace may mount, are
+/// answered with an empty, read-only tmpfs with the kernel's root mode (systemd's
+/// `sys-kernel-debug.mount` & co succeed, nothing of the host shows): for root inside, and
+/// for uid 1000 only in a user namespace of its own; never for uid 1000 itself.
+#[test]
+fn kernel_file_systems_are_answered_with_empty_ones() {
+    let Some(e) = Engine::get() else { return };
+    let c = e.start_system(&[]);
+    let root = checks(
+        &c,
+        r#"
+        mkdir -p /tmp/sec /tmp/cfg
+        for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing securityfs:/tmp/sec configfs:/tmp/cfg; do
+            t=${fs#*:}; n=${fs%%:*}
+            t mount_$n mount -t $n -o nosuid,nodev,noexec $n $t
+            echo ${n}_entries=$(ls -A $t | wc -l)
+            echo ${n}_mode=$(stat -c %a $t)
+            echo ${n}_type=$(awk -v t=$t '$5 == t { f = $(NF-2) } END { print f }' /proc/self/mountinfo)
+            t write_$n touch $t/x
+            t umount_$n umount $t
+        done
+        "#,
+    );
+    for (fs, mode) in
+        [("debugfs", "700"), ("tracefs", "700"), ("securityfs", "755"), ("configfs", "755")]
+    {
+        assert_ok(&root, &format!("mount_{fs}"));
+        assert_eq!(field(&root, &format!("{fs}_entries")), "0", "{root:#?}");
+        assert_eq!(field(&root, &format!("{fs}_mode")), mode, "{root:#?}");
+        assert_eq!(field(&root, &format!("{fs}_type")), "tmpfs", "{root:#?}");
+        assert_refused(&root, &format!("write_{fs}"), "Read-only file system");
+        assert_ok(&root, &format!("umount_{fs}"));
+    }
+    let user = c_as(
+        &e,
+        &c,
+        1000,
+        &format!(
+            "{PRELUDE}\n{}",
+            r#"
+            mkdir -p /tmp/u
+            t plain mount -t debugfs debugfs /tmp/u
+            t own_userns unshare -Urm sh -c 'mount -t debugfs debugfs /tmp/u && ls -A /tmp/u | wc -l'
+            "#
+        ),
+    );
+    assert_refused(&user, "plain", "");
+    // In a user and mount namespace of its own uid 1000 may mount a tmpfs anyway: the
+    // empty one is nothing more.
+    assert_ok(&user, "own_userns");
+    remove(&e, c);
+}
