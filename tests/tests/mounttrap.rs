@@ -506,7 +506,7 @@ fn the_containers_proc_and_sys_cannot_be_unmounted() {
         echo online=$(cat /sys/devices/system/cpu/online)
         "#;
     let root = checks(&c, attacks);
-    let user = c_as(&e, &c, 1000, &format!("{PRELUDE}\n{attacks}"));
+    let user = checks_as(&e, &c, 1000, attacks);
     for (who, f) in [("root", &root), ("1000", &user)] {
         for key in ["umount_proc", "umount_lazy_proc", "umount_sys", "umount_lazy_sys"] {
             let value = field(f, key);
@@ -563,28 +563,26 @@ fn a_read_only_proc_is_read_only_through_its_sys() {
     assert_ok(&root, "write_rw");
     assert_eq!(field(&root, "rw"), "7", "{root:#?}");
 
-    let user = c_as(
+    let user = checks_as(
         &e,
         &c,
         1000,
-        &format!(
-            "{PRELUDE}\n{}",
-            r#"
-            echo before=$(cat /proc/sys/kernel/panic)
-            t write_ro unshare -Urfmp sh -c 'mkdir -p /tmp/u && mount -o ro -t proc proc /tmp/u && echo 5 > /tmp/u/sys/kernel/panic'
-            echo after=$(cat /proc/sys/kernel/panic)
-            "#
-        ),
+        r#"
+        echo before=$(cat /proc/sys/kernel/panic)
+        t write_ro unshare -Urfmp sh -c 'mkdir -p /tmp/u && mount -o ro -t proc proc /tmp/u && echo 5 > /tmp/u/sys/kernel/panic'
+        echo after=$(cat /proc/sys/kernel/panic)
+        "#,
     );
     assert!(field(&user, "write_ro").starts_with("fail:"), "{user:#?}");
     assert_eq!(field(&user, "after"), field(&user, "before"), "{user:#?}");
     remove(&e, c);
 }
 
-/// `docker exec -u UID NAME sh -c SCRIPT`, its `name=value` fields.
+/// As [`checks`], as `uid` (`docker exec -u UID`).
 #[track_caller]
-fn c_as(e: &Engine, c: &Container, uid: u32, script: &str) -> HashMap<String, String> {
-    e.docker(&["exec", "-u", &uid.to_string(), &c.id(), "sh", "-c", script])
+fn checks_as(e: &Engine, c: &Container, uid: u32, script: &str) -> HashMap<String, String> {
+    let script = format!("{PRELUDE}\n{script}");
+    e.docker(&["exec", "-u", &uid.to_string(), &c.id(), "sh", "-c", &script])
         .expect_success()
         .fields()
 }
@@ -602,13 +600,14 @@ fn kernel_file_systems_are_answered_with_empty_ones() {
         r#"
         mkdir -p /tmp/sec /tmp/cfg
         for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing securityfs:/tmp/sec configfs:/tmp/cfg; do
-            t=${fs#*:}; n=${fs%%:*}
-            t mount_$n mount -t $n -o nosuid,nodev,noexec $n $t
-            echo ${n}_entries=$(ls -A $t | wc -l)
-            echo ${n}_mode=$(stat -c %a $t)
-            echo ${n}_type=$(awk -v t=$t '$5 == t { f = $(NF-2) } END { print f }' /proc/self/mountinfo)
-            t write_$n touch $t/x
-            t umount_$n umount $t
+            # (not $n: the t function sets it)
+            dir=${fs#*:}; kind=${fs%%:*}
+            t mount_$kind mount -t $kind -o nosuid,nodev,noexec $kind $dir
+            echo ${kind}_entries=$(ls -A $dir | wc -l)
+            echo ${kind}_mode=$(stat -c %a $dir)
+            echo ${kind}_type=$(awk -v d=$dir '$5 == d { f = $(NF-2) } END { print f }' /proc/self/mountinfo)
+            t write_$kind touch $dir/x
+            t umount_$kind umount $dir
         done
         "#,
     );
@@ -622,18 +621,15 @@ fn kernel_file_systems_are_answered_with_empty_ones() {
         assert_refused(&root, &format!("write_{fs}"), "Read-only file system");
         assert_ok(&root, &format!("umount_{fs}"));
     }
-    let user = c_as(
+    let user = checks_as(
         &e,
         &c,
         1000,
-        &format!(
-            "{PRELUDE}\n{}",
-            r#"
-            mkdir -p /tmp/u
-            t plain mount -t debugfs debugfs /tmp/u
-            t own_userns unshare -Urm sh -c 'mount -t debugfs debugfs /tmp/u && ls -A /tmp/u | wc -l'
-            "#
-        ),
+        r#"
+        mkdir -p /tmp/u
+        t plain mount -t debugfs debugfs /tmp/u
+        t own_userns unshare -Urm sh -c 'mount -t debugfs debugfs /tmp/u && ls -A /tmp/u | wc -l'
+        "#,
     );
     assert_refused(&user, "plain", "");
     // In a user and mount namespace of its own uid 1000 may mount a tmpfs anyway: the

@@ -202,23 +202,15 @@ fn check_umount(
     let Some(entry) = mountinfo::top_mount_at(&entries, &path) else {
         return Answer::Continue;
     };
+    let refuse = |errno: i32, what: &str| {
+        tracing::info!(container = %source.container, pid = notif.pid, path = %path, "refused to unmount {what}");
+        Answer::Errno(errno)
+    };
     if own_fs && mountinfo::is_container_root_fs(&entries, entry) {
-        tracing::info!(
-            container = %source.container,
-            pid = notif.pid,
-            path = %path,
-            "refused to unmount the container's own proc or sysfs"
-        );
-        return Answer::Errno(libc::EBUSY);
+        return refuse(libc::EBUSY, "the container's own proc or sysfs");
     }
     if mountinfo::is_protected(&entries, entry, &source.overlays) {
-        tracing::info!(
-            container = %source.container,
-            pid = notif.pid,
-            path = %path,
-            "refused to unmount a view, mask or read-only path"
-        );
-        return Answer::Errno(libc::EPERM);
+        return refuse(libc::EPERM, "a view, mask or read-only path");
     }
     if ours && mountinfo::is_overlaid_root(&entries, entry, &source.overlays) {
         return unmount_lazily(ctx, source, notif, dir, target, flags);
