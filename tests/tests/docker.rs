@@ -699,6 +699,10 @@ fn pressure_files_are_the_containers_own() {
     c.sh("(timeout 3 sh -c 'while :; do :; done' &); (timeout 3 sh -c 'while :; do :; done' &); sleep 3")
         .expect_success();
     let dir = unified_cgroup_dir(&c);
+    match &dir {
+        Some(dir) => eprintln!("docker: pressure figures of {}", dir.display()),
+        None => eprintln!("docker: no unified cgroup with pressure files: expecting ENOENT"),
+    }
     for resource in ["cpu", "memory", "io"] {
         let host_cgroup =
             || dir.as_ref().map(|d| fs::read_to_string(d.join(format!("{resource}.pressure"))));
