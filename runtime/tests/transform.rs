@@ -43,6 +43,7 @@ fn inputs() -> TransformInputs {
         seccomp_listener: None,
         seccomp_origin: seccomp::Origin::EngineDefault,
         host_cpus: vec![0, 1],
+        host_slabinfo: true,
         cpu_spread: 0,
         nesting: NestingInputs::default(),
     }
@@ -793,4 +794,22 @@ fn dockers_default_profile_and_no_profile_get_the_system_profile() {
         out.linux().as_ref().unwrap().seccomp().as_ref(),
         Some(&seccomp::profile(Some(listener)))
     );
+}
+
+#[test]
+fn the_slabinfo_view_only_where_the_host_kernel_has_the_file() {
+    let dests = |host_slabinfo: bool| -> Vec<String> {
+        let inputs = TransformInputs { host_slabinfo, ..inputs() };
+        let out = to_system_container(fixture("docker-run.json"), &inputs).unwrap();
+        out.mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect()
+    };
+    assert!(dests(true).contains(&"/proc/slabinfo".to_string()));
+    let without = dests(false);
+    assert!(!without.contains(&"/proc/slabinfo".to_string()), "{without:?}");
+    assert!(without.contains(&"/proc/meminfo".to_string()));
 }

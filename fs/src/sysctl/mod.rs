@@ -207,6 +207,12 @@ impl Mirrors {
         self.stats.retain(|_, (at, _)| at.elapsed() < self.stat_ttl);
     }
 
+    /// The host uid and gid of the root of the container process `pid` belongs to.
+    pub fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
+        let who = self.identities.resolve(pid).ok()?;
+        who.container.as_ref().map(|c| (c.uid_base, c.gid_base))
+    }
+
     fn who(&self, asker: Asker) -> Result<Arc<Identity>, Errno> {
         self.identities.resolve(asker.pid).map_err(|_| libc::EIO)
     }

@@ -10,6 +10,7 @@ pub mod diskstats;
 pub mod loadavg;
 pub mod meminfo;
 pub mod pressure;
+pub mod slabinfo;
 pub mod stat;
 pub mod swaps;
 pub mod uptime;
@@ -65,6 +66,10 @@ pub struct ViewSpec {
     pub scope: Scope,
 }
 
+/// The views only root may read (mode 0400, as the kernel's files): for a container's
+/// callers the owner is the container's root, for others the host's.
+pub const ROOT_ONLY: &[&str] = &["proc/slabinfo"];
+
 /// Every virtual file, by path. The transport builds its directory tree from this table.
 pub static TABLE: &[ViewSpec] = &[
     ViewSpec { path: "proc/cpuinfo", generate: cpuinfo::generate, scope: Scope::Cgroup },
@@ -78,6 +83,7 @@ pub static TABLE: &[ViewSpec] = &[
         generate: pressure::generate_memory,
         scope: Scope::Cgroup,
     },
+    ViewSpec { path: "proc/slabinfo", generate: slabinfo::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/stat", generate: stat::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/swaps", generate: swaps::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/uptime", generate: uptime::generate, scope: Scope::CgroupAndPidNs },
