@@ -752,3 +752,31 @@ fn pressure_files_are_the_containers_own() {
     assert!(out.success(), "{out}");
     e.assert_no_leaks(&id, None);
 }
+
+/// /proc/slabinfo inside: root-only like the kernel's (0400, owned by the container's
+/// root), readable by the container's root, refused to uid 1000, and never the host's
+/// caches (only the header, or the cgroup's own file).
+#[test]
+fn slabinfo_is_root_only_and_never_the_hosts() {
+    let Some(e) = Engine::get() else { return };
+    if !Path::new("/proc/slabinfo").exists() {
+        sysvisor_skip::optional("the host kernel has no /proc/slabinfo");
+        return;
+    }
+    let c = e.start_system(&[]);
+    let out = c.exec(&["stat", "-c", "%a %u:%g", "/proc/slabinfo"]).expect_success();
+    assert_eq!(out.out(), "400 0:0");
+    let view = c.exec(&["cat", "/proc/slabinfo"]).expect_success().stdout;
+    assert!(view.starts_with("slabinfo - version: "), "{view}");
+    let host = fs::read_to_string("/proc/slabinfo").unwrap();
+    let host_caches: Vec<&str> = host.lines().skip(2).collect();
+    for line in view.lines().skip(2) {
+        assert!(!host_caches.contains(&line), "a host cache line: {line}");
+    }
+    let user = e.docker(&["exec", "-u", "1000", &c.id(), "cat", "/proc/slabinfo"]);
+    assert!(!user.success() && user.stderr.contains("Permission denied"), "{user}");
+    let id = c.id();
+    let out = c.remove();
+    assert!(out.success(), "{out}");
+    e.assert_no_leaks(&id, None);
+}
