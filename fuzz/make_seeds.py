@@ -303,3 +303,12 @@ RUNTIME_MOUNTINFO = fixture("cgroup/hybrid/mountinfo").replace(b"@ROOT@", b"/sys
     b"43 1 0:53 / /data rw - overlay overlay rw,lowerdir=/x::/y\n"
 )
 write("runtime_mountinfo", "hybrid_with_overlays", RUNTIME_MOUNTINFO)
+
+for resource in ("cpu", "memory", "io"):
+    write("pressure", f"vm2_{resource}", fixture(f"host/vm2/proc/pressure/{resource}"))
+write("pressure", "some_only", b"some avg10=100.00 avg60=0.05 avg300=12.30 total=18446744073709551615\n")
+
+write("slabinfo", "vm2_no_own", u16(0xFFFF) + fixture("host/vm2/proc/slabinfo"))
+write("slabinfo", "vm2_empty_own", u16(0) + fixture("host/vm2/proc/slabinfo"))
+OWN = b"slabinfo - version: 2.1\n# name x\ndentry 5 5 192 21 1 : tunables 0 0 0 : slabdata 1 1 0\n"
+write("slabinfo", "vm2_own", u16(len(OWN)) + OWN + fixture("host/vm2/proc/slabinfo"))

@@ -66,6 +66,10 @@ pub trait Host {
             .and_then(|text| transform::parse_cpu_list(&text))
             .unwrap_or_default()
     }
+    /// Whether the kernel has `/proc/slabinfo`.
+    fn has_slabinfo(&self) -> bool {
+        std::path::Path::new("/proc/slabinfo").exists()
+    }
     /// Returns the ranges of containers that are gone for good to the pool.
     fn reclaim_ranges(&self) -> Result<(), HostError>;
     /// After `delete`: `docker rm` removes the container's layer only once `runc delete`
@@ -507,6 +511,7 @@ fn prepare<H: Host>(
         seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
         seccomp_origin: seccomp_origin(&original.spec, id),
         host_cpus: host.online_cpus(),
+        host_slabinfo: host.has_slabinfo(),
         cpu_spread: ids.uid_base / ids.count.max(1),
         nesting,
     };

@@ -1,5 +1,6 @@
 //! sysvisor-fs's dynamic trees in a system container: its `proc/sys` over `/proc/sys`
 //! (read-write: namespaced sysctls are the container's own, others emulated or read-only),
+//! its `proc/pressure` (the directory of pressure views) over `/proc/pressure`,
 //! `sys/kernel` over `/sys/kernel`, `sys/devices/virtual/dmi/id` over the same path, and
 //! `sys/module/nf_conntrack/parameters` (read-write: hashsize) over the same path.
 //!
@@ -46,6 +47,9 @@ pub const HOOK_COMMAND: &str = "sysvisor-hook-mirrors";
 /// container), and whether the container may write.
 pub const MIRRORS: &[(&str, bool)] = &[
     ("proc/sys", true),
+    // The pressure views (a directory of views, not a dynamic tree): runc 1.1 refuses a
+    // bind below /proc/pressure, and a host kernel without PSI has no target (skipped).
+    ("proc/pressure", false),
     ("sys/kernel", false),
     ("sys/devices/virtual/dmi/id", false),
     ("sys/module/nf_conntrack/parameters", true),

@@ -83,10 +83,15 @@ pub const VIEWS: &[&str] = &[
     "proc/loadavg",
     "proc/diskstats",
     "proc/swaps",
+    "proc/slabinfo",
     "sys/devices/system/cpu/online",
     "sys/devices/system/cpu/possible",
     "sys/devices/system/cpu/present",
 ];
+
+/// The view of a file some kernels lack (no `/proc/slabinfo` without SLUB debugging):
+/// bound only where the host has it, since a bind needs its target to exist.
+pub const SLABINFO_VIEW: &str = "proc/slabinfo";
 
 /// Mount options of a view: a read-only bind. `nosuid`, `nodev` and `noexec` are asked for
 /// explicitly because a FUSE mount carries `nosuid,nodev`, and inside a user namespace a
@@ -114,6 +119,8 @@ pub struct TransformInputs {
     pub seccomp_origin: seccomp::Origin,
     /// The host's online CPUs, ascending.
     pub host_cpus: Vec<u32>,
+    /// Whether the host kernel has `/proc/slabinfo` (see [`SLABINFO_VIEW`]).
+    pub host_slabinfo: bool,
     /// Spreads pinned containers over the CPUs (the index of the container's id range).
     pub cpu_spread: u32,
     /// Cgroups, volumes and systemd for system software inside ([`crate::nesting`]).
@@ -269,7 +276,7 @@ pub fn to_system_container(
 
     // The views must not be hidden by a masked parent.
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint);
+    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint, inputs.host_slabinfo);
     spec.set_mounts(Some(nesting::apply(mounts, &inputs.nesting)));
     if inputs.nesting.systemd {
         systemd::prepare(&mut spec);
@@ -477,7 +484,11 @@ fn mapping(host_id: u32, size: u32) -> LinuxIdMapping {
 
 /// Adds the view mounts to `mounts`; returns the new list and the container paths that now
 /// carry a view (ours or the user's).
-fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>, Vec<PathBuf>) {
+fn add_view_mounts(
+    mut mounts: Vec<Mount>,
+    fs_mountpoint: &Path,
+    host_slabinfo: bool,
+) -> (Vec<Mount>, Vec<PathBuf>) {
     let has_fs = |dest: &str, typ: &str| {
         mounts.iter().any(|m| m.destination() == Path::new(dest) && m.typ().as_deref() == Some(typ))
     };
@@ -489,7 +500,7 @@ fn add_view_mounts(mut mounts: Vec<Mount>, fs_mountpoint: &Path) -> (Vec<Mount>,
     for view in VIEWS {
         let target = Path::new("/").join(view);
         let wanted = if view.starts_with("proc/") { has_proc } else { has_sys };
-        if !wanted {
+        if !wanted || (!host_slabinfo && *view == SLABINFO_VIEW) {
             continue;
         }
         targets.push(target.clone());
@@ -548,6 +559,7 @@ mod tests {
             seccomp_listener: None,
             seccomp_origin: seccomp::Origin::EngineDefault,
             host_cpus: vec![0, 1],
+            host_slabinfo: true,
             cpu_spread: 0,
             nesting: NestingInputs::default(),
         };

@@ -44,6 +44,7 @@ fn inputs() -> TransformInputs {
         seccomp_listener: None,
         seccomp_origin: seccomp::Origin::EngineDefault,
         host_cpus: vec![0, 1],
+        host_slabinfo: true,
         cpu_spread: 0,
         nesting: NestingInputs::default(),
     }
@@ -533,6 +534,7 @@ fn mirrors_are_planned_and_proc_sys_leaves_the_read_only_paths() {
         plan,
         [
             expect("proc/sys", true),
+            expect("proc/pressure", false),
             expect("sys/kernel", false),
             expect("sys/devices/virtual/dmi/id", false),
             expect("sys/module/nf_conntrack/parameters", true),
@@ -564,10 +566,16 @@ fn mirrors_follow_the_containers_proc_and_sys_and_give_way_to_the_users_mounts()
     v["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/sys");
     let out = to_system_container(serde_json::from_value(v.clone()).unwrap(), &inputs()).unwrap();
     let targets: Vec<PathBuf> = mirror_plan(&out).into_iter().map(|m| m.target).collect();
-    assert_eq!(targets, [PathBuf::from("/proc/sys")]);
+    assert_eq!(targets, [PathBuf::from("/proc/sys"), PathBuf::from("/proc/pressure")]);
     // The user's own mount below a tree wins (and so does one on it).
     v["mounts"].as_array_mut().unwrap().push(json!({
         "destination": "/proc/sys/kernel/ns_last_pid", "type": "bind", "source": "/x", "options": ["rbind"]
+    }));
+    let out = to_system_container(serde_json::from_value(v.clone()).unwrap(), &inputs()).unwrap();
+    let targets: Vec<PathBuf> = mirror_plan(&out).into_iter().map(|m| m.target).collect();
+    assert_eq!(targets, [PathBuf::from("/proc/pressure")]);
+    v["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/proc/pressure", "type": "bind", "source": "/y", "options": ["rbind"]
     }));
     let out = to_system_container(serde_json::from_value(v).unwrap(), &inputs()).unwrap();
     assert!(mirror_plan(&out).is_empty());
@@ -851,4 +859,22 @@ fn dockers_default_profile_and_no_profile_get_the_system_profile() {
         out.linux().as_ref().unwrap().seccomp().as_ref(),
         Some(&seccomp::profile(Some(listener)))
     );
+}
+
+#[test]
+fn the_slabinfo_view_only_where_the_host_kernel_has_the_file() {
+    let dests = |host_slabinfo: bool| -> Vec<String> {
+        let inputs = TransformInputs { host_slabinfo, ..inputs() };
+        let out = to_system_container(fixture("docker-run.json"), &inputs).unwrap();
+        out.mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect()
+    };
+    assert!(dests(true).contains(&"/proc/slabinfo".to_string()));
+    let without = dests(false);
+    assert!(!without.contains(&"/proc/slabinfo".to_string()), "{without:?}");
+    assert!(without.contains(&"/proc/meminfo".to_string()));
 }

@@ -62,9 +62,8 @@ debootstrap --variant=minbase --include="$include" "$SUITE" "$root" "$MIRROR" >"
 # A machine id per container: systemd makes one at boot when the file is empty.
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
-# debugfs and tracefs cannot be mounted in a user namespace: without these masks the boot
-# ends "degraded" with the two mount units failed (docs/nested.md).
-chroot "$root" systemctl mask sys-kernel-debug.mount sys-kernel-tracing.mount >/dev/null
+# No unit is masked: debugfs, tracefs and the like, which no user namespace may mount,
+# are answered by sysvisor-fs' mount trap with empty file systems (docs/mounttrap.md).
 # Until /proc/sys/net is writable inside (Docker mounts /proc/sys read-only), the inner
 # dockerd cannot enable IP forwarding and refuses to start unless told not to.
 mkdir -p "$root/etc/docker"

@@ -666,3 +666,117 @@ fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The host directory of the container's cgroup on the unified hierarchy (cgroup v2, or
+/// the hybrid layout's `unified` mount), where the kernel keeps its pressure figures.
+fn unified_cgroup_dir(c: &Container) -> Option<std::path::PathBuf> {
+    let pid = c.pid()?;
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(|root| Path::new(root).join(path))
+        .find(|dir| dir.join("cgroup.procs").exists() && dir.join("cgroup.pressure").exists())
+}
+
+fn psi_total(text: &str, kind: &str) -> u64 {
+    let line = text.lines().find(|l| l.starts_with(kind)).unwrap_or_else(|| panic!("{text}"));
+    line.rsplit_once("total=").and_then(|(_, t)| t.trim().parse().ok()).unwrap()
+}
+
+/// /proc/pressure/{cpu,memory,io} inside are the container's cgroup's figures (between two
+/// readings of its cgroup file on the host), never the host's; read-only, and readable by
+/// uid 1000 as the kernel's are.
+#[test]
+fn pressure_files_are_the_containers_own() {
+    let Some(e) = Engine::get() else { return };
+    if !Path::new("/proc/pressure").is_dir() {
+        sysvisor_skip::optional("the host kernel has no /proc/pressure (PSI off)");
+        return;
+    }
+    let c = e.start_system(&["--cpus", "1"]);
+    // Some CPU stall of its own: two busy loops on one CPU's quota.
+    c.sh("(timeout 3 sh -c 'while :; do :; done' &); (timeout 3 sh -c 'while :; do :; done' &); sleep 3")
+        .expect_success();
+    let dir = unified_cgroup_dir(&c);
+    match &dir {
+        Some(dir) => eprintln!("docker: pressure figures of {}", dir.display()),
+        None => eprintln!("docker: no unified cgroup with pressure files: expecting ENOENT"),
+    }
+    for resource in ["cpu", "memory", "io"] {
+        let host_cgroup =
+            || dir.as_ref().map(|d| fs::read_to_string(d.join(format!("{resource}.pressure"))));
+        let before = host_cgroup();
+        let out = c.exec(&["cat", &format!("/proc/pressure/{resource}")]);
+        let after = host_cgroup();
+        match (before, after) {
+            (Some(Ok(before)), Some(Ok(after))) => {
+                let view = out.expect_success().stdout;
+                let (low, high) = (psi_total(&before, "some"), psi_total(&after, "some"));
+                let seen = psi_total(&view, "some");
+                assert!(
+                    low <= seen && seen <= high,
+                    "{resource}: {low} <= {seen} <= {high}\n{view}"
+                );
+                let host = fs::read_to_string(format!("/proc/pressure/{resource}")).unwrap();
+                assert!(seen < psi_total(&host, "some"), "{resource}: the host's figures\n{view}");
+                for line in view.lines() {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    assert_eq!(fields.len(), 5, "{line}");
+                    assert!(fields[1].starts_with("avg10=") && fields[4].starts_with("total="));
+                }
+            }
+            // No per-cgroup figures on this host: no file, rather than the host's.
+            _ => {
+                assert!(!out.success() && out.stderr.contains("No such file"), "{resource}: {out}")
+            }
+        }
+    }
+    if dir.is_some() {
+        assert!(psi_total(&c.exec(&["cat", "/proc/pressure/cpu"]).stdout, "some") > 0);
+    }
+    let user = e.docker(&[
+        "exec",
+        "-u",
+        "1000",
+        &c.id(),
+        "sh",
+        "-c",
+        "cat /proc/pressure/io >/dev/null && echo read; echo x > /proc/pressure/io || echo refused",
+    ]);
+    let user = user.expect_success().stdout;
+    assert!(user.contains("refused"), "{user}");
+    assert!(user.contains("read") || dir.is_none(), "{user}");
+    let id = c.id();
+    let out = c.remove();
+    assert!(out.success(), "{out}");
+    e.assert_no_leaks(&id, None);
+}
+
+/// /proc/slabinfo inside: root-only like the kernel's (0400, owned by the container's
+/// root), readable by the container's root, refused to uid 1000, and never the host's
+/// caches (only the header, or the cgroup's own file).
+#[test]
+fn slabinfo_is_root_only_and_never_the_hosts() {
+    let Some(e) = Engine::get() else { return };
+    if !Path::new("/proc/slabinfo").exists() {
+        sysvisor_skip::optional("the host kernel has no /proc/slabinfo");
+        return;
+    }
+    let c = e.start_system(&[]);
+    let out = c.exec(&["stat", "-c", "%a %u:%g", "/proc/slabinfo"]).expect_success();
+    assert_eq!(out.out(), "400 0:0");
+    let view = c.exec(&["cat", "/proc/slabinfo"]).expect_success().stdout;
+    assert!(view.starts_with("slabinfo - version: "), "{view}");
+    let host = fs::read_to_string("/proc/slabinfo").unwrap();
+    let host_caches: Vec<&str> = host.lines().skip(2).collect();
+    for line in view.lines().skip(2) {
+        assert!(!host_caches.contains(&line), "a host cache line: {line}");
+    }
+    let user = e.docker(&["exec", "-u", "1000", &c.id(), "cat", "/proc/slabinfo"]);
+    assert!(!user.success() && user.stderr.contains("Permission denied"), "{user}");
+    let id = c.id();
+    let out = c.remove();
+    assert!(out.success(), "{out}");
+    e.assert_no_leaks(&id, None);
+}

@@ -494,3 +494,155 @@ fn after_a_daemon_restart_old_processes_get_enosys_new_ones_work() {
     remove(&e, old);
     remove(&e, new);
 }
+
+/// The container's own /proc and /sys cannot be unmounted, lazily or not, by root inside
+/// or by uid 1000 with a user namespace of its own: the kernel's EBUSY (the views stand on
+/// them) or, in a nested user namespace where they are locked, EINVAL. Afterwards the
+/// views are there and `docker exec` still works.
+#[test]
+fn the_containers_proc_and_sys_cannot_be_unmounted() {
+    let Some(e) = Engine::get() else { return };
+    let c = e.start_system(&["-m", "256m"]);
+    let attacks = r#"
+        t umount_proc umount /proc
+        t umount_lazy_proc umount -l /proc
+        t umount_sys umount /sys
+        t umount_lazy_sys umount -l /sys
+        t userns_umount_proc unshare -Urm umount /proc
+        t userns_umount_lazy_proc unshare -Urm umount -l /proc
+        t userns_umount_sys unshare -Urm umount -l /sys
+        echo mem=$(head -1 /proc/meminfo | tr -s " " | cut -d" " -f2)
+        echo online=$(cat /sys/devices/system/cpu/online)
+        "#;
+    let root = checks(&c, attacks);
+    let user = checks_as(&e, &c, 1000, attacks);
+    for (who, f) in [("root", &root), ("1000", &user)] {
+        for key in ["umount_proc", "umount_lazy_proc", "umount_sys", "umount_lazy_sys"] {
+            let value = field(f, key);
+            // Root gets the trap's EBUSY; uid 1000 the kernel's EPERM.
+            assert!(
+                value.contains("busy") || (who == "1000" && value.contains("not permitted")),
+                "{who}: {key} should have been refused: {f:#?}"
+            );
+        }
+        for key in ["userns_umount_proc", "userns_umount_lazy_proc", "userns_umount_sys"] {
+            let value = field(f, key);
+            assert!(
+                value.contains("busy") || value.contains("Invalid argument"),
+                "{who}: {key} should have been refused: {f:#?}"
+            );
+        }
+        assert_eq!(field(f, "mem"), LIMIT_KB, "{who}: {f:#?}");
+        assert!(!field(f, "online").is_empty(), "{who}: {f:#?}");
+    }
+    let out = c.exec(&["head", "-1", "/proc/meminfo"]);
+    assert!(out.success() && out.out().contains(LIMIT_KB), "docker exec after the attacks: {out}");
+    remove(&e, c);
+}
+
+/// A read-only proc mounted inside is read-only through every tree grafted on it:
+/// the writable sysctl mirror of /proc/sys gives EROFS there, and the container's value
+/// stays. As root, and as uid 1000 with user and pid namespaces of its own.
+#[test]
+fn a_read_only_proc_is_read_only_through_its_sys() {
+    let Some(e) = Engine::get() else { return };
+    let c = e.start_system(&[]);
+    let root = checks(
+        &c,
+        r#"
+        mkdir -p /tmp/p /tmp/w
+        echo before=$(cat /proc/sys/kernel/panic)
+        t mount_ro mount -o ro -t proc proc /tmp/p
+        t write_ro sh -c 'echo 5 > /tmp/p/sys/kernel/panic'
+        t write_ro_hostname sh -c 'echo evil > /tmp/p/sys/kernel/hostname'
+        echo after=$(cat /proc/sys/kernel/panic)
+        # A read-write proc keeps its writable mirror: the rule is the mount's own flag.
+        t mount_rw mount -t proc proc /tmp/w
+        t write_rw sh -c 'echo 7 > /tmp/w/sys/kernel/panic'
+        echo rw=$(cat /proc/sys/kernel/panic)
+        echo 0 > /proc/sys/kernel/panic
+        umount /tmp/p; umount /tmp/w
+        "#,
+    );
+    assert_ok(&root, "mount_ro");
+    assert_refused(&root, "write_ro", "Read-only file system");
+    assert_refused(&root, "write_ro_hostname", "Read-only file system");
+    assert_eq!(field(&root, "after"), field(&root, "before"), "{root:#?}");
+    assert_ok(&root, "mount_rw");
+    assert_ok(&root, "write_rw");
+    assert_eq!(field(&root, "rw"), "7", "{root:#?}");
+
+    let user = checks_as(
+        &e,
+        &c,
+        1000,
+        r#"
+        echo before=$(cat /proc/sys/kernel/panic)
+        t write_ro unshare -Urfmp sh -c 'mkdir -p /tmp/u && mount -o ro -t proc proc /tmp/u && echo 5 > /tmp/u/sys/kernel/panic'
+        echo after=$(cat /proc/sys/kernel/panic)
+        "#,
+    );
+    assert!(field(&user, "write_ro").starts_with("fail:"), "{user:#?}");
+    assert_eq!(field(&user, "after"), field(&user, "before"), "{user:#?}");
+    remove(&e, c);
+}
+
+/// As [`checks`], as `uid` (`docker exec -u UID`).
+#[track_caller]
+fn checks_as(e: &Engine, c: &Container, uid: u32, script: &str) -> HashMap<String, String> {
+    let script = format!("{PRELUDE}\n{script}");
+    e.docker(&["exec", "-u", &uid.to_string(), &c.id(), "sh", "-c", &script])
+        .expect_success()
+        .fields()
+}
+
+/// debugfs, tracefs, securityfs and configfs, which no user namespace may mount, are
+/// answered with an empty, read-only tmpfs with the kernel's root mode (systemd's
+/// `sys-kernel-debug.mount` & co succeed, nothing of the host shows): for root inside, and
+/// for uid 1000 only in a user namespace of its own; never for uid 1000 itself.
+#[test]
+fn kernel_file_systems_are_answered_with_empty_ones() {
+    let Some(e) = Engine::get() else { return };
+    let c = e.start_system(&[]);
+    let root = checks(
+        &c,
+        r#"
+        mkdir -p /tmp/sec /tmp/cfg
+        for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing securityfs:/tmp/sec configfs:/tmp/cfg; do
+            # (not $n: the t function sets it)
+            dir=${fs#*:}; kind=${fs%%:*}
+            t mount_$kind mount -t $kind -o nosuid,nodev,noexec $kind $dir
+            echo ${kind}_entries=$(ls -A $dir | wc -l)
+            echo ${kind}_mode=$(stat -c %a $dir)
+            echo ${kind}_type=$(awk -v d=$dir '$5 == d { f = $(NF-2) } END { print f }' /proc/self/mountinfo)
+            t write_$kind touch $dir/x
+            t umount_$kind umount $dir
+        done
+        "#,
+    );
+    for (fs, mode) in
+        [("debugfs", "700"), ("tracefs", "700"), ("securityfs", "755"), ("configfs", "755")]
+    {
+        assert_ok(&root, &format!("mount_{fs}"));
+        assert_eq!(field(&root, &format!("{fs}_entries")), "0", "{root:#?}");
+        assert_eq!(field(&root, &format!("{fs}_mode")), mode, "{root:#?}");
+        assert_eq!(field(&root, &format!("{fs}_type")), "tmpfs", "{root:#?}");
+        assert_refused(&root, &format!("write_{fs}"), "Read-only file system");
+        assert_ok(&root, &format!("umount_{fs}"));
+    }
+    let user = checks_as(
+        &e,
+        &c,
+        1000,
+        r#"
+        mkdir -p /tmp/u
+        t plain mount -t debugfs debugfs /tmp/u
+        t own_userns unshare -Urm sh -c 'mount -t debugfs debugfs /tmp/u && ls -A /tmp/u | wc -l'
+        "#,
+    );
+    assert_refused(&user, "plain", "");
+    // In a user and mount namespace of its own uid 1000 may mount a tmpfs anyway: the
+    // empty one is nothing more.
+    assert_ok(&user, "own_userns");
+    remove(&e, c);
+}

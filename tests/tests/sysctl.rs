@@ -7,6 +7,7 @@
 //! containers and checks that nothing of them is left.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
@@ -182,6 +183,11 @@ fn invalid_values_and_read_only_entries_are_refused() {
         if Path::new("/sys/kernel").join(dir).exists() {
             let out = c.sh(&format!("ls -A /sys/kernel/{dir} | wc -l")).expect_success();
             assert_eq!(out.out(), "0", "/sys/kernel/{dir}: {out}");
+            // The host's mode, the container's root as owner (not 65534).
+            let host_mode = fs::metadata(Path::new("/sys/kernel").join(dir)).unwrap().mode();
+            let out = c.exec(&["stat", "-c", "%a %u:%g", &format!("/sys/kernel/{dir}")]);
+            let expected = format!("{:o} 0:0", host_mode & 0o7777);
+            assert_eq!(out.expect_success().out(), expected, "/sys/kernel/{dir}");
         }
     }
     assert_eq!(host_values(), host_before, "the host's sysctls changed");

@@ -15,7 +15,7 @@ mod reader;
 
 pub use layout::{Controller, Layout, Mount, MountKind};
 pub use proc_cgroup::{CgroupEntry, ProcCgroups};
-pub use reader::Cgroups;
+pub use reader::{Cgroups, PressureSource};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -166,6 +166,51 @@ impl Cgroups {
     }
 }
 
+/// Where a process's pressure (PSI) figures for one resource come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PressureSource {
+    /// The process is in the root of the unified hierarchy: the host's own file is its.
+    Host,
+    /// Its unified cgroup's file (`cpu.pressure`, ...), as read.
+    Cgroup(String),
+    /// No per-cgroup figures: no unified hierarchy (pure v1), the cgroup is not visible
+    /// under it, or the kernel has no such file (PSI off, `cgroup.pressure` 0).
+    Unavailable,
+}
+
+impl Cgroups {
+    /// The pressure figures of `resource` (`cpu`, `memory`, `io`) for the process: its
+    /// cgroup on the unified hierarchy, which the kernel's PSI accounting follows on v2
+    /// and on hybrid hosts alike (whether controllers are enabled there or not).
+    pub fn pressure(
+        &self,
+        pc: &ProcCgroups,
+        resource: &str,
+    ) -> Result<PressureSource, CgroupError> {
+        let Some(m) = self.layout.v2_mount() else {
+            return Ok(PressureSource::Unavailable);
+        };
+        if pc.path_for(m).is_none() {
+            return Ok(PressureSource::Unavailable);
+        }
+        if at_mount_root(m, pc) && m.root == "/" {
+            return Ok(PressureSource::Host);
+        }
+        let Some(dir) = resolve(m, pc) else {
+            return Ok(PressureSource::Unavailable);
+        };
+        let path = dir.join(format!("{resource}.pressure"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(PressureSource::Cgroup(text)),
+            // Missing (PSI off), or refused with EOPNOTSUPP (`cgroup.pressure` set to 0).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EOPNOTSUPP)) => {
+                Ok(PressureSource::Unavailable)
+            }
+            Err(e) => Err(io_error(&path, e)),
+        }
+    }
+}
+
 fn at_mount_root(m: &Mount, pc: &ProcCgroups) -> bool {
     pc.path_for(m).is_none_or(|p| p.trim_end_matches('/') == m.root.trim_end_matches('/'))
 }

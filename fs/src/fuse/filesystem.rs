@@ -80,6 +80,7 @@ use super::handles::{HandleTable, Snapshot};
 use super::inode::{file_ino, file_st_ino, DynInodes, DynNode, Ino, LookupError, Node, Tree};
 use crate::service::{Service, ServiceError};
 use crate::sysctl::{Asker, Found, Listed, NodeAttr, NodeType};
+use crate::views::ViewError;
 
 /// How long the kernel may cache static directory entries, negative entries and directory
 /// attributes: the static tree never changes for the lifetime of the mount.
@@ -124,6 +125,8 @@ const MAX_WRITE: u32 = 1 << 16;
 
 const DIR_MODE: u32 = libc::S_IFDIR | 0o555;
 const FILE_MODE: u32 = libc::S_IFREG | 0o444;
+/// A view only root may read ([`crate::views::ROOT_ONLY`]).
+const ROOT_ONLY_FILE_MODE: u32 = libc::S_IFREG | 0o400;
 
 /// Where file contents come from: "process `pid` reads view `view`" -> bytes, and what the
 /// dynamic trees hold for a caller. Implemented by [`Service`]; tests plug in fakes.
@@ -132,6 +135,10 @@ pub trait ContentSource: Send + Sync {
     type Target: Send + Sync + 'static;
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
+
+    /// The host uid and gid of the root of the container process `pid` belongs to; `None`
+    /// for a process of no registered container. The owner of the root-only views.
+    fn container_root(&self, pid: u32) -> Option<(u32, u32)>;
 
     /// What `path` below mirror `mirror` is for `asker` (with its content, if asked and a
     /// file). Errors are errnos.
@@ -161,6 +168,10 @@ impl ContentSource for Service {
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         Service::content(self, view, pid)
+    }
+
+    fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
+        self.mirrors().container_root(pid)
     }
 
     fn lookup_dyn(
@@ -195,6 +206,10 @@ impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         (**self).content(view, pid)
+    }
+
+    fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
+        (**self).container_root(pid)
     }
 
     fn lookup_dyn(
@@ -607,7 +622,8 @@ fn make_attr(tree: &Tree, node: &Node, now: Duration) -> stat64 {
         st.st_mode = DIR_MODE;
         st.st_nlink = (2 + tree.subdir_count(node.ino)) as _;
     } else {
-        st.st_mode = FILE_MODE;
+        let root_only = crate::views::ROOT_ONLY.contains(&node.path.as_str());
+        st.st_mode = if root_only { ROOT_ONLY_FILE_MODE } else { FILE_MODE };
         st.st_nlink = 1;
     }
     st.st_uid = 0;
@@ -684,7 +700,15 @@ impl<S: ContentSource> FileSystem for VirtualFs<S> {
             Some(len) => len,
             None => self.size_for(inode, view, caller_pid(ctx)),
         };
-        Ok((self.attr(node, inode, size), FILE_ATTR_TTL))
+        let mut st = self.attr(node, inode, size);
+        // A root-only view belongs to the caller's container root (the kernel's permission
+        // check of the open asks this GETATTR, by the opener).
+        if st.st_mode == ROOT_ONLY_FILE_MODE {
+            if let Some((uid, gid)) = self.source.container_root(caller_pid(ctx)) {
+                (st.st_uid, st.st_gid) = (uid, gid);
+            }
+        }
+        Ok((st, FILE_ATTR_TTL))
     }
 
     fn setattr(
@@ -1011,9 +1035,12 @@ impl<S: ContentSource> VirtualFs<S> {
 
     /// View `view` (of file `node`) for process `pid`; EIO if it cannot be rendered.
     fn render_view(&self, node: &Node, view: usize, pid: u32) -> io::Result<Vec<u8>> {
-        self.source.content(view, pid).map_err(|err| {
-            tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
-            errno(libc::EIO)
+        self.source.content(view, pid).map_err(|err| match err {
+            ServiceError::View(ViewError::Absent(_)) => errno(libc::ENOENT),
+            err => {
+                tracing::warn!(pid, path = %node.path, error = %err, "cannot render view");
+                errno(libc::EIO)
+            }
         })
     }
 
@@ -1137,6 +1164,11 @@ mod tests {
             }
             let n = self.renders.fetch_add(1, Ordering::Relaxed);
             Ok(format!("view {view} for pid {pid} #{n}\n").repeat(100).into_bytes())
+        }
+
+        /// Callers from pid 1000 on are a container's, whose root is host uid 100000.
+        fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
+            (pid >= 1000).then_some((100_000, 100_000))
         }
 
         fn lookup_dyn(
@@ -1321,7 +1353,8 @@ mod tests {
             let n = fs.source.renders.load(Ordering::Relaxed);
             let entry = resolve(&fs, spec.path);
             assert_eq!(fs.source.renders.load(Ordering::Relaxed), n, "a lookup renders nothing");
-            assert_eq!(entry.attr.st_mode, libc::S_IFREG | 0o444, "{}", spec.path);
+            let perm = if crate::views::ROOT_ONLY.contains(&spec.path) { 0o400 } else { 0o444 };
+            assert_eq!(entry.attr.st_mode, libc::S_IFREG | perm, "{}", spec.path);
             assert_eq!(entry.attr.st_size, FILE_SIZE, "{}: sized by the next GETATTR", spec.path);
             assert_eq!(entry.attr.st_blocks, (FILE_SIZE + 511) / 512);
             assert_eq!(entry.attr.st_uid, 0);
@@ -1330,9 +1363,13 @@ mod tests {
             assert_eq!(entry.attr_timeout, FILE_ATTR_TTL);
             let (st, ttl) = fs.getattr(&ctx(1), entry.inode, None).unwrap();
             assert_eq!(st.st_ino, file_st_ino(entry.inode));
-            assert_eq!(st.st_mode, libc::S_IFREG | 0o444);
+            assert_eq!(st.st_mode, libc::S_IFREG | perm);
             assert_eq!(st.st_size, rendering(view_of(spec.path), 1, n).len() as i64);
             assert_eq!(ttl, FILE_ATTR_TTL);
+            // A container's caller: root-only views are its root's, the others the host's.
+            let (st, _) = fs.getattr(&ctx(1000), entry.inode, None).unwrap();
+            let owner = if perm == 0o400 { 100_000 } else { 0 };
+            assert_eq!((st.st_uid, st.st_gid), (owner, owner), "{}", spec.path);
         }
         let (root, ttl) = fs.getattr(&ctx(1), ROOT_INO, None).unwrap();
         assert_eq!(root.st_mode, libc::S_IFDIR | 0o555);
@@ -1803,14 +1840,17 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
         let mut want = vec![".", ".."];
-        // The view files and the mirror directory (`sys`) of `proc`.
+        // The view files and directories (`pressure`) and the mirror directory (`sys`) of
+        // `proc`.
         let mut files: Vec<&str> = TABLE
             .iter()
             .map(|s| s.path)
             .chain(MIRRORS.iter().map(|m| m.path))
             .filter_map(|p| p.strip_prefix("proc/"))
+            .map(|p| p.split('/').next().unwrap_or(p))
             .collect();
         files.sort();
+        files.dedup();
         want.extend(files);
         assert_eq!(names, want);
         // Files are listed with the lister's inode numbers.

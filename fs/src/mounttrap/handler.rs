@@ -146,6 +146,13 @@ pub fn handle(ctx: &Context, source: &Source, mounted: &Mounted, notif: &Notific
             }
             answer
         }
+        // A target through the caller's /proc/self would be the helper's own: left to the
+        // kernel (EPERM), as before the trap knew these file systems.
+        Decision::EmptyMount(mount) if self_relative(&mount.target).is_some() => Answer::Continue,
+        Decision::EmptyMount(mount) => {
+            let task = Task::EmptyMount { fs: mount.fs, target: mount.target, flags: mount.flags };
+            run_as_caller(ctx, source, notif, dir.as_fd(), &task, "the empty mount helper failed")
+        }
         Decision::CheckUmount { target, flags } => {
             check_umount(ctx, source, mounted, notif, dir.as_fd(), &target, flags)
         }
@@ -167,6 +174,8 @@ fn remember(source: &Source, mounted: &Mounted, notif: &Notification, target: &s
 }
 
 /// `umount2`:
+/// - of the container's own `/proc` or `/sys`, lazily or not: EBUSY, as the kernel answers
+///   for a mount in use (the views stand on it, and every later `docker exec` needs it);
 /// - of a protected mount (an overlay): EPERM;
 /// - without MNT_DETACH, of a proc or sysfs the trap mounted and whose only children are its
 ///   overlays: performed lazily for the caller (the kernel would say EBUSY because of the
@@ -189,7 +198,8 @@ fn check_umount(
         return Answer::Continue;
     };
     let ours = flags & libc::MNT_DETACH == 0 && mounted.contains(&source.container, &path);
-    if !ours && !source.overlays.may_cover_path(&path) {
+    let own_fs = FsKind::is_container_path(&path);
+    if !ours && !own_fs && !source.overlays.may_cover_path(&path) {
         return Answer::Continue;
     }
     let Ok(text) = process::read_text(dir, "mountinfo") else {
@@ -199,14 +209,15 @@ fn check_umount(
     let Some(entry) = mountinfo::top_mount_at(&entries, &path) else {
         return Answer::Continue;
     };
+    let refuse = |errno: i32, what: &str| {
+        tracing::info!(container = %source.container, pid = notif.pid, path = %path, "refused to unmount {what}");
+        Answer::Errno(errno)
+    };
+    if own_fs && mountinfo::is_container_root_fs(&entries, entry) {
+        return refuse(libc::EBUSY, "the container's own proc or sysfs");
+    }
     if mountinfo::is_protected(&entries, entry, &source.overlays) {
-        tracing::info!(
-            container = %source.container,
-            pid = notif.pid,
-            path = %path,
-            "refused to unmount a view, mask or read-only path"
-        );
-        return Answer::Errno(libc::EPERM);
+        return refuse(libc::EPERM, "a view, mask or read-only path");
     }
     if ours && mountinfo::is_overlaid_root(&entries, entry, &source.overlays) {
         return unmount_lazily(ctx, source, notif, dir, target, flags);
@@ -225,6 +236,20 @@ fn unmount_lazily(
     target: &str,
     flags: i32,
 ) -> Answer {
+    let task = Task::Unmount { target: target.to_string(), flags: flags | libc::MNT_DETACH };
+    run_as_caller(ctx, source, notif, dir, &task, "the unmount helper failed")
+}
+
+/// Runs `task` in a helper that becomes the caller, after the kernel's permission check
+/// for the caller (CAP_SYS_ADMIN over its mount namespace's owner).
+fn run_as_caller(
+    ctx: &Context,
+    source: &Source,
+    notif: &Notification,
+    dir: BorrowedFd<'_>,
+    task: &Task,
+    what: &str,
+) -> Answer {
     let fail = |what: &str, err: &dyn std::fmt::Display| {
         tracing::warn!(container = %source.container, pid = notif.pid, error = %err, "{what}");
         Answer::Errno(libc::EIO)
@@ -237,16 +262,20 @@ fn unmount_lazily(
     if !abi::id_valid(source.fd.as_fd(), notif.id) {
         return Answer::Continue;
     }
+    match process::ns_id(fds.user.as_fd()) {
+        Ok(id) if id != ctx.own_userns => {}
+        // Not in a container's user namespace: not ours to handle.
+        _ => return Answer::Continue,
+    }
     match caller_may_admin(&fds, &status, &[&fds.mnt]) {
         Ok(true) => {}
         Ok(false) => return Answer::Errno(libc::EPERM),
         Err(err) => return fail("cannot check the caller's privileges", &err),
     }
-    let task = Task::Unmount { target: target.to_string(), flags: flags | libc::MNT_DETACH };
-    match helper::run(&ctx.exe, &task, &JobFds::of(&fds, None), ctx.helper_timeout) {
+    match helper::run(&ctx.exe, task, &JobFds::of(&fds, None), ctx.helper_timeout) {
         Ok(outcome) if outcome.errno == 0 => Answer::Success,
         Ok(outcome) => Answer::Errno(outcome.caller_errno()),
-        Err(err) => fail("the unmount helper failed", &err),
+        Err(err) => fail(what, &err),
     }
 }
 

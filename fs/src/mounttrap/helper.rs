@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::overlays::Overlay;
-use super::policy::FsKind;
+use super::policy::{EmptyFs, FsKind};
 use super::process::Credentials;
 
 /// The hidden first argument that makes `sysvisor-fs` run as the helper.
@@ -93,6 +93,13 @@ pub enum Task {
     Unmount {
         target: String,
         flags: i32,
+    },
+    /// An empty, read-only tmpfs named `fs` on `target` (resolved as `Unmount`'s), mounted
+    /// as the caller with its capabilities: what the trap gives for a debugfs & co.
+    EmptyMount {
+        fs: EmptyFs,
+        target: String,
+        flags: u64,
     },
 }
 
@@ -299,6 +306,9 @@ pub fn main() -> i32 {
     let result = match &request.task {
         Task::Mount(job) => mount::perform(job, request.creds),
         Task::Unmount { target, flags } => mount::unmount(target, *flags, request.creds),
+        Task::EmptyMount { fs, target, flags } => {
+            mount::empty_mount(*fs, target, *flags, request.creds)
+        }
     };
     match result {
         Ok(()) => report(&Outcome { errno: 0, step: None }),

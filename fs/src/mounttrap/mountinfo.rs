@@ -155,6 +155,18 @@ pub fn is_overlaid_root(entries: &[MountEntry], entry: &MountEntry, overlays: &O
     children.peek().is_some() && children.all(|child| is_protected(entries, child, overlays))
 }
 
+/// Whether `entry` is the container's own `/proc` or `/sys`: a proc or sysfs mount at that
+/// path, not stacked on another mount there (a proc mounted over `/proc` by
+/// `unshare --mount-proc` is). The views, the sysctl trees and every `docker exec` stand on
+/// it, so the kernel's answer to its unmount, EBUSY, is the trap's too.
+pub fn is_container_root_fs(entries: &[MountEntry], entry: &MountEntry) -> bool {
+    let Some(fs) = FsKind::from_name(&entry.fstype) else {
+        return false;
+    };
+    entry.mount_point == fs.container_path()
+        && parent_of(entries, entry).is_none_or(|parent| parent.mount_point != entry.mount_point)
+}
+
 /// mount(2) flags of a mount, from its per-mount options.
 pub fn mount_flags(options: &str) -> u64 {
     options
@@ -265,6 +277,27 @@ mod tests {
         assert!(!is_overlaid_root(&entries, get(119), &overlays), "/sys: cgroups on it");
         assert!(!is_overlaid_root(&entries, get(66), &overlays), "no children");
         assert!(!is_overlaid_root(&entries, get(115), &overlays), "not proc or sysfs");
+    }
+
+    #[test]
+    fn the_containers_own_proc_and_sys_are_known() {
+        let entries = parse(CONTAINER);
+        let get = |id: u64| entries.iter().find(|e| e.id == id).unwrap();
+        assert!(is_container_root_fs(&entries, get(116)), "/proc");
+        assert!(is_container_root_fs(&entries, get(119)), "/sys");
+        assert!(!is_container_root_fs(&entries, get(210)), "a proc elsewhere");
+        assert!(!is_container_root_fs(&entries, get(128)), "cgroups at /sys/fs/cgroup");
+        assert!(!is_container_root_fs(&entries, get(115)), "the root");
+        // `unshare --mount-proc`: a new proc over /proc may go, the one beneath may not.
+        let stacked = format!(
+            "{CONTAINER}300 116 0:90 / /proc rw,nosuid - proc proc rw\n\
+             301 115 0:91 / /sys rw - tmpfs tmpfs rw\n"
+        );
+        let entries = parse(&stacked);
+        let get = |id: u64| entries.iter().find(|e| e.id == id).unwrap();
+        assert!(!is_container_root_fs(&entries, get(300)), "a proc stacked on /proc");
+        assert!(is_container_root_fs(&entries, get(116)));
+        assert!(!is_container_root_fs(&entries, get(301)), "a tmpfs over /sys");
     }
 
     #[test]

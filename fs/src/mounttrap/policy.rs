@@ -3,9 +3,10 @@
 //! | call | decision |
 //! | --- | --- |
 //! | `mount` of a new `proc` or `sysfs` | performed by the trap ([`Decision::NewMount`]) |
+//! | `mount` of `debugfs`, `tracefs`, `securityfs`, `configfs` | an empty read-only tmpfs ([`Decision::EmptyMount`]) |
 //! | any other `mount` (bind, remount, move, propagation, other file systems) | continued |
 //! | `umount2`/`umount` | checked against the protected mounts ([`Decision::CheckUmount`]) |
-//! | `fsopen("proc")`, `fsopen("sysfs")` | `ENOSYS`, so that tools fall back to `mount(2)` |
+//! | `fsopen` of those six | `ENOSYS`, so that tools fall back to `mount(2)` |
 //! | any other `fsopen`; `open_tree`, `move_mount`, `mount_setattr` | continued |
 //!
 //! Continuing is safe because the kernel then runs the call in the caller's own context,
@@ -39,6 +40,11 @@ impl FsKind {
         }
     }
 
+    /// Whether `path` (absolute, cleaned) is where a system container has proc or sysfs.
+    pub fn is_container_path(path: &str) -> bool {
+        [FsKind::Proc, FsKind::Sysfs].iter().any(|fs| fs.container_path() == path)
+    }
+
     /// Where a system container has this file system mounted.
     pub fn container_path(self) -> &'static str {
         match self {
@@ -46,6 +52,59 @@ impl FsKind {
             FsKind::Sysfs => "/sys",
         }
     }
+}
+
+/// Kernel file systems that no user namespace may mount (the kernel answers EPERM) and
+/// that system software mounts at boot anyway (systemd's `sys-kernel-debug.mount`,
+/// `sys-kernel-tracing.mount`, ...). The trap answers them with an empty, read-only tmpfs,
+/// what a host without them offers: the unit succeeds and nothing of the host is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyFs {
+    Debugfs,
+    Tracefs,
+    Securityfs,
+    Configfs,
+}
+
+impl EmptyFs {
+    pub fn from_name(name: &str) -> Option<EmptyFs> {
+        match name {
+            "debugfs" => Some(EmptyFs::Debugfs),
+            "tracefs" => Some(EmptyFs::Tracefs),
+            "securityfs" => Some(EmptyFs::Securityfs),
+            "configfs" => Some(EmptyFs::Configfs),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EmptyFs::Debugfs => "debugfs",
+            EmptyFs::Tracefs => "tracefs",
+            EmptyFs::Securityfs => "securityfs",
+            EmptyFs::Configfs => "configfs",
+        }
+    }
+
+    /// The mode of the file system's root as the kernel makes it (debugfs and tracefs:
+    /// 0700; securityfs and configfs: 0755).
+    pub fn root_mode(self) -> u32 {
+        match self {
+            EmptyFs::Debugfs | EmptyFs::Tracefs => 0o700,
+            EmptyFs::Securityfs | EmptyFs::Configfs => 0o755,
+        }
+    }
+}
+
+/// An empty mount the trap performs in place of an [`EmptyFs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmptyMount {
+    pub fs: EmptyFs,
+    /// As the caller wrote it (relative to its cwd, or absolute in its root).
+    pub target: String,
+    /// [`PASSED_FLAGS`] of the caller's flags.
+    pub flags: u64,
 }
 
 /// mount(2) flags that make a call something else than a new mount.
@@ -94,6 +153,8 @@ pub enum Decision {
     Answer(abi::Answer),
     /// Perform this mount in the caller's namespaces.
     NewMount(NewMount),
+    /// Mount an empty, read-only tmpfs there for the caller instead.
+    EmptyMount(EmptyMount),
     /// Refuse if `target` is a protected mount, else continue (see `handler`).
     CheckUmount { target: String, flags: i32 },
 }
@@ -119,7 +180,18 @@ pub fn decide(notif: &Notification, strings: &mut impl Strings) -> Decision {
             if flags & NOT_A_NEW_MOUNT != 0 {
                 return CONTINUE;
             }
-            let Some(fs) = strings.string(arg(2)).as_deref().and_then(FsKind::from_name) else {
+            let Some(fstype) = strings.string(arg(2)) else {
+                return CONTINUE;
+            };
+            if let Some(fs) = EmptyFs::from_name(&fstype) {
+                return match strings.string(arg(1)) {
+                    Some(target) => {
+                        Decision::EmptyMount(EmptyMount { fs, target, flags: flags & PASSED_FLAGS })
+                    }
+                    None => CONTINUE,
+                };
+            }
+            let Some(fs) = FsKind::from_name(&fstype) else {
                 return CONTINUE;
             };
             let Some(target) = strings.string(arg(1)) else {
@@ -141,9 +213,13 @@ pub fn decide(notif: &Notification, strings: &mut impl Strings) -> Decision {
             }
             None => CONTINUE,
         },
-        Syscall::Fsopen => match strings.string(arg(0)).as_deref().and_then(FsKind::from_name) {
-            Some(_) => Decision::Answer(abi::Answer::Errno(libc::ENOSYS)),
-            None => CONTINUE,
+        Syscall::Fsopen => match strings.string(arg(0)).as_deref() {
+            Some(name)
+                if FsKind::from_name(name).is_some() || EmptyFs::from_name(name).is_some() =>
+            {
+                Decision::Answer(abi::Answer::Errno(libc::ENOSYS))
+            }
+            _ => CONTINUE,
         },
         // sysinfo is answered before any decision (see `handler::handle`).
         Syscall::OpenTree | Syscall::MoveMount | Syscall::MountSetattr | Syscall::Sysinfo => {
@@ -176,6 +252,9 @@ mod tests {
             (0x50, "hidepid=2"),
             (0x60, "none"),
             (0x70, ""),
+            (0x80, "debugfs"),
+            (0x90, "/sys/kernel/debug"),
+            (0xa0, "tracefs"),
         ]))
     }
 
@@ -212,6 +291,33 @@ mod tests {
                 data: None,
             })
         );
+    }
+
+    #[test]
+    fn kernel_file_systems_no_user_namespace_may_mount_get_an_empty_one() {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_SILENT;
+        let d = decide(&mount(0x80, 0x90, 0x80, flags, 0), &mut memory());
+        assert_eq!(
+            d,
+            Decision::EmptyMount(EmptyMount {
+                fs: EmptyFs::Debugfs,
+                target: "/sys/kernel/debug".into(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            })
+        );
+        // A bind or remount of one continues (the kernel judges it).
+        let d = decide(&mount(0x80, 0x90, 0xa0, libc::MS_REMOUNT, 0), &mut memory());
+        assert_eq!(d, CONTINUE);
+        // fsopen falls back to mount(2).
+        let mut n = mount(0xa0, 0, 0, 0, 0);
+        n.nr = 430;
+        assert_eq!(decide(&n, &mut memory()), Decision::Answer(Answer::Errno(libc::ENOSYS)));
+        for name in ["debugfs", "tracefs", "securityfs", "configfs"] {
+            let fs = EmptyFs::from_name(name).unwrap();
+            assert_eq!(fs.name(), name);
+            assert!(fs.root_mode() == 0o700 || fs.root_mode() == 0o755);
+        }
+        assert_eq!(EmptyFs::from_name("tmpfs"), None);
     }
 
     #[test]

@@ -207,6 +207,12 @@ impl Mirrors {
         self.stats.retain(|_, (at, _)| at.elapsed() < self.stat_ttl);
     }
 
+    /// The host uid and gid of the root of the container process `pid` belongs to.
+    pub fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
+        let who = self.identities.resolve(pid).ok()?;
+        who.container.as_ref().map(|c| (c.uid_base, c.gid_base))
+    }
+
     fn who(&self, asker: Asker) -> Result<Arc<Identity>, Errno> {
         self.identities.resolve(asker.pid).map_err(|_| libc::EIO)
     }
@@ -429,6 +435,13 @@ impl Mirrors {
                 && rules::rules_below(spec.rules, path).any(|r| self.emulated_exists(mirror, r));
             return Ok(makes_dir.then(|| (dir(None), None)));
         };
+        // An emptied directory (/sys/kernel/debug, ...) is what the container's own mount
+        // point of that file system would be: the host's mode, owned by the container's
+        // root (the host's root would show as 65534 inside).
+        if let (NodeType::Dir, Kind::EmptyDir, Some(c)) = (stat.typ, kind, container) {
+            let attr = NodeAttr { mode: stat.mode, uid: c.uid_base, gid: c.gid_base, ..dir(None) };
+            return Ok(Some((attr, None)));
+        }
         match stat.typ {
             NodeType::Dir => return Ok(Some((dir(Some(stat)), None))),
             NodeType::Symlink => {

@@ -9,6 +9,8 @@ pub mod cpuinfo;
 pub mod diskstats;
 pub mod loadavg;
 pub mod meminfo;
+pub mod pressure;
+pub mod slabinfo;
 pub mod stat;
 pub mod swaps;
 pub mod sysinfo;
@@ -40,6 +42,10 @@ pub enum ViewError {
     Malformed { path: String, reason: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The file does not exist for this caller (ENOENT): the figures it would show are not
+    /// the caller's to see (the host's pressure, say, when its cgroup has none).
+    #[error("{0} has no figures for this caller")]
+    Absent(String),
 }
 
 /// What a rendered view depends on besides host files, and so how it may be cached.
@@ -61,12 +67,24 @@ pub struct ViewSpec {
     pub scope: Scope,
 }
 
+/// The views only root may read (mode 0400, as the kernel's files): for a container's
+/// callers the owner is the container's root, for others the host's.
+pub const ROOT_ONLY: &[&str] = &["proc/slabinfo"];
+
 /// Every virtual file, by path. The transport builds its directory tree from this table.
 pub static TABLE: &[ViewSpec] = &[
     ViewSpec { path: "proc/cpuinfo", generate: cpuinfo::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/diskstats", generate: diskstats::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/loadavg", generate: loadavg::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/meminfo", generate: meminfo::generate, scope: Scope::Cgroup },
+    ViewSpec { path: "proc/pressure/cpu", generate: pressure::generate_cpu, scope: Scope::Cgroup },
+    ViewSpec { path: "proc/pressure/io", generate: pressure::generate_io, scope: Scope::Cgroup },
+    ViewSpec {
+        path: "proc/pressure/memory",
+        generate: pressure::generate_memory,
+        scope: Scope::Cgroup,
+    },
+    ViewSpec { path: "proc/slabinfo", generate: slabinfo::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/stat", generate: stat::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/swaps", generate: swaps::generate, scope: Scope::Cgroup },
     ViewSpec { path: "proc/uptime", generate: uptime::generate, scope: Scope::CgroupAndPidNs },

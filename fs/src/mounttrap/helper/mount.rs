@@ -6,8 +6,9 @@ use std::path::Path;
 
 use super::confine::{become_caller, close_all_but, limit_caps};
 use super::sys::{
-    check, check_fd, cstring, cwd_fd, fchdir, fork_child, move_mount, path_cstring, receive, send,
-    setns, socket_pair, success, sys_mount, unshare_mounts, wait, Failure, Step,
+    check, check_fd, cstring, cwd_fd, fchdir, fork_child, make_tree_read_only, move_mount,
+    path_cstring, receive, send, setns, socket_pair, success, sys_mount, unshare_mounts, wait,
+    Failure, Step,
 };
 use super::{Job, Target, FD_CWD, FD_MNT, FD_NET, FD_PID, FD_ROOT, FD_TARGET};
 use crate::mounttrap::abi::{
@@ -18,7 +19,7 @@ use crate::mounttrap::abi::{
     MOVE_MOUNT_T_SYMLINKS, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 };
 use crate::mounttrap::overlays::{Overlay, OverlayKind};
-use crate::mounttrap::policy::FsKind;
+use crate::mounttrap::policy::{EmptyFs, FsKind, PASSED_FLAGS};
 use crate::mounttrap::process::Credentials;
 
 /// The whole mount, run by the helper (host root, in the host's pid namespace).
@@ -42,6 +43,12 @@ pub fn perform(job: &Job, creds: Credentials) -> Step<()> {
     move_mount(tree.as_fd(), None, cwd_fd(), Some(stage_str), MOVE_MOUNT_F_EMPTY_PATH, "stage")?;
     for overlay in &job.overlays {
         apply(&job.stage, overlay)?;
+    }
+    // A read-only proc or sysfs is read-only through every tree grafted on it (the
+    // writable sysctl mirror of /proc/sys included), as the kernel's own file would be.
+    // Not for the swap of a container's own /proc and /sys: its planned overlays stay.
+    if job.flags & libc::MS_RDONLY != 0 && job.replace.is_none() {
+        make_tree_read_only(&job.stage, "read-only overlays")?;
     }
     let staged = std::fs::File::open(&job.stage).map_err(super::sys::fail("stage"))?;
 
@@ -244,6 +251,21 @@ fn enter_caller() -> Step<()> {
     // SAFETY: chroot to the current directory.
     check(unsafe { libc::chroot(dot.as_ptr()) } as libc::c_long, "chroot")?;
     fchdir(FD_CWD, "chdir")
+}
+
+/// An empty, read-only tmpfs in place of `fs` for the caller, as the caller (its ids, its
+/// capabilities, in its namespaces and root): nothing it could not mount itself. The
+/// source names the file system asked for, so that mount tables read as expected.
+pub fn empty_mount(fs: EmptyFs, target: &str, flags: u64, creds: Credentials) -> Step<()> {
+    become_caller(creds)?;
+    enter_caller()?;
+    limit_caps(creds.caps)?;
+    let source = cstring(fs.name(), "mount")?;
+    let tmpfs = cstring("tmpfs", "mount")?;
+    let target = cstring(target, "mount")?;
+    let options = cstring(&format!("mode={:o},size=4k,nr_inodes=16", fs.root_mode()), "mount")?;
+    let flags = (flags & PASSED_FLAGS) | libc::MS_RDONLY;
+    sys_mount(Some(&source), &target, Some(&tmpfs), flags, Some(&options), "mount")
 }
 
 /// An unmount for the caller, as the caller.

@@ -112,6 +112,27 @@ pub fn move_mount(
     check(rc, step).map(drop)
 }
 
+/// Makes the mount at `path` and every mount below it read-only (`mount_setattr` with
+/// `AT_RECURSIVE`).
+pub fn make_tree_read_only(path: &Path, step: &str) -> Step<()> {
+    let path = path_cstring(path, step)?;
+    // `struct mount_attr` (MOUNT_ATTR_SIZE_VER0): attr_set, attr_clr, propagation, userns_fd.
+    let attr: [u64; 4] = [crate::mounttrap::abi::MOUNT_ATTR_RDONLY as u64, 0, 0, 0];
+    // SAFETY: mount_setattr with a NUL-terminated path and a mount_attr of the size passed;
+    // both live across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    check(rc, step).map(drop)
+}
+
 /// Forks; the child runs `work` and leaves with `_exit` (its failure, if any, goes to
 /// `report` first). Returns the child's pid to the parent.
 pub fn fork_child(report: BorrowedFd<'_>, work: impl FnOnce() -> Step<()>) -> Step<libc::pid_t> {
