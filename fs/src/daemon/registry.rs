@@ -525,6 +525,16 @@ impl Containers for Registry {
     }
 }
 
+impl crate::fuse::ContainerInits for Registry {
+    fn init_pid(&self, id: &str) -> Option<u32> {
+        self.entries.get(id).map(|entry| entry.record.container.init_pid)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.entries.iter().map(|entry| entry.key().clone()).collect()
+    }
+}
+
 impl Registry {
     /// The entry of pid namespace `pid_ns` if its init is still the registered process (a
     /// namespace inode number is reused once the namespace is gone).

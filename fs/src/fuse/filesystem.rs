@@ -132,6 +132,11 @@ pub trait ContentSource: Send + Sync {
     type Target: Send + Sync + 'static;
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
+    /// As [`ContentSource::content`], rendered now rather than taken from a cached
+    /// rendering (the own files of a container, see [`super::own`], cache it themselves).
+    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
+        self.content(view, pid)
+    }
 
     /// What `path` below mirror `mirror` is for `asker` (with its content, if asked and a
     /// file). Errors are errnos.
@@ -161,6 +166,10 @@ impl ContentSource for Service {
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         Service::content(self, view, pid)
+    }
+
+    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
+        Service::fresh_content(self, view, pid)
     }
 
     fn lookup_dyn(
@@ -195,6 +204,10 @@ impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
         (**self).content(view, pid)
+    }
+
+    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
+        (**self).fresh_content(view, pid)
     }
 
     fn lookup_dyn(
@@ -560,7 +573,7 @@ fn caller_pid(ctx: &Context) -> u32 {
     u32::try_from(ctx.pid).unwrap_or(0)
 }
 
-fn errno(code: i32) -> io::Error {
+pub(super) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
@@ -589,7 +602,7 @@ fn pseudo_ino(mirror: usize, dir: &str, name: &str) -> u64 {
     (h & 0x7fff_ffff) | 0x4000_0000
 }
 
-fn set_times(st: &mut stat64, at: Duration) {
+pub(super) fn set_times(st: &mut stat64, at: Duration) {
     let (secs, nsecs) = (at.as_secs() as i64, i64::from(at.subsec_nanos()));
     st.st_atime = secs;
     st.st_atime_nsec = nsecs;

@@ -12,12 +12,15 @@
 //!   files;
 //! - [`inode`]: the static tree built from [`crate::views::TABLE`] and the mirror table
 //!   (one inode per view file, whoever asks), and the counted inodes of dynamic nodes;
+//! - [`own`]: daemon mode's second mount, every registered container's own files served
+//!   from the kernel's page cache (zero-message opens, attributes cached for the TTL);
 //! - [`handles`]: the sharded table of open-file snapshots and directory listings.
 
 pub mod error;
 pub mod filesystem;
 pub mod handles;
 pub mod inode;
+pub mod own;
 pub mod session;
 pub mod uring;
 mod worker;
@@ -25,4 +28,5 @@ mod worker;
 pub use error::FuseError;
 pub use filesystem::{ContentSource, VirtualFs};
 pub use inode::Tree;
+pub use own::{ContainerInits, OwnFs};
 pub use session::{ActiveTransport, Mount, RequestStats, ShutdownSignals, StopReason, Transport};

@@ -35,11 +35,11 @@ use nix::sched::{sched_getaffinity, CpuSet};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{geteuid, Pid};
 
-use super::filesystem::{ContentSource, VirtualFs};
 use super::uring::{self, Queues, UringError};
 pub use super::worker::{opcode_name, RequestStats};
 use super::worker::{pin_to_cpu, ExitNotice, RequestCounter, Shared, WORKER_EXIT_SIGNAL};
 use super::FuseError;
+use fuse_backend_rs::api::filesystem::FileSystem;
 
 /// `fsname` of the mount (the "device" column of mountinfo).
 pub const FSNAME: &str = "sysvisor-fs";
@@ -230,16 +230,16 @@ impl Mount {
     /// starts `threads` /dev/fuse workers, worker `i` pinned to `cpus[i % cpus.len()]`
     /// (unpinned if `cpus` is empty), plus the io_uring queues if used. `signals` (blocked
     /// in this thread, hence in the workers) are what [`Mount::wait`] waits for.
-    pub fn start<S>(
+    pub fn start<F>(
         mountpoint: &Path,
-        fs: VirtualFs<S>,
+        fs: F,
         cpus: &[usize],
         threads: usize,
         signals: &ShutdownSignals,
         transport: Transport,
     ) -> Result<Mount, FuseError>
     where
-        S: ContentSource + 'static,
+        F: FileSystem + Send + Sync + 'static,
     {
         // Whether io_uring can work is checked before anything is mounted.
         let mut fallback = None;
@@ -303,14 +303,14 @@ impl Mount {
     /// Answers INIT asking for io_uring and starts the queues: `Ok(Ok(queues))` if the
     /// kernel serves the mount through them, `Ok(Err(why))` if it stays on /dev/fuse (an
     /// error instead if `required`).
-    fn start_uring<S>(
+    fn start_uring<F>(
         &mut self,
         rings: Vec<uring::queue::Ring>,
-        server: &Arc<Server<VirtualFs<S>>>,
+        server: &Arc<Server<F>>,
         required: bool,
     ) -> Result<Result<usize, UringError>, FuseError>
     where
-        S: ContentSource + 'static,
+        F: FileSystem + Send + Sync + 'static,
     {
         let bufsize = self.session.as_ref().map_or(0, FuseSession::bufsize);
         let device = self.device().map(File::try_clone).transpose();
@@ -422,10 +422,10 @@ impl Drop for Mount {
 }
 
 /// A worker: pin to `cpu`, then take requests from this channel until woken or unmounted.
-fn serve<S: ContentSource>(
+fn serve<F: FileSystem + Sync>(
     mut channel: FuseChannel,
     device: Option<File>,
-    server: &Server<VirtualFs<S>>,
+    server: &Server<F>,
     cpu: Option<usize>,
     shared: Arc<Shared>,
 ) -> RequestStats {
