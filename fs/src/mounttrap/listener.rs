@@ -188,7 +188,19 @@ fn register(
             ),
         }
     }
-    let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays) };
+    let own_root = sysvisor_proto::containers_mountpoint_for(fs_mountpoint);
+    let nested_overlays = Arc::new(overlays.per_caller(&own_root, fs_mountpoint));
+    let pid_ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+        .ok();
+    let source = Source {
+        fd,
+        container: id.clone(),
+        pid,
+        overlays: Arc::new(overlays),
+        nested_overlays,
+        pid_ns,
+    };
     dispatcher
         .add(source)
         .map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;
