@@ -438,7 +438,7 @@ impl<S: ContentSource> FileSystem for OwnFs<S> {
                 if !valid_id(name) {
                     return Err(errno(libc::ENOENT));
                 }
-                if self.root_lookups.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+                if self.root_lookups.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
                     self.sweep();
                 }
                 let slot = self.slot_for(name)?;

@@ -621,6 +621,13 @@ impl TestCgroup {
         self
     }
 
+    /// Moves process `pid` into this cgroup (every hierarchy).
+    pub fn add_process(&self, pid: u32) {
+        for (_, d) in &self.dirs {
+            write_file(&d.join("cgroup.procs"), &pid.to_string());
+        }
+    }
+
     /// The pids in any of this cgroup's directories.
     pub fn procs(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = Vec::new();
