@@ -529,3 +529,156 @@ impl<S: ContentSource> FileSystem for OwnFs<S> {
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ServiceError;
+    use crate::sysctl::{Asker, Found, Listed};
+
+    /// Renders `text` for every view; counts renderings.
+    #[derive(Default)]
+    struct Source {
+        text: Mutex<String>,
+        renders: AtomicU64,
+    }
+
+    impl ContentSource for Arc<Source> {
+        type Target = ();
+
+        fn content(&self, _view: usize, _pid: u32) -> Result<Vec<u8>, ServiceError> {
+            self.renders.fetch_add(1, Ordering::Relaxed);
+            Ok(self.text.lock().clone().into_bytes())
+        }
+        fn lookup_dyn(&self, _: Asker, _: usize, _: &str, _: bool) -> Result<Found, i32> {
+            Err(libc::ENOSYS)
+        }
+        fn list_dyn(&self, _: Asker, _: usize, _: &str) -> Result<Vec<Listed>, i32> {
+            Err(libc::ENOSYS)
+        }
+        fn open_write_dyn(&self, _: Asker, _: usize, _: &str) -> Result<(), i32> {
+            Err(libc::ENOSYS)
+        }
+        fn write_dyn(&self, _: &(), _: u64, _: &[u8]) -> Result<usize, i32> {
+            Err(libc::ENOSYS)
+        }
+        fn readlink_dyn(&self, _: Asker, _: usize, _: &str) -> Result<Vec<u8>, i32> {
+            Err(libc::ENOSYS)
+        }
+    }
+
+    /// Registered containers: id -> init pid.
+    #[derive(Default)]
+    struct Inits(Mutex<Vec<(String, u32)>>);
+
+    impl ContainerInits for Inits {
+        fn init_pid(&self, id: &str) -> Option<u32> {
+            self.0.lock().iter().find(|(i, _)| i == id).map(|(_, pid)| *pid)
+        }
+        fn ids(&self) -> Vec<String> {
+            self.0.lock().iter().map(|(i, _)| i.clone()).collect()
+        }
+    }
+
+    const TTL_MS: u64 = 100;
+
+    fn setup() -> (OwnFs<Arc<Source>>, Arc<Source>, Arc<Inits>) {
+        let source = Arc::new(Source::default());
+        *source.text.lock() = "MemTotal: 1 kB\n".into();
+        let inits = Arc::new(Inits::default());
+        let fs = OwnFs::new(source.clone(), inits.clone(), Duration::from_millis(TTL_MS)).unwrap();
+        (fs, source, inits)
+    }
+
+    /// The inode of `rel` (a view path) in container `id`'s directory, and its view.
+    fn file(fs: &OwnFs<Arc<Source>>, id: &str, rel: &str) -> (u64, usize) {
+        let slot = fs.slot_for(id).unwrap();
+        let node = fs.tree.nodes().iter().find(|n| n.path == rel).unwrap();
+        (ino_of(slot.number, node.ino), node.view().unwrap())
+    }
+
+    fn read_all(fs: &OwnFs<Arc<Source>>, ino: u64) -> Vec<u8> {
+        let (slot, node) = fs.resolve(ino).unwrap();
+        let rendering = fs.current(&slot.unwrap(), node.view().unwrap()).unwrap();
+        rendering.map_or_else(Vec::new, |r| r.bytes.to_vec())
+    }
+
+    #[test]
+    fn files_are_empty_and_uncached_until_registered() {
+        let (fs, source, inits) = setup();
+        let (ino, _) = file(&fs, "c1", "proc/meminfo");
+        let (st, ttl) = fs.attr_of(ino).unwrap();
+        assert_eq!((st.st_size, ttl), (0, Duration::ZERO));
+        assert!(read_all(&fs, ino).is_empty());
+        assert_eq!(source.renders.load(Ordering::Relaxed), 0);
+
+        inits.0.lock().push(("c1".into(), 42));
+        let (st, ttl) = fs.attr_of(ino).unwrap();
+        assert_eq!((st.st_size, ttl), (15, Duration::from_millis(TTL_MS)));
+        assert_eq!(read_all(&fs, ino), b"MemTotal: 1 kB\n");
+    }
+
+    #[test]
+    fn mtime_changes_only_with_the_content_and_reads_never_render() {
+        let (fs, source, inits) = setup();
+        inits.0.lock().push(("c1".into(), 42));
+        let (ino, _) = file(&fs, "c1", "proc/meminfo");
+        let (first, _) = fs.attr_of(ino).unwrap();
+        let renders = source.renders.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            read_all(&fs, ino);
+        }
+        assert_eq!(source.renders.load(Ordering::Relaxed), renders, "a READ rendered");
+
+        // Same bytes rendered again: same mtime (the kernel keeps its pages).
+        std::thread::sleep(fs.reuse + Duration::from_millis(1));
+        let (same, _) = fs.attr_of(ino).unwrap();
+        assert!(source.renders.load(Ordering::Relaxed) > renders);
+        assert_eq!((same.st_mtime, same.st_mtime_nsec), (first.st_mtime, first.st_mtime_nsec));
+
+        // Other bytes of the same length: a later mtime, and READs serve them.
+        *source.text.lock() = "MemTotal: 2 kB\n".into();
+        std::thread::sleep(fs.reuse + Duration::from_millis(1));
+        let (changed, _) = fs.attr_of(ino).unwrap();
+        assert_eq!(changed.st_size, first.st_size);
+        assert!((changed.st_mtime, changed.st_mtime_nsec) > (first.st_mtime, first.st_mtime_nsec));
+        assert_eq!(read_all(&fs, ino), b"MemTotal: 2 kB\n");
+    }
+
+    #[test]
+    fn the_end_of_a_registration_removes_the_files_and_a_new_one_gets_new_inodes() {
+        let (fs, _source, inits) = setup();
+        inits.0.lock().push(("c1".into(), 42));
+        let (ino, view) = file(&fs, "c1", "proc/meminfo");
+        fs.attr_of(ino).unwrap();
+        assert_eq!(fs.inits.ids(), ["c1"]);
+
+        inits.0.lock().clear();
+        let gone = |r: io::Result<(stat64, Duration)>| r.unwrap_err().raw_os_error();
+        assert_eq!(gone(fs.attr_of(ino)), Some(libc::ENOENT));
+        let (slot, _) = split_ino(ino);
+        assert!(fs.by_number.get(&slot).unwrap().removed.load(Ordering::Relaxed));
+
+        // docker start of the same id: a new directory, new inode numbers.
+        let (again, again_view) = file(&fs, "c1", "proc/meminfo");
+        assert_ne!(again, ino);
+        assert_eq!(again_view, view);
+        inits.0.lock().push(("c1".into(), 43));
+        assert!(fs.attr_of(again).unwrap().0.st_size > 0);
+        assert_eq!(gone(fs.attr_of(ino)), Some(libc::ENOENT));
+
+        // The removed slot is swept; the live one stays.
+        fs.sweep();
+        assert_eq!(fs.slots(), 1);
+    }
+
+    #[test]
+    fn only_names_usable_as_one_path_component_are_container_directories() {
+        for good in ["c1", "0123abcdef", "a.b-c_d"] {
+            assert!(valid_id(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a\nb", &"x".repeat(256)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}
