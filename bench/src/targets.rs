@@ -151,10 +151,14 @@ impl Drop for Server {
                 }
             }
         }
-        if is_mounted(&self.mnt) {
-            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        // The daemon's containers' mount too (`serve` mounts both).
+        let own = sysvisor_proto::containers_mountpoint_for(&self.mnt);
+        for dir in [&self.mnt, &own] {
+            if is_mounted(dir) {
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
         }
-        if is_mounted(&self.mnt) {
+        if is_mounted(&self.mnt) || is_mounted(&own) {
             eprintln!("sysvisor-bench: cannot unmount {}", self.mnt.display());
         } else {
             let _ = fs::remove_dir_all(&self.root);
@@ -196,10 +200,14 @@ pub fn transport_in_log(log: &str) -> Option<String> {
 /// can be compared in one run.
 fn transport_args(target: &str) -> Vec<String> {
     match target.strip_prefix("sysvisor-fs-") {
-        Some(t) => vec!["--transport".into(), t.into()],
-        None => Vec::new(),
+        Some(t @ ("uring" | "epoll")) => vec!["--transport".into(), t.into()],
+        _ => Vec::new(),
     }
 }
+
+/// The target that reads a registered container's own files (the daemon's
+/// `MOUNT-containers/<id>/`, served from the page cache), as system containers do.
+pub const OWN_TARGET: &str = "sysvisor-fs-own";
 
 /// Starts `sysvisor-fs mount <mnt>` as target `target`.
 pub fn start_sysvisor_fs(bin: &Path, target: &str) -> Result<Server> {
@@ -240,7 +248,8 @@ pub fn start_sysvisor_fs_daemon(bin: &Path, target: &str) -> Result<Server> {
 #[derive(clap::Args, Clone)]
 pub struct TargetArgs {
     /// Targets, comma-separated: native, lxcfs, sysvisor-fs (its default transport),
-    /// sysvisor-fs-uring, sysvisor-fs-epoll (FUSE over io_uring or /dev/fuse, forced).
+    /// sysvisor-fs-uring, sysvisor-fs-epoll (FUSE over io_uring or /dev/fuse, forced),
+    /// sysvisor-fs-own (the daemon, read through a registered container's own files).
     #[arg(long, value_delimiter = ',', default_value = "native,lxcfs,sysvisor-fs")]
     pub targets: Vec<String>,
     /// The sysvisor-fs binary (default: next to this binary, i.e. target/<profile>/).
@@ -296,6 +305,18 @@ impl Servers {
                     Some(b) => start_lxcfs(&b),
                     None => Err(anyhow::anyhow!("{} not found (apt-get install lxcfs)", a.lxcfs)),
                 },
+                OWN_TARGET => match start_sysvisor_fs_daemon(&a.sysvisor_fs_bin(), t) {
+                    // Read below `<id>/` of the containers' mount, once registered.
+                    Ok(srv) => {
+                        s.roots.push((
+                            t.clone(),
+                            sysvisor_proto::containers_mountpoint_for(srv.mnt()),
+                        ));
+                        s.servers.push(srv);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
                 "sysvisor-fs" | "sysvisor-fs-uring" | "sysvisor-fs-epoll" if daemon => {
                     start_sysvisor_fs_daemon(&a.sysvisor_fs_bin(), t)
                 }
@@ -304,7 +325,7 @@ impl Servers {
                 }
                 other => bail!(
                     "unknown target {other:?} (native, lxcfs, sysvisor-fs, sysvisor-fs-uring, \
-                     sysvisor-fs-epoll)"
+                     sysvisor-fs-epoll, sysvisor-fs-own)"
                 ),
             };
             match started {
