@@ -63,6 +63,9 @@ impl Host for Fake {
     fn fs_mountpoint(&self) -> PathBuf {
         PathBuf::from("/var/lib/sysvisor-fs")
     }
+    fn own_views(&self, id: &str) -> Option<PathBuf> {
+        Some(PathBuf::from("/var/lib/sysvisor-fs-containers").join(id))
+    }
     fn host_capabilities(&self) -> Result<Vec<String>, HostError> {
         Ok(vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into()])
     }
@@ -253,7 +256,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     );
 
     // The rewritten config: runc's root is the shifted one, bind sources are the shifted
-    // clones (the views are not shifted), the original is kept beside it.
+    // clones (the views, the container's own files, are not shifted), the original is kept
+    // beside it.
     let config = bundle.config_json();
     assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
     assert_eq!(config["linux"]["uidMappings"][0]["hostID"], IDS.uid_base);
@@ -265,7 +269,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         .as_str()
         .unwrap()
         .starts_with("/run/sysvisor/rootfs/c1/bind/var/lib/docker/containers/"));
-    assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs/proc/meminfo");
+    assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs-containers/c1/proc/meminfo");
     // The volumes are bound as they are (they belong to the range already).
     assert_eq!(source_of("/var/lib/docker"), "/var/lib/sysvisor/volumes/c1/docker");
     // Not a systemd container: no /run tmpfs, no stop-signal record.

@@ -1074,8 +1074,13 @@ fn teardown() {
     if let Some(fsd) = fsd {
         stop_child(fsd, "sysvisor-fs", Duration::from_secs(15));
         let _ = fs::remove_file(fs_pidfile());
-        // A daemon killed hard leaves a dead FUSE mount behind.
+        // A daemon killed hard leaves dead FUSE mounts behind (the per-caller views and
+        // the containers' own files).
         unmount_under(sysvisor_proto::DEFAULT_MOUNTPOINT);
+        let own = sysvisor_proto::containers_mountpoint_for(Path::new(
+            sysvisor_proto::DEFAULT_MOUNTPOINT,
+        ));
+        unmount_under(&own.to_string_lossy());
     }
     if bridge {
         let _ = cmd::run(

@@ -7,7 +7,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sysvisor_e2e::{Container, Engine, RUNTIME};
+use sysvisor_e2e::{Container, Engine};
 
 /// Reads /proc/meminfo for SECONDS (first argument) alternating busybox `cat` (sendfile)
 /// and `head` (read(2)); counts the readings whose MemTotal is not KB (second argument).
