@@ -68,14 +68,6 @@ while time.monotonic() - start < 10:
 print("timeout")
 "#;
 
-fn have_python() -> bool {
-    let ok = std::process::Command::new(python3()).arg("-V").output().is_ok();
-    if !ok {
-        println!("skipped: no python3");
-    }
-    ok
-}
-
 /// How long the interleaved readers run, in seconds (`SYSVISOR_OWN_SECONDS`, default 15).
 fn reader_seconds() -> f64 {
     std::env::var("SYSVISOR_OWN_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15.0)

@@ -936,6 +936,15 @@ pub fn python3() -> &'static str {
     }
 }
 
+/// Whether python3 runs here; prints `skipped: no python3` when not (the test then returns).
+pub fn have_python() -> bool {
+    let ok = Command::new(python3()).arg("-V").output().is_ok();
+    if !ok {
+        println!("skipped: no python3");
+    }
+    ok
+}
+
 /// The value (first number) of `key` in a meminfo-style text, e.g. `MemTotal` -> kB.
 pub fn meminfo_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
