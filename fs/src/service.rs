@@ -123,10 +123,30 @@ impl Service {
         self.content_for(view, pid, true)
     }
 
-    /// As [`Service::content`], rendered now (a container's own files keep their
-    /// rendering for `--cache-ttl-ms` themselves); the per-caller cache gets the result.
-    pub fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
-        self.content_for(view, pid, false)
+    /// View `view` of the container whose init is `pid`, rendered now (a container's own
+    /// files keep their rendering for `--cache-ttl-ms` themselves): for the container's
+    /// `cgroup` (as registered) when the init sits below it (systemd moves itself into
+    /// `init.scope`), else for the init's own cgroups (then the per-caller cache gets it).
+    pub fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let spec = TABLE.get(view).ok_or(ServiceError::NoSuchView(view))?;
+        let caller = self.callers.resolve(pid)?;
+        match cgroup.and_then(|cgroup| caller.moved_up_to(cgroup)) {
+            Some(container) => {
+                let request = Request {
+                    host: &self.host,
+                    cgroups: &self.cgroups,
+                    caller: &container,
+                    loadavg: &self.loadavg,
+                };
+                Ok((spec.generate)(&request)?)
+            }
+            None => self.content_for(view, pid, false),
+        }
     }
 
     fn content_for(&self, view: usize, pid: u32, cached: bool) -> Result<Vec<u8>, ServiceError> {

@@ -526,8 +526,11 @@ impl Containers for Registry {
 }
 
 impl crate::fuse::ContainerInits for Registry {
-    fn init_pid(&self, id: &str) -> Option<u32> {
-        self.entries.get(id).map(|entry| entry.record.container.init_pid)
+    fn init(&self, id: &str) -> Option<crate::fuse::own::ContainerInit> {
+        self.entries.get(id).map(|entry| crate::fuse::own::ContainerInit {
+            pid: entry.record.container.init_pid,
+            cgroup: entry.record.container.cgroup.clone(),
+        })
     }
 
     fn ids(&self) -> Vec<String> {

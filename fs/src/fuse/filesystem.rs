@@ -132,9 +132,15 @@ pub trait ContentSource: Send + Sync {
     type Target: Send + Sync + 'static;
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
-    /// As [`ContentSource::content`], rendered now rather than taken from a cached
-    /// rendering (the own files of a container, see [`super::own`], cache it themselves).
-    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
+    /// View `view` of the container whose init is `pid` and whose cgroup is `cgroup`,
+    /// rendered now rather than taken from a cached rendering (the own files of a
+    /// container, see [`super::own`], keep it themselves).
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        _cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
         self.content(view, pid)
     }
 
@@ -168,8 +174,13 @@ impl ContentSource for Service {
         Service::content(self, view, pid)
     }
 
-    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
-        Service::fresh_content(self, view, pid)
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        Service::container_content(self, view, pid, cgroup)
     }
 
     fn lookup_dyn(
@@ -206,8 +217,13 @@ impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
         (**self).content(view, pid)
     }
 
-    fn fresh_content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
-        (**self).fresh_content(view, pid)
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        (**self).container_content(view, pid, cgroup)
     }
 
     fn lookup_dyn(

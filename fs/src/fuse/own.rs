@@ -7,9 +7,9 @@
 //! CONTAINERS/<id>/proc/meminfo ...   the view table's files, rendered for <id>
 //! ```
 //!
-//! A file's content does not depend on who reads it: it is the view as the container's
-//! init process sees it (its cgroups, its pid namespace, the registered creation time),
-//! and nobody but that container binds it. So the kernel may keep the content in the
+//! A file's content does not depend on who reads it: it is the container's view (its
+//! registered cgroup, its init's pid namespace, the registered creation time; see
+//! `Service::container_content`), and nobody but that container binds it. So the kernel may keep the content in the
 //! inode's page cache and serve reads without asking:
 //! - `st_size` is the exact length of the container's current rendering, with an
 //!   attribute and entry timeout of `--cache-ttl-ms`: a LOOKUP or GETATTR (at most one per
@@ -48,11 +48,20 @@ use super::filesystem::{errno, set_times, ContentSource, TTL};
 use super::inode::{Node, Tree, NODE_BITS, ROOT_INO};
 use super::FuseError;
 
+/// A registered container, as its own files are rendered for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInit {
+    /// Host pid of its init.
+    pub pid: u32,
+    /// Its cgroup as registered (`/docker/<id>`), if known.
+    pub cgroup: Option<String>,
+}
+
 /// The registered containers, as the own files need them. Implemented by the daemon's
 /// registry.
 pub trait ContainerInits: Send + Sync {
-    /// The host pid of registered container `id`'s init, `None` if `id` is not registered.
-    fn init_pid(&self, id: &str) -> Option<u32>;
+    /// Registered container `id`, `None` if `id` is not registered.
+    fn init(&self, id: &str) -> Option<ContainerInit>;
     /// The ids of the registered containers.
     fn ids(&self) -> Vec<String>;
 }
@@ -101,10 +110,10 @@ struct Rendering {
 }
 
 /// Where a slot's container stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Standing {
-    /// Registered now: its init's pid.
-    Registered(u32),
+    /// Registered now.
+    Registered(ContainerInit),
     /// Not registered yet (bound during `runc create`).
     Pending,
     /// Was registered, is no more.
@@ -181,11 +190,11 @@ impl<S: ContentSource> OwnFs<S> {
             slot.removed.store(true, Ordering::Relaxed);
             return Standing::Removed;
         }
-        match self.inits.init_pid(&slot.id) {
-            Some(pid) => {
+        match self.inits.init(&slot.id) {
+            Some(init) => {
                 slot.seen_registered.store(true, Ordering::Relaxed);
                 slot.removed.store(false, Ordering::Relaxed);
-                Standing::Registered(pid)
+                Standing::Registered(init)
             }
             None if slot.seen_registered.load(Ordering::Relaxed) => {
                 slot.removed.store(true, Ordering::Relaxed);
@@ -272,8 +281,8 @@ impl<S: ContentSource> OwnFs<S> {
     /// The current rendering of `view` for `slot`'s container: made now unless one was
     /// made within `reuse`. `None` while the container is not registered yet.
     fn refresh(&self, slot: &Slot, view: usize) -> io::Result<Option<Rendering>> {
-        let pid = match self.standing(slot) {
-            Standing::Registered(pid) => pid,
+        let init = match self.standing(slot) {
+            Standing::Registered(init) => init,
             Standing::Pending => return Ok(None),
             Standing::Removed => return Err(errno(libc::ENOENT)),
         };
@@ -281,10 +290,12 @@ impl<S: ContentSource> OwnFs<S> {
         if let Some(r) = cell.lock().as_ref().filter(|r| r.at.elapsed() < self.reuse) {
             return Ok(Some(r.clone()));
         }
-        let bytes = self.source.fresh_content(view, pid).map_err(|err| {
-            tracing::warn!(container = %slot.id, pid, view, error = %err, "cannot render a view");
-            errno(libc::EIO)
-        })?;
+        let pid = init.pid;
+        let bytes =
+            self.source.container_content(view, pid, init.cgroup.as_deref()).map_err(|err| {
+                tracing::warn!(container = %slot.id, pid, view, error = %err, "cannot render a view");
+                errno(libc::EIO)
+            })?;
         let mut cell = cell.lock();
         let rendering = match cell.as_ref() {
             Some(old) if *old.bytes == *bytes => {
@@ -584,8 +595,10 @@ mod tests {
     struct Inits(Mutex<Vec<(String, u32)>>);
 
     impl ContainerInits for Inits {
-        fn init_pid(&self, id: &str) -> Option<u32> {
-            self.0.lock().iter().find(|(i, _)| i == id).map(|(_, pid)| *pid)
+        fn init(&self, id: &str) -> Option<ContainerInit> {
+            let inits = self.0.lock();
+            let pid = inits.iter().find(|(i, _)| i == id).map(|(_, pid)| *pid)?;
+            Some(ContainerInit { pid, cgroup: None })
         }
         fn ids(&self) -> Vec<String> {
             self.0.lock().iter().map(|(i, _)| i.clone()).collect()
