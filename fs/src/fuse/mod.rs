@@ -16,6 +16,7 @@
 //!   from the kernel's page cache (zero-message opens, attributes cached for the TTL);
 //! - [`handles`]: the sharded table of open-file snapshots and directory listings.
 
+pub mod devfuse;
 pub mod error;
 pub mod filesystem;
 pub mod handles;

@@ -23,13 +23,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseChannel, FuseSession};
+use fuse_backend_rs::transport::FuseSession;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{sched_getaffinity, CpuSet};
 use nix::sys::signal::{SigSet, Signal};
@@ -37,7 +38,7 @@ use nix::unistd::{geteuid, Pid};
 
 use super::uring::{self, Queues, UringError};
 pub use super::worker::{opcode_name, RequestStats};
-use super::worker::{pin_to_cpu, ExitNotice, RequestCounter, Shared, WORKER_EXIT_SIGNAL};
+use super::worker::{RequestCounter, Shared, WORKER_EXIT_SIGNAL};
 use super::FuseError;
 use fuse_backend_rs::api::filesystem::FileSystem;
 
@@ -260,16 +261,23 @@ impl Mount {
         session.set_allow_other(true);
         session.mount().map_err(mount_error)?;
         // If this fails, dropping `session` unmounts.
-        let channels = (0..threads.max(1))
-            .map(|_| session.new_channel())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(FuseError::Channel)?;
+        super::devfuse::install_stop_handler().map_err(FuseError::Spawn)?;
+        let bufsize = session.bufsize();
+        let clones = {
+            let device = session.get_fuse_file().ok_or_else(|| {
+                FuseError::Spawn(std::io::Error::other("the FUSE session has no device"))
+            })?;
+            (0..threads.max(1))
+                .map(|_| super::devfuse::clone_device(device.as_fd()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(FuseError::Spawn)?
+        };
         // From here on, `mount`'s Drop stops the workers and unmounts if anything fails.
         let mut mount = Mount {
             mountpoint: mountpoint.to_path_buf(),
             signals: *signals,
             session: Some(session),
-            workers: Vec::with_capacity(channels.len()),
+            workers: Vec::with_capacity(clones.len()),
             queues: None,
             shared: Arc::new(Shared::default()),
             active: ActiveTransport::Epoll { fallback: None },
@@ -285,15 +293,13 @@ impl Mount {
         if let ActiveTransport::Epoll { fallback: why } = &mut mount.active {
             *why = fallback;
         }
-        for (i, channel) in channels.into_iter().enumerate() {
-            // For telling an unmount from a failure (the channel keeps its fd private).
-            let device = mount.device().and_then(|f| f.try_clone().ok());
+        for (i, device) in clones.into_iter().enumerate() {
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let server = Arc::clone(&server);
             let shared = Arc::clone(&mount.shared);
             let worker = thread::Builder::new()
                 .name(format!("fuse-worker-{i}"))
-                .spawn(move || serve(channel, device, &server, cpu, shared))
+                .spawn(move || super::devfuse::serve(device, &server, bufsize, cpu, shared))
                 .map_err(FuseError::Spawn)?;
             mount.workers.push(worker);
         }
@@ -390,6 +396,23 @@ impl Mount {
                 tracing::error!(error = %err, "cannot wake the workers");
             }
         }
+        // Workers blocked in read(2): wake each until it has seen the stop flag.
+        loop {
+            let running: Vec<_> = self.workers.iter().filter(|w| !w.is_finished()).collect();
+            if running.is_empty() {
+                break;
+            }
+            for worker in running {
+                // SAFETY: the thread is alive (not finished, not joined: we hold its handle).
+                unsafe {
+                    libc::pthread_kill(
+                        worker.as_pthread_t(),
+                        super::devfuse::STOP_SIGNAL as libc::c_int,
+                    )
+                };
+            }
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut stats = std::mem::take(&mut self.startup);
         for worker in self.workers.drain(..) {
             match worker.join() {
@@ -419,51 +442,6 @@ impl Drop for Mount {
             }
         }
     }
-}
-
-/// A worker: pin to `cpu`, then take requests from this channel until woken or unmounted.
-fn serve<F: FileSystem + Sync>(
-    mut channel: FuseChannel,
-    device: Option<File>,
-    server: &Server<F>,
-    cpu: Option<usize>,
-    shared: Arc<Shared>,
-) -> RequestStats {
-    let _notice = ExitNotice(Arc::clone(&shared));
-    if let Some(cpu) = cpu {
-        pin_to_cpu(cpu);
-    }
-    let counter = RequestCounter::default();
-    loop {
-        match channel.get_request() {
-            Ok(Some((reader, writer))) => {
-                if let Err(err) = server.handle_message(reader, writer.into(), None, Some(&counter))
-                {
-                    // Typically the reply to a request the kernel already dropped (interrupted
-                    // caller: ENOENT) or a connection going away; the next get_request tells.
-                    tracing::debug!(error = %err, "cannot handle a FUSE request");
-                }
-            }
-            // Woken by Mount::stop, or ENODEV: the file system was unmounted.
-            Ok(None) => {
-                if !shared.stopping.load(Ordering::SeqCst) {
-                    tracing::debug!("file system unmounted externally");
-                }
-                break;
-            }
-            // An unmount can also surface as an epoll error on the device.
-            Err(err) if device.as_ref().is_some_and(disconnected) => {
-                tracing::debug!(error = %err, "file system unmounted externally");
-                break;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "FUSE channel failed");
-                shared.worker_failed.store(true, Ordering::SeqCst);
-                break;
-            }
-        }
-    }
-    counter.stats()
 }
 
 /// The kernel side of the connection is gone (unmounted or aborted): POLLERR on the device.
