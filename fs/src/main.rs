@@ -84,9 +84,9 @@ struct ServerOptions {
     cache_ttl_ms: u64,
 
     /// How requests reach the server: FUSE over io_uring (one queue per CPU, served on the
-    /// caller's CPU), /dev/fuse (epoll workers), or auto: io_uring when the kernel has it
-    /// (CONFIG_FUSE_IO_URING; the fuse module's enable_uring parameter is turned on), else
-    /// /dev/fuse.
+    /// caller's CPU), /dev/fuse (one blocking worker per CPU), or auto: io_uring when the
+    /// kernel has it (CONFIG_FUSE_IO_URING; the fuse module's enable_uring parameter is
+    /// turned on), else /dev/fuse.
     #[arg(long, value_enum, env = "SYSVISOR_FS_TRANSPORT", default_value_t = TransportArg::Auto)]
     transport: TransportArg,
 

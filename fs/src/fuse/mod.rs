@@ -3,7 +3,8 @@
 //!
 //! Layers, from the kernel up:
 //! - [`session`]: pre-mount checks, mount(2) via fuse-backend-rs `FuseSession`, one pinned
-//!   worker thread per CPU (each with its own epoll channel), signals and unmount;
+//!   worker thread per CPU (each on its own clone of the device, see [`devfuse`]), signals
+//!   and unmount;
 //! - [`uring`]: FUSE over io_uring, one queue per CPU served on that CPU (INIT handshake,
 //!   ring entries, reply capture); chosen by [`Transport`];
 //! - `worker`: what the threads of both share (request counters, exit notice, pinning);

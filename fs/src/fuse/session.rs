@@ -2,7 +2,8 @@
 //! threads that serve requests, and shutdown.
 //!
 //! Requests reach the server one of two ways ([`Transport`]):
-//! - /dev/fuse: one worker thread per CPU, each with its own epoll channel on the device;
+//! - /dev/fuse: one worker thread per CPU, each reading its own clone of the device with a
+//!   blocking read(2) ([`super::devfuse`]: one idle worker woken per request);
 //! - FUSE over io_uring ([`super::uring`]): one queue per CPU, served by a thread pinned to
 //!   that CPU, so a request never waits for another CPU to wake up. The /dev/fuse workers
 //!   run as well: FORGET and INTERRUPT still come that way, and the kernel falls back to it
@@ -191,7 +192,8 @@ pub enum Transport {
     Auto,
     /// FUSE over io_uring, or fail.
     Uring,
-    /// /dev/fuse, read by epoll workers.
+    /// /dev/fuse, read by one blocking worker per CPU on clones of the device (the name is
+    /// kept from when the workers polled it with epoll).
     Epoll,
 }
 
@@ -362,7 +364,7 @@ impl Mount {
         loop {
             match self.signals.wait()? {
                 WORKER_EXIT_SIGNAL => {
-                    // An unmount shows up in the workers as ENODEV or as an epoll error,
+                    // An unmount shows up in the workers as ENODEV or as a read error,
                     // depending on timing: ask the device.
                     if self.shared.worker_exited.load(Ordering::SeqCst) && self.disconnected() {
                         return Ok(StopReason::Unmounted);
