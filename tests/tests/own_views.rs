@@ -131,3 +131,34 @@ fn proc_mounts_get_own_files_in_the_containers_pid_namespace_and_per_caller_ones
     // A nested pid namespace (an inner runtime's container): the per-caller views.
     assert_eq!(trapped_meminfo_root(&c, "unshare -fmp"), "/proc/meminfo");
 }
+
+/// From inside, as root and as an unprivileged user: the container's own files cannot be
+/// written, truncated, re-moded or unmounted, and nothing inside names another container.
+#[test]
+fn own_files_resist_writes_and_unmounts_from_inside() {
+    let Some(e) = Engine::get() else { return };
+    let a = e.start_system(&["-m", "256m"]);
+    let b = e.start_system(&["-m", "512m"]);
+    let attacks = r#"
+        for f in /proc/meminfo /proc/stat /proc/uptime /sys/devices/system/cpu/online; do
+          (echo x > $f) 2>/dev/null && echo "wrote $f"
+          (: > $f) 2>/dev/null && echo "truncated $f"
+          (chmod 666 $f) 2>/dev/null && echo "chmod $f"
+        done
+        (umount /proc/meminfo) 2>/dev/null && echo "unmounted /proc/meminfo"
+        (umount -l /proc/meminfo) 2>/dev/null && echo "detached /proc/meminfo"
+        head -1 /proc/meminfo
+        cat /proc/self/mountinfo
+    "#;
+    for user in ["0", "1000"] {
+        let out = e.docker(&["exec", "-u", user, &a.name, "sh", "-c", attacks]);
+        assert!(out.success(), "user {user}: {out}");
+        for bad in ["wrote ", "truncated ", "chmod ", "unmounted ", "detached "] {
+            assert!(!out.stdout.contains(bad), "user {user} got through ({bad}):\n{out}");
+        }
+        assert_eq!(mem_total_kb(&out.stdout), Some(256 * 1024), "user {user}: {out}");
+        assert!(!out.stdout.contains(&b.id()), "container a's mounts name b:\n{out}");
+    }
+    let other = b.exec(&["head", "-1", "/proc/meminfo"]).expect_success();
+    assert_eq!(mem_total_kb(&other.stdout), Some(512 * 1024), "{other}");
+}
