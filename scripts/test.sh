@@ -78,7 +78,8 @@ cargo test --workspace --exclude sysvisor-e2e --no-fail-fast "$@" || failed+=("c
 if [ "$(id -u)" = 0 ] && [ -e /sys/module/fuse/parameters/enable_uring ]; then
     echo "== cargo test -p sysvisor-fs, fs integration tests over /dev/fuse (SYSVISOR_FS_TRANSPORT=epoll)"
     SYSVISOR_FS_TRANSPORT=epoll cargo test -p sysvisor-fs --test transport --test limits \
-        --test robustness --test daemon --test reread --no-fail-fast "$@" || failed+=("cargo test (epoll transport)")
+        --test robustness --test daemon --test reread --test own_files --no-fail-fast "$@" \
+        || failed+=("cargo test (epoll transport)")
 fi
 
 # ---- e2e -------------------------------------------------------------------------------

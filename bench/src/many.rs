@@ -8,7 +8,7 @@
 //! container's limits), the server's CPU time per read and its RSS are reported.
 
 use crate::chart::{self, Bar, Chart};
-use crate::many_reader::{Job, JobResult};
+use crate::many_reader::{container_id, Job, JobResult};
 use crate::memory::{register, rss_target_kb};
 use crate::report::{self, Header, Percentiles};
 use crate::{cgroup::BenchCgroup, pidns, procstat, read::met, targets};
@@ -97,6 +97,7 @@ struct Row {
 
 #[derive(Serialize)]
 struct Check {
+    target: String,
     rate: f64,
     files: String,
     p99_us: f64,
@@ -187,7 +188,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
     }
     for daemon in servers.sysvisor_fs() {
         for (i, r) in readers.iter().enumerate() {
-            register(&daemon.socket(), format!("sysvisor-bench-many-{i:03}"), r._init.pid, i)?;
+            register(&daemon.socket(), container_id(i), r._init.pid, i)?;
         }
     }
 
@@ -248,6 +249,7 @@ pub fn run(a: ManyArgs) -> Result<()> {
                     seconds: a.seconds,
                     phase: 0.0,
                     check: target != "native",
+                    own: target == targets::OWN_TARGET,
                 };
                 let acct = Accounting { server_pid, all_servers: &all_servers, retries: a.retries };
                 let row = window(&mut readers, &rx, &job, target, &acct)
@@ -272,7 +274,8 @@ pub fn run(a: ManyArgs) -> Result<()> {
     );
     for c in &checks {
         println!(
-            "  rate {:>5} {:<28} p99 {:>8.1} us, {} errors ({:<7})  RSS {} kB ({})",
+            "  {:<17} rate {:>5} {:<28} p99 {:>8.1} us, {} errors ({:<7})  RSS {} kB ({})",
+            c.target,
             c.rate,
             c.files,
             c.p99_us,
@@ -480,10 +483,11 @@ fn print_row(r: &Row) {
 
 fn check_targets(rows: &[Row], count: usize) -> Vec<Check> {
     rows.iter()
-        .filter(|r| r.target == "sysvisor-fs")
+        .filter(|r| r.target.starts_with("sysvisor-fs"))
         .map(|r| {
             let rss_kb = r.server_rss.map(|m| m.rss_kb);
             Check {
+                target: r.target.clone(),
                 rate: r.rate,
                 files: r.files.clone(),
                 p99_us: r.latency.p99_us,

@@ -33,6 +33,15 @@ pub struct Job {
     pub phase: f64,
     /// Whether to check the contents (not for native /proc, which shows the host).
     pub check: bool,
+    /// `root` is the daemon's containers' mount: read this reader's own files, at
+    /// `root/<container id>/proc/FILE` (see [`container_id`]).
+    #[serde(default)]
+    pub own: bool,
+}
+
+/// The id reader `index`'s container is registered under.
+pub fn container_id(index: usize) -> String {
+    format!("sysvisor-bench-many-{index:03}")
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -110,7 +119,11 @@ fn measure(job: &Job, index: usize, expect: Expect, born: Instant) -> JobResult 
     if job.files.is_empty() {
         return r;
     }
-    let paths: Vec<PathBuf> = job.files.iter().map(|f| job.root.join("proc").join(f)).collect();
+    let root = match job.own {
+        true => job.root.join(container_id(index)),
+        false => job.root.clone(),
+    };
+    let paths: Vec<PathBuf> = job.files.iter().map(|f| root.join("proc").join(f)).collect();
     let mut buf = vec![0u8; 1 << 16];
     let fail = |r: &mut JobResult, e: String| {
         r.errors += 1;

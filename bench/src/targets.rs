@@ -151,10 +151,14 @@ impl Drop for Server {
                 }
             }
         }
-        if is_mounted(&self.mnt) {
-            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        // The daemon's containers' mount too (`serve` mounts both).
+        let own = sysvisor_proto::containers_mountpoint_for(&self.mnt);
+        for dir in [&self.mnt, &own] {
+            if is_mounted(dir) {
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
         }
-        if is_mounted(&self.mnt) {
+        if is_mounted(&self.mnt) || is_mounted(&own) {
             eprintln!("sysvisor-bench: cannot unmount {}", self.mnt.display());
         } else {
             let _ = fs::remove_dir_all(&self.root);
@@ -210,6 +214,10 @@ pub fn sysvisor_fs_args(target: &str) -> Option<Vec<String>> {
     (rest.is_empty() || rest.starts_with('-') && !args.is_empty()).then_some(args)
 }
 
+/// The target that reads a registered container's own files (the daemon's
+/// `MOUNT-containers/<id>/`, served from the page cache), as system containers do.
+pub const OWN_TARGET: &str = "sysvisor-fs-own";
+
 /// Starts `sysvisor-fs mount <mnt>` as target `target`.
 pub fn start_sysvisor_fs(bin: &Path, target: &str) -> Result<Server> {
     Server::start(target, bin, |_, mnt| {
@@ -251,11 +259,12 @@ pub struct TargetArgs {
     /// Targets, comma-separated: native, lxcfs, sysvisor-fs (its default transport and
     /// 100 ms view cache), sysvisor-fs-cold (no cache: renders on every open, like LXCFS),
     /// sysvisor-fs-uring, sysvisor-fs-epoll (FUSE over io_uring or /dev/fuse, forced; also
-    /// with -cold).
+    /// with -cold), sysvisor-fs-own (the daemon, read through a registered container's own
+    /// files).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "native,lxcfs,sysvisor-fs,sysvisor-fs-cold"
+        default_value = "native,lxcfs,sysvisor-fs,sysvisor-fs-cold,sysvisor-fs-own"
     )]
     pub targets: Vec<String>,
     /// The sysvisor-fs binary (default: next to this binary, i.e. target/<profile>/).
@@ -311,13 +320,26 @@ impl Servers {
                     Some(b) => start_lxcfs(&b),
                     None => Err(anyhow::anyhow!("{} not found (apt-get install lxcfs)", a.lxcfs)),
                 },
+                OWN_TARGET => match start_sysvisor_fs_daemon(&a.sysvisor_fs_bin(), t) {
+                    // Read below `<id>/` of the containers' mount, once registered.
+                    Ok(srv) => {
+                        s.roots.push((
+                            t.clone(),
+                            sysvisor_proto::containers_mountpoint_for(srv.mnt()),
+                        ));
+                        s.servers.push(srv);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
                 t if sysvisor_fs_args(t).is_some() && daemon => {
                     start_sysvisor_fs_daemon(&a.sysvisor_fs_bin(), t)
                 }
                 t if sysvisor_fs_args(t).is_some() => start_sysvisor_fs(&a.sysvisor_fs_bin(), t),
                 other => bail!(
                     "unknown target {other:?} (native, lxcfs, sysvisor-fs, sysvisor-fs-cold, \
-                     sysvisor-fs-uring, sysvisor-fs-epoll, sysvisor-fs-epoll-cold, ...)"
+                     sysvisor-fs-uring, sysvisor-fs-epoll, sysvisor-fs-epoll-cold, ..., \
+                     sysvisor-fs-own)"
                 ),
             };
             match started {

@@ -18,7 +18,8 @@ use tracing_subscriber::EnvFilter;
 use sysvisor_fs::caller::NsStartTimes;
 use sysvisor_fs::daemon::{self, ControlOptions, ControlServer, Housekeeper, Registry};
 use sysvisor_fs::fuse::{
-    session, ActiveTransport, Mount, ShutdownSignals, StopReason, Transport, Tree, VirtualFs,
+    session, ActiveTransport, ContainerInits, Mount, OwnFs, ShutdownSignals, StopReason, Transport,
+    Tree, VirtualFs,
 };
 use sysvisor_fs::host::HostProc;
 use sysvisor_fs::mounttrap::{self, MountTrap, MountTrapOptions};
@@ -97,9 +98,9 @@ struct ServerOptions {
     cache_ttl_ms: u64,
 
     /// How requests reach the server: FUSE over io_uring (one queue per CPU, served on the
-    /// caller's CPU), /dev/fuse (epoll workers), or auto: io_uring when the kernel has it
-    /// (CONFIG_FUSE_IO_URING; the fuse module's enable_uring parameter is turned on), else
-    /// /dev/fuse.
+    /// caller's CPU), /dev/fuse (one blocking worker per CPU), or auto: io_uring when the
+    /// kernel has it (CONFIG_FUSE_IO_URING; the fuse module's enable_uring parameter is
+    /// turned on), else /dev/fuse.
     #[arg(long, value_enum, env = "SYSVISOR_FS_TRANSPORT", default_value_t = TransportArg::Auto)]
     transport: TransportArg,
 
@@ -206,6 +207,8 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     session::check_privileges()?;
     daemon::control::check_socket(&args.socket)?;
     let mountpoint = daemon::prepare_mountpoint(&args.mountpoint)?;
+    let containers_mountpoint =
+        daemon::prepare_mountpoint(&sysvisor_proto::containers_mountpoint_for(&args.mountpoint))?;
     let cpus = session::online_cpus()?;
     let threads = options.threads.map_or(cpus.len().max(1), |t| t as usize);
     let tree = Tree::from_table()?;
@@ -236,9 +239,20 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
     let hook_service = Arc::clone(&service);
     registry.on_reset(move |id| hook_service.mirrors().end_container(id));
     let fs = VirtualFs::new(tree, Arc::clone(&service));
-    // The socket appears only once the mount is up: a runtime that can register can also
-    // bind-mount the views. It goes away first at the end.
-    let result = serve(&mountpoint, fs, &cpus, threads, options.transport.into(), &signals, || {
+    let inits: Arc<dyn ContainerInits> = registry.clone();
+    let ttl = Duration::from_millis(options.cache_ttl_ms);
+    let own_fs = OwnFs::new(Arc::clone(&service), inits, ttl)?;
+    // The socket appears only once the mounts are up: a runtime that can register can also
+    // bind-mount the views. It goes away first at the end, the containers' mount last.
+    let transport = options.transport.into();
+    let result = serve(&mountpoint, fs, &cpus, threads, transport, &signals, || {
+        let own =
+            Mount::start(&containers_mountpoint, own_fs, &cpus, threads, &signals, transport)?;
+        tracing::info!(
+            mountpoint = %containers_mountpoint.display(),
+            transport = own.transport().name(),
+            "mounted the containers' own files"
+        );
         let mut trap_options = MountTrapOptions::new(
             sysvisor_proto::seccomp_socket_for(&args.socket),
             mountpoint.clone(),
@@ -259,11 +273,29 @@ fn run_daemon(args: &ServeArgs) -> anyhow::Result<()> {
             containers = registry.len(),
             "listening"
         );
-        // Dropped in order: the control socket, housekeeping, then the trap.
-        Ok((control, housekeeper, trap))
+        // Dropped in order: the control socket, housekeeping, the trap, the own files.
+        Ok((control, housekeeper, trap, OwnMount(Some(own))))
     });
     service.shutdown();
     result
+}
+
+/// The containers' own files' mount: unmounted (its requests logged) when dropped.
+struct OwnMount(Option<Mount>);
+
+impl Drop for OwnMount {
+    fn drop(&mut self) {
+        let Some(mount) = self.0.take() else { return };
+        match mount.stop() {
+            Ok(stats) => tracing::info!(
+                mountpoint = "containers",
+                requests = stats.total(),
+                by_opcode = %stats.summary(),
+                "unmounted the containers' own files"
+            ),
+            Err(err) => tracing::error!(error = %err, "cannot unmount the containers' own files"),
+        }
+    }
 }
 
 /// Mounts, runs `attach` (what else the mode serves; dropped before unmounting), waits for

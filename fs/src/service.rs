@@ -121,22 +121,58 @@ impl Service {
 
     /// The bytes of view `view` (an index into [`TABLE`]) as process `pid` must see them.
     pub fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError> {
+        self.content_for(view, pid, true)
+    }
+
+    /// View `view` of the container whose init is `pid`, rendered now (a container's own
+    /// files keep their rendering for `--cache-ttl-ms` themselves): for the container's
+    /// `cgroup` (as registered) when the init sits below it (systemd moves itself into
+    /// `init.scope`), else for the init's own cgroups (then the per-caller cache gets it).
+    pub fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
         let spec = TABLE.get(view).ok_or(ServiceError::NoSuchView(view))?;
         let caller = self.callers.resolve(pid)?;
-        match self.render(view, spec, &caller) {
+        match cgroup.and_then(|cgroup| caller.moved_up_to(cgroup)) {
+            Some(container) => {
+                let request = Request {
+                    host: &self.host,
+                    cgroups: &self.cgroups,
+                    caller: &container,
+                    loadavg: &self.loadavg,
+                };
+                Ok((spec.generate)(&request)?)
+            }
+            None => self.content_for(view, pid, false),
+        }
+    }
+
+    fn content_for(&self, view: usize, pid: u32, cached: bool) -> Result<Vec<u8>, ServiceError> {
+        let spec = TABLE.get(view).ok_or(ServiceError::NoSuchView(view))?;
+        let caller = self.callers.resolve(pid)?;
+        match self.render(view, spec, &caller, cached) {
             // The cached identity may name a cgroup the process has since left and that
             // was then removed: read the identity afresh and try once more.
             Err(ViewError::Cgroup(CgroupError::Io { .. })) => {
                 self.callers.forget(pid);
                 let caller = self.callers.resolve(pid)?;
-                Ok(self.render(view, spec, &caller)?)
+                Ok(self.render(view, spec, &caller, cached)?)
             }
             other => Ok(other?),
         }
     }
 
-    /// `spec` for `caller`, from the cache when fresh.
-    fn render(&self, view: usize, spec: &ViewSpec, caller: &Caller) -> Result<Vec<u8>, ViewError> {
+    /// `spec` for `caller`, from the cache when fresh and `cached`.
+    fn render(
+        &self,
+        view: usize,
+        spec: &ViewSpec,
+        caller: &Caller,
+        cached: bool,
+    ) -> Result<Vec<u8>, ViewError> {
         let key = ViewKey {
             view,
             cgroup_id: caller.cgroup_id,
@@ -145,7 +181,7 @@ impl Service {
                 Scope::CgroupAndPidNs => caller.pid_ns,
             },
         };
-        if let Some(bytes) = self.views.get(&key) {
+        if let Some(bytes) = self.views.get(&key).filter(|_| cached) {
             return Ok(bytes.to_vec());
         }
         let request =

@@ -93,14 +93,6 @@ time.sleep(0.4)
 sample("after")
 "#;
 
-fn have_python() -> bool {
-    let ok = std::process::Command::new(python3()).arg("-V").output().is_ok();
-    if !ok {
-        sysvisor_skip::required("no python3");
-    }
-    ok
-}
-
 /// The readings a script printed, by (tag, path).
 fn readings(out: &str) -> BTreeMap<(String, String), String> {
     let mut all = BTreeMap::new();

@@ -52,6 +52,15 @@ pub fn seccomp_socket_for(control: &Path) -> std::path::PathBuf {
     control.with_file_name(SECCOMP_SOCKET_NAME)
 }
 
+/// The mount point of every registered container's own view files
+/// (`CONTAINERS/<id>/proc/meminfo`, ...), beside the daemon's per-caller mount `mountpoint`:
+/// the same path with `-containers` appended (`/var/lib/sysvisor-fs-containers`).
+pub fn containers_mountpoint_for(mountpoint: &Path) -> std::path::PathBuf {
+    let mut path = mountpoint.as_os_str().to_owned();
+    path.push("-containers");
+    std::path::PathBuf::from(path)
+}
+
 /// A system container as the daemon knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
@@ -221,6 +230,18 @@ mod tests {
         assert_eq!(
             seccomp_socket_for(Path::new("/tmp/x/c.sock")),
             Path::new("/tmp/x/seccomp.sock")
+        );
+    }
+
+    #[test]
+    fn containers_mount_sits_beside_the_mount() {
+        assert_eq!(
+            containers_mountpoint_for(Path::new(DEFAULT_MOUNTPOINT)),
+            Path::new("/var/lib/sysvisor-fs-containers")
+        );
+        assert_eq!(
+            containers_mountpoint_for(Path::new("/tmp/x/mnt")),
+            Path::new("/tmp/x/mnt-containers")
         );
     }
 

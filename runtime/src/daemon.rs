@@ -74,6 +74,18 @@ pub fn mountpoint() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNTPOINT))
 }
 
+/// `statfs` type of a FUSE mount.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Container `id`'s own view files (`<mountpoint>-containers/<id>`, see
+/// [`sysvisor_proto::containers_mountpoint_for`]) when the daemon serves them there: the
+/// directory is a FUSE mount. `None` (an older daemon): the per-caller views are bound.
+pub fn own_views(id: &str) -> Option<PathBuf> {
+    let dir = sysvisor_proto::containers_mountpoint_for(&mountpoint());
+    let fs = nix::sys::statfs::statfs(&dir).ok()?;
+    (fs.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC).then(|| dir.join(id))
+}
+
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }

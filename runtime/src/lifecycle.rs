@@ -57,6 +57,11 @@ pub trait Host {
     fn ping_daemon(&self) -> Result<(), HostError>;
     /// Where the daemon's views live on the host.
     fn fs_mountpoint(&self) -> PathBuf;
+    /// Where the daemon serves container `id`'s own view files (served from the page cache,
+    /// see sysvisor-fs' `fuse::own`), if it does; `None`: the per-caller views are bound.
+    fn own_views(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
     /// The host's capability bounding set.
     fn host_capabilities(&self) -> Result<Vec<String>, HostError>;
     /// The host's online CPUs (empty when unknown: then no cpuset is pinned).
@@ -507,6 +512,7 @@ fn prepare<H: Host>(
         gid_base: ids.gid_base,
         id_count: ids.count,
         fs_mountpoint: host.fs_mountpoint(),
+        own_views: host.own_views(id),
         host_capabilities,
         seccomp_listener: Some(sysvisor_proto::seccomp_socket_for(&host.daemon_socket())),
         seccomp_origin: seccomp_origin(&original.spec, id),
@@ -528,7 +534,7 @@ fn prepare<H: Host>(
             .map_err(|source| LifecycleError::Volumes { id: id.into(), source })?;
     }
 
-    let keep = [Some(inputs.fs_mountpoint.as_path()), volumes_dir];
+    let keep = [Some(inputs.fs_mountpoint.as_path()), inputs.own_views.as_deref(), volumes_dir];
     let result = shift(host, id, &rootfs, &range, disk, &mut rewritten, &keep).and_then(|()| {
         let Some(dir) = volumes_dir else { return Ok(()) };
         let sources = nesting::volume_sources(rewritten.mounts().as_deref().unwrap_or(&[]), dir);

@@ -232,6 +232,10 @@ impl Host for SystemHost {
         daemon::mountpoint()
     }
 
+    fn own_views(&self, id: &str) -> Option<PathBuf> {
+        daemon::own_views(id)
+    }
+
     fn host_capabilities(&self) -> Result<Vec<String>, HostError> {
         Ok(caps::host_bounding_set()?)
     }

@@ -109,6 +109,10 @@ pub struct TransformInputs {
     pub id_count: u32,
     /// Where sysvisor-fs mounts its views on the host.
     pub fs_mountpoint: PathBuf,
+    /// The container's own view files (`<mountpoint>-containers/<id>`: the same views,
+    /// rendered for the container and served from the page cache), bound instead of the
+    /// per-caller ones of `fs_mountpoint` when the daemon serves them.
+    pub own_views: Option<PathBuf>,
     /// The host's capability bounding set (names like `CAP_SYS_ADMIN`).
     pub host_capabilities: Vec<String>,
     /// The sysvisor-fs daemon's seccomp listener socket: the container's mount-family
@@ -276,7 +280,8 @@ pub fn to_system_container(
 
     // The views must not be hidden by a masked parent.
     let mounts = spec.mounts().clone().unwrap_or_default();
-    let (mounts, targets) = add_view_mounts(mounts, &inputs.fs_mountpoint, inputs.host_slabinfo);
+    let views_dir = inputs.own_views.as_deref().unwrap_or(&inputs.fs_mountpoint);
+    let (mounts, targets) = add_view_mounts(mounts, views_dir, inputs.host_slabinfo);
     spec.set_mounts(Some(nesting::apply(mounts, &inputs.nesting)));
     if inputs.nesting.systemd {
         systemd::prepare(&mut spec);
@@ -486,7 +491,7 @@ fn mapping(host_id: u32, size: u32) -> LinuxIdMapping {
 /// carry a view (ours or the user's).
 fn add_view_mounts(
     mut mounts: Vec<Mount>,
-    fs_mountpoint: &Path,
+    views_dir: &Path,
     host_slabinfo: bool,
 ) -> (Vec<Mount>, Vec<PathBuf>) {
     let has_fs = |dest: &str, typ: &str| {
@@ -510,7 +515,7 @@ fn add_view_mounts(
         let mut m = Mount::default();
         m.set_destination(target);
         m.set_typ(Some("bind".into()));
-        m.set_source(Some(fs_mountpoint.join(view)));
+        m.set_source(Some(views_dir.join(view)));
         m.set_options(Some(VIEW_MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect()));
         new.push(m);
     }
@@ -555,6 +560,7 @@ mod tests {
             gid_base: 100000,
             id_count: DEFAULT_ID_COUNT,
             fs_mountpoint: "/var/lib/sysvisor-fs".into(),
+            own_views: None,
             host_capabilities: vec![],
             seccomp_listener: None,
             seccomp_origin: seccomp::Origin::EngineDefault,

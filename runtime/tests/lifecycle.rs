@@ -69,6 +69,9 @@ impl Host for Fake {
     fn fs_mountpoint(&self) -> PathBuf {
         PathBuf::from("/var/lib/sysvisor-fs")
     }
+    fn own_views(&self, id: &str) -> Option<PathBuf> {
+        Some(PathBuf::from("/var/lib/sysvisor-fs-containers").join(id))
+    }
     fn host_capabilities(&self) -> Result<Vec<String>, HostError> {
         Ok(vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into()])
     }
@@ -300,7 +303,8 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
     );
 
     // The rewritten config: runc's root is the shifted one, bind sources are not shifted
-    // unless asked, the original is kept beside it.
+    // unless asked (nor are the views, the container's own files), the original is kept
+    // beside it.
     let config = bundle.config_json();
     assert_eq!(config["root"]["path"], "/run/sysvisor/rootfs/c1/root");
     assert_eq!(config["linux"]["uidMappings"][0]["hostID"], IDS.uid_base);
@@ -309,7 +313,7 @@ fn create_prepares_everything_then_runs_runc_then_registers() {
         |dest: &str| mounts.iter().find(|m| m["destination"] == dest).unwrap()["source"].clone();
     assert_eq!(source_of("/data"), "/srv/data");
     assert_eq!(source_of("/etc/hosts"), "/var/lib/docker/containers/c1/hosts");
-    assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs/proc/meminfo");
+    assert_eq!(source_of("/proc/meminfo"), "/var/lib/sysvisor-fs-containers/c1/proc/meminfo");
     // The volumes are bound as they are (they belong to the range already).
     assert_eq!(source_of("/var/lib/docker"), "/var/lib/sysvisor/volumes/c1/docker");
     // Not a systemd container: no /run tmpfs, no stop-signal record.

@@ -40,6 +40,7 @@ fn inputs() -> TransformInputs {
         gid_base: GID_BASE,
         id_count: 65536,
         fs_mountpoint: PathBuf::from(MOUNTPOINT),
+        own_views: None,
         host_capabilities: host_caps(),
         seccomp_listener: None,
         seccomp_origin: seccomp::Origin::EngineDefault,
@@ -429,6 +430,22 @@ fn other_docker_flavours_transform() {
         let back: Spec = serde_json::from_value(json_of(&out)).unwrap();
         assert_eq!(back, out, "{name}");
     }
+}
+
+#[test]
+fn a_containers_own_views_are_bound_when_the_daemon_serves_them() {
+    let own = format!("{MOUNTPOINT}-containers/abc");
+    let inputs = TransformInputs { own_views: Some(PathBuf::from(&own)), ..inputs() };
+    let out = to_system_container(fixture("docker-run.json"), &inputs).unwrap();
+    let after = json_of(&out)["mounts"].as_array().unwrap().clone();
+    for view in VIEWS {
+        let m = after.iter().find(|m| m["destination"] == format!("/{view}")).unwrap();
+        assert_eq!(m["source"], format!("{own}/{view}"), "{view}");
+    }
+    // The dynamic trees stay on the per-caller mount.
+    let plan = &json_of(&out)["annotations"]["io.sysvisor.mirrors"];
+    let plan = plan.as_str().unwrap_or_default();
+    assert!(!plan.contains("-containers"), "{plan}");
 }
 
 #[test]

@@ -1055,11 +1055,23 @@ fn clean_leftovers(runtime_bin: &Path) {
         }
         let _ = fs::remove_file(fs_pidfile());
     }
-    unmount_under(FS_MOUNTPOINT);
+    unmount_fs_mounts();
     unmount_under(EXEC_ROOT);
     unmount_under(DATA_ROOT);
     unmount_under(SCRATCH);
     remove_trees();
+}
+
+/// The harness daemon's mount points: the per-caller views and the containers' own files.
+fn fs_mountpoints() -> [String; 2] {
+    let own = sysvisor_proto::containers_mountpoint_for(Path::new(FS_MOUNTPOINT));
+    [FS_MOUNTPOINT.to_string(), own.to_string_lossy().into_owned()]
+}
+
+fn unmount_fs_mounts() {
+    for m in fs_mountpoints() {
+        unmount_under(&m);
+    }
 }
 
 /// Removes the engine's and the daemon's directories (after their mounts are gone): each
@@ -1069,7 +1081,8 @@ fn remove_trees() {
     let _ = cmd::run(
         Command::new("rm")
             .args(["-rf", "--one-file-system", EXEC_ROOT, DATA_ROOT, SCRATCH])
-            .args([FS_MOUNTPOINT, FS_STATE, &socket_dir]),
+            .args(fs_mountpoints())
+            .args([FS_STATE, &socket_dir]),
         None,
         Duration::from_secs(120),
     );
@@ -1145,8 +1158,9 @@ fn teardown() {
         stop_child(fsd, "sysvisor-fs", Duration::from_secs(15));
         let _ = fs::remove_file(fs_pidfile());
     }
-    // A daemon killed hard leaves a dead FUSE mount behind.
-    unmount_under(FS_MOUNTPOINT);
+    // A daemon killed hard leaves dead FUSE mounts behind (the per-caller views and the
+    // containers' own files).
+    unmount_fs_mounts();
     if bridge {
         let _ = cmd::run(
             Command::new("ip").args(["link", "del", BRIDGE]),

@@ -44,6 +44,29 @@ pub struct Caller {
     pub ns_init_start_ticks: Option<u64>,
 }
 
+impl Caller {
+    /// This caller as if it sat in `cgroup` wherever it sits below it (a container's init
+    /// moved into `init.scope` by systemd, seen from the container's cgroup); `None` when
+    /// no hierarchy places it below `cgroup`. The copy keeps `cgroup_id`: it must not key a
+    /// cache.
+    pub fn moved_up_to(&self, cgroup: &str) -> Option<Caller> {
+        let top = cgroup.trim_end_matches('/');
+        if top.is_empty() {
+            return None;
+        }
+        let below = format!("{top}/");
+        let mut cgroups = (*self.cgroups).clone();
+        let mut moved = false;
+        for entry in &mut cgroups.entries {
+            if entry.path.starts_with(&below) {
+                entry.path = top.to_string();
+                moved = true;
+            }
+        }
+        moved.then(|| Caller { cgroups: Arc::new(cgroups), ..self.clone() })
+    }
+}
+
 /// Start times of pid namespaces known from elsewhere than their init process: in daemon
 /// mode, the registry of containers.
 pub trait NsStartTimes: Send + Sync + std::fmt::Debug {
@@ -234,6 +257,30 @@ impl Callers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_below_a_cgroup_is_moved_up_to_it() {
+        let text = "5:memory:/docker/c1/init.scope\n4:cpu,cpuacct:/docker/c1/init.scope\n\
+                    1:name=systemd:/docker/c1/init.scope\n3:cpuset:/docker/c1\n0::/other\n";
+        let caller = Caller {
+            pid: 10,
+            start_ticks: 1,
+            cgroups: Arc::new(ProcCgroups::parse(text).unwrap()),
+            cgroup_id: 7,
+            pid_ns: 9,
+            ns_init_start_ticks: None,
+        };
+        let moved = caller.moved_up_to("/docker/c1/").unwrap();
+        let paths: Vec<&str> = moved.cgroups.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/docker/c1", "/docker/c1", "/docker/c1", "/docker/c1", "/other"]);
+        assert_eq!((moved.pid, moved.cgroup_id, moved.pid_ns), (10, 7, 9));
+        // Already there, elsewhere, a mere name prefix, or the root: nothing to move.
+        let at_top = Caller { cgroups: moved.cgroups.clone(), ..caller.clone() };
+        assert!(at_top.moved_up_to("/docker/c1").is_none());
+        assert!(caller.moved_up_to("/docker/c2").is_none());
+        assert!(caller.moved_up_to("/docker/c").is_none());
+        assert!(caller.moved_up_to("/").is_none());
+    }
 
     #[test]
     fn resolves_self_in_host_namespace() {

@@ -525,6 +525,20 @@ impl Containers for Registry {
     }
 }
 
+impl crate::fuse::ContainerInits for Registry {
+    fn init(&self, id: &str) -> Option<crate::fuse::own::ContainerInit> {
+        self.entries.get(id).map(|entry| crate::fuse::own::ContainerInit {
+            pid: entry.record.container.init_pid,
+            cgroup: entry.record.container.cgroup.clone(),
+            root: (entry.record.container.uid_base, entry.record.container.gid_base),
+        })
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.entries.iter().map(|entry| entry.key().clone()).collect()
+    }
+}
+
 impl Registry {
     /// The entry of pid namespace `pid_ns` if its init is still the registered process (a
     /// namespace inode number is reused once the namespace is gone).

@@ -135,6 +135,17 @@ pub trait ContentSource: Send + Sync {
     type Target: Send + Sync + 'static;
 
     fn content(&self, view: usize, pid: u32) -> Result<Vec<u8>, ServiceError>;
+    /// View `view` of the container whose init is `pid` and whose cgroup is `cgroup`,
+    /// rendered now rather than taken from a cached rendering (the own files of a
+    /// container, see [`super::own`], keep it themselves).
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        _cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        self.content(view, pid)
+    }
 
     /// The host uid and gid of the root of the container process `pid` belongs to; `None`
     /// for a process of no registered container. The owner of the root-only views.
@@ -174,6 +185,15 @@ impl ContentSource for Service {
         self.mirrors().container_root(pid)
     }
 
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        Service::container_content(self, view, pid, cgroup)
+    }
+
     fn lookup_dyn(
         &self,
         asker: Asker,
@@ -210,6 +230,15 @@ impl<T: ContentSource + ?Sized> ContentSource for Arc<T> {
 
     fn container_root(&self, pid: u32) -> Option<(u32, u32)> {
         (**self).container_root(pid)
+    }
+
+    fn container_content(
+        &self,
+        view: usize,
+        pid: u32,
+        cgroup: Option<&str>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        (**self).container_content(view, pid, cgroup)
     }
 
     fn lookup_dyn(
@@ -575,7 +604,7 @@ fn caller_pid(ctx: &Context) -> u32 {
     u32::try_from(ctx.pid).unwrap_or(0)
 }
 
-fn errno(code: i32) -> io::Error {
+pub(super) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
@@ -604,7 +633,7 @@ fn pseudo_ino(mirror: usize, dir: &str, name: &str) -> u64 {
     (h & 0x7fff_ffff) | 0x4000_0000
 }
 
-fn set_times(st: &mut stat64, at: Duration) {
+pub(super) fn set_times(st: &mut stat64, at: Duration) {
     let (secs, nsecs) = (at.as_secs() as i64, i64::from(at.subsec_nanos()));
     st.st_atime = secs;
     st.st_atime_nsec = nsecs;

@@ -2,7 +2,8 @@
 //! threads that serve requests, and shutdown.
 //!
 //! Requests reach the server one of two ways ([`Transport`]):
-//! - /dev/fuse: one worker thread per CPU, each with its own epoll channel on the device;
+//! - /dev/fuse: one worker thread per CPU, each reading its own clone of the device with a
+//!   blocking read(2) ([`super::devfuse`]: one idle worker woken per request);
 //! - FUSE over io_uring ([`super::uring`]): one queue per CPU, served by a thread pinned to
 //!   that CPU, so a request never waits for another CPU to wake up. The /dev/fuse workers
 //!   run as well: FORGET and INTERRUPT still come that way, and the kernel falls back to it
@@ -23,23 +24,24 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseChannel, FuseSession};
+use fuse_backend_rs::transport::FuseSession;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{sched_getaffinity, CpuSet};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{geteuid, Pid};
 
-use super::filesystem::{ContentSource, VirtualFs};
 use super::uring::{self, Queues, UringError};
 pub use super::worker::{opcode_name, RequestStats};
-use super::worker::{pin_to_cpu, ExitNotice, RequestCounter, Shared, WORKER_EXIT_SIGNAL};
+use super::worker::{RequestCounter, Shared, WORKER_EXIT_SIGNAL};
 use super::FuseError;
+use fuse_backend_rs::api::filesystem::FileSystem;
 
 /// `fsname` of the mount (the "device" column of mountinfo).
 pub const FSNAME: &str = "sysvisor-fs";
@@ -190,7 +192,8 @@ pub enum Transport {
     Auto,
     /// FUSE over io_uring, or fail.
     Uring,
-    /// /dev/fuse, read by epoll workers.
+    /// /dev/fuse, read by one blocking worker per CPU on clones of the device (the name is
+    /// kept from when the workers polled it with epoll).
     Epoll,
 }
 
@@ -230,16 +233,16 @@ impl Mount {
     /// starts `threads` /dev/fuse workers, worker `i` pinned to `cpus[i % cpus.len()]`
     /// (unpinned if `cpus` is empty), plus the io_uring queues if used. `signals` (blocked
     /// in this thread, hence in the workers) are what [`Mount::wait`] waits for.
-    pub fn start<S>(
+    pub fn start<F>(
         mountpoint: &Path,
-        fs: VirtualFs<S>,
+        fs: F,
         cpus: &[usize],
         threads: usize,
         signals: &ShutdownSignals,
         transport: Transport,
     ) -> Result<Mount, FuseError>
     where
-        S: ContentSource + 'static,
+        F: FileSystem + Send + Sync + 'static,
     {
         // Whether io_uring can work is checked before anything is mounted.
         let mut fallback = None;
@@ -260,16 +263,23 @@ impl Mount {
         session.set_allow_other(true);
         session.mount().map_err(mount_error)?;
         // If this fails, dropping `session` unmounts.
-        let channels = (0..threads.max(1))
-            .map(|_| session.new_channel())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(FuseError::Channel)?;
+        super::devfuse::install_stop_handler().map_err(FuseError::Spawn)?;
+        let bufsize = session.bufsize();
+        let clones = {
+            let device = session.get_fuse_file().ok_or_else(|| {
+                FuseError::Spawn(std::io::Error::other("the FUSE session has no device"))
+            })?;
+            (0..threads.max(1))
+                .map(|_| super::devfuse::clone_device(device.as_fd()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(FuseError::Spawn)?
+        };
         // From here on, `mount`'s Drop stops the workers and unmounts if anything fails.
         let mut mount = Mount {
             mountpoint: mountpoint.to_path_buf(),
             signals: *signals,
             session: Some(session),
-            workers: Vec::with_capacity(channels.len()),
+            workers: Vec::with_capacity(clones.len()),
             queues: None,
             shared: Arc::new(Shared::default()),
             active: ActiveTransport::Epoll { fallback: None },
@@ -285,15 +295,13 @@ impl Mount {
         if let ActiveTransport::Epoll { fallback: why } = &mut mount.active {
             *why = fallback;
         }
-        for (i, channel) in channels.into_iter().enumerate() {
-            // For telling an unmount from a failure (the channel keeps its fd private).
-            let device = mount.device().and_then(|f| f.try_clone().ok());
+        for (i, device) in clones.into_iter().enumerate() {
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let server = Arc::clone(&server);
             let shared = Arc::clone(&mount.shared);
             let worker = thread::Builder::new()
                 .name(format!("fuse-worker-{i}"))
-                .spawn(move || serve(channel, device, &server, cpu, shared))
+                .spawn(move || super::devfuse::serve(device, &server, bufsize, cpu, shared))
                 .map_err(FuseError::Spawn)?;
             mount.workers.push(worker);
         }
@@ -303,14 +311,14 @@ impl Mount {
     /// Answers INIT asking for io_uring and starts the queues: `Ok(Ok(queues))` if the
     /// kernel serves the mount through them, `Ok(Err(why))` if it stays on /dev/fuse (an
     /// error instead if `required`).
-    fn start_uring<S>(
+    fn start_uring<F>(
         &mut self,
         rings: Vec<uring::queue::Ring>,
-        server: &Arc<Server<VirtualFs<S>>>,
+        server: &Arc<Server<F>>,
         required: bool,
     ) -> Result<Result<usize, UringError>, FuseError>
     where
-        S: ContentSource + 'static,
+        F: FileSystem + Send + Sync + 'static,
     {
         let bufsize = self.session.as_ref().map_or(0, FuseSession::bufsize);
         let device = self.device().map(File::try_clone).transpose();
@@ -356,7 +364,7 @@ impl Mount {
         loop {
             match self.signals.wait()? {
                 WORKER_EXIT_SIGNAL => {
-                    // An unmount shows up in the workers as ENODEV or as an epoll error,
+                    // An unmount shows up in the workers as ENODEV or as a read error,
                     // depending on timing: ask the device.
                     if self.shared.worker_exited.load(Ordering::SeqCst) && self.disconnected() {
                         return Ok(StopReason::Unmounted);
@@ -390,6 +398,23 @@ impl Mount {
                 tracing::error!(error = %err, "cannot wake the workers");
             }
         }
+        // Workers blocked in read(2): wake each until it has seen the stop flag.
+        loop {
+            let running: Vec<_> = self.workers.iter().filter(|w| !w.is_finished()).collect();
+            if running.is_empty() {
+                break;
+            }
+            for worker in running {
+                // SAFETY: the thread is alive (not finished, not joined: we hold its handle).
+                unsafe {
+                    libc::pthread_kill(
+                        worker.as_pthread_t(),
+                        super::devfuse::STOP_SIGNAL as libc::c_int,
+                    )
+                };
+            }
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut stats = std::mem::take(&mut self.startup);
         for worker in self.workers.drain(..) {
             match worker.join() {
@@ -419,51 +444,6 @@ impl Drop for Mount {
             }
         }
     }
-}
-
-/// A worker: pin to `cpu`, then take requests from this channel until woken or unmounted.
-fn serve<S: ContentSource>(
-    mut channel: FuseChannel,
-    device: Option<File>,
-    server: &Server<VirtualFs<S>>,
-    cpu: Option<usize>,
-    shared: Arc<Shared>,
-) -> RequestStats {
-    let _notice = ExitNotice(Arc::clone(&shared));
-    if let Some(cpu) = cpu {
-        pin_to_cpu(cpu);
-    }
-    let counter = RequestCounter::default();
-    loop {
-        match channel.get_request() {
-            Ok(Some((reader, writer))) => {
-                if let Err(err) = server.handle_message(reader, writer.into(), None, Some(&counter))
-                {
-                    // Typically the reply to a request the kernel already dropped (interrupted
-                    // caller: ENOENT) or a connection going away; the next get_request tells.
-                    tracing::debug!(error = %err, "cannot handle a FUSE request");
-                }
-            }
-            // Woken by Mount::stop, or ENODEV: the file system was unmounted.
-            Ok(None) => {
-                if !shared.stopping.load(Ordering::SeqCst) {
-                    tracing::debug!("file system unmounted externally");
-                }
-                break;
-            }
-            // An unmount can also surface as an epoll error on the device.
-            Err(err) if device.as_ref().is_some_and(disconnected) => {
-                tracing::debug!(error = %err, "file system unmounted externally");
-                break;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "FUSE channel failed");
-                shared.worker_failed.store(true, Ordering::SeqCst);
-                break;
-            }
-        }
-    }
-    counter.stats()
 }
 
 /// The kernel side of the connection is gone (unmounted or aborted): POLLERR on the device.

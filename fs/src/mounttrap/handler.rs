@@ -69,6 +69,12 @@ pub struct Source {
     pub overlays: Arc<Overlays>,
     /// How its calls are served (whether the container's views are locked).
     pub guard: Guard,
+    /// What mounts made in another pid namespace than the container's get: the same, with
+    /// the per-caller views instead of the container's own files (see
+    /// [`Overlays::per_caller`]).
+    pub nested_overlays: Arc<Overlays>,
+    /// The container's pid namespace (device, inode), if it could be read.
+    pub pid_ns: Option<(u64, u64)>,
 }
 
 /// Where the trap mounted proc or sysfs for each container (absolute paths as the callers
@@ -383,7 +389,7 @@ fn new_mount(
         flags: mount.flags,
         data: mount.data.clone(),
         target: if target_fd.is_some() { Target::Fd } else { Target::Path(mount.target.clone()) },
-        overlays: source.overlays.of(mount.fs).to_vec(),
+        overlays: overlays_for(source, &fds).of(mount.fs).to_vec(),
         stage: ctx.stage.clone(),
         replace: None,
     };
@@ -414,6 +420,17 @@ fn new_mount(
             Answer::Errno(errno)
         }
         Err(err) => fail("the mount helper failed", &err),
+    }
+}
+
+/// The overlays for a new mount by the process of `fds`: the container's own view files
+/// for its own pid namespace, the per-caller views for a nested one (an inner runtime's
+/// container, which must see its own limits) or when the container's is unknown.
+fn overlays_for<'a>(source: &'a Source, fds: &ProcessFds) -> &'a Overlays {
+    let caller = process::ns_id(fds.pid.as_fd()).ok();
+    match source.pid_ns {
+        Some(own) if caller == Some(own) => &source.overlays,
+        _ => &source.nested_overlays,
     }
 }
 

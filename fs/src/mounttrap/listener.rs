@@ -178,7 +178,20 @@ fn register(
         // A `runc exec` process: served as its container's init once the lock has ended.
         dispatcher.locks().guard_for(&id, LOCK_WAIT)
     };
-    let source = Source { fd, container: id.clone(), pid, overlays: Arc::new(overlays), guard };
+    let own_root = sysvisor_proto::containers_mountpoint_for(fs_mountpoint);
+    let nested_overlays = Arc::new(overlays.per_caller(&own_root, fs_mountpoint));
+    let pid_ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+        .ok();
+    let source = Source {
+        fd,
+        container: id.clone(),
+        pid,
+        overlays: Arc::new(overlays),
+        nested_overlays,
+        pid_ns,
+        guard,
+    };
     dispatcher
         .add(source)
         .map_err(|e| format!("container {id}: cannot serve its notify fd: {e}"))?;

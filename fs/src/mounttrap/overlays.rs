@@ -220,6 +220,37 @@ impl Overlays {
         overlays
     }
 
+    /// These overlays with the container's own view files (binds from below `own_root`,
+    /// `<own_root>/<id>/proc/meminfo`) replaced by the per-caller views at `shared`
+    /// (`<shared>/proc/meminfo`): what proc and sysfs mounts made in a nested pid namespace
+    /// get (an inner runtime's containers see their own limits, not the container's).
+    pub fn per_caller(&self, own_root: &Path, shared: &Path) -> Overlays {
+        let swap = |list: &[Overlay]| -> Vec<Overlay> {
+            list.iter()
+                .map(|overlay| match &overlay.kind {
+                    OverlayKind::Bind { source, recursive, flags } => {
+                        // Below the container's directory (`<id>/`).
+                        let rest: Option<PathBuf> =
+                            source.strip_prefix(own_root).ok().map(|r| r.iter().skip(1).collect());
+                        match rest.filter(|r| !r.as_os_str().is_empty()) {
+                            Some(rest) => Overlay {
+                                rel: overlay.rel.clone(),
+                                kind: OverlayKind::Bind {
+                                    source: shared.join(rest),
+                                    recursive: *recursive,
+                                    flags: *flags,
+                                },
+                            },
+                            None => overlay.clone(),
+                        }
+                    }
+                    _ => overlay.clone(),
+                })
+                .collect()
+        };
+        Overlays { proc: swap(&self.proc), sysfs: swap(&self.sysfs) }
+    }
+
     /// Adds an overlay at container path `destination` if it lies below `/proc` or `/sys`
     /// (and is a clean absolute path).
     fn push(&mut self, destination: &str, kind: OverlayKind) {
@@ -291,6 +322,38 @@ mod tests {
         "readonlyPaths": ["/proc/sys", "/proc/bus/"]
       }
     }"#;
+
+    #[test]
+    fn nested_mounts_get_the_per_caller_views_instead_of_the_containers_own() {
+        let config = CONFIG.replace(
+            "/var/lib/sysvisor-fs/proc/meminfo",
+            "/var/lib/sysvisor-fs-containers/c1/proc/meminfo",
+        );
+        let own = Overlays::from_config(config.as_bytes()).unwrap();
+        let nested = own.per_caller(
+            Path::new("/var/lib/sysvisor-fs-containers"),
+            Path::new("/var/lib/sysvisor-fs"),
+        );
+        let source = |o: &Overlays, rel: &str| match &o
+            .of(FsKind::Proc)
+            .iter()
+            .find(|o| o.rel == rel)
+            .unwrap()
+            .kind
+        {
+            OverlayKind::Bind { source, .. } => source.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            source(&own, "meminfo"),
+            Path::new("/var/lib/sysvisor-fs-containers/c1/proc/meminfo")
+        );
+        assert_eq!(source(&nested, "meminfo"), Path::new("/var/lib/sysvisor-fs/proc/meminfo"));
+        // Everything else is kept as it is, in order.
+        assert_eq!(source(&nested, "driver/x"), Path::new("/srv/x"));
+        assert_eq!(nested.of(FsKind::Sysfs), own.of(FsKind::Sysfs));
+        assert_eq!(nested.of(FsKind::Proc).len(), own.of(FsKind::Proc).len());
+    }
 
     #[test]
     fn overlays_come_from_the_config() {

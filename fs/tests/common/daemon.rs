@@ -44,6 +44,8 @@ pub fn mode(path: &Path) -> u32 {
 pub struct Site {
     pub root: PathBuf,
     pub mnt: PathBuf,
+    /// The containers' own files (`mnt-containers`, beside `mnt`).
+    pub own: PathBuf,
     pub sock: PathBuf,
     pub state: PathBuf,
     pub log: PathBuf,
@@ -63,6 +65,7 @@ impl Site {
         fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
         Site {
             mnt: root.join("mnt"),
+            own: sysvisor_proto::containers_mountpoint_for(&root.join("mnt")),
             sock: root.join("run/fs.sock"),
             state: root.join("state"),
             log: root.join("daemon.log"),
@@ -78,8 +81,14 @@ impl Site {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the per-caller mount or the containers' one is mounted.
     pub fn mounted(&self) -> bool {
-        mountinfo().iter().any(|m| m.mount_point == self.mnt)
+        mountinfo().iter().any(|m| m.mount_point == self.mnt || m.mount_point == self.own)
+    }
+
+    /// Container `id`'s own file `rel` (`proc/meminfo`).
+    pub fn own_path(&self, id: &str, rel: &str) -> PathBuf {
+        self.own.join(id).join(rel)
     }
 
     /// Sends one request; the daemon's answer, refusals included.
@@ -104,7 +113,9 @@ impl Drop for Site {
             if !self.mounted() {
                 break;
             }
-            let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+            for dir in [&self.mnt, &self.own] {
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
         }
         if let Err(e) = fs::remove_dir_all(&self.root) {
             eprintln!("cannot remove {}: {e}", self.root.display());

@@ -612,6 +612,13 @@ impl TestCgroup {
         self
     }
 
+    /// Moves process `pid` into this cgroup (every hierarchy).
+    pub fn add_process(&self, pid: u32) {
+        for (_, d) in &self.dirs {
+            write_file(&d.join("cgroup.procs"), &pid.to_string());
+        }
+    }
+
     /// The pids in any of this cgroup's directories.
     pub fn procs(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = Vec::new();
@@ -918,6 +925,15 @@ pub fn python3() -> &'static str {
     } else {
         "python3"
     }
+}
+
+/// Whether python3 runs here; prints `skipped: no python3` when not (the test then returns).
+pub fn have_python() -> bool {
+    let ok = Command::new(python3()).arg("-V").output().is_ok();
+    if !ok {
+        sysvisor_skip::required("no python3");
+    }
+    ok
 }
 
 /// The value (first number) of `key` in a meminfo-style text, e.g. `MemTotal` -> kB.
