@@ -21,7 +21,7 @@ use sysvisor_fs::mounttrap::abi::{
     AUDIT_ARCH_X86_64,
 };
 use sysvisor_fs::mounttrap::overlays::Overlays;
-use sysvisor_fs::mounttrap::policy::{decide, Decision, FsKind, Strings, PASSED_FLAGS};
+use sysvisor_fs::mounttrap::policy::{decide, Decision, EmptyFs, FsKind, Strings, PASSED_FLAGS};
 use sysvisor_fuzz::{split2, split_header};
 
 const HEADER_LEN: usize = 1 + 4 + 6 * 8;
@@ -57,6 +57,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(string(&mut memory, 2).as_deref(), Some(new.fs.name()));
             assert_eq!(string(&mut memory, 1).as_ref(), Some(&new.target));
         }
+        Decision::EmptyMount(empty) => {
+            assert_eq!(call, Some(Syscall::Mount));
+            assert_eq!(empty.flags & !PASSED_FLAGS, 0, "{empty:?}");
+            let fstype = string(&mut memory, 2);
+            assert_eq!(fstype.as_deref().and_then(EmptyFs::from_name), Some(empty.fs));
+            assert_eq!(string(&mut memory, 1).as_ref(), Some(&empty.target));
+        }
         Decision::CheckUmount { target, .. } => {
             assert!(matches!(call, Some(Syscall::Umount | Syscall::Umount2)), "{call:?}");
             assert_eq!(string(&mut memory, 0).as_ref(), Some(&target));
@@ -64,7 +71,12 @@ fuzz_target!(|data: &[u8]| {
         Decision::Answer(Answer::Errno(errno)) => {
             assert_eq!(call, Some(Syscall::Fsopen));
             assert_eq!(errno, libc::ENOSYS);
-            assert!(string(&mut memory, 0).as_deref().and_then(FsKind::from_name).is_some());
+            let name = string(&mut memory, 0);
+            let name = name.as_deref();
+            assert!(
+                name.and_then(FsKind::from_name).is_some()
+                    || name.and_then(EmptyFs::from_name).is_some()
+            );
         }
         Decision::Answer(answer) => assert_eq!(answer, Answer::Continue),
     }
